@@ -88,7 +88,9 @@ class Detector(ABC):
         return {}
 
 
-def scores_frame(table: pd.DataFrame, rows: np.ndarray, scores: np.ndarray, split: str, fold: int) -> pd.DataFrame:
+def scores_frame(
+    table: pd.DataFrame, rows: np.ndarray, scores: np.ndarray, split: str, fold: int
+) -> pd.DataFrame:
     """Build a scores frame for ``rows`` (positions in ``table``)."""
     sub = table.iloc[rows]
     return pd.DataFrame(

@@ -68,7 +68,9 @@ def run_job(cfg: DictConfig) -> float:
         if cfg.tracking.log_model:
             run.log_predictor(detector.predictor())
         log.info(
-            "%s: %s", cfg.optimized_metric, ", ".join(f"{k}={v:.4f}" for k, v in sorted(metrics.items()) if not k.startswith("n_"))
+            "%s: %s",
+            cfg.optimized_metric,
+            ", ".join(f"{k}={v:.4f}" for k, v in sorted(metrics.items()) if not k.startswith("n_")),
         )
     if cfg.optimized_metric not in metrics:
         raise FidBenchError(

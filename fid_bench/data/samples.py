@@ -32,9 +32,7 @@ class Samples:
     skipped: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=SKIP_COLUMNS))
     name: str = "data"
     # predict rows whose image could not be read: kept in ``table`` (never dropped), listed here
-    unreadable_predict: pd.DataFrame = field(
-        default_factory=lambda: pd.DataFrame(columns=SKIP_COLUMNS)
-    )
+    unreadable_predict: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=SKIP_COLUMNS))
 
     def labelled(self) -> pd.DataFrame:
         return self.table[self.table["split"].isin(LABELLED_SPLITS)]
