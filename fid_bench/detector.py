@@ -74,6 +74,7 @@ class Detector(ABC):
 
     def setup(self, job: Job) -> None:
         """Work shared by all folds (e.g. feature extraction through the cache)."""
+        return None
 
     @abstractmethod
     def fit_predict(self, job: Job, fold: Fold) -> pd.DataFrame:
