@@ -1,0 +1,68 @@
+"""Shared fixtures: every test runs against its own tracking store, cache and working folder."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+from omegaconf import DictConfig
+
+REPO = Path(__file__).resolve().parents[1]
+CONF_DIR = REPO / "conf"
+CIFAKE_ARCHIVE = REPO.parent / "shared" / "data" / "cifake.tar.gz"
+
+# Small settings that keep a composed job fast on a CPU.
+TINY = [
+    "data.reader.n_real=48",
+    "data.reader.n_fake=24",
+    "data.reader.size=32",
+    "features.num_workers=0",
+    "features.batch_size=32",
+]
+
+
+@pytest.fixture(autouse=True)
+def isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Run in tmp_path with a private MLflow store and feature cache, and never touch the network."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}")
+    monkeypatch.setenv("FID_BENCH_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf_home"))
+    (tmp_path / "mlruns").mkdir(exist_ok=True)
+    return tmp_path
+
+
+@pytest.fixture
+def compose_cfg() -> Iterator[Callable[..., DictConfig]]:
+    """Compose the real config through Hydra's compose API, as ``python -m fid_bench`` would.
+
+    The Hydra config is registered too (``HydraConfig``), so code that asks for the run mode or
+    output folder behaves as in a real single run.
+    """
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.core.hydra_config import HydraConfig
+    from omegaconf import open_dict
+
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+
+        def _compose(*overrides: str, tiny: bool = True) -> DictConfig:
+            cfg = compose("config", overrides=[*(TINY if tiny else []), *overrides], return_hydra_config=True)
+            with open_dict(cfg):
+                cfg.hydra.runtime.output_dir = os.getcwd()
+                cfg.hydra.job.num = 0
+            HydraConfig.instance().set_config(cfg)
+            return cfg
+
+        yield _compose
+    GlobalHydra.instance().clear()
+
+
+@pytest.fixture(scope="session")
+def cifake_archive() -> Path:
+    if not CIFAKE_ARCHIVE.exists():
+        pytest.skip(f"CIFAKE archive not found at {CIFAKE_ARCHIVE}")
+    return CIFAKE_ARCHIVE
