@@ -200,3 +200,20 @@ def test_kaggle_layout_with_broken_files_skips_and_lists_them(compose_cfg, isola
     path = mlflow.MlflowClient().download_artifacts(run.info.run_id, "skipped.csv", str(isolated / "dl"))
     skipped = Path(path).read_text()
     assert "trunc" in skipped and "empty" in skipped
+
+
+@pytest.mark.slow
+def test_joblib_launcher_runs_two_jobs_at_once_sharing_cache_and_store(isolated):
+    _fid_bench(
+        "-m",
+        *TINY,
+        "hydra/launcher=joblib",
+        "hydra.launcher.n_jobs=2",
+        "model=spectrum",
+        "classifier=logreg,knn",
+        cwd=isolated,
+    )
+    runs = _runs("demo")
+    children = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
+    assert len(children) == 2 and all(r.info.status == "FINISHED" for r in children)
+    assert len({r.data.tags["mlflow.parentRunId"] for r in children}) == 1
