@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
+from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pandas as pd
 from hydra.utils import instantiate
@@ -11,6 +14,11 @@ from omegaconf import DictConfig
 
 from fid_bench.detector import Detector, Job
 from fid_bench.errors import FidBenchError
+
+if TYPE_CHECKING:
+    from fid_bench.data.samples import Samples
+    from fid_bench.detector import RunLogger
+    from fid_bench.tracking.run import TrackedRun
 
 log = logging.getLogger(__name__)
 
@@ -30,14 +38,31 @@ def output_dir() -> Path:
         return Path.cwd()
 
 
-def run_job(cfg: DictConfig) -> float:
-    """Run one job of the grid and return ``cfg.optimized_metric`` on held-out data."""
+def run_job(
+    cfg: DictConfig,
+    *,
+    holdout: str = "test",
+    parent_run_id: str | None = None,
+    samples: Samples | None = None,
+    on_run: Callable[[TrackedRun], RunLogger] | None = None,
+) -> float:
+    """Run one job of the grid and return ``cfg.optimized_metric`` on held-out data.
+
+    The keywords serve hyperparameter search (``fid_bench.search``); the defaults are a plain job.
+    ``holdout="val"`` scores the validation rows in place of the test rows, which are never
+    predicted, logs the metrics with a ``val_`` prefix and skips predictions and plots;
+    ``parent_run_id`` nests the MLflow run; ``samples`` reuses a data set already read;
+    ``on_run`` turns the run into the logger the detector sees (e.g. to watch per-epoch metrics).
+    """
     from fid_bench.data.splits import make_folds
     from fid_bench.evaluation.metrics import aggregate_folds, evaluate_scores
     from fid_bench.tracking.run import tracked_run
 
-    with tracked_run(cfg) as run:
-        samples = load_samples(cfg)
+    if holdout not in ("test", "val"):
+        raise FidBenchError(f"holdout must be 'test' or 'val', got {holdout!r}")
+    with tracked_run(cfg, parent_run_id=parent_run_id) as run:
+        if samples is None:
+            samples = load_samples(cfg)
         run.log_samples(samples)
         folds = make_folds(
             samples.table,
@@ -46,6 +71,9 @@ def run_job(cfg: DictConfig) -> float:
             cv_folds=cfg.cv.folds,
             seed=cfg.seed,
         )
+        if holdout == "val":
+            # the validation rows stand in for the test rows, so a search never sees test labels
+            folds = [dataclasses.replace(fold, test=fold.val) for fold in folds]
         detector: Detector = instantiate(cfg.classifier)
         job = Job(
             cfg=cfg,
@@ -53,7 +81,7 @@ def run_job(cfg: DictConfig) -> float:
             balance=instantiate(cfg.balance),
             cache_dir=Path(cfg.features.cache_dir).expanduser(),
             output_dir=output_dir(),
-            logger=run,
+            logger=on_run(run) if on_run is not None else run,
         )
         detector.setup(job)
         scores, per_fold = [], []
@@ -62,13 +90,17 @@ def run_job(cfg: DictConfig) -> float:
             scores.append(fold_scores)
             per_fold.append(evaluate_scores(fold_scores))
         metrics = aggregate_folds(per_fold)
-        metrics.update(detector.extra_metrics())
-        run.log_metrics(metrics)
-        run.log_scores(pd.concat(scores, ignore_index=True), metrics)
+        logged = metrics if holdout == "test" else {f"val_{k}": v for k, v in metrics.items()}
+        extra = detector.extra_metrics()
+        metrics.update(extra)
+        run.log_metrics({**logged, **extra})
+        if holdout == "test":
+            run.log_scores(pd.concat(scores, ignore_index=True), metrics)
         if cfg.tracking.log_model:
             run.log_predictor(detector.predictor())
         log.info(
-            "%s: %s",
+            "%s%s: %s",
+            "validation " if holdout == "val" else "",
             cfg.optimized_metric,
             ", ".join(f"{k}={v:.4f}" for k, v in sorted(metrics.items()) if not k.startswith("n_")),
         )
