@@ -98,7 +98,8 @@ def _save(fig: Figure, path: str | Path) -> Path:
 
 
 def _undefined(ax: Axes, what: str, n: int) -> None:
-    ax.text(0.5, 0.5, f"{what} undefined\n({n} test rows, one class)", ha="center", va="center")
+    why = "no test rows" if n == 0 else f"{n} test rows, one class"
+    ax.text(0.5, 0.5, f"{what} undefined\n({why})", ha="center", va="center")
 
 
 def _draw_roc(ax: Axes, curves: dict[str, Curve], title: str) -> None:
