@@ -327,12 +327,14 @@ def test_predictor_pickles_and_round_trips(compose_cfg, fake_extract: FakeExtrac
     det = instantiate(cfg.classifier)
     job = make_job(cfg, samples, tmp_path)
     det.setup(job)
-    det.fit_predict(job, fold)
+    fold_scores = det.fit_predict(job, fold)
     pred = det.predictor()
     assert isinstance(pred, FeaturePredictor)
     assert type(pred.encoder_cfg) is dict and pred.encoder_cfg["_target_"].endswith("FakeEncoder")
     train_share = samples.table["label"].to_numpy()[fold.train].mean()
     assert pred.prior == pytest.approx(train_share)
+    # the threshold defaults to the metrics' choice on the validation rows of the fit
+    assert pred.threshold == pytest.approx(evaluate_scores(fold_scores)["threshold"])
     pred.threshold = 0.37
 
     # new images: two readable PNGs (one fake-looking, one real-looking), a broken file, a missing one

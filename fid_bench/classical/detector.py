@@ -18,6 +18,7 @@ Class weights reach the estimator in one of two ways, chosen per estimator:
 from __future__ import annotations
 
 import logging
+import math
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -87,6 +88,14 @@ def _positive_proba(name: str, pipeline: Pipeline, X: np.ndarray) -> np.ndarray:
     return np.asarray(proba[:, col], dtype=np.float64)
 
 
+def _val_threshold(val_scores: pd.DataFrame) -> float:
+    """The threshold the shared metrics choose on these validation scores; 0.5 when undefined."""
+    from fid_bench.evaluation.metrics import best_f1_threshold
+
+    threshold = best_f1_threshold(val_scores["label"].to_numpy(), val_scores["score"].to_numpy())
+    return 0.5 if math.isnan(threshold) else threshold
+
+
 def _one_line(err: BaseException) -> str:
     return " ".join(str(err).split()) or type(err).__name__
 
@@ -146,6 +155,7 @@ class FeatureDetector(Detector):
         self._cache_dir: Path | None = None
         self._pipeline: Pipeline | None = None
         self._prior = 0.5
+        self._threshold = 0.5
 
     # -- setup: features for every labelled row, once per job --------------------------------------
     def setup(self, job: Job) -> None:
@@ -283,6 +293,7 @@ class FeatureDetector(Detector):
             proba = _positive_proba(self.name, pipeline, self._matrix(rows, split))
             frames.append(scores_frame(table, rows, proba, split, fold.index))
         self._pipeline = pipeline
+        self._threshold = _val_threshold(frames[0])
         # the share of generated images as the data has it (before balancing): the honest guess
         # for an image the predictor cannot read
         self._prior = float(y_train.mean())
@@ -296,6 +307,7 @@ class FeatureDetector(Detector):
             pipeline=self._pipeline,
             cache_dir=self._cache_dir,
             prior=self._prior,
+            threshold=self._threshold,
             name=self.name,
             **self._extract_kwargs,
         )
@@ -304,8 +316,8 @@ class FeatureDetector(Detector):
 class FeaturePredictor(Predictor):
     """A fitted feature pipeline plus the encoder *config* (weights are loaded on first use).
 
-    ``threshold`` starts at 0.5; the caller sets it (e.g. to the validation-chosen threshold)
-    before logging. ``unreadable`` lists ``(path, reason)`` for images the last
+    ``threshold`` is the F1-maximising threshold on the last fold's validation rows (0.5 when
+    undefined), the same rule as the ``threshold`` metric; a caller may overwrite the attribute. ``unreadable`` lists ``(path, reason)`` for images the last
     ``predict_paths`` could not read; they were given ``prior``.
     """
 
