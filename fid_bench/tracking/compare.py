@@ -66,11 +66,10 @@ class Comparison:
 
 
 def _client(tracking_uri: str | None) -> MlflowClient:
-    from mlflow import MlflowClient
-
+    from fid_bench.predict import make_client
     from fid_bench.predict import tracking_uri as resolve_uri
 
-    return MlflowClient(tracking_uri=resolve_uri(tracking_uri))
+    return make_client(resolve_uri(tracking_uri))
 
 
 def get_runs(client: MlflowClient, run_ids: Sequence[str]) -> list[Run]:

@@ -1,0 +1,77 @@
+"""``fid-bench``: tools around the benchmark (the benchmark itself runs as ``python -m fid_bench``).
+
+Each subcommand is one function below that adds its parser to ``commands`` and sets
+``handler`` (a function of the parsed args returning an exit code); list it in ``COMMANDS``.
+Handlers raise ``FidBenchError`` for anything the user can fix: it is printed as one line and
+the exit code is the error's ``exit_code`` (1 by default, 2 for bad arguments).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable, Sequence
+from typing import Any, NoReturn
+
+PROG = "fid-bench"
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """An ArgumentParser whose usage errors are one line on stderr (exit code 2)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+
+
+Subcommands = Any  # argparse's private _SubParsersAction
+
+
+def _leaderboard(commands: Subcommands) -> None:
+    from fid_bench.tracking import leaderboard
+
+    parser = commands.add_parser(
+        "leaderboard",
+        help="rank tracked runs by a metric",
+        description="Rank the runs of the MLflow tracking store by a logged metric "
+        "(parent runs of multiruns are left out).",
+    )
+    leaderboard.add_arguments(parser)
+
+
+COMMANDS: list[Callable[[Subcommands], None]] = [_leaderboard]
+
+
+def build_parser() -> OneLineParser:
+    parser = OneLineParser(prog=PROG, description="Tools for the fid_bench fake image detection benchmark.")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for add in COMMANDS:
+        add(commands)
+    return parser
+
+
+def run_handler(
+    handler: Callable[[argparse.Namespace], int | None], args: argparse.Namespace, prog: str
+) -> int:
+    """Call a subcommand's handler; user errors become one line on stderr and an exit code."""
+    from fid_bench.errors import FidBenchError
+
+    try:
+        return int(handler(args) or 0)
+    except FidBenchError as err:
+        message = " ".join(str(err).split())
+        print(f"{prog}: error: {message}", file=sys.stderr)
+        return int(getattr(err, "exit_code", 1))
+    except KeyboardInterrupt:
+        print(f"{prog}: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:  # output piped into e.g. `head`
+        return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return run_handler(args.handler, args, f"{PROG} {args.command}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
