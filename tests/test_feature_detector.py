@@ -8,6 +8,7 @@ so these tests exercise balancing, pipelines, scores and predictors without any 
 from __future__ import annotations
 
 import pickle
+import re
 import subprocess
 import sys
 import types
@@ -371,11 +372,15 @@ def test_predictor_pickles_and_round_trips(compose_cfg, fake_extract: FakeExtrac
 
 
 def test_model_without_encoder_is_a_one_line_error(
-    compose_cfg, fake_extract: FakeExtract, tmp_path: Path
+    compose_cfg, fake_extract: FakeExtract, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     cfg = compose_cfg("model=small_cnn", "classifier=logreg")
     samples, _ = synthetic(fake_extract, n_real=10, n_fake=10)
+    with open_dict(cfg):
+        # a model config may carry a fine-tuning recipe under classifier: ignored, with a warning
+        cfg.classifier.max_epochs = 3
     det = instantiate(cfg.classifier)
+    assert re.search(r"classifier=logreg: ignoring option\(s\) .*max_epochs", caplog.text)
     with pytest.raises(
         FidBenchError, match=r"^model=small_cnn has no frozen encoder; use classifier=finetune$"
     ):

@@ -137,9 +137,18 @@ class FeatureDetector(Detector):
             the ``estimator`` node); cloned for every fold.
         name: short name for tags, the leaderboard and error messages (``classifier=<name>``).
         scale: put a ``StandardScaler`` (fitted on the training rows) before the estimator.
+        **unused: other keys under ``classifier`` are ignored with a warning. A model config may
+            carry a fine-tuning recipe there (epochs, batch size, ...) that means nothing to a
+            feature classifier; mistyped command-line keys never get here (Hydra rejects them).
     """
 
-    def __init__(self, estimator: Any, name: str = "classifier", scale: bool = False) -> None:
+    def __init__(self, estimator: Any, name: str = "classifier", scale: bool = False, **unused: Any) -> None:
+        if unused:
+            log.warning(
+                "classifier=%s: ignoring option(s) %s (not used by a feature classifier)",
+                name,
+                ", ".join(sorted(unused)),
+            )
         if not (hasattr(estimator, "fit") and hasattr(estimator, "predict_proba")):
             raise FidBenchError(
                 f"classifier={name}: estimator {type(estimator).__name__} needs fit() and predict_proba()"
