@@ -26,11 +26,10 @@ import logging
 import math
 import os
 import sys
-import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, NoReturn
+from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote, urlparse
 
 import numpy as np
@@ -46,7 +45,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-DEFAULT_TRACKING_URI = "sqlite:///mlruns/mlflow.db"
 MODEL_NAME = "model"
 #: suffixes taken by ``--images`` (any case)
 IMAGE_SUFFIXES = frozenset(
@@ -65,19 +63,19 @@ SHOW_UNREADABLE = 20
 
 
 def tracking_uri(explicit: str | None = None) -> str:
-    """``--tracking-uri``, else MLflow's own setting (set_tracking_uri, MLFLOW_TRACKING_URI), else the
-    project's default store (the same default as ``tracking.uri`` in conf/config.yaml)."""
-    if explicit:
-        return explicit
-    import mlflow
+    """``--tracking-uri``, else MLFLOW_TRACKING_URI, else the project's default store; local paths made
+    absolute (the same resolution as the jobs that wrote the runs)."""
+    from fid_bench.tracking.leaderboard import default_tracking_uri
+    from fid_bench.tracking.store import resolve_tracking_uri
 
-    return mlflow.get_tracking_uri() if mlflow.tracking.is_tracking_uri_set() else DEFAULT_TRACKING_URI
+    return resolve_tracking_uri(explicit or default_tracking_uri())
 
 
 def make_client(uri: str) -> MlflowClient:
-    from mlflow import MlflowClient
+    """A client for an existing store (reading never creates an empty store at a mistyped path)."""
+    from fid_bench.tracking.leaderboard import open_store
 
-    return MlflowClient(tracking_uri=uri)
+    return open_store(uri)
 
 
 def lower_is_better(metric: str) -> bool:
@@ -302,33 +300,14 @@ def model_uri_locations(client: MlflowClient, model_uri: str, depth: int = 0) ->
 # --------------------------------------------------------------------------- loading the predictor
 
 
-def load_predictor(model_uri: str, uri: str, dst: Path) -> Predictor:
-    """Download the model's files into ``dst`` and unpickle the ``Predictor`` it wraps."""
-    import mlflow
-    import mlflow.pyfunc
-    from mlflow.exceptions import MlflowException
+def load_checked_predictor(
+    model_uri: str, locations: Sequence[str], uri: str, *, allow_external: bool
+) -> Predictor:
+    """Check where the model's files come from, then unpickle its ``Predictor``."""
+    check_model_location(locations, store_roots(uri), allow_external=allow_external)
+    from fid_bench.tracking.pyfunc import load_predictor
 
-    from fid_bench.detector import Predictor
-
-    try:
-        local = mlflow.artifacts.download_artifacts(
-            artifact_uri=model_uri, dst_path=str(dst), tracking_uri=uri
-        )
-    except (MlflowException, OSError) as err:
-        msg = " ".join(str(err).split())[:300]
-        raise FidBenchError(f"cannot download the model {model_uri}: {msg}") from None
-    if not (Path(local) / "MLmodel").is_file():
-        raise FidBenchError(f"{model_uri} is not an MLflow model (no MLmodel file); was log_model off?")
-    try:
-        pyfunc = mlflow.pyfunc.load_model(local)
-        wrapped: Any = pyfunc.unwrap_python_model()
-    except (MlflowException, OSError, ModuleNotFoundError, AttributeError, ValueError) as err:
-        msg = " ".join(str(err).split())[:300]
-        raise FidBenchError(f"cannot load the model {model_uri}: {msg}") from None
-    predictor = wrapped if isinstance(wrapped, Predictor) else getattr(wrapped, "predictor", None)
-    if not isinstance(predictor, Predictor):
-        raise FidBenchError(f"{model_uri} does not wrap a fid_bench Predictor ({type(wrapped).__name__})")
-    return predictor
+    return load_predictor(model_uri, tracking_uri=uri)
 
 
 # --------------------------------------------------------------------------- images to predict
@@ -552,35 +531,38 @@ def report_unreadable(inputs: Inputs, out: Path, prior: float) -> Path | None:
 # --------------------------------------------------------------------------- command line
 
 
-class OneLineParser(argparse.ArgumentParser):
-    """argparse, but a bad argument is reported as one ``error:`` line (no usage dump)."""
+class UsageError(FidBenchError):
+    """Arguments that do not fit together (exit code 2, like argparse's own errors)."""
 
-    def error(self, message: str) -> NoReturn:
-        self.exit(2, f"error: {self.prog}: {message} (see --help)\n")
+    exit_code = 2
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = OneLineParser(
-        prog="fid-bench predict",
-        description="Score images with the model logged in a run (either track) and write a CSV.",
-    )
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    """The options of ``fid-bench predict`` (also ``python -m fid_bench.predict``)."""
     model = p.add_mutually_exclusive_group(required=True)
     model.add_argument("--run", help="run id, or 'best': the best finished run of --experiment by --metric")
     model.add_argument(
-        "--model-uri", help="an MLflow model URI (runs:/, models:/) or a path inside the store"
+        "--model-uri", help="an MLflow model URI (runs:/, models:/) or a model folder inside the store"
     )
     data = p.add_mutually_exclusive_group(required=True)
     data.add_argument(
         "--images", metavar="DIR", help="score every image file under DIR (ids = relative paths)"
     )
     data.add_argument("--data", choices=("kaggle", "folder"), help="read --root with this data set's reader")
-    p.add_argument("--root", help="data set folder for --data")
+    p.add_argument("--root", metavar="DIR", help="data set folder for --data")
     p.add_argument("--out", required=True, type=Path, help="CSV to write")
     p.add_argument("--labels", action="store_true", help="write 0/1 labels at the run's stored threshold")
-    p.add_argument("--experiment", help="experiment of --run best (default: the only one with runs)")
-    p.add_argument("--metric", default="roc_auc", help="metric ranking --run best (default: roc_auc)")
+    p.add_argument(
+        "--experiment", metavar="NAME", help="experiment of --run best (default: the only one with runs)"
+    )
+    p.add_argument(
+        "--metric",
+        default="roc_auc",
+        help="metric ranking --run best (default: roc_auc; losses such as log_loss rank lowest first)",
+    )
     p.add_argument(
         "--tracking-uri",
+        metavar="URI",
         help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI or sqlite:///mlruns/mlflow.db)",
     )
     p.add_argument(
@@ -593,10 +575,10 @@ def build_parser() -> argparse.ArgumentParser:
         "--cache-dir",
         type=Path,
         default=None,
-        help="feature cache for embedding models and reader validation (default: $FID_BENCH_CACHE_DIR or ~/.cache/fid_bench)",
+        help="feature cache for embedding models (default: the training run's cache folder)",
     )
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
-    return p
+    p.set_defaults(handler=run_command)
 
 
 def _default_cache_dir() -> Path:
@@ -622,13 +604,25 @@ def _choose_feature_cache(predictor: Predictor, explicit: Path | None) -> None:
         predictor.cache_dir = str(_default_cache_dir())
 
 
+def check_arguments(args: argparse.Namespace) -> None:
+    if args.data and not args.root:
+        raise UsageError(f"--data {args.data} needs --root")
+    if args.root and not args.data:
+        raise UsageError("--root is read only with --data")
+    if args.batch_size < 1:
+        raise UsageError("--batch-size must be at least 1")
+    if args.out.is_dir():
+        raise UsageError(f"--out {args.out} is a folder; name the CSV file to write")
+
+
 def predict(args: argparse.Namespace) -> pd.DataFrame:
     """Run the command for parsed ``args``; returns the written table."""
+    check_arguments(args)
     uri = tracking_uri(args.tracking_uri)
     client = make_client(uri)
     cache_dir = (args.cache_dir or _default_cache_dir()).expanduser()
 
-    # fail on data problems before any model is downloaded
+    # data problems show before any model is downloaded
     if args.images:
         inputs = images_under(args.images)
     elif args.data == "kaggle":
@@ -643,43 +637,41 @@ def predict(args: argparse.Namespace) -> pd.DataFrame:
     else:
         model_uri = args.model_uri
         locations, _ = model_uri_locations(client, model_uri)
-    check_model_location(locations, store_roots(uri), allow_external=args.allow_external)
+    predictor = load_checked_predictor(model_uri, locations, uri, allow_external=args.allow_external)
+    _choose_feature_cache(predictor, args.cache_dir)
 
-    with tempfile.TemporaryDirectory(prefix="fid_bench_model_") as tmp:
-        predictor = load_predictor(model_uri, uri, Path(tmp))
-        _choose_feature_cache(predictor, args.cache_dir)
-        scores = predict_all(predictor, inputs, batch_size=args.batch_size, progress=not args.no_progress)
+    scores = predict_all(predictor, inputs, batch_size=args.batch_size, progress=not args.no_progress)
     prior = float(getattr(predictor, "prior", 0.5))
     table = build_output(inputs, scores, predictor, labels=args.labels)
     write_output(table, args.out, inputs.expected_ids or inputs.ids, labels=args.labels)
     report_unreadable(inputs, args.out, prior)
-    what = "labels" if args.labels else "probabilities"
+    what = "0/1 labels" if args.labels else "probabilities"
     print(f"wrote {len(table)} {what} from {model_uri} to {args.out}")
     return table
 
 
+def run_command(args: argparse.Namespace) -> int:
+    predict(args)
+    return 0
+
+
+PROG = "fid-bench predict"
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
+    """``python -m fid_bench.predict``; returns the exit code (2 for bad arguments, 1 for other errors)."""
+    from fid_bench.cli import OneLineParser, run_handler
+
+    parser = OneLineParser(
+        prog=PROG, description="Score images with the model logged in a run (either track) and write a CSV."
+    )
+    add_arguments(parser)
     try:
         args = parser.parse_args(argv)
     except SystemExit as exit_:  # --help, or a bad argument already reported on one line
         return int(exit_.code or 0)
-    try:
-        if args.data and not args.root:
-            parser.error(f"--data {args.data} needs --root")
-        if args.root and not args.data:
-            parser.error("--root is read only with --data")
-        if args.batch_size < 1:
-            parser.error("--batch-size must be at least 1")
-    except SystemExit as exit_:
-        return int(exit_.code or 0)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    try:
-        predict(args)
-    except FidBenchError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 1
-    return 0
+    return run_handler(args.handler, args, PROG)
 
 
 if __name__ == "__main__":
