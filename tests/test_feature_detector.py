@@ -248,7 +248,11 @@ def test_setup_extracts_labelled_rows_once_with_the_configured_settings(
     assert extra_metrics["images_per_s"] == 500.0 and extra_metrics["extract_seconds"] >= 0
     assert extra_metrics["feature_dim"] == 8
     # the duplicate row got its twin's features
-    np.testing.assert_array_equal(det._row_features[len(table)], det._row_features[0])
+    dup, first = det.features_for(np.array([len(table), 0]))
+    np.testing.assert_array_equal(dup, first)
+    np.testing.assert_array_equal(first, fake_extract.vectors[table["sha1"].iloc[0]].astype(np.float32))
+    with pytest.raises(FidBenchError, match="2 fold row"):
+        det.features_for(np.array([len(table) + 1, len(table) + 2]))
 
 
 @pytest.mark.parametrize("balance", ["none", "class_weight", "oversample", "undersample"])
@@ -345,24 +349,25 @@ def test_predictor_pickles_and_round_trips(compose_cfg, fake_extract: FakeExtrac
         fake_extract.vectors[hashlib.sha1((tmp_path / name).read_bytes()).hexdigest()] = vec
         images.append(str(tmp_path / name))
     (tmp_path / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\nnot really")
+    # ... and the first image again, under another name
+    (tmp_path / "a_copy.png").write_bytes(Path(images[0]).read_bytes())
     paths = [images[0], str(tmp_path / "broken.png"), images[1], str(tmp_path / "missing.png")]
+    paths.append(str(tmp_path / "a_copy.png"))
 
     loaded = pickle.loads(pickle.dumps(pred))
     assert loaded.threshold == 0.37 and loaded.prior == pred.prior
     scores = loaded.predict_paths(paths)
     # features come back as float32, like any cached features
-    expected = pred.pipeline.predict_proba(np.stack([np.full(8, 2.0), np.full(8, -2.0)]).astype(np.float32))[
-        :, 1
-    ]
-    np.testing.assert_allclose(scores[[0, 2]], expected)
+    vecs = np.stack([np.full(8, 2.0), np.full(8, -2.0), np.full(8, 2.0)]).astype(np.float32)
+    np.testing.assert_allclose(scores[[0, 2, 4]], pred.pipeline.predict_proba(vecs)[:, 1])
     assert scores[0] > 0.9 and scores[2] < 0.1
     np.testing.assert_allclose(scores[[1, 3]], pred.prior)
-    assert [p for p, _ in loaded.unreadable] == paths[1::2]
+    assert [p for p, _ in loaded.unreadable] == paths[1:4:2]
     assert "not found" in loaded.unreadable[1][1]
     np.testing.assert_array_equal(loaded.predict_labels(paths), (scores >= 0.37).astype(int))
-    # features went through the job's cache, and only for the readable images
+    # features went through the job's cache, only for the readable images, each distinct one once
     last = fake_extract.calls[-1]
-    assert last["cache_dir"] == tmp_path / "cache" and last["paths"] == images
+    assert last["cache_dir"] == tmp_path / "cache" and sorted(last["paths"]) == sorted(images)
 
     # a used predictor pickles without its loaded encoder
     assert loaded._encoder is not None

@@ -106,8 +106,12 @@ def extract_unique(
     sha1s: Sequence[str],
     cache_dir: Path,
     **kwargs: Any,
-) -> tuple[np.ndarray, dict[str, float]]:
-    """``extract_features`` with duplicate images (same sha1) extracted once; rows stay aligned."""
+) -> tuple[np.ndarray, np.ndarray, dict[str, float]]:
+    """``extract_features`` with each distinct image (sha1) extracted once.
+
+    Returns ``(features, inverse, stats)``: one float32 row per distinct image, and for every input
+    position the row holding its features (``features[inverse]`` is aligned with ``paths``).
+    """
     from fid_bench.features.extract import extract_features
 
     sha1_arr = np.asarray(sha1s, dtype=object)
@@ -126,7 +130,7 @@ def extract_unique(
         raise FidBenchError(
             f"encoder produced NaN or infinite features for {int(bad.sum())} image(s), e.g. {example}"
         )
-    return feats[inverse.reshape(-1)], dict(stats)
+    return feats, inverse.reshape(-1), dict(stats)
 
 
 class FeatureDetector(Detector):
@@ -156,8 +160,10 @@ class FeatureDetector(Detector):
         self.estimator = estimator
         self.name = name
         self.scale = bool(scale)
-        self._row_features: np.ndarray | None = None  # [n_rows, D] aligned with samples.table
-        self._has_features: np.ndarray | None = None
+        # one row per distinct image, and per table row the index of its features (-1: none);
+        # a 100k-row table with duplicates then holds each vector once
+        self._features: np.ndarray | None = None
+        self._row_index: np.ndarray | None = None
         self._stats: dict[str, float] = {}
         self._encoder_cfg: dict[str, Any] | None = None
         self._extract_kwargs: dict[str, Any] = {}
@@ -194,7 +200,7 @@ class FeatureDetector(Detector):
                 f"classifier={self.name}: no labelled, readable images to extract features from"
             )
         t0 = time.perf_counter()
-        feats, stats = extract_unique(
+        feats, inverse, stats = extract_unique(
             encoder,
             table["path"].iloc[positions].astype(str).tolist(),
             table["sha1"].iloc[positions].astype(str).tolist(),
@@ -202,9 +208,9 @@ class FeatureDetector(Detector):
             **self._extract_kwargs,
         )
         seconds = time.perf_counter() - t0
-        self._row_features = np.zeros((len(table), feats.shape[1]), dtype=np.float32)
-        self._row_features[positions] = feats
-        self._has_features = use
+        self._features = feats
+        self._row_index = np.full(len(table), -1, dtype=np.int64)
+        self._row_index[positions] = inverse
         self._stats = {k: float(v) for k, v in stats.items() if isinstance(v, (int, float, np.number))}
         self._stats["extract_seconds"] = seconds
         self._stats["feature_dim"] = float(feats.shape[1])
@@ -219,16 +225,18 @@ class FeatureDetector(Detector):
     def extra_metrics(self) -> dict[str, float]:
         return dict(self._stats)
 
-    def _matrix(self, rows: np.ndarray, what: str) -> np.ndarray:
-        if self._row_features is None or self._has_features is None:
+    def features_for(self, rows: np.ndarray, what: str = "fold") -> np.ndarray:
+        """Feature matrix for table positions ``rows`` (a new array, one row per position)."""
+        if self._features is None or self._row_index is None:
             raise FidBenchError(f"classifier={self.name}: setup(job) must run before fit_predict")
-        missing = ~self._has_features[rows]
+        index = self._row_index[np.asarray(rows, dtype=np.int64)]
+        missing = index < 0
         if missing.any():
             raise FidBenchError(
                 f"classifier={self.name}: {int(missing.sum())} {what} row(s) have no features "
                 "(unlabelled or unreadable images cannot be in a fold)"
             )
-        return self._row_features[rows]
+        return self._features[index]
 
     # -- one fold ------------------------------------------------------------------------------------
     def _pipeline_for(self, class_weight: dict[int, float] | None) -> tuple[Pipeline, bool]:
@@ -252,7 +260,7 @@ class FeatureDetector(Detector):
     def fit_predict(self, job: Job, fold: Fold) -> pd.DataFrame:
         table = job.samples.table
         train = np.asarray(fold.train, dtype=np.int64)
-        X_train = self._matrix(train, "training")
+        self.features_for(train, "training")  # fail on a featureless row before any work
         y_train = table["label"].to_numpy()[train]
         if not np.isin(y_train, (0, 1)).all():
             raise FidBenchError(f"classifier={self.name}: training rows must be labelled 0 or 1")
@@ -268,7 +276,8 @@ class FeatureDetector(Detector):
             raise FidBenchError(
                 f"balance={getattr(balance, 'name', balance)}: resample() returned invalid positions"
             )
-        X_fit, y_fit = X_train[idx], y_train[idx]
+        # one gather straight into the (possibly resampled) training matrix: no intermediate copy
+        X_fit, y_fit = self.features_for(train[idx], "training"), y_train[idx]
         classes = np.unique(y_fit)
         if classes.size < 2:
             raise FidBenchError(
@@ -299,7 +308,7 @@ class FeatureDetector(Detector):
         frames = []
         for split, rows in (("val", fold.val), ("test", fold.test)):
             rows = np.asarray(rows, dtype=np.int64)
-            proba = _positive_proba(self.name, pipeline, self._matrix(rows, split))
+            proba = _positive_proba(self.name, pipeline, self.features_for(rows, split))
             frames.append(scores_frame(table, rows, proba, split, fold.index))
         self._pipeline = pipeline
         self._threshold = _val_threshold(frames[0])
@@ -393,7 +402,7 @@ class FeaturePredictor(Predictor):
                 self.unreadable[0][1],
             )
         if ok:
-            feats, _ = extract_unique(
+            feats, inverse, _ = extract_unique(
                 self.encoder,
                 [paths[i] for i in ok],
                 ok_sha1,
@@ -402,7 +411,7 @@ class FeaturePredictor(Predictor):
                 num_workers=self.num_workers,
                 device=self.device,
             )
-            scores[ok] = _positive_proba(self.name, self.pipeline, feats)
+            scores[ok] = _positive_proba(self.name, self.pipeline, feats)[inverse]
         return scores
 
     def predict_labels(self, paths: list[str]) -> np.ndarray:
