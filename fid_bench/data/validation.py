@@ -145,7 +145,8 @@ class _CheckCache:
         if not paths:
             return {}
         # one indexed range scan over the common directory instead of one query per file
-        prefix = os.path.commonpath(paths)
+        prefix = os.path.commonprefix(paths)  # by characters: far cheaper than commonpath on 120k paths
+        prefix = prefix[: prefix.rfind(os.sep) + 1] or os.sep
         upper = prefix[:-1] + chr(ord(prefix[-1]) + 1)
         wanted = set(paths)
         try:
