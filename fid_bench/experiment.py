@@ -45,6 +45,7 @@ def run_job(
     parent_run_id: str | None = None,
     samples: Samples | None = None,
     on_run: Callable[[TrackedRun], RunLogger] | None = None,
+    job_dir: Path | None = None,
 ) -> float:
     """Run one job of the grid and return ``cfg.optimized_metric`` on held-out data.
 
@@ -52,7 +53,9 @@ def run_job(
     ``holdout="val"`` scores the validation rows in place of the test rows, which are never
     predicted, logs the metrics with a ``val_`` prefix and skips predictions and plots;
     ``parent_run_id`` nests the MLflow run; ``samples`` reuses a data set already read;
-    ``on_run`` turns the run into the logger the detector sees (e.g. to watch per-epoch metrics).
+    ``on_run`` turns the run into the logger the detector sees (e.g. to watch per-epoch metrics);
+    ``job_dir`` replaces the Hydra output folder for the detector's files (e.g. checkpoints), so
+    jobs sharing one Hydra run cannot overwrite each other's.
     """
     from fid_bench.data.splits import make_folds
     from fid_bench.evaluation.metrics import aggregate_folds, evaluate_scores
@@ -80,7 +83,7 @@ def run_job(
             samples=samples,
             balance=instantiate(cfg.balance),
             cache_dir=Path(cfg.features.cache_dir).expanduser(),
-            output_dir=output_dir(),
+            output_dir=job_dir if job_dir is not None else output_dir(),
             logger=on_run(run) if on_run is not None else run,
         )
         detector.setup(job)
