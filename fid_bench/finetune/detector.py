@@ -314,6 +314,10 @@ class FinetuneDetector(Detector):
         kwargs = dict(hw["trainer_kwargs"])
         kwargs.setdefault("accumulate_grad_batches", self.accumulate_grad_batches)
         kwargs.setdefault("gradient_clip_val", self.gradient_clip_val)
+        if kwargs.get("sync_batchnorm") and str(kwargs.get("accelerator")) == "cpu":
+            # torch's SyncBatchNorm is GPU-only; on the CPU, DDP broadcasts rank 0's statistics instead
+            log.info("sync_batchnorm needs GPUs: off for DDP on the CPU")
+            kwargs["sync_batchnorm"] = False
         try:
             return pl.Trainer(
                 callbacks=callbacks,
