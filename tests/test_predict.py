@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -25,6 +26,15 @@ from fid_bench.predict import (
     store_roots,
     write_output,
 )
+
+
+@pytest.fixture(autouse=True)
+def _forget_global_tracking_uri() -> Iterator[None]:
+    """Jobs, model logging and loading set MLflow's process-wide URI: never leak a test's store."""
+    yield
+    import mlflow
+
+    mlflow.set_tracking_uri(None)
 
 
 def _png(path: Path, value: int = 128, size: int = 16) -> Path:
@@ -111,6 +121,8 @@ def test_images_under_takes_every_image_with_relative_ids(tmp_path: Path) -> Non
     inputs = images_under(tmp_path / "imgs")
     assert inputs.ids == ["b.png", "sub/a.PNG", "sub/c.jpg"]
     assert all(Path(p).is_absolute() and Path(p).exists() for p in inputs.paths)
+    # checked before scoring: the truncated file is known to be unreadable, the others are not
+    assert list(inputs.unreadable) == [2] and "truncated" in inputs.unreadable[2]
     with pytest.raises(FidBenchError, match="no image files"):
         images_under(_empty(tmp_path))
     with pytest.raises(FidBenchError, match="not a folder"):
@@ -203,3 +215,252 @@ def test_help_exits_0(capsys) -> None:
     out = capsys.readouterr().out
     for flag in ("--run", "--images", "--data", "--labels", "--allow-external", "--metric"):
         assert flag in out
+
+
+# --------------------------------------------------------------------------- whole runs, both tracks
+
+FINETUNE_TINY = [
+    "model=small_cnn",
+    "model.network.widths=[8,16]",
+    "data.image_size=16",
+    "trainer.max_epochs=1",
+    "trainer.num_workers=0",
+    "trainer.progress_bar=false",
+    "classifier.batch_size=16",
+    "classifier.decoded_cache=off",
+]
+# test.csv order on purpose not sorted; "007" checks that ids are written verbatim
+TEST_IDS = ["t5", "007", "t1", "broken", "empty", "gone", "t3", "t2"]
+UNREADABLE_IDS = {"broken", "empty", "gone"}
+
+
+def kaggle_folder(root: Path, n_train: int = 48) -> Path:
+    """A generated-or-not-style set: label 1 = 2x nearest-neighbour up-sampled noise, ids without
+    extension; test.csv has a truncated image, a zero-byte image and an id with no file at all."""
+    rng = np.random.default_rng(0)
+    images = root / "images"
+    images.mkdir(parents=True)
+
+    def noise(label: int) -> np.ndarray:
+        arr = rng.integers(0, 256, (16, 16, 3), dtype=np.uint8)
+        return np.repeat(np.repeat(arr[::2, ::2], 2, axis=0), 2, axis=1) if label else arr
+
+    train = [f"img{i},{i % 2}" for i in range(n_train)]
+    for i in range(n_train):
+        Image.fromarray(noise(i % 2)).save(images / f"img{i}.png")
+    for k, id_ in enumerate(TEST_IDS):
+        if id_ not in UNREADABLE_IDS:
+            Image.fromarray(noise(k % 2)).save(images / f"{id_}.png")
+    _truncated_jpeg(images / "broken.jpg")
+    (images / "empty.png").write_bytes(b"")
+    (root / "train.csv").write_text("id,target\n" + "\n".join(train) + "\n")
+    (root / "test.csv").write_text("id\n" + "\n".join(TEST_IDS) + "\n")
+    return root
+
+
+def _only_run(experiment: str = "generated-or-not"):
+    import mlflow
+
+    client = mlflow.MlflowClient()
+    exp = client.get_experiment_by_name(experiment)
+    (run,) = client.search_runs([exp.experiment_id])
+    return run
+
+
+def _predict_and_check(root: Path, out: Path, argv: list[str], capsys) -> pd.DataFrame:
+    """Run the command on the Kaggle folder and check the submission against the model itself."""
+    from fid_bench.tracking.pyfunc import load_predictor
+
+    assert main([*argv, "--data", "kaggle", "--root", str(root), "--out", str(out), "--no-progress"]) == 0
+    printed = capsys.readouterr().out
+    sub = pd.read_csv(out, dtype={"id": str}, keep_default_na=False)
+    assert list(sub.columns) == ["id", "target"]
+    assert sub["id"].tolist() == TEST_IDS  # every id, test.csv order, verbatim
+
+    run = _only_run()
+    predictor = load_predictor(run.info.run_id)
+    by_id = dict(zip(sub["id"], sub["target"], strict=True))
+    # unreadable images: the training prior, and named on the terminal
+    train_prior = 0.5  # labels alternate 0/1 in train.csv
+    assert predictor.prior == pytest.approx(train_prior, abs=0.1)
+    for id_ in UNREADABLE_IDS:
+        assert by_id[id_] == pytest.approx(predictor.prior)
+        assert f"  {id_}:" in printed
+    assert "3 image(s) could not be read" in printed
+    listing = pd.read_csv(out.with_name(f"{out.stem}.unreadable.csv"), dtype={"id": str})
+    assert sorted(listing["id"]) == sorted(UNREADABLE_IDS)
+    # readable images: exactly what the logged model gives for that file (same preprocessing)
+    readable = [i for i in TEST_IDS if i not in UNREADABLE_IDS]
+    direct = predictor.predict_paths([str(root / "images" / f"{i}.png") for i in readable])
+    assert [by_id[i] for i in readable] == pytest.approx(direct.tolist(), abs=1e-6)
+    assert ((sub["target"] >= 0) & (sub["target"] <= 1)).all()
+
+    # --labels: 0/1 at the run's stored threshold
+    labels_out = out.with_name("labels.csv")
+    assert main([*argv, "--data", "kaggle", "--root", str(root), "--out", str(labels_out), "--labels"]) == 0
+    labels = pd.read_csv(labels_out, dtype={"id": str}, keep_default_na=False)
+    assert labels["id"].tolist() == TEST_IDS
+    expected = (sub["target"].to_numpy() >= predictor.threshold).astype(int)
+    assert labels["target"].tolist() == expected.tolist()
+    return sub
+
+
+@pytest.mark.slow
+def test_finetuned_run_predicts_a_kaggle_submission(compose_cfg, isolated: Path, capsys) -> None:
+    from fid_bench.experiment import run_job
+
+    root = kaggle_folder(isolated / "gon")
+    run_job(compose_cfg("data=kaggle", f"data.root={root}", *FINETUNE_TINY, tiny=False))
+    run = _only_run()
+    assert run.data.tags["classifier"] == "finetune"
+    capsys.readouterr()
+    _predict_and_check(root, isolated / "sub.csv", ["--run", "best"], capsys)
+
+
+def test_embedding_run_predicts_a_kaggle_submission(compose_cfg, isolated: Path, capsys) -> None:
+    from fid_bench.experiment import run_job
+
+    root = kaggle_folder(isolated / "gon")
+    run_job(
+        compose_cfg(
+            "data=kaggle",
+            f"data.root={root}",
+            "model=spectrum",
+            "classifier=logreg",
+            "features.num_workers=0",
+            tiny=False,
+        )
+    )
+    run = _only_run()
+    assert run.data.tags["classifier"] == "logreg"
+    capsys.readouterr()
+    _predict_and_check(root, isolated / "sub.csv", ["--run", run.info.run_id], capsys)
+
+
+# --------------------------------------------------------------------------- runs logged directly (fast)
+
+
+@pytest.fixture(scope="module")
+def store_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An empty, fully migrated tracking database, made once: creating one costs ~10 s of migrations."""
+    import mlflow
+
+    db = tmp_path_factory.mktemp("store") / "mlflow.db"
+    mlflow.MlflowClient(tracking_uri=f"sqlite:///{db}").search_experiments()
+    return db
+
+
+@pytest.fixture
+def store(isolated: Path, store_template: Path) -> Path:
+    """The test's own store (the path MLFLOW_TRACKING_URI names), copied from the template."""
+    import shutil
+
+    shutil.copy(store_template, isolated / "mlruns" / "mlflow.db")
+    return isolated
+
+
+def _log_model_run(experiment: str, artifact_location: Path, metrics: dict[str, float]) -> str:
+    """A finished run holding a BrightnessPredictor, logged the way jobs log their models."""
+    import mlflow
+
+    from fid_bench.tracking.pyfunc import log_predictor_model
+
+    mlflow.set_tracking_uri(os.environ["MLFLOW_TRACKING_URI"])
+    client = mlflow.MlflowClient()
+    exp = client.get_experiment_by_name(experiment)
+    exp_id = exp.experiment_id if exp else client.create_experiment(experiment, artifact_location.as_uri())
+    with mlflow.start_run(experiment_id=exp_id, tags={"fid_bench.kind": "job"}) as run:
+        log_predictor_model(BrightnessPredictor(), run.info.run_id)
+        mlflow.log_metrics(metrics)
+    return run.info.run_id
+
+
+def _image_dir(root: Path) -> Path:
+    _png(root / "dark.png", value=0)
+    _png(root / "sub" / "light.png", value=255)
+    _png(root / "sub" / "mid.png", value=102)
+    _truncated_jpeg(root / "sub" / "zbroken.jpg")
+    return root
+
+
+def test_images_from_a_run_in_the_store(store: Path, capsys) -> None:
+    run_id = _log_model_run("exp", store / "mlruns" / "artifacts" / "exp", {"roc_auc": 0.8})
+    images = _image_dir(store / "imgs")
+    out = store / "preds" / "p.csv"
+    assert main(["--run", run_id, "--images", str(images), "--out", str(out), "--no-progress"]) == 0
+    df = pd.read_csv(out)
+    assert list(df.columns) == ["id", "path", "score", "label"]
+    assert df["id"].tolist() == ["dark.png", "sub/light.png", "sub/mid.png", "sub/zbroken.jpg"]
+    assert df["score"].tolist() == pytest.approx(
+        [0.0, 1.0, 0.4, 0.25]
+    )  # brightness; prior for the broken one
+    assert df["label"].tolist() == [0, 1, 0, 0]
+    assert Path(df["path"][1]) == images / "sub" / "light.png"
+    assert "1 image(s) could not be read" in capsys.readouterr().out
+
+    # the same model through an explicit model URI
+    out2 = store / "preds" / "p2.csv"
+    uri = f"runs:/{run_id}/model"
+    assert main(["--model-uri", uri, "--images", str(images), "--out", str(out2), "--no-progress"]) == 0
+    assert pd.read_csv(out2)["score"].tolist() == df["score"].tolist()
+
+
+def test_model_stored_outside_the_store_is_refused_unless_allowed(store: Path, capsys) -> None:
+    outside = store.parent / f"{store.name}-elsewhere"
+    run_id = _log_model_run("ext", outside, {"roc_auc": 0.8})
+    images = _image_dir(store / "imgs")
+    out = store / "p.csv"
+    capsys.readouterr()
+
+    for argv in (
+        ["--run", run_id],
+        ["--run", "best", "--experiment", "ext"],
+        ["--model-uri", f"runs:/{run_id}/model"],
+    ):
+        assert main([*argv, "--images", str(images), "--out", str(out)]) == 1
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and "outside the tracking store" in err[0] and "--allow-external" in err[0]
+        assert not out.exists()
+
+    # a bare folder path is outside too
+    model_dir = next(outside.rglob("MLmodel")).parent
+    assert main(["--model-uri", str(model_dir), "--images", str(images), "--out", str(out)]) == 1
+    assert "--allow-external" in capsys.readouterr().err
+
+    # the user takes responsibility
+    argv = ["--model-uri", str(model_dir), "--images", str(images), "--out", str(out), "--allow-external"]
+    assert main(argv) == 0
+    assert pd.read_csv(out)["score"].tolist() == pytest.approx([0.0, 1.0, 0.4, 0.25])
+
+
+def test_run_selection_errors_are_one_line(store: Path, capsys, tmp_path: Path) -> None:
+    images = _image_dir(store / "imgs")
+    base = ["--images", str(images), "--out", str(store / "p.csv")]
+
+    def error(argv: list[str], code: int = 1) -> str:
+        assert main(argv) == code
+        lines = capsys.readouterr().err.strip().splitlines()
+        assert len(lines) == 1 and "error:" in lines[0], lines
+        return lines[0]
+
+    assert "no runs" in error(["--run", "best", *base])
+    _log_model_run("a", store / "mlruns" / "artifacts" / "a", {"roc_auc": 0.6, "log_loss": 0.3})
+    best_a = _log_model_run("a", store / "mlruns" / "artifacts" / "a", {"roc_auc": 0.9, "log_loss": 0.5})
+    assert "unknown run 'deadbeef'" in error(["--run", "deadbeef", *base])
+    assert "never logged" in error(["--run", "best", "--metric", "eer", *base])
+    assert "no experiment named 'zzz'" in error(["--run", "best", "--experiment", "zzz", *base])
+    _log_model_run("b", store / "mlruns" / "artifacts" / "b", {"roc_auc": 0.7})
+    msg = error(["--run", "best", *base])
+    assert "--experiment" in msg and "'a'" in msg and "'b'" in msg
+    empty = __import__("mlflow").MlflowClient().create_experiment("empty")
+    assert empty and "no finished runs" in error(["--run", "best", "--experiment", "empty", *base])
+    assert "no tracking store" in error(
+        ["--run", "best", "--tracking-uri", f"sqlite:///{tmp_path / 'none.db'}", *base], code=2
+    )
+
+    # best by roc_auc (higher) and by log_loss (lower) pick different runs
+    from fid_bench.predict import make_client, rank_runs, tracking_uri
+
+    client = make_client(tracking_uri())
+    assert rank_runs(client, "a", "roc_auc")[1][0].info.run_id == best_a
+    assert rank_runs(client, "a", "log_loss")[1][0].info.run_id != best_a
