@@ -246,7 +246,7 @@ def leaderboard(client: MlflowClient, query: Query) -> list[Board]:
     """Boards for ``query``: one experiment, or every experiment that has matching runs."""
     from mlflow.exceptions import MlflowException
 
-    experiments = client.search_experiments()
+    experiments = sorted(client.search_experiments(), key=lambda e: e.name)
     names = {e.experiment_id: e.name for e in experiments}
     if query.experiment is not None:
         chosen = [e for e in experiments if e.name == query.experiment]
