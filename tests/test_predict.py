@@ -333,8 +333,25 @@ def test_embedding_run_predicts_a_kaggle_submission(compose_cfg, isolated: Path,
     )
     run = _only_run()
     assert run.data.tags["classifier"] == "logreg"
+
+    # new images are extracted through the training run's content-addressed feature cache
+    import hashlib
+
+    from hydra.utils import instantiate
+
+    from fid_bench.features.extract import feature_cache
+    from fid_bench.tracking.pyfunc import load_predictor
+
+    predictor = load_predictor(run.info.run_id)
+    assert Path(predictor.cache_dir) == isolated / "cache"
+    cache = feature_cache(instantiate(predictor.encoder_cfg), Path(predictor.cache_dir))
+    readable = [i for i in TEST_IDS if i not in UNREADABLE_IDS]
+    sha1s = [hashlib.sha1((root / "images" / f"{i}.png").read_bytes()).hexdigest() for i in readable]
+    assert sorted(cache.missing(sha1s)) == sorted(sha1s)  # training never saw them
+
     capsys.readouterr()
     _predict_and_check(root, isolated / "sub.csv", ["--run", run.info.run_id], capsys)
+    assert cache.missing(sha1s) == []
 
 
 # --------------------------------------------------------------------------- runs logged directly (fast)
