@@ -220,7 +220,9 @@ def categorical_auc(values: np.ndarray, y: np.ndarray, folds: int = CV_FOLDS, se
     from fid_bench.evaluation.uncertainty import roc_auc
 
     y = np.asarray(y, dtype=np.float64)
-    codes, _ = pd.factorize(pd.Series(values).astype(str))
+    codes, uniques = pd.factorize(pd.Series(values).astype(str))
+    if len(uniques) == 1 and 0 < y.sum() < y.size:
+        return 0.5  # one value carries no information (out-of-fold rates would only add noise)
     fold = np.random.default_rng(seed).permutation(y.size) % folds
     prior = y.mean() if y.size else math.nan
     n_all = np.bincount(codes, minlength=codes.max() + 1 if codes.size else 0).astype(np.float64)
@@ -470,6 +472,17 @@ def _paths(paths: Sequence[str], n: int = 3) -> str:
 # ----------------------------------------------------------------------------- the audit
 
 
+def check_settings(shortcut_auc: float, near_dup_threshold: int | None) -> None:
+    """One-line errors for settings out of range (checked before any data is read)."""
+    if not 0.5 <= shortcut_auc <= 1.0:
+        raise FidBenchError(f"audit: shortcut_auc must be in [0.5, 1], got {shortcut_auc}")
+    if near_dup_threshold is not None and not 0 <= near_dup_threshold <= MAX_NEAR_DUP_THRESHOLD:
+        raise FidBenchError(
+            f"audit: near-duplicate threshold must be a Hamming distance in 0..{MAX_NEAR_DUP_THRESHOLD}, "
+            f"got {near_dup_threshold}"
+        )
+
+
 def audit_samples(
     samples: Samples,
     *,
@@ -484,13 +497,7 @@ def audit_samples(
     ``cache_dir``: where header attributes and perceptual hashes are cached by content hash.
     """
     t0 = time.perf_counter()
-    if not 0.5 <= shortcut_auc <= 1.0:
-        raise FidBenchError(f"audit: shortcut_auc must be in [0.5, 1], got {shortcut_auc}")
-    if near_dup_threshold is not None and not 0 <= near_dup_threshold <= MAX_NEAR_DUP_THRESHOLD:
-        raise FidBenchError(
-            f"audit: near-duplicate threshold must be a Hamming distance in 0..{MAX_NEAR_DUP_THRESHOLD}, "
-            f"got {near_dup_threshold}"
-        )
+    check_settings(shortcut_auc, near_dup_threshold)
     workers = max(1, int(workers))
     cache = Path(cache_dir) if cache_dir is not None else None
     table = samples.table.reset_index(drop=True)
@@ -890,11 +897,13 @@ def _compose(overrides: list[str], conf_dir: Path) -> Any:
 
 
 def _one_line(err: BaseException) -> str:
-    return " ".join(str(err).split()) or type(err).__name__
+    text = " ".join(str(err).split()) or type(err).__name__
+    return text.split(" Config search path:")[0]  # Hydra appends its search path: noise for a user
 
 
 def _read_samples(cfg: Any) -> Samples:
     from hydra.errors import InstantiationException
+    from omegaconf import OmegaConf
     from omegaconf.errors import MissingMandatoryValue, OmegaConfBaseException
 
     from fid_bench.experiment import load_samples
@@ -902,7 +911,10 @@ def _read_samples(cfg: Any) -> Samples:
     try:
         return load_samples(cfg)
     except MissingMandatoryValue as err:
-        key = getattr(err, "full_key", "") or "a value"
+        key = str(getattr(err, "full_key", "") or "a value")
+        leaf = key.rsplit(".", 1)[-1]
+        if key.startswith("data.reader.") and OmegaConf.is_missing(cfg.data, leaf):
+            key = f"data.{leaf}"  # the reader's fields interpolate data.*: name what the user sets
         raise FidBenchError(f"config: {key} is required (e.g. {key}=/path/to/data)") from None
     except (InstantiationException, OmegaConfBaseException) as err:
         cause: BaseException | None = err
@@ -944,7 +956,7 @@ def main(argv: list[str] | None = None) -> int:
     )  # fmt: skip
     parser.add_argument("--strict", action="store_true", help="exit with status 1 when the audit warns")
     parser.add_argument("--config-dir", type=Path, default=None, help=argparse.SUPPRESS)
-    args = parser.parse_args(argv)
+    args = parser.parse_intermixed_args(argv)  # overrides may come after the flags
     from omegaconf import OmegaConf
 
     try:
@@ -958,6 +970,7 @@ def main(argv: list[str] | None = None) -> int:
             settings["workers"] = args.workers
         elif OmegaConf.select(cfg, "audit.workers", default=None) is None:
             settings["workers"] = min(os.cpu_count() or 1, 8)  # this entry point is safe for worker processes
+        check_settings(settings["shortcut_auc"], settings["near_dup_threshold"])
         samples = _read_samples(cfg)
         report = audit_samples(samples, **settings)
         print(report.to_markdown(), end="")
