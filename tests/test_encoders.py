@@ -1,0 +1,317 @@
+"""Encoders: identity (stable, sensitive, torch-free), the spectrum features, timm and open_clip towers."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import tarfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from fid_bench.errors import FidBenchError
+from fid_bench.features.encoders import OpenClipEncoder, SpectrumEncoder, TimmEncoder
+from tests.conftest import CONF_DIR, REPO
+
+TINY_CLIP = {
+    "TinyViT-test": {
+        "embed_dim": 24,
+        "vision_cfg": {"image_size": 32, "layers": 2, "width": 64, "patch_size": 8, "head_width": 32},
+        "text_cfg": {"context_length": 8, "vocab_size": 64, "width": 32, "heads": 2, "layers": 1},
+    },
+    "TinyRN-test": {
+        "embed_dim": 24,
+        "vision_cfg": {"image_size": 64, "layers": [1, 1, 1, 1], "width": 8, "head_width": 16},
+        "text_cfg": {"context_length": 8, "vocab_size": 64, "width": 32, "heads": 2, "layers": 1},
+    },
+}
+
+
+@pytest.fixture(scope="session")
+def tiny_clip(tmp_path_factory: pytest.TempPathFactory) -> list[str]:
+    """Register two tiny open_clip architectures (open_clip ships none small enough for a test)."""
+    import open_clip
+
+    folder = tmp_path_factory.mktemp("open_clip_configs")
+    for name, cfg in TINY_CLIP.items():
+        (folder / f"{name}.json").write_text(json.dumps(cfg))
+    open_clip.add_model_config(folder)
+    return list(TINY_CLIP)
+
+
+def compose_encoder_cfg(*overrides: str):
+    from hydra import compose, initialize_config_dir
+
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        return compose("config", overrides=list(overrides)).model.encoder
+
+
+def build(*overrides: str):
+    from hydra.utils import instantiate
+
+    return instantiate(compose_encoder_cfg(*overrides))
+
+
+def rgb(seed: int, size: tuple[int, int] = (32, 32)) -> Image.Image:
+    arr = np.random.default_rng(seed).integers(0, 256, (size[1], size[0], 3), dtype=np.uint8)
+    return Image.fromarray(arr)
+
+
+# ----------------------------------------------------------------------------- identity
+@pytest.mark.parametrize("model", ["spectrum", "resnet50", "vit_b16", "clip_vit_b32", "clip_vit_l14"])
+def test_configs_build_their_encoder_with_a_stable_identity(model: str) -> None:
+    a, b = build(f"model={model}"), build(f"model={model}")
+    expected = {"spectrum": SpectrumEncoder, "resnet50": TimmEncoder, "vit_b16": TimmEncoder}
+    assert isinstance(a, expected.get(model, OpenClipEncoder))
+    assert a.identity == b.identity
+    assert a.identity != build(f"model={model}", "data.image_size=96").identity
+
+
+def test_identity_follows_everything_outputs_depend_on(tmp_path: Path) -> None:
+    base = TimmEncoder("resnet50", pretrained=True)
+    variants = {
+        "model": TimmEncoder("resnet18", pretrained=True),
+        "random weights": TimmEncoder("resnet50", pretrained=False),
+        "init seed": TimmEncoder("resnet50", pretrained=False, init_seed=1),
+        "image size": TimmEncoder("resnet50", pretrained=True, image_size=160),
+        "open_clip": OpenClipEncoder("ViT-B-32", "openai"),
+        "tag": OpenClipEncoder("ViT-B-32", "laion2b_s34b_b79k"),
+        "spectrum": SpectrumEncoder(),
+        "spectrum tiles": SpectrumEncoder(max_tiles=4),
+        "spectrum size": SpectrumEncoder(image_size=32),
+    }
+    ids = {name: enc.identity for name, enc in variants.items()}
+    ids["base"] = base.identity
+    assert len(set(ids.values())) == len(ids), ids
+    # the compute dtype: bf16 autocast on CUDA
+    cuda = TimmEncoder("resnet50", pretrained=True)
+    cuda.prepare("cuda")
+    assert cuda.compute_dtype == "bfloat16" and cuda.identity != base.identity
+    no_amp = TimmEncoder("resnet50", pretrained=True, amp=False)
+    no_amp.prepare("cuda")
+    assert no_amp.identity == base.identity
+    # a local checkpoint is identified by its content, not its name
+    ckpt = tmp_path / "a.pth"
+    ckpt.write_bytes(b"weights v1")
+    one = TimmEncoder("resnet50", weights=str(ckpt)).identity
+    ckpt.rename(tmp_path / "b.pth")
+    assert TimmEncoder("resnet50", weights=str(tmp_path / "b.pth")).identity == one
+    (tmp_path / "b.pth").write_bytes(b"weights v2")
+    assert TimmEncoder("resnet50", weights=str(tmp_path / "b.pth")).identity != one
+    # parameters that do not change outputs do not change the identity
+    assert SpectrumEncoder(image_size=64).identity == SpectrumEncoder().identity
+
+
+def test_identity_never_imports_torch() -> None:
+    script = f"""
+import sys
+sys.path.insert(0, {str(REPO)!r})
+from hydra import compose, initialize_config_dir
+from hydra.utils import instantiate
+with initialize_config_dir(config_dir={str(CONF_DIR)!r}, version_base="1.3"):
+    for model in ("spectrum", "resnet50", "vit_b16", "clip_vit_b32", "clip_vit_l14"):
+        enc = instantiate(compose("config", overrides=["model=" + model]).model.encoder)
+        assert enc.identity and enc.short
+heavy = sorted(m for m in ("torch", "timm", "open_clip", "torchvision") if m in sys.modules)
+print("heavy:", heavy)
+"""
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert "heavy: []" in out.stdout
+
+
+@pytest.mark.parametrize("bad", [0, -3, 2.5, "big"])
+def test_bad_image_size_is_a_one_line_error(bad) -> None:
+    for make in (SpectrumEncoder, lambda image_size: TimmEncoder("resnet50", image_size=image_size)):
+        with pytest.raises(FidBenchError, match="image_size"):
+            make(image_size=bad)
+
+
+# ----------------------------------------------------------------------------- spectrum
+def test_spectrum_features_have_a_fixed_size_for_any_input() -> None:
+    enc = SpectrumEncoder()
+    names = enc.feature_names()
+    assert len(names) == len(set(names)) == enc.dim
+    sizes = [(32, 32), (5, 7), (17, 300), (640, 480), (64, 64), (65, 200)]
+    feats = [enc.transform(rgb(i, s)) for i, s in enumerate(sizes)]
+    feats.append(enc.transform(Image.new("RGB", (40, 40), (128, 128, 128))))  # a flat image
+    feats.append(enc.transform(rgb(9).convert("L").convert("RGB")))
+    for f in feats:
+        assert f.shape == (enc.dim,) and f.dtype == np.float32 and np.isfinite(f).all()
+    # deterministic, and the batch path only stacks
+    np.testing.assert_array_equal(enc.transform(rgb(5, (65, 200))), feats[5])
+    batch = enc.encode(np.stack(feats[:3]))
+    assert batch.shape == (3, enc.dim) and batch.dtype == np.float32
+
+
+def test_spectrum_features_respond_to_what_they_claim() -> None:
+    enc = SpectrumEncoder()
+    col = {n: i for i, n in enumerate(enc.feature_names())}
+    rng = np.random.default_rng(0)
+    noise = rng.integers(0, 256, (64, 64, 3), dtype=np.uint8)
+    up = np.repeat(np.repeat(noise[::2, ::2], 2, axis=0), 2, axis=1)  # 2x nearest up-sampling
+    f_noise, f_up = enc.transform(Image.fromarray(noise)), enc.transform(Image.fromarray(up))
+    # up-sampling removes energy near Nyquist: the outer radial ring of the luma residual drops
+    outer = col["radial_res_y_11"]
+    assert f_up[outer] < f_noise[outer] - 1.0
+    # colour moments are what they say
+    red = np.zeros((32, 32, 3), np.uint8)
+    red[..., 0] = 200
+    f_red = enc.transform(Image.fromarray(red))
+    assert f_red[col["rgb_mean_r"]] == pytest.approx(200 / 255, abs=1e-4)
+    assert f_red[col["sat_mean"]] == pytest.approx(1.0, abs=1e-4)
+    # a tile position on the 8-pixel grid: shifting a large image by 8 px keeps most features close
+    big = rng.integers(0, 256, (256, 256, 3), dtype=np.uint8)
+    a = enc.transform(Image.fromarray(big))
+    b = enc.transform(Image.fromarray(np.roll(big, 8, axis=(0, 1))))
+    assert np.corrcoef(a, b)[0, 1] > 0.99
+
+
+def test_spectrum_separates_upsampled_from_camera_like_images() -> None:
+    """A crude but real fingerprint (2x up-sampling plus a little noise) is found by a linear model."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.metrics import roc_auc_score
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    rng = np.random.default_rng(1)
+    enc = SpectrumEncoder()
+    X, y = [], []
+    for i in range(160):
+        base = rng.normal(128, 40, (32, 32, 3)).cumsum(axis=1) / 6 + rng.normal(0, 6, (32, 32, 3))
+        if i % 2:
+            base = np.repeat(np.repeat(base[::2, ::2], 2, axis=0), 2, axis=1) + rng.normal(0, 2, (32, 32, 3))
+        X.append(enc.transform(Image.fromarray(np.clip(base, 0, 255).astype(np.uint8))))
+        y.append(i % 2)
+    X, y = np.stack(X), np.array(y)
+    clf = make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000)).fit(X[:100], y[:100])
+    assert roc_auc_score(y[100:], clf.predict_proba(X[100:])[:, 1]) > 0.95
+
+
+@pytest.fixture(scope="module")
+def cifake_subset(cifake_archive: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[int, list[Path]]:
+    """The first 300 images of train/FAKE and train/REAL, extracted from the archive."""
+    out = tmp_path_factory.mktemp("cifake")
+    want = {"train/FAKE": 300, "train/REAL": 300}
+    got: dict[int, list[Path]] = {0: [], 1: []}
+    with tarfile.open(cifake_archive) as tar:
+        for member in tar:
+            folder = member.name.rsplit("/", 1)[0]
+            if member.isfile() and want.get(folder, 0) > 0:
+                want[folder] -= 1
+                tar.extract(member, out, filter="data")
+                got[1 if folder.endswith("FAKE") else 0].append(out / member.name)
+                if not any(want.values()):
+                    break
+    return got
+
+
+def test_spectrum_logistic_regression_on_cifake(cifake_subset: dict[int, list[Path]]) -> None:
+    """The CPU baseline on real data: 600 CIFAKE images, half to train, half to test."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.metrics import roc_auc_score
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    from fid_bench.data.decode import load_rgb
+
+    enc = SpectrumEncoder()
+    rng = np.random.default_rng(0)
+    items = [(p, label) for label, paths in cifake_subset.items() for p in paths]
+    rng.shuffle(items)
+    X = np.stack([enc.transform(load_rgb(p)) for p, _ in items])
+    y = np.array([label for _, label in items])
+    half = len(y) // 2
+    clf = make_pipeline(StandardScaler(), LogisticRegression(C=0.1, max_iter=5000)).fit(X[:half], y[:half])
+    auc = roc_auc_score(y[half:], clf.predict_proba(X[half:])[:, 1])
+    assert auc > 0.85, auc
+
+
+# ----------------------------------------------------------------------------- timm
+@pytest.mark.parametrize(
+    ("model_name", "image_size", "side"),
+    [("test_resnet", None, 160), ("test_resnet", 48, 48), ("test_vit", None, 160), ("test_vit", 32, 32)],
+)
+def test_timm_test_models_give_pooled_features(model_name: str, image_size, side: int) -> None:
+    enc = TimmEncoder(model_name, pretrained=False, image_size=image_size)
+    enc.prepare("cpu")
+    enc.load()
+    x = enc.transform(rgb(0, (50, 40)))
+    assert tuple(x.shape) == (3, side, side)
+    import torch
+
+    feats = enc.encode(torch.stack([x, enc.transform(rgb(1))]))
+    dim = enc._loaded_info["num_features"]
+    assert feats.shape == (2, dim) and dim > 0 and feats.dtype == np.float32
+    assert np.isfinite(feats).all() and not np.allclose(feats[0], feats[1])
+    if model_name == "test_vit" and image_size:
+        assert tuple(enc._model.patch_embed.img_size) == (image_size, image_size)
+
+
+def test_random_init_is_reproducible_so_its_features_can_be_cached() -> None:
+    import torch
+
+    def feats(seed: int) -> np.ndarray:
+        enc = TimmEncoder("test_resnet", pretrained=False, init_seed=seed, image_size=32)
+        enc.load()
+        return enc.encode(torch.stack([enc.transform(rgb(i)) for i in range(3)]))
+
+    a = feats(0)
+    np.testing.assert_array_equal(a, feats(0))
+    assert not np.allclose(a, feats(1))
+
+
+def test_unknown_timm_model_is_a_one_line_error() -> None:
+    enc = TimmEncoder("no_such_model_xyz", pretrained=False)
+    with pytest.raises(FidBenchError, match="not a timm model"):
+        enc.load()
+
+
+def test_loaded_encoder_pickles_without_its_network() -> None:
+    import pickle
+
+    enc = TimmEncoder("test_resnet", pretrained=False, image_size=32)
+    enc.load()
+    clone = pickle.loads(pickle.dumps(enc))
+    assert clone._model is None and clone.identity == enc.identity
+    np.testing.assert_array_equal(clone.transform(rgb(0)).numpy(), enc.transform(rgb(0)).numpy())
+
+
+# ----------------------------------------------------------------------------- open_clip
+def test_open_clip_tiny_vit_image_tower(tiny_clip: list[str]) -> None:
+    import torch
+
+    enc = OpenClipEncoder("TinyViT-test", pretrained=False)
+    enc.load()
+    assert not hasattr(enc._model, "token_embedding")  # the text tower is gone
+    x = enc.transform(rgb(0, (60, 40)))
+    assert tuple(x.shape) == (3, 32, 32)
+    feats = enc.encode(torch.stack([x, enc.transform(rgb(1))]))
+    assert feats.shape == (2, 24) and np.isfinite(feats).all()
+    # a ViT tower adapts to another size on a multiple of its patch size
+    bigger = OpenClipEncoder("TinyViT-test", pretrained=False, image_size=48)
+    bigger.load()
+    assert tuple(bigger.transform(rgb(0)).shape) == (3, 48, 48)
+    assert bigger.encode(bigger.transform(rgb(0))[None]).shape == (1, 24)
+
+
+def test_open_clip_sizes_it_cannot_take_are_one_line_errors(tiny_clip: list[str]) -> None:
+    with pytest.raises(FidBenchError, match="multiple of its patch size 8"):
+        OpenClipEncoder("TinyViT-test", pretrained=False, image_size=36).load()
+    with pytest.raises(FidBenchError, match="only works at its native 64 px"):
+        OpenClipEncoder("TinyRN-test", pretrained=False, image_size=32).load()
+    with pytest.raises(FidBenchError, match="not an open_clip architecture"):
+        OpenClipEncoder("No-Such-Arch", pretrained=False).load()
+
+
+@pytest.mark.slow
+def test_open_clip_vit_b32_random_init_features() -> None:
+    import torch
+
+    enc = OpenClipEncoder("ViT-B-32", pretrained=False)
+    enc.load()
+    feats = enc.encode(torch.stack([enc.transform(rgb(i)) for i in range(2)]))
+    assert feats.shape == (2, 512) and np.isfinite(feats).all()
