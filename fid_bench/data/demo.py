@@ -59,7 +59,7 @@ _NOISE = (1.0, 3.0)
 # per-image normalisation targets, drawn from the same range for both classes
 _MEAN = (0.3, 0.7)
 _CONTRAST = (0.10, 0.20)
-# fine detail added to real images, relative to the energy of the artefact they do not have
+# std of the fine detail added to a real image, relative to the artefact's (0.5 evens out PNG sizes)
 _MATCH = 0.5
 
 
@@ -193,8 +193,8 @@ def render_image(rng: np.random.Generator, size: int, *, fake: bool) -> tuple[np
     if fake:
         img = unbalanced
     else:
-        # a real image gets as much fine, non-periodic detail as the artefact would have added, so
-        # PNG file size (which grows with high-frequency energy) says nothing about the class
+        # fine, non-periodic detail scaled to the artefact this image would have had, so that PNG
+        # file size (which grows with high-frequency energy) says nothing about the class
         img = balanced + rng.normal(0.0, _MATCH * (unbalanced - balanced).std(), balanced.shape)
     img = _normalise(rng, img)
     img = img + rng.normal(0.0, rng.uniform(*_NOISE) / 255.0, img.shape)
