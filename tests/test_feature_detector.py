@@ -470,3 +470,48 @@ def test_classifier_track_does_not_import_heavy_frameworks() -> None:
     )
     proc = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
+
+
+def test_real_extraction_cache_and_predictor_agree_on_demo_images(compose_cfg, tmp_path: Path) -> None:
+    """The real reader, folds, spectrum encoder and cache: fold scores equal the predictor's scores."""
+    from fid_bench.data.splits import make_folds
+    from fid_bench.experiment import load_samples
+
+    cfg = compose_cfg("model=spectrum", "classifier=logreg", "balance=class_weight")
+    samples = load_samples(cfg)
+    (fold,) = make_folds(samples.table, val_fraction=0.2, test_fraction=0.25, cv_folds=None, seed=0)
+    job = make_job(cfg, samples, tmp_path)
+    det = instantiate(cfg.classifier)
+    det.setup(job)
+    first = det.extra_metrics()
+    assert first["cache_hit_ratio"] == 0.0 and first["n_extracted"] > 0
+    assert first["feature_dim"] > 10 and "seconds" not in first
+    scores = det.fit_predict(job, fold)
+    assert evaluate_scores(scores)["roc_auc"] > 0.8  # the demo's generated images carry a spectral trace
+
+    # a second job on the same images extracts nothing
+    again = instantiate(cfg.classifier)
+    again.setup(make_job(cfg, samples, tmp_path))
+    assert again.extra_metrics()["cache_hit_ratio"] == 1.0 and again.extra_metrics()["n_extracted"] == 0
+    np.testing.assert_array_equal(again.features_for(fold.test), det.features_for(fold.test))
+
+    # the pickled predictor rebuilds the encoder from its config and scores the files as the fold did
+    pred = pickle.loads(pickle.dumps(det.predictor()))
+    test = scores[scores["split"] == "test"]
+    paths = samples.table["path"].iloc[fold.test].tolist()
+    np.testing.assert_allclose(pred.predict_paths(paths), test["score"].to_numpy(), rtol=1e-6)
+    assert pred.unreadable == []
+
+
+def test_constant_predictions_are_reported(
+    compose_cfg, fake_extract: FakeExtract, tmp_path: Path, caplog
+) -> None:
+    # fewer training rows than LightGBM's default min_child_samples (20): no split can be made
+    cfg = use_fake_encoder(compose_cfg("classifier=lightgbm"))
+    samples, fold = synthetic(fake_extract, n_real=12, n_fake=12)
+    det = instantiate(cfg.classifier)
+    job = make_job(cfg, samples, tmp_path)
+    det.setup(job)
+    scores = det.fit_predict(job, fold)
+    assert scores["score"].nunique() == 1
+    assert "gives every held-out row the same score" in caplog.text

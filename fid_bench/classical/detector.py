@@ -211,7 +211,10 @@ class FeatureDetector(Detector):
         self._features = feats
         self._row_index = np.full(len(table), -1, dtype=np.int64)
         self._row_index[positions] = inverse
-        self._stats = {k: float(v) for k, v in stats.items() if isinstance(v, (int, float, np.number))}
+        # extraction's own "seconds" is replaced by extract_seconds, which includes deduplication
+        self._stats = {
+            k: float(v) for k, v in stats.items() if isinstance(v, (int, float, np.number)) and k != "seconds"
+        }
         self._stats["extract_seconds"] = seconds
         self._stats["feature_dim"] = float(feats.shape[1])
         log.info(
@@ -310,6 +313,17 @@ class FeatureDetector(Detector):
             rows = np.asarray(rows, dtype=np.int64)
             proba = _positive_proba(self.name, pipeline, self.features_for(rows, split))
             frames.append(scores_frame(table, rows, proba, split, fold.index))
+        held_out = np.concatenate([f["score"].to_numpy() for f in frames])
+        if held_out.size > 1 and np.ptp(held_out) == 0:
+            # e.g. boosting with fewer training rows than its minimum leaf size: no split at all
+            log.warning(
+                "classifier=%s: fold %d gives every held-out row the same score %.4g (%d training rows); "
+                "the model learned nothing",
+                self.name,
+                fold.index,
+                held_out[0],
+                len(y_fit),
+            )
         self._pipeline = pipeline
         self._threshold = _val_threshold(frames[0])
         # the share of generated images as the data has it (before balancing): the honest guess
