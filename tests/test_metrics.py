@@ -200,6 +200,9 @@ def test_aggregate_skips_nan_folds_with_warning(caplog: pytest.LogCaptureFixture
     with caplog.at_level(logging.WARNING):
         m = aggregate_folds([{"roc_auc": 0.8}, {"roc_auc": float("nan")}, {"roc_auc": 1.0}])
     assert m["roc_auc"] == pytest.approx(0.9)
-    assert "NaN in 1 of 3 folds" in caplog.text
+    assert "roc_auc (1 of 3)" in caplog.text
+    m = aggregate_folds([{"a": float("nan"), "b": 1.0}, {"a": float("nan"), "b": 3.0}])
+    assert np.isnan(m["a"]) and np.isnan(m["a_std"])
+    assert m["b"] == 2.0 and m["b_std"] == pytest.approx(np.sqrt(2))
     with pytest.raises(FidBenchError):
         aggregate_folds([])

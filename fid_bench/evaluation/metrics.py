@@ -191,12 +191,21 @@ def aggregate_folds(per_fold: list[dict[str, float]]) -> dict[str, float]:
         return dict(per_fold[0])
     names = list(dict.fromkeys(k for fold in per_fold for k in fold))
     out: dict[str, float] = {}
+    partly: list[str] = []
+    never: list[str] = []
     for name in names:
         vals = np.array([float(fold.get(name, NAN)) for fold in per_fold], dtype=np.float64)
         ok = vals[~np.isnan(vals)]
-        if ok.size < vals.size:
-            log.warning("metric %s is NaN in %d of %d folds", name, vals.size - ok.size, vals.size)
+        if ok.size == 0:
+            never.append(name)
+        elif ok.size < vals.size:
+            partly.append(f"{name} ({vals.size - ok.size} of {vals.size})")
         out[name] = float(ok.mean()) if ok.size else NAN
         out[f"{name}_std"] = float(ok.std(ddof=1)) if ok.size > 1 else NAN
+    # one line each: per-group metrics can make dozens of names undefined at once
+    if partly:
+        log.warning("metrics NaN in some folds, averaged over the others: %s", ", ".join(partly))
+    if never:
+        log.info("metrics undefined in every fold: %s", ", ".join(never))
     out["n_folds"] = float(len(per_fold))
     return out
