@@ -493,7 +493,7 @@ def _load_open_clip(model: nn.Module, path: Path, *, what: str) -> None:
         sd["logit_scale"] = sd["logit_scale"].reshape(model.logit_scale.shape)
     own = model.state_dict()
     # the text tower is never used for image features: only the image tower has to be complete
-    text_keys = tuple({k.split(".", 1)[0] + "." for k in own if not k.startswith("visual.")} | {"logit"})
+    text_keys = tuple(k for k in own if not k.startswith("visual.")) + ("logit_",)
     load_into(model, sd, what=what, ignore_missing=text_keys, ignore_unexpected=text_keys)
 
 
