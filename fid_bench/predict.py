@@ -112,14 +112,9 @@ def resolve_experiment(client: MlflowClient, name: str | None) -> tuple[str, str
 
 def model_runs(client: MlflowClient, experiment_id: str) -> list[Run]:
     """Finished runs of an experiment that can hold a model (sweep parents and comparisons left out)."""
-    runs = []
-    token = None
-    while True:
-        page = client.search_runs([experiment_id], max_results=1000, page_token=token)
-        runs.extend(page)
-        token = page.token
-        if not token:
-            break
+    from fid_bench.tracking.leaderboard import fetch_runs
+
+    runs = fetch_runs(client, [experiment_id])
     parents = {r.data.tags.get("mlflow.parentRunId") for r in runs}
     return [
         r
@@ -143,8 +138,8 @@ def rank_runs(client: MlflowClient, experiment: str | None, metric: str) -> tupl
             f"metric {metric!r} was never logged in experiment {exp_name!r}; logged metrics: {logged}"
         )
     sign = 1.0 if lower_is_better(metric) else -1.0
-    # ties go to the newer run: it is the one a user most likely means
-    scored.sort(key=lambda r: (sign * r.data.metrics[metric], -r.info.start_time))
+    # ties broken by run id, as the leaderboard breaks them: its first row is what "best" picks
+    scored.sort(key=lambda r: (sign * r.data.metrics[metric], r.info.run_id))
     return exp_name, scored
 
 

@@ -481,3 +481,14 @@ def test_run_selection_errors_are_one_line(store: Path, capsys, tmp_path: Path) 
     client = make_client(tracking_uri())
     assert rank_runs(client, "a", "roc_auc")[1][0].info.run_id == best_a
     assert rank_runs(client, "a", "log_loss")[1][0].info.run_id != best_a
+
+
+def test_best_is_the_leaderboards_first_row_even_on_ties(store: Path) -> None:
+    from fid_bench.predict import make_client, resolve_run, tracking_uri
+    from fid_bench.tracking.leaderboard import Query, leaderboard
+
+    ids = [_log_model_run("tie", store / "mlruns" / "artifacts" / "tie", {"roc_auc": 1.0}) for _ in range(3)]
+    client = make_client(tracking_uri())
+    (board,) = leaderboard(client, Query(experiment="tie", metric="roc_auc"))
+    best = resolve_run(client, "best", experiment="tie", metric="roc_auc")
+    assert best.info.run_id == board.runs["run_id"][0] == min(ids)
