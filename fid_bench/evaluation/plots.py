@@ -106,7 +106,8 @@ def _draw_roc(ax: Axes, curves: dict[str, Curve], title: str) -> None:
     ax.plot([0, 1], [0, 1], linestyle=":", color="grey", linewidth=1)
     for label, c in curves.items():
         if c.defined:
-            ax.plot(c.x, c.y, drawstyle="steps-post", label=f"{label} (AUC {c.area:.3f})")
+            # straight segments: the area under them is exactly the (trapezoidal) ROC-AUC, ties included
+            ax.plot(c.x, c.y, label=f"{label} (AUC {c.area:.3f})")
         elif len(curves) == 1:
             _undefined(ax, "ROC", c.n)
     ax.set(
