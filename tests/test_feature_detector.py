@@ -353,6 +353,7 @@ def test_predictor_pickles_and_round_trips(compose_cfg, fake_extract: FakeExtrac
     (tmp_path / "a_copy.png").write_bytes(Path(images[0]).read_bytes())
     paths = [images[0], str(tmp_path / "broken.png"), images[1], str(tmp_path / "missing.png")]
     paths.append(str(tmp_path / "a_copy.png"))
+    paths.append(str(tmp_path / ("x" * 300 + ".png")))  # a name the filesystem refuses (OSError)
 
     loaded = pickle.loads(pickle.dumps(pred))
     assert loaded.threshold == 0.37 and loaded.prior == pred.prior
@@ -361,8 +362,8 @@ def test_predictor_pickles_and_round_trips(compose_cfg, fake_extract: FakeExtrac
     vecs = np.stack([np.full(8, 2.0), np.full(8, -2.0), np.full(8, 2.0)]).astype(np.float32)
     np.testing.assert_allclose(scores[[0, 2, 4]], pred.pipeline.predict_proba(vecs)[:, 1])
     assert scores[0] > 0.9 and scores[2] < 0.1
-    np.testing.assert_allclose(scores[[1, 3]], pred.prior)
-    assert [p for p, _ in loaded.unreadable] == paths[1:4:2]
+    np.testing.assert_allclose(scores[[1, 3, 5]], pred.prior)
+    assert [p for p, _ in loaded.unreadable] == [paths[1], paths[3], paths[5]]
     assert "not found" in loaded.unreadable[1][1]
     np.testing.assert_array_equal(loaded.predict_labels(paths), (scores >= 0.37).astype(int))
     # features went through the job's cache, only for the readable images, each distinct one once

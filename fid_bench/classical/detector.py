@@ -402,8 +402,8 @@ class FeaturePredictor(Predictor):
         for i, path in enumerate(paths):
             try:
                 info = check_image(path)
-            except ImageDecodeError as err:
-                self.unreadable.append((path, str(err)))
+            except (ImageDecodeError, OSError) as err:  # OSError: e.g. a name too long for the filesystem
+                self.unreadable.append((path, " ".join(str(err).split())))
                 continue
             ok.append(i)
             ok_sha1.append(info.sha1)
