@@ -37,6 +37,7 @@ class Fold:
     train: np.ndarray
     val: np.ndarray
     test: np.ndarray
+    name: str = ""  # the held-out group in leave-one-group-out folds
 
 
 def make_folds(
@@ -88,6 +89,51 @@ def make_folds(
     for fold in folds:
         for name in ("train", "val", "test"):
             _require_both_classes(labels[getattr(fold, name)], f"fold {fold.index} {name}")
+    return folds
+
+
+def leave_one_group_out(
+    table: pd.DataFrame, *, val_fraction: float, test_fraction: float, seed: int
+) -> list[Fold]:
+    """One fold per value of the ``group`` column: train and validate without it, test on it.
+
+    Rows with an empty group (typically real photos, not tied to a generator) are shared: a
+    stratified ``test_fraction`` of them joins every test set, so a group made only of generated
+    images is still told apart from real ones; the rest can be trained on. The data set's own
+    train/test split is not used. Images identical to a test image never stay in train or val.
+    """
+    val_fraction = _fraction("val_fraction", val_fraction)
+    test_fraction = _fraction("test_fraction", test_fraction)
+    split = table["split"].astype(str).to_numpy()
+    labelled = np.flatnonzero(np.isin(split, ("train", "test")))
+    labels = table["label"].to_numpy().astype(np.int64)
+    group = table["group"].fillna("").astype(str).to_numpy()
+    names = sorted({group[i] for i in labelled} - {""})
+    if len(names) < 2:
+        raise FidBenchError(
+            f"cv.leave_one_group_out needs at least 2 named groups in the data's group column, found {names}"
+        )
+    dups = _duplicate_groups(table)
+    rng = np.random.default_rng(seed)
+    shared = labelled[group[labelled] == ""]
+    shared_test: list[np.ndarray] = []
+    for members in _stratified_groups(shared, labels, dups, rng).values():
+        take = round(test_fraction * sum(len(m) for m in members))
+        got = 0
+        for m in members:
+            if got >= take:
+                break
+            shared_test.append(m)
+            got += len(m)
+    shared_test_rows = _sorted(shared_test)
+    folds = []
+    for i, name in enumerate(names):
+        test = np.union1d(labelled[group[labelled] == name], shared_test_rows)
+        rest = np.setdiff1d(labelled, test)
+        rest = rest[~np.isin(dups[rest], dups[test])]  # no copy of a test image trains
+        _require_both_classes(labels[test], f"leave-one-group-out test on group {name!r}")
+        val, train = _split_off(rest, val_fraction, labels, dups, rng, "val")
+        folds.append(Fold(i, train, val, test.astype(np.int64), name=name))
     return folds
 
 

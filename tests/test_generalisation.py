@@ -1,0 +1,132 @@
+"""Honest evaluation in a job: audit, intervals, groups, leave-one-group-out, extra sets, perturbations."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+
+from fid_bench.data.splits import leave_one_group_out
+from fid_bench.errors import FidBenchError
+
+
+def _table(groups: list[str], labels: list[int]) -> pd.DataFrame:
+    n = len(groups)
+    return pd.DataFrame(
+        {
+            "id": [f"r{i}" for i in range(n)],
+            "path": [f"/x/{i}.png" for i in range(n)],
+            "label": labels,
+            "split": "train",
+            "group": groups,
+            "sha1": [f"{i:040x}" for i in range(n)],
+        }
+    )
+
+
+def test_leave_one_group_out_tests_each_group_with_shared_real_images():
+    groups = [""] * 40 + ["gan"] * 20 + ["diffusion"] * 20
+    labels = [0] * 40 + [1] * 40
+    table = _table(groups, labels)
+    folds = leave_one_group_out(table, val_fraction=0.2, test_fraction=0.25, seed=0)
+    assert [f.name for f in folds] == ["diffusion", "gan"]
+    g = table["group"].to_numpy()
+    for fold in folds:
+        held = set(np.flatnonzero(g == fold.name))
+        assert held <= set(fold.test)  # the whole group is tested
+        assert not held & (set(fold.train) | set(fold.val))  # and never trained on
+        real_test = [i for i in fold.test if g[i] == ""]
+        assert len(real_test) == 10  # 25 % of the shared real rows join every test set
+        assert not set(fold.train) & set(fold.test) and not set(fold.val) & set(fold.test)
+        other = "gan" if fold.name == "diffusion" else "diffusion"
+        assert set(np.flatnonzero(g == other)) <= set(fold.train) | set(fold.val)
+
+
+def test_leave_one_group_out_needs_two_named_groups():
+    table = _table([""] * 10 + ["gan"] * 10, [0] * 10 + [1] * 10)
+    with pytest.raises(FidBenchError, match="at least 2 named groups"):
+        leave_one_group_out(table, val_fraction=0.2, test_fraction=0.2, seed=0)
+
+
+def _folder_set(root: Path, n: int = 12) -> Path:
+    """A plain real/fake folder with the demo-like up-sampling fingerprint on the fakes."""
+    rng = np.random.default_rng(1)
+    for cls in ("real", "fake"):
+        (root / cls).mkdir(parents=True)
+        for i in range(n):
+            arr = rng.integers(0, 255, (32, 32, 3), dtype=np.uint8)
+            if cls == "fake":
+                arr = np.repeat(np.repeat(arr[::2, ::2], 2, axis=0), 2, axis=1)
+            Image.fromarray(arr).save(root / cls / f"{i}.png")
+    return root
+
+
+def _run(compose_cfg, *overrides: str):
+    import mlflow
+
+    from fid_bench.experiment import run_job
+
+    run_job(compose_cfg("model=spectrum", "classifier=logreg", *overrides))
+    client = mlflow.MlflowClient()
+    exp = client.get_experiment_by_name("demo")
+    (run,) = client.search_runs([exp.experiment_id])
+    return client, run
+
+
+def test_job_reports_intervals_groups_audit_extra_sets_and_perturbations(compose_cfg, isolated):
+    extra = _folder_set(isolated / "other")
+    client, run = _run(
+        compose_cfg,
+        "eval.bootstrap=200",
+        f"eval.extra=[{{name: other, data: folder, root: {extra}}}]",
+        "eval.perturb=[jpeg75,blur1]",
+    )
+    m = run.data.metrics
+    assert m["roc_auc_ci_low"] <= m["roc_auc"] <= m["roc_auc_ci_high"]
+    assert 0.0 <= m["roc_auc_ci_low"] and m["roc_auc_ci_high"] <= 1.0
+    assert m["f1_ci_low"] <= m["f1_ci_high"]
+    # the demo carries generator groups: metrics per group on the test rows
+    assert {"group/upsample_x2/roc_auc", "group/upsample_x4/roc_auc"} <= set(m) or any(
+        k.startswith("group/") for k in m
+    )
+    assert m["other/n"] == 24 and 0.0 <= m["other/roc_auc"] <= 1.0
+    for name in ("jpeg75", "blur1"):
+        assert 0.0 <= m[f"{name}/roc_auc"] <= 1.0
+        assert m[f"{name}/n"] == m["n_test"]
+    assert "audit/n_label_conflicts" in m or any(k.startswith("audit/") for k in m)
+    robustness = {a.path for a in client.list_artifacts(run.info.run_id, "robustness")}
+    assert robustness == {"robustness/robustness.csv", "robustness/robustness.png"}
+    assert client.list_artifacts(run.info.run_id, "audit")
+
+
+def test_extra_set_normalisation_rewrites_images(compose_cfg, isolated):
+    extra = _folder_set(isolated / "other")
+    _run(
+        compose_cfg,
+        "eval.bootstrap=0",
+        f"eval.extra=[{{name: other, data: folder, root: {extra}}}]",
+        "eval.normalise_extra={size: 24, jpeg_quality: 90}",
+    )
+    written = sorted((isolated / "eval" / "extra" / "other").glob("*.jpg"))
+    assert len(written) == 24
+    with Image.open(written[0]) as img:
+        assert img.size == (24, 24) and img.format == "JPEG"
+
+
+def test_leave_one_group_out_job_logs_each_held_out_group(compose_cfg):
+    _, run = _run(compose_cfg, "cv.leave_one_group_out=true", "eval.bootstrap=0")
+    m = run.data.metrics
+    assert m["n_folds"] == 2
+    assert {"logo/upsample_x2/roc_auc", "logo/upsample_x4/roc_auc"} <= set(m)
+
+
+def test_bad_perturbation_and_extra_set_are_one_line_errors(compose_cfg):
+    from fid_bench.experiment import run_job
+
+    with pytest.raises(FidBenchError, match="unknown perturbation"):
+        run_job(compose_cfg("eval.perturb=[sharpen3]", "eval.bootstrap=0"))
+    with pytest.raises(FidBenchError, match="unknown data"):
+        run_job(compose_cfg("eval.extra=[{name: x, data: nope, root: /tmp}]", "eval.bootstrap=0"))
