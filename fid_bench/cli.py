@@ -38,7 +38,40 @@ def _leaderboard(commands: Subcommands) -> None:
     leaderboard.add_arguments(parser)
 
 
-COMMANDS: list[Callable[[Subcommands], None]] = [_leaderboard]
+def _compare(commands: Subcommands) -> None:
+    from fid_bench import compare
+
+    parser = commands.add_parser(
+        "compare",
+        help="overlay the ROC and PR curves of several runs",
+        description="One figure with the ROC and PR curves of the given runs overlaid, plus a metric "
+        "table; saved as PNG and logged to MLflow as a comparison artifact.",
+    )
+    compare.add_arguments(parser)
+
+
+def _predict(commands: Subcommands) -> None:
+    from fid_bench import predict
+
+    parser = commands.add_parser(
+        "predict",
+        help="score images (or write a Kaggle submission) with a logged run's model",
+        description="Score images with the model logged in a run (either track) and write a CSV.",
+    )
+    predict.add_arguments(parser)
+
+
+def _audit(commands: Subcommands) -> None:
+    parser = commands.add_parser(
+        "audit",
+        help="audit a data set: duplicates, leaks, label conflicts, shortcuts",
+        description="Audit a data set before training (see `fid-bench audit --help`).",
+        add_help=False,  # the audit's own parser answers --help
+    )
+    parser.add_argument("rest", nargs=argparse.REMAINDER)  # listed here; main() dispatches it
+
+
+COMMANDS: list[Callable[[Subcommands], None]] = [_leaderboard, _compare, _predict, _audit]
 
 
 def build_parser() -> OneLineParser:
@@ -69,6 +102,12 @@ def run_handler(
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["audit"]:
+        # argparse's REMAINDER drops a leading option such as --help: hand the audit its argv whole
+        from fid_bench.data import audit
+
+        return audit.main(argv[1:])
     args = build_parser().parse_args(argv)
     return run_handler(args.handler, args, f"{PROG} {args.command}")
 
