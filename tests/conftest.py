@@ -59,6 +59,7 @@ def compose_cfg() -> Iterator[Callable[..., DictConfig]]:
 
         yield _compose
     GlobalHydra.instance().clear()
+    HydraConfig.instance().cfg = None  # no Hydra config leaks into the next test
 
 
 @pytest.fixture(scope="session")
