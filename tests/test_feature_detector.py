@@ -99,6 +99,15 @@ def fake_extract(monkeypatch: pytest.MonkeyPatch) -> FakeExtract:
     return fake
 
 
+@pytest.fixture
+def one_thread() -> Any:
+    """Tiny fits: OpenMP threads (boosting) only add spin-up cost, badly so on a busy machine."""
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(limits=1):
+        yield
+
+
 class RecordingLogger:
     def __init__(self) -> None:
         self.metrics: list[tuple[dict[str, float], int | None]] = []
@@ -183,9 +192,11 @@ CLASSIFIERS = ["logreg", "knn", "rf", "gboost", "lightgbm"]
 @pytest.mark.parametrize("balance", ["class_weight", "oversample"])
 @pytest.mark.parametrize("classifier", CLASSIFIERS)
 def test_every_classifier_config_separates_synthetic_features(
-    compose_cfg, fake_extract: FakeExtract, tmp_path: Path, classifier: str, balance: str
+    compose_cfg, fake_extract: FakeExtract, tmp_path: Path, one_thread: None, classifier: str, balance: str
 ) -> None:
-    cfg = use_fake_encoder(compose_cfg(f"classifier={classifier}", f"balance={balance}"))
+    # one thread: see ``one_thread``
+    threads = ["classifier.estimator.n_jobs=1"] if classifier in ("rf", "lightgbm") else []
+    cfg = use_fake_encoder(compose_cfg(f"classifier={classifier}", f"balance={balance}", *threads))
     samples, fold = synthetic(fake_extract)
     det = instantiate(cfg.classifier)
     assert isinstance(det, FeatureDetector) and det.name == classifier
