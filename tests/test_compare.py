@@ -218,3 +218,22 @@ def test_empty_or_missing_store_is_a_one_line_error(store: Path, capsys) -> None
     assert main(["--top", "3", "--tracking-uri", f"sqlite:///{missing}"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "no tracking store" in err[0] and not missing.exists()
+
+
+def test_parent_gets_the_comparison_of_its_best_children(sweep, isolated: Path) -> None:
+    from fid_bench.tracking.compare import compare_children
+
+    result = compare_children(sweep["parent"], isolated / "sweep" / "top.png", top=2)
+    assert result is not None and result.logged_to == sweep["parent"]
+    assert pd.read_csv(result.table_csv)["run_id"].tolist() == [sweep["runs"]["logreg"], sweep["runs"]["rf"]]
+    assert "comparison/top.png" in {a.path for a in _client().list_artifacts(sweep["parent"], "comparison")}
+    # losses rank lowest first; every child logged the same log_loss, so ties go by run id
+    result = compare_children(sweep["parent"], isolated / "sweep" / "ll.png", metric="log_loss", top=5)
+    assert pd.read_csv(result.table_csv)["run_id"].tolist() == sorted(sweep["runs"].values())
+    # nothing to compare: no exception (a sweep end must not fail), nothing logged
+    assert compare_children(sweep["parent"], isolated / "sweep" / "x.png", metric="never") is None
+    assert compare_children(sweep["runs"]["knn"], isolated / "sweep" / "y.png") is None
+    assert not (isolated / "sweep" / "x.png").exists() and not (isolated / "sweep" / "y.png").exists()
+    # a child without predictions.csv spoils the figure, not the sweep
+    _make_run(sweep["exp_id"], isolated, "nopred", None, {"roc_auc": 0.999}, sweep["parent"])
+    assert compare_children(sweep["parent"], isolated / "sweep" / "z.png") is None

@@ -227,3 +227,47 @@ def compare_runs(
         result.logged_to = target
         log.info("comparison logged to run %s under %s/", target, ARTIFACT_DIR)
     return result
+
+
+def compare_children(
+    parent_run_id: str,
+    out_path: str | Path,
+    *,
+    metric: str = "roc_auc",
+    top: int = 5,
+    lower_is_better: bool | None = None,
+    tracking_uri: str | None = None,
+) -> Comparison | None:
+    """Compare the ``top`` best finished children of a multirun's parent run and log it to that parent.
+
+    The ranking is the leaderboard's (``--parent``); ``lower_is_better`` defaults by the metric's name
+    (losses ascend). Never raises a ``FidBenchError`` (a sweep's end must not fail over a figure):
+    returns None, with a log line, when there is nothing to compare or the comparison fails.
+    """
+    from fid_bench.predict import lower_is_better as loss_like
+    from fid_bench.tracking.leaderboard import Query, leaderboard
+
+    client = _client(tracking_uri)
+    ascending = loss_like(metric) if lower_is_better is None else lower_is_better
+    try:
+        boards = leaderboard(client, Query(metric=metric, top=0, parent=parent_run_id, ascending=ascending))
+    except FidBenchError as err:
+        log.info("no comparison for parent run %s: %s", parent_run_id, err)
+        return None
+    # a sweep over data sets spans experiments (one board each): rank all children together
+    scored = [
+        (metrics[metric], run_id)
+        for board in boards
+        for run_id, metrics in zip(board.runs["run_id"], board.runs["metrics"], strict=True)
+        if not math.isnan(metrics.get(metric, math.nan))
+    ]
+    sign = 1.0 if ascending else -1.0
+    ids = [run_id for _, run_id in sorted(scored, key=lambda p: (sign * p[0], p[1]))[:top]]
+    if not ids:
+        log.info("no comparison for parent run %s: no finished child logged %s", parent_run_id, metric)
+        return None
+    try:
+        return compare_runs(ids, out_path, parent_run_id, tracking_uri=client.tracking_uri)
+    except FidBenchError as err:  # e.g. a child without predictions.csv: the sweep itself is fine
+        log.warning("no comparison for parent run %s: %s", parent_run_id, err)
+        return None
