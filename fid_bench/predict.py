@@ -377,6 +377,11 @@ def kaggle_inputs(root: str | Path, cache_dir: str | Path) -> Inputs:
     expected = _read_test_ids(test_csv)
     if not expected:
         raise FidBenchError(f"{test_csv}: no ids to predict")
+    dup = pd.Series(expected)[pd.Series(expected).duplicated()].unique().tolist()
+    if dup:
+        raise FidBenchError(
+            f"{test_csv}: {len(dup)} id(s) listed twice, e.g. {dup[:3]}; a submission needs each id once"
+        )
     samples = _kaggle_predict_reader(root, Path(cache_dir)).read()
     table = samples.table[samples.table["split"] == "predict"].reset_index(drop=True)
     ids = table["id"].astype(str).tolist()
@@ -642,7 +647,6 @@ def predict(args: argparse.Namespace) -> pd.DataFrame:
     """Run the command for parsed ``args``; returns the written table."""
     check_arguments(args)
     uri = tracking_uri(args.tracking_uri)
-    client = make_client(uri)
     cache_dir = (args.cache_dir or _default_cache_dir()).expanduser()
 
     # data problems show before any model is downloaded
@@ -653,6 +657,7 @@ def predict(args: argparse.Namespace) -> pd.DataFrame:
     else:
         inputs = folder_inputs(args.root, cache_dir)
 
+    client = make_client(uri)
     if args.run:
         run = resolve_run(client, args.run, experiment=args.experiment, metric=args.metric)
         model_uri = f"runs:/{run.info.run_id}/{MODEL_NAME}"

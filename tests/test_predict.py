@@ -314,7 +314,7 @@ def test_finetuned_run_predicts_a_kaggle_submission(compose_cfg, isolated: Path,
     run = _only_run()
     assert run.data.tags["classifier"] == "finetune"
     capsys.readouterr()
-    _predict_and_check(root, isolated / "sub.csv", ["--run", "best"], capsys)
+    _predict_and_check(root, isolated / "sub.csv", ["--run", run.info.run_id], capsys)
 
 
 def test_embedding_run_predicts_a_kaggle_submission(compose_cfg, isolated: Path, capsys) -> None:
@@ -350,7 +350,7 @@ def test_embedding_run_predicts_a_kaggle_submission(compose_cfg, isolated: Path,
     assert sorted(cache.missing(sha1s)) == sorted(sha1s)  # training never saw them
 
     capsys.readouterr()
-    _predict_and_check(root, isolated / "sub.csv", ["--run", run.info.run_id], capsys)
+    _predict_and_check(root, isolated / "sub.csv", ["--run", "best"], capsys)
     assert cache.missing(sha1s) == []
 
 
@@ -492,3 +492,46 @@ def test_best_is_the_leaderboards_first_row_even_on_ties(store: Path) -> None:
     (board,) = leaderboard(client, Query(experiment="tie", metric="roc_auc"))
     best = resolve_run(client, "best", experiment="tie", metric="roc_auc")
     assert best.info.run_id == board.runs["run_id"][0] == min(ids)
+
+
+def test_kaggle_test_csv_problems_are_reported_before_any_model_is_loaded(isolated: Path, capsys) -> None:
+    root = kaggle_folder(isolated / "gon", n_train=4)
+    (root / "test.csv").write_text("id\nt1\nt2\nt1\n")
+    argv = [
+        "--run",
+        "never-looked-up",
+        "--data",
+        "kaggle",
+        "--root",
+        str(root),
+        "--out",
+        str(isolated / "s.csv"),
+    ]
+    assert main(argv) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "listed twice" in err[0] and "'t1'" in err[0]
+    (root / "test.csv").unlink()
+    assert main(argv) == 1
+    assert "no test.csv" in capsys.readouterr().err
+
+
+def test_module_entry_points(isolated: Path) -> None:
+    """``python -m fid_bench.predict`` / ``fid_bench.compare``: help, and one-line errors without a traceback."""
+    import subprocess
+    import sys
+
+    from tests.conftest import REPO
+
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+
+    def run(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            [sys.executable, "-m", *args], cwd=isolated, env=env, capture_output=True, text=True, timeout=300
+        )
+
+    for module in ("fid_bench.predict", "fid_bench.compare"):
+        done = run(module, "--help")
+        assert done.returncode == 0 and "--tracking-uri" in done.stdout
+    done = run("fid_bench.predict", "--run", "best", "--images", str(isolated), "--out", "o.csv")
+    assert done.returncode != 0 and "Traceback" not in done.stderr
+    assert [ln for ln in done.stderr.splitlines() if "error:" in ln] == done.stderr.strip().splitlines()[-1:]
