@@ -233,6 +233,34 @@ def test_near_duplicates_found_only_when_asked(tmp_path: Path) -> None:
         audit_samples(samples, near_dup_threshold=64)
 
 
+def test_hash_collisions_between_unrelated_images_are_not_reported(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    root = _clean(tmp_path, n_train=5, n_test=2)
+    img = _image(1000, (64, 64))
+    _write(root / "train" / "fake" / "orig.jpg", img, quality=95)
+    _write(root / "train" / "fake" / "edit.jpg", img.crop((2, 2, 62, 62)).resize((64, 64)), quality=80)
+    # the worst case for a 64-bit hash: every image hashes the same
+    monkeypatch.setattr(audit, "perceptual_hash", lambda path: 12345)
+    report = audit_samples(_samples(root), near_dup_threshold=0)
+    (group,) = report.near_duplicates.itertuples()
+    assert sorted(Path(p).name for p in group.paths) == ["edit.jpg", "orig.jpg"]
+    assert not any(w.startswith("near-duplicates:") for w in report.warnings)
+
+
+def test_confirm_pairs_keeps_only_agreeing_thumbnails(tmp_path: Path) -> None:
+    a = _write(tmp_path / "a.png", _image(5, (32, 32)), fmt="PNG")
+    b = _write(tmp_path / "b.png", _image(6, (32, 32)), fmt="PNG")
+    a_dark = _write(tmp_path / "a_dark.png", Image.eval(_image(5, (32, 32)), lambda v: v // 2), fmt="PNG")
+    flat1 = _write(tmp_path / "f1.png", Image.new("RGB", (32, 32), (90, 90, 90)), fmt="PNG")
+    flat2 = _write(tmp_path / "f2.png", Image.new("RGB", (32, 32), (92, 92, 92)), fmt="PNG")
+    flat3 = _write(tmp_path / "f3.png", Image.new("RGB", (32, 32), (200, 200, 200)), fmt="PNG")
+    paths = [str(p) for p in (a, b, a_dark, flat1, flat2, flat3)]
+    pairs = np.array([[0, 1], [0, 2], [3, 4], [3, 5], [0, 3]])
+    kept = audit.confirm_pairs(pairs, paths)
+    assert kept.tolist() == [[0, 2], [3, 4]]  # darkened copy and two near-equal flat greys
+
+
 def test_perceptual_hash_is_stable_under_recompression_and_differs_between_images(tmp_path: Path) -> None:
     a = _write(tmp_path / "a.jpg", _image(1, (48, 48)), quality=95)
     a2 = _write(tmp_path / "a2.jpg", _image(1, (48, 48)), quality=60)
