@@ -74,10 +74,8 @@ def test_clean_data_raises_no_warning(tmp_path: Path) -> None:
     report = audit_samples(_samples(_clean(tmp_path)))
     assert report.warnings == []
     m = report.metrics()
-    assert (m["audit_n_train"], m["audit_n_test"], m["audit_n_real"], m["audit_n_fake"]) == (80, 24, 52, 52)
-    assert (
-        m["audit_dup_extra"] == 0 and m["audit_leak_test_rows"] == 0 and m["audit_label_conflict_groups"] == 0
-    )
+    assert (m["n_train"], m["n_test"], m["n_real"], m["n_fake"]) == (80, 24, 52, 52)
+    assert m["dup_extra"] == 0 and m["leak_test_rows"] == 0 and m["label_conflict_groups"] == 0
     assert report.shortcuts["auc"].max() < 0.8
     assert report.counts.loc["train", "real"] == 40 and report.counts.loc["total", "total"] == 104
     # one value shared by both classes carries no information at all
@@ -96,7 +94,7 @@ def test_within_class_duplicates_counted_as_extra_copies(tmp_path: Path) -> None
     assert report.extra_duplicates("test", 1) == 1
     assert report.extra_duplicates("test", 0) == 0
     assert sorted(report.duplicates["n"].tolist()) == [2, 2, 3]
-    assert report.metrics()["audit_dup_extra"] == 4
+    assert report.metrics()["dup_extra"] == 4
     assert len(report.label_conflicts) == 0 and len(report.leaks) == 0
     (warning,) = report.warnings
     assert warning.startswith("exact duplicates: 4 extra copies") and "train/fake 2" in warning
@@ -110,7 +108,7 @@ def test_label_conflict_found(tmp_path: Path) -> None:
     (conflict,) = report.label_conflicts.itertuples()
     assert (conflict.n_real, conflict.n_fake) == (1, 1)
     assert sorted(Path(p).name for p in conflict.paths) == ["003.jpg", "looks_fake.jpg"]
-    assert report.metrics()["audit_label_conflict_rows"] == 2
+    assert report.metrics()["label_conflict_rows"] == 2
     assert any(w.startswith("label conflicts: 1 files (2 rows)") for w in report.warnings)
     assert report.extra_duplicates("train", 0) == 0 and report.extra_duplicates("train", 1) == 0
 
@@ -122,9 +120,9 @@ def test_train_test_leak_found(tmp_path: Path) -> None:
     report = audit_samples(_samples(root))
     assert sorted(report.leaks["id"]) == ["test/fake/leaked.jpg", "test/real/leaked.jpg"]
     assert report.leaks.set_index("id").loc["test/fake/leaked.jpg", "train_ids"] == ["train/fake/007.jpg"]
-    assert report.metrics()["audit_leak_test_rows"] == 2
+    assert report.metrics()["leak_test_rows"] == 2
     assert any("train->test leakage: 2 test rows" in w for w in report.warnings)
-    assert report.metrics()["audit_dup_extra"] == 0  # a copy across splits is a leak, not a duplicate
+    assert report.metrics()["dup_extra"] == 0  # a copy across splits is a leak, not a duplicate
 
 
 def test_format_shortcut_warned(tmp_path: Path) -> None:
@@ -181,7 +179,7 @@ def test_unreadable_rows_counted_with_reasons(tmp_path: Path) -> None:
     reasons = report.unreadable.set_index("id")["reason"]
     assert reasons["x1"] == "truncated" and reasons["x2"] == "missing_file"
     assert reasons["train/real/000.jpg"].startswith("header unreadable")
-    assert report.metrics()["audit_n_unreadable"] == 3
+    assert report.metrics()["n_unreadable"] == 3
     assert any(w.startswith("skipped or unreadable: 3 rows") for w in report.warnings)
     # the broken file is left out of the attribute statistics, not counted as a category
     assert report.shortcuts.set_index("attribute").loc["format", "n"] == 23
@@ -226,7 +224,7 @@ def test_near_duplicates_found_only_when_asked(tmp_path: Path) -> None:
     assert len(hit) == 1
     assert sorted(Path(p).name for p in hit.iloc[0]["paths"]) == ["near.jpg", "orig.jpg"]
     assert report.near_dup_leak_rows >= 1
-    assert report.metrics()["audit_near_dup_leak_test_rows"] == report.near_dup_leak_rows
+    assert report.metrics()["near_dup_leak_test_rows"] == report.near_dup_leak_rows
     assert any(w.startswith("near-duplicate leakage") for w in report.warnings)
     assert len(report.leaks) == 0  # different bytes: not an exact leak
     with pytest.raises(audit.FidBenchError, match="Hamming distance in 0..32"):
@@ -324,10 +322,8 @@ def test_clean_manifest_removes_conflicts_leaks_and_extra_copies(tmp_path: Path)
     # the cleaned table audits clean
     kept = samples.table[samples.table["id"].isin(manifest["id"])]
     again = audit_samples(Samples(kept, name="fixed"))
-    assert again.metrics()["audit_dup_extra"] == 1  # the two identical predict rows stay, by design
-    assert (
-        again.metrics()["audit_label_conflict_groups"] == 0 and again.metrics()["audit_leak_test_rows"] == 0
-    )
+    assert again.metrics()["dup_extra"] == 1  # the two identical predict rows stay, by design
+    assert again.metrics()["label_conflict_groups"] == 0 and again.metrics()["leak_test_rows"] == 0
     assert all((root / p).exists() for p in removed["path"])  # images untouched
 
 
@@ -494,7 +490,7 @@ def test_cifake_subset_defects_found_and_no_format_shortcut(
     assert ["1699 (3).jpg", "2117 (3).jpg"] in dup_pairs and ["434 (3).jpg", "799 (3).jpg"] in dup_pairs
     leak_ids = {r["id"] for r in report["leaks"]}
     assert "test/FAKE/0 (7).jpg" in leak_ids
-    assert report["metrics"]["audit_label_conflict_groups"] == 0
+    assert report["metrics"]["label_conflict_groups"] == 0
     by = {r["attribute"]: r for r in report["shortcuts"]}
     for attr in ("format", "size", "mode", "jpeg_qtables", "jpeg_quality", "jpeg_subsampling"):
         assert not by[attr]["warn"], attr
@@ -520,9 +516,9 @@ def test_cifake_full_release_figures(
     extra = {(r["split"], r["class"]): r["extra"] for r in report["duplicate_summary"]}
     assert extra == {("train", "fake"): 920, ("test", "fake"): 38, ("train", "real"): 0, ("test", "real"): 0}
     m = report["metrics"]
-    assert m["audit_leak_test_rows"] == 378 and m["audit_label_conflict_groups"] == 0
+    assert m["leak_test_rows"] == 378 and m["label_conflict_groups"] == 0
     assert {r["split"] for r in report["leaks"]} == {"test"}
-    assert m["audit_n_rows"] == 120000
+    assert m["n_rows"] == 120000
     assert not any(r["warn"] for r in report["shortcuts"])
     assert len(report["distributions"]["jpeg_qtables"]) == 1  # one table set shared by both classes
     capsys.readouterr()

@@ -345,38 +345,38 @@ class AuditReport:
         return out
 
     def metrics(self) -> dict[str, float]:
-        """A few numbers worth a metric each (``audit_`` prefix); NaN values are left out."""
+        """A few numbers worth a metric each (unprefixed: log them as e.g. ``audit/<name>``); no NaN."""
         c = self.counts
         m: dict[str, float] = {
-            "audit_n_rows": self.n_rows,
-            "audit_n_real": float(c.loc["total", "real"]) if "total" in c.index else 0.0,
-            "audit_n_fake": float(c.loc["total", "fake"]) if "total" in c.index else 0.0,
-            "audit_n_unreadable": len(self.unreadable),
-            "audit_dup_extra": float((self.duplicates["n"] - 1).sum()) if len(self.duplicates) else 0.0,
-            "audit_label_conflict_groups": len(self.label_conflicts),
-            "audit_label_conflict_rows": float(
+            "n_rows": self.n_rows,
+            "n_real": float(c.loc["total", "real"]) if "total" in c.index else 0.0,
+            "n_fake": float(c.loc["total", "fake"]) if "total" in c.index else 0.0,
+            "n_unreadable": len(self.unreadable),
+            "dup_extra": float((self.duplicates["n"] - 1).sum()) if len(self.duplicates) else 0.0,
+            "label_conflict_groups": len(self.label_conflicts),
+            "label_conflict_rows": float(
                 (self.label_conflicts["n_real"] + self.label_conflicts["n_fake"]).sum()
             )
             if len(self.label_conflicts)
             else 0.0,
-            "audit_leak_test_rows": int((self.leaks["split"] == "test").sum()),
-            "audit_leak_predict_rows": int((self.leaks["split"] == "predict").sum()),
-            "audit_n_warnings": len(self.warnings),
-            "audit_elapsed_s": self.elapsed_s,
+            "leak_test_rows": int((self.leaks["split"] == "test").sum()),
+            "leak_predict_rows": int((self.leaks["split"] == "predict").sum()),
+            "n_warnings": len(self.warnings),
+            "elapsed_s": self.elapsed_s,
         }
         for split in SPLIT_ORDER:
-            m[f"audit_n_{split}"] = float(c.loc[split, "total"]) if split in c.index else 0.0
+            m[f"n_{split}"] = float(c.loc[split, "total"]) if split in c.index else 0.0
         aucs = self.shortcuts.dropna(subset=["auc"])
         for row in aucs.itertuples():
-            m[f"audit_shortcut_auc_{row.attribute}"] = float(row.auc)
+            m[f"shortcut_auc_{row.attribute}"] = float(row.auc)
         if len(aucs):
-            m["audit_max_shortcut_auc"] = float(aucs["auc"].max())
+            m["max_shortcut_auc"] = float(aucs["auc"].max())
         if self.near_duplicates is not None:
             nd = self.near_duplicates
-            m["audit_near_dup_groups"] = len(nd)
-            m["audit_near_dup_extra"] = float((nd["n_files"] - 1).sum()) if len(nd) else 0.0
-            m["audit_near_dup_cross_class_groups"] = int(nd["labels"].map(lambda s: {0, 1} <= set(s)).sum())
-            m["audit_near_dup_leak_test_rows"] = self.near_dup_leak_rows
+            m["near_dup_groups"] = len(nd)
+            m["near_dup_extra"] = float((nd["n_files"] - 1).sum()) if len(nd) else 0.0
+            m["near_dup_cross_class_groups"] = int(nd["labels"].map(lambda s: {0, 1} <= set(s)).sum())
+            m["near_dup_leak_test_rows"] = self.near_dup_leak_rows
         return {k: float(v) for k, v in m.items() if not (isinstance(v, float) and math.isnan(v))}
 
     # -- output
