@@ -160,9 +160,15 @@ def resolve_run(client: MlflowClient, spec: str, *, experiment: str | None, metr
         )
         return best
     try:
-        return client.get_run(spec)
+        run = client.get_run(spec)
     except MlflowException:
         raise FidBenchError(f"unknown run {spec!r} in the tracking store {client.tracking_uri}") from None
+    kind = run.data.tags.get(KIND_TAG, "")
+    if kind in NON_MODEL_KINDS:
+        raise FidBenchError(
+            f"run {spec} is a {kind} run and holds no model; give one of its job runs or --run best"
+        )
+    return run
 
 
 # --------------------------------------------------------------------------- model location check
@@ -427,7 +433,7 @@ _DECODE_FAILURES = (FidBenchError, OSError, ValueError)
 
 
 def predict_all(
-    predictor: Predictor, inputs: Inputs, *, batch_size: int = 64, progress: bool = True
+    predictor: Predictor, inputs: Inputs, *, batch_size: int = 1024, progress: bool = True
 ) -> np.ndarray:
     """Score every readable input in batches; unreadable ones get ``predictor.prior``.
 
@@ -497,8 +503,15 @@ def build_output(inputs: Inputs, scores: np.ndarray, predictor: Predictor, *, la
     return pd.DataFrame({"id": inputs.ids, "path": inputs.paths, "score": scores, "label": predicted})
 
 
-def validate_output(path: Path, expected_ids: Sequence[str], *, value_column: str, labels: bool) -> int:
-    """Re-read a written file and check it holds every id once, in order, with values in range."""
+def value_checks(columns: Sequence[str], *, labels: bool) -> dict[str, bool]:
+    """``{column: must_be_0_or_1}`` for the value columns of an output table."""
+    if "target" in columns:  # Kaggle submission
+        return {"target": labels}
+    return {"score": False, "label": True}
+
+
+def validate_output(path: Path, expected_ids: Sequence[str], checks: dict[str, bool]) -> int:
+    """Re-read a written file: every id once, in order; values in [0, 1] (0 or 1 for label columns)."""
     try:
         df = pd.read_csv(path, dtype={"id": str}, keep_default_na=False)
     except (OSError, pd.errors.ParserError, pd.errors.EmptyDataError) as err:
@@ -510,12 +523,15 @@ def validate_output(path: Path, expected_ids: Sequence[str], *, value_column: st
         raise FidBenchError(f"{path}: {len(dup)} duplicate id(s), e.g. {dup[:5]}")
     if df["id"].tolist() != list(expected_ids):
         raise FidBenchError(f"{path}: ids differ from the input ids or their order")
-    values = pd.to_numeric(df[value_column], errors="coerce").to_numpy(dtype=np.float64)
-    bad = ~np.isfinite(values) | (values < 0.0) | (values > 1.0)
-    if labels:
-        bad |= ~np.isin(values, (0.0, 1.0))
-    if bad.any():
-        raise FidBenchError(f"{path}: {int(bad.sum())} {value_column} value(s) out of range")
+    for column, binary in checks.items():
+        if column not in df.columns:
+            raise FidBenchError(f"{path}: column {column!r} missing")
+        values = pd.to_numeric(df[column], errors="coerce").to_numpy(dtype=np.float64)
+        bad = ~np.isfinite(values) | (values < 0.0) | (values > 1.0)
+        if binary:
+            bad |= ~np.isin(values, (0.0, 1.0))
+        if bad.any():
+            raise FidBenchError(f"{path}: {int(bad.sum())} {column} value(s) out of range")
     return len(df)
 
 
@@ -524,9 +540,8 @@ def write_output(df: pd.DataFrame, out: Path, expected_ids: Sequence[str], *, la
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f".{out.name}.tmp")
     df.to_csv(tmp, index=False)
-    value_column = "target" if "target" in df.columns else ("label" if labels else "score")
     try:
-        validate_output(tmp, expected_ids, value_column=value_column, labels=labels)
+        validate_output(tmp, expected_ids, value_checks(df.columns, labels=labels))
     except FidBenchError:
         tmp.unlink(missing_ok=True)
         raise
@@ -579,7 +594,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     data.add_argument("--data", choices=("kaggle", "folder"), help="read --root with this data set's reader")
     p.add_argument("--root", metavar="DIR", help="data set folder for --data")
     p.add_argument("--out", required=True, type=Path, help="CSV to write")
-    p.add_argument("--labels", action="store_true", help="write 0/1 labels at the run's stored threshold")
+    p.add_argument(
+        "--labels",
+        action="store_true",
+        help="Kaggle submission: target = 0/1 label at the run's stored threshold instead of the probability",
+    )
     p.add_argument(
         "--experiment", metavar="NAME", help="experiment of --run best (default: the only one with runs)"
     )
@@ -598,7 +617,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         action="store_true",
         help="load a model stored outside the tracking store (a pickle can run code: only if you trust it)",
     )
-    p.add_argument("--batch-size", type=int, default=64, help="images per inference batch (default: 64)")
+    p.add_argument(
+        "--batch-size",
+        type=int,
+        default=1024,
+        help="images per call to the model (default: 1024; the model batches internally as in training)",
+    )
     p.add_argument(
         "--cache-dir",
         type=Path,

@@ -183,6 +183,11 @@ def test_written_file_is_validated_before_it_replaces_the_output(tmp_path: Path)
         write_output(pd.DataFrame({"id": ["a", "b"], "target": [0.1, 1.2]}), out, ["a", "b"], labels=False)
     with pytest.raises(FidBenchError, match="out of range"):
         write_output(pd.DataFrame({"id": ["a", "b"], "target": [0, 0.5]}), out, ["a", "b"], labels=True)
+    images = pd.DataFrame({"id": ["a"], "path": ["/a"], "score": [0.5], "label": [2]})
+    with pytest.raises(FidBenchError, match="1 label value"):
+        write_output(images, out, ["a"], labels=False)
+    with pytest.raises(FidBenchError, match="ids differ"):
+        write_output(pd.DataFrame({"id": ["b", "a"], "target": [0.1, 0.2]}), out, ["a", "b"], labels=False)
     with pytest.raises(FidBenchError, match="rows written"):
         write_output(pd.DataFrame({"id": ["a"], "target": [0.1]}), out, ["a", "b"], labels=False)
     # the last good file is still there and no temporary file is left behind
@@ -469,7 +474,12 @@ def test_run_selection_errors_are_one_line(store: Path, capsys, tmp_path: Path) 
     _log_model_run("b", store / "mlruns" / "artifacts" / "b", {"roc_auc": 0.7})
     msg = error(["--run", "best", *base])
     assert "--experiment" in msg and "'a'" in msg and "'b'" in msg
-    empty = __import__("mlflow").MlflowClient().create_experiment("empty")
+    client = __import__("mlflow").MlflowClient()
+    parent = client.create_run(
+        client.get_experiment_by_name("a").experiment_id, tags={"fid_bench.kind": "parent"}
+    )
+    assert "holds no model" in error(["--run", parent.info.run_id, *base])
+    empty = client.create_experiment("empty")
     assert empty and "no finished runs" in error(["--run", "best", "--experiment", "empty", *base])
     assert "no tracking store" in error(
         ["--run", "best", "--tracking-uri", f"sqlite:///{tmp_path / 'none.db'}", *base], code=2
