@@ -1,4 +1,8 @@
-"""``python -m fid_bench``: the Hydra app. Compose the config, run one job, return its metric."""
+"""``python -m fid_bench``: the Hydra app. Compose the config, run one job, return its metric.
+
+With ``hparams_search=NAME`` the app runs an Optuna study instead (``fid_bench.search.study``) and
+returns the best validation value.
+"""
 
 from __future__ import annotations
 
@@ -21,6 +25,10 @@ def main(cfg: DictConfig) -> float:
 
     multirun = HydraConfig.get().mode == RunMode.MULTIRUN
     try:
+        if cfg.get("hparams_search"):
+            from fid_bench.search.study import run_study
+
+            return run_study(cfg)
         return run_job(cfg)
     except FidBenchError as err:
         # bad input or config: one line, no traceback
