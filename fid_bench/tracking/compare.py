@@ -92,7 +92,7 @@ def get_runs(client: MlflowClient, run_ids: Sequence[str]) -> list[Run]:
     return runs
 
 
-def test_scores(client: MlflowClient, run: Run, dst: Path) -> pd.DataFrame:
+def held_out_scores(client: MlflowClient, run: Run, dst: Path) -> pd.DataFrame:
     """The ``split == "test"`` rows of a run's ``predictions.csv``."""
     from mlflow.exceptions import MlflowException
 
@@ -199,7 +199,7 @@ def compare_runs(
     labels = [run_label(r) for r in runs]
     with tempfile.TemporaryDirectory(prefix="fid_bench_compare_") as tmp:
         named = {
-            label: test_scores(client, run, Path(tmp) / run.info.run_id)
+            label: held_out_scores(client, run, Path(tmp) / run.info.run_id)
             for label, run in zip(labels, runs, strict=True)
         }
     title = f"{len(runs)} run(s), test split"
