@@ -138,9 +138,9 @@ def confirm_pairs(pairs: np.ndarray, paths: Sequence[str], min_corr: float = 0.6
     """Keep the hash-near pairs whose 32x32 grey thumbnails also agree (Pearson r >= ``min_corr``).
 
     A 64-bit hash of nearly flat pictures (a small object on an even sky) is decided by faint
-    shading, so unrelated images can collide: on CIFAKE at distance <= 4, every pair labelled both
-    real and generated was such a collision (r 0.30..0.58), while the edited copies of one photo
-    inspected had r >= 0.6. Two flat thumbnails (no variance) agree when their mean grey levels
+    shading, so unrelated images can collide: on CIFAKE at distance <= 4, every hash group mixing
+    real and generated images was such a collision (r 0.30..0.58), while the edited copies of one
+    photo inspected had r >= 0.6. Two flat thumbnails (no variance) agree when their mean grey levels
     differ by at most 4.
     """
     if len(pairs) == 0:
