@@ -271,6 +271,11 @@ def _extract(
             pending.clear()
         last_flush = time.monotonic()
 
+    # on the CPU the decode workers need cores too: intra-op threads competing with them for the
+    # same cores spin-wait and can slow a forward pass several-fold
+    threads = torch.get_num_threads()
+    if not encoder.device.startswith("cuda") and num_workers > 0:
+        torch.set_num_threads(max(1, min(threads, _cpu_count() - num_workers)))
     bar = tqdm(
         total=len(paths),
         unit="img",
@@ -304,3 +309,11 @@ def _extract(
         # whatever was extracted before a failure is valid: keep it
         flush()
         bar.close()
+        torch.set_num_threads(threads)
+
+
+def _cpu_count() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
