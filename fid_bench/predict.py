@@ -697,7 +697,7 @@ def predict(args: argparse.Namespace) -> pd.DataFrame:
     table = build_output(inputs, scores, predictor, labels=args.labels)
     write_output(table, args.out, inputs.expected_ids or inputs.ids, labels=args.labels)
     report_unreadable(inputs, args.out, prior)
-    what = "0/1 labels" if args.labels else "probabilities"
+    what = "0/1 labels" if args.labels and inputs.kind == "kaggle" else "scores"
     print(f"wrote {len(table)} {what} from {model_uri} to {args.out}")
     return table
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -69,6 +70,8 @@ def _client(tracking_uri: str | None) -> MlflowClient:
     from fid_bench.predict import make_client
     from fid_bench.predict import tracking_uri as resolve_uri
 
+    # one small CSV per run: MLflow's per-download progress bars would only be noise
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     return make_client(resolve_uri(tracking_uri))
 
 
