@@ -539,3 +539,17 @@ def test_tiny_markdown_is_complete(tmp_path: Path) -> None:
         assert heading in md
     assert "| test | fake | 1 |" in md
     assert "`" + str(root / "test/fake/leak.jpg") + "`" in md
+
+
+def test_empty_and_one_class_tables_report_instead_of_failing(tmp_path: Path) -> None:
+    empty = audit_samples(Samples(pd.DataFrame(columns=SAMPLE_COLUMNS), name="empty"))
+    assert empty.warnings == ["the data set has no rows"]
+    assert "| total | 0 | 0 | 0 | 0 |" in empty.to_markdown()
+    json.dumps(empty.to_dict())
+
+    for i in range(5):
+        _write(tmp_path / "train" / "fake" / f"{i}.jpg", _image(i))
+    only_fake = audit_samples(_samples(tmp_path))
+    assert only_fake.warnings == ["only one class among the labelled rows: nothing to separate"]
+    assert only_fake.shortcuts["auc"].isna().all() and not only_fake.shortcuts["warn"].any()
+    assert "shortcut_auc_format" not in only_fake.metrics()

@@ -21,8 +21,11 @@ out of fold (5 folds, smoothed towards the overall rate, unseen categories get t
 so that an attribute with many unique values (e.g. every photo its own size) does not look like a
 perfect separator just because each value is seen once; a category shared only by one class still
 separates it. The audit reads headers, not pixels, so it stays fast on large folders (worker
-processes for large tables; header parsing is CPU-bound, threads do not help) and caches the
-attributes by content hash when given a ``cache_dir``.
+processes on request for large tables; header parsing is CPU-bound, threads do not help) and caches
+the attributes and hashes by content hash when given a ``cache_dir``.
+
+Near-duplicate candidates from the hash are confirmed on 32x32 grey thumbnails before they are
+reported (``confirm_pairs``): nearly flat pictures collide in a 64-bit hash.
 
 ``fid-bench audit`` (``main``) composes the project config, reads the configured data set and
 prints the report; ``--fix OUT.csv`` writes a cleaned manifest (see ``clean_manifest``).
@@ -311,14 +314,9 @@ class AuditReport:
 
     def duplicate_summary(self) -> pd.DataFrame:
         """Per split and class: rows, unique hashes and extra copies (rows - unique hashes)."""
-        a = self.attributes
-        hashed = a[a["sha1"] != ""]
-        g = hashed.groupby(["split", "label"])["sha1"].agg(rows="size", unique="nunique").reset_index()
-        g["extra"] = g["rows"] - g["unique"]
-        g["class"] = g["label"].map(LABEL_NAMES)
-        return g[["split", "class", "rows", "unique", "extra"]].sort_values(
-            ["split", "class"], ignore_index=True
-        )
+        g = _dup_summary(self.attributes).rename(columns={"cls": "class"})
+        cols = ["split", "class", "rows", "unique", "extra"]
+        return g[cols].sort_values(["split", "class"], ignore_index=True)
 
     def extra_duplicates(self, split: str, label: int) -> int:
         s = self.duplicate_summary()
