@@ -52,8 +52,8 @@ IMAGE_SUFFIXES = frozenset(
 )
 #: metrics where a smaller value is better; every other metric is maximised
 LOWER_IS_BETTER = frozenset({"log_loss", "brier", "brier_score", "ece", "eer", "loss"})
-#: run kinds that never hold a model of their own (sweep parents, comparison figures)
-NON_MODEL_KINDS = frozenset({"parent", "sweep", "comparison"})
+#: run kinds that never hold a model of their own (sweep and study parents, search trials, comparisons)
+NON_MODEL_KINDS = frozenset({"parent", "sweep", "study", "trial", "comparison"})
 KIND_TAG = "fid_bench.kind"
 #: how many unreadable ids are printed on the terminal (all of them go to a side file)
 SHOW_UNREADABLE = 20
@@ -133,14 +133,34 @@ def rank_runs(client: MlflowClient, experiment: str | None, metric: str) -> tupl
         raise FidBenchError(f"experiment {exp_name!r} has no finished runs")
     scored = [r for r in runs if not math.isnan(r.data.metrics.get(metric, math.nan))]
     if not scored:
-        logged = sorted({k for r in runs for k in r.data.metrics})
+        # the headline metrics only: per-group and audit metrics ("a/b") and "_std" would drown them
+        logged = sorted({k for r in runs for k in r.data.metrics if "/" not in k and not k.endswith("_std")})
+        shown = ", ".join(logged[:20]) + (", ..." if len(logged) > 20 else "")
         raise FidBenchError(
-            f"metric {metric!r} was never logged in experiment {exp_name!r}; logged metrics: {logged}"
+            f"metric {metric!r} was never logged in experiment {exp_name!r} (logged: {shown or 'none'})"
         )
     sign = 1.0 if lower_is_better(metric) else -1.0
     # ties broken by run id, as the leaderboard breaks them: its first row is what "best" picks
     scored.sort(key=lambda r: (sign * r.data.metrics[metric], r.info.run_id))
     return exp_name, scored
+
+
+def runs_with_models(client: MlflowClient, experiment_id: str, name: str = MODEL_NAME) -> set[str] | None:
+    """Ids of the runs of an experiment that logged a model called ``name``; None if the store cannot tell."""
+    ids: set[str] = set()
+    token = None
+    try:
+        while True:
+            page = client.search_logged_models(
+                experiment_ids=[experiment_id], filter_string=f"name = '{name}'", page_token=token
+            )
+            ids.update(m.source_run_id for m in page if m.source_run_id)
+            token = page.token
+            if not token:
+                return ids
+    except Exception as err:  # noqa: BLE001 - a store without the logged-model API: do not filter
+        log.debug("logged-model search failed: %s", err)
+        return None
 
 
 def resolve_run(client: MlflowClient, spec: str, *, experiment: str | None, metric: str) -> Run:
@@ -149,6 +169,21 @@ def resolve_run(client: MlflowClient, spec: str, *, experiment: str | None, metr
 
     if spec == "best":
         exp_name, ranked = rank_runs(client, experiment, metric)
+        with_model = runs_with_models(client, ranked[0].info.experiment_id)
+        if with_model:  # empty or None: the store cannot tell (models logged another way); load will say
+            usable = [r for r in ranked if r.info.run_id in with_model]
+            if not usable:
+                raise FidBenchError(
+                    f"no finished run of experiment {exp_name!r} ranked by {metric} logged a model "
+                    "(tracking.log_model=false?)"
+                )
+            if usable[0] is not ranked[0]:
+                log.warning(
+                    "best run by %s, %s, logged no model; using the best run that did",
+                    metric,
+                    ranked[0].info.run_id,
+                )
+            ranked = usable
         best = ranked[0]
         log.info(
             "best run of %r by %s: %s (%s=%.4f)",

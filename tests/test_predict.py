@@ -486,11 +486,20 @@ def test_run_selection_errors_are_one_line(store: Path, capsys, tmp_path: Path) 
     )
 
     # best by roc_auc (higher) and by log_loss (lower) pick different runs
-    from fid_bench.predict import make_client, rank_runs, tracking_uri
+    from fid_bench.predict import make_client, rank_runs, resolve_run, tracking_uri
 
     client = make_client(tracking_uri())
     assert rank_runs(client, "a", "roc_auc")[1][0].info.run_id == best_a
     assert rank_runs(client, "a", "log_loss")[1][0].info.run_id != best_a
+
+    # a better run that logged no model (tracking.log_model=false) is passed over for one that did
+    no_model = client.create_run(
+        client.get_experiment_by_name("a").experiment_id, tags={"fid_bench.kind": "job"}
+    )
+    client.log_metric(no_model.info.run_id, "roc_auc", 0.99)
+    client.set_terminated(no_model.info.run_id, "FINISHED")
+    assert rank_runs(client, "a", "roc_auc")[1][0].info.run_id == no_model.info.run_id
+    assert resolve_run(client, "best", experiment="a", metric="roc_auc").info.run_id == best_a
 
 
 def test_best_is_the_leaderboards_first_row_even_on_ties(store: Path) -> None:
