@@ -143,16 +143,23 @@ def perturbation_metrics(
 
 
 def group_metrics(scores: pd.DataFrame, threshold: float) -> dict[str, float]:
-    """Metrics per ``group`` on the test rows, when the data carries more than one group."""
+    """Metrics per ``group`` on the test rows, when the data carries more than one group.
+
+    A group of one class only (a generator's images) is scored together with the test rows that have
+    no group (typically the real photos), so its ROC-AUC says how well that generator is told apart.
+    """
     test = scores[(scores["split"] == "test") & scores["label"].isin((0, 1))]
-    groups = [g for g in test["group"].astype(str).unique() if g]
-    if len(groups) < 2:
+    group = test["group"].fillna("").astype(str)
+    names = sorted(set(group) - {""})
+    if len(names) < 2:
         return {}
     out: dict[str, float] = {}
-    for g in sorted(groups):
-        rows = test[test["group"].astype(str) == g]
+    for name in names:
+        rows = test[group == name]
+        if rows["label"].nunique() < 2:
+            rows = pd.concat([rows, test[group == ""]])
         out.update(
-            prefixed(f"group/{g}", compute_metrics(rows["label"], rows["score"], threshold, warn=False))
+            prefixed(f"group/{name}", compute_metrics(rows["label"], rows["score"], threshold, warn=False))
         )
     return out
 
