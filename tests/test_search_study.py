@@ -317,12 +317,12 @@ def test_finetune_study_prunes_poor_trials(compose_cfg, isolated):
     pruned = [t for t in study.get_trials() if t.state == optuna.trial.TrialState.PRUNED]
     assert pruned, [(t.number, t.state, t.intermediate_values) for t in study.get_trials()]
     for t in study.get_trials():
-        # every trial reported its epochs; pruned ones stopped before the last
-        assert t.intermediate_values and min(t.intermediate_values) == 0
-        if t.state == optuna.trial.TrialState.PRUNED:
-            assert max(t.intermediate_values) < 3
-        else:
+        # every trial reported its epochs 0, 1, ... up to the last or the pruned one
+        assert sorted(t.intermediate_values) == list(range(len(t.intermediate_values)))
+        if t.state != optuna.trial.TrialState.PRUNED:
             assert max(t.intermediate_values) == 3
+    # pruning saves training: some trial stopped before its last epoch
+    assert any(max(t.intermediate_values) < 3 for t in pruned)
 
     parent, runs, _ = _layout(_runs())
     by_number = {int(r.data.tags["optuna_trial"]): r for r in runs}

@@ -45,7 +45,8 @@ def square_uint8(img: Image.Image, size: int) -> np.ndarray:
 
 
 def _pair(value: Sequence[float] | float, name: str, low: float, high: float) -> tuple[float, float]:
-    vals = [float(v) for v in value] if isinstance(value, (list, tuple)) else [float(value)] * 2
+    is_seq = isinstance(value, Sequence) and not isinstance(value, str)
+    vals = [float(v) for v in value] if is_seq else [float(value)] * 2
     if len(vals) != 2 or not (low <= vals[0] <= vals[1] <= high):
         raise FidBenchError(f"augment.{name} must be [min, max] within [{low}, {high}], got {value!r}")
     return vals[0], vals[1]
