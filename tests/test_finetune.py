@@ -148,6 +148,23 @@ def test_timm_network_any_model_and_input_size():
         timm_network("no_such_model_xyz")
 
 
+def test_timm_network_weights_follow_the_shared_policy(tmp_path):
+    from fid_bench.finetune.networks import timm_network
+
+    # model.weights=PATH: a local checkpoint is loaded into the backbone
+    source = timm_network("test_resnet")
+    path = tmp_path / "ckpt.pth"
+    torch.save({"state_dict": source.model.state_dict()}, path)
+    loaded = timm_network("test_resnet", weights=str(path))
+    for key, value in source.model.state_dict().items():
+        assert torch.equal(loaded.model.state_dict()[key], value), key
+    # pretrained=true with nothing cached and the hub offline: one clear error, no download attempt
+    with pytest.raises(FidBenchError, match="test_resnet"):
+        timm_network("test_resnet", pretrained=True)
+    with pytest.raises(FidBenchError):
+        timm_network("test_resnet", weights=str(tmp_path / "missing.pth"))
+
+
 @pytest.mark.slow
 def test_open_clip_network_builds_image_tower_at_requested_size():
     from fid_bench.finetune.networks import open_clip_network

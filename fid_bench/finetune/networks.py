@@ -137,14 +137,10 @@ def timm_network(
 
 
 def _create_timm(model_name: str, pretrained: bool, weights: str | None, kwargs: dict[str, Any]) -> nn.Module:
-    import timm
-
-    if not (pretrained or weights):
-        return timm.create_model(model_name, pretrained=False, **kwargs)
-    # the shared weight policy: hub, local cache or model.weights=PATH, one clear error offline
+    # the shared weight policy: model.weights=PATH, hub through its local cache, one clear error offline
     from fid_bench.features import weights as weight_policy
 
-    return weight_policy.create_timm_model(model_name, weights=weights, **kwargs)
+    return weight_policy.create_timm_model(model_name, pretrained=bool(pretrained), weights=weights, **kwargs)
 
 
 class OpenClipBackbone(Backbone):
@@ -176,15 +172,14 @@ def open_clip_network(
         raise FidBenchError(
             f"model.name={arch!r} is not an open_clip architecture (see open_clip.list_models())"
         )
+    from fid_bench.features import weights as weight_policy
+
     kwargs: dict[str, Any] = {}
     if image_size:
         kwargs["force_image_size"] = int(image_size)
-    if pretrained or weights:
-        from fid_bench.features import weights as weight_policy
-
-        model = weight_policy.create_open_clip_model(arch, pretrained_tag, weights=weights, **kwargs)
-    else:
-        model = open_clip.create_model(arch, pretrained=None, **kwargs)
+    model = weight_policy.create_open_clip_model(
+        arch, pretrained_tag, pretrained=bool(pretrained), weights=weights, **kwargs
+    )
     visual = model.visual
     cfg = getattr(visual, "preprocess_cfg", {}) or {}
     size = visual.image_size
