@@ -46,6 +46,8 @@ def mlflow_server(tmp_path: Path) -> Iterator[str]:
     folder.mkdir()
     log_file = open(folder / "server.log", "wb")  # closed in the finally below
     env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+    # no background job runner (a job runner plus several queue consumers): tracking needs none of it
+    env["MLFLOW_SERVER_ENABLE_JOB_EXECUTION"] = "false"
     proc = subprocess.Popen(
         [
             sys.executable,
