@@ -223,8 +223,13 @@ def _configured_artifact_root() -> Path | None:
     if not conf.is_file():
         return None
     from omegaconf import OmegaConf
+    from omegaconf.errors import OmegaConfBaseException
 
-    value = OmegaConf.select(OmegaConf.load(conf), "tracking.artifact_root", default=None)
+    try:
+        value = OmegaConf.select(OmegaConf.load(conf), "tracking.artifact_root", default=None)
+    except OmegaConfBaseException as err:  # e.g. an interpolation only Hydra can resolve
+        log.debug("tracking.artifact_root not resolvable outside a job: %s", err)
+        return None
     return Path(str(value)).expanduser().resolve() if value else None
 
 
