@@ -13,7 +13,7 @@ Each variant runs in a fresh Python process, on the same files:
 
 ``notebook``      for each path: ``PIL.Image.open(p).convert("RGB")``, the model's transform,
                   ``unsqueeze(0)``, forward under ``torch.no_grad()``, append; then stack. For
-                  ``spectrum`` the per-image step is the feature function itself.
+                  ``spectrum``: its transform (tiles), a batch of one, ``encode``, append.
 ``harness cold``  ``extract_features`` into an empty cache (DataLoader workers, batches, chunked
                   cache writes).
 ``harness warm``  ``extract_features`` again on the now full cache, in a new process.
@@ -186,7 +186,11 @@ def notebook_loop(paths: list[str], model_name: str, image_size: int | None):
         from fid_bench.features.encoders import SpectrumEncoder
 
         enc = SpectrumEncoder(image_size=image_size)
-        return np.stack([enc.transform(Image.open(p).convert("RGB")) for p in paths])
+        feats = []
+        for p in paths:
+            x = enc.transform(Image.open(p).convert("RGB"))[None]  # tiles, as a batch of one
+            feats.append(enc.encode(x))
+        return np.concatenate(feats)
     import timm
     import torch
     from timm.data import create_transform, resolve_data_config

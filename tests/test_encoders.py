@@ -135,16 +135,23 @@ def test_spectrum_features_have_a_fixed_size_for_any_input() -> None:
     enc = SpectrumEncoder()
     names = enc.feature_names()
     assert len(names) == len(set(names)) == enc.dim
-    sizes = [(32, 32), (5, 7), (17, 300), (640, 480), (64, 64), (65, 200)]
-    feats = [enc.transform(rgb(i, s)) for i, s in enumerate(sizes)]
-    feats.append(enc.transform(Image.new("RGB", (40, 40), (128, 128, 128))))  # a flat image
-    feats.append(enc.transform(rgb(9).convert("L").convert("RGB")))
+    imgs = [rgb(i, s) for i, s in enumerate([(32, 32), (5, 7), (17, 300), (640, 480), (64, 64), (65, 200)])]
+    imgs.append(Image.new("RGB", (40, 40), (128, 128, 128)))  # a flat image
+    imgs.append(rgb(9).convert("L").convert("RGB"))
+    feats = [enc.features(im) for im in imgs]
     for f in feats:
         assert f.shape == (enc.dim,) and f.dtype == np.float32 and np.isfinite(f).all()
-    # deterministic, and the batch path only stacks
-    np.testing.assert_array_equal(enc.transform(rgb(5, (65, 200))), feats[5])
-    batch = enc.encode(np.stack(feats[:3]))
-    assert batch.shape == (3, enc.dim) and batch.dtype == np.float32
+    np.testing.assert_array_equal(enc.features(rgb(5, (65, 200))), feats[5])  # deterministic
+    # the workers only cut uint8 tiles on the 8-pixel grid; no resampling above 16 px
+    tiles = enc.transform(imgs[3])
+    assert tiles.dtype == np.uint8 and tiles.shape == (9, 64, 64, 3)
+    np.testing.assert_array_equal(tiles[0], np.asarray(imgs[3])[:64, :64])
+    assert enc.transform(imgs[0]).shape == (1, 32, 32, 3) and enc.transform(imgs[1]).shape == (1, 16, 16, 3)
+    # a batch of mixed sizes (a list) and a stacked batch give the one-at-a-time rows
+    batch = enc.encode([enc.transform(im) for im in imgs])
+    np.testing.assert_allclose(batch, np.stack(feats), rtol=1e-5, atol=1e-6)
+    same = enc.encode(np.stack([enc.transform(rgb(i)) for i in range(5)]))
+    np.testing.assert_allclose(same, np.stack([enc.features(rgb(i)) for i in range(5)]), rtol=1e-5, atol=1e-6)
 
 
 def test_spectrum_features_respond_to_what_they_claim() -> None:
@@ -153,20 +160,20 @@ def test_spectrum_features_respond_to_what_they_claim() -> None:
     rng = np.random.default_rng(0)
     noise = rng.integers(0, 256, (64, 64, 3), dtype=np.uint8)
     up = np.repeat(np.repeat(noise[::2, ::2], 2, axis=0), 2, axis=1)  # 2x nearest up-sampling
-    f_noise, f_up = enc.transform(Image.fromarray(noise)), enc.transform(Image.fromarray(up))
+    f_noise, f_up = enc.features(Image.fromarray(noise)), enc.features(Image.fromarray(up))
     # up-sampling removes energy near Nyquist: the outer radial ring of the luma residual drops
     outer = col["radial_res_y_11"]
     assert f_up[outer] < f_noise[outer] - 1.0
     # colour moments are what they say
     red = np.zeros((32, 32, 3), np.uint8)
     red[..., 0] = 200
-    f_red = enc.transform(Image.fromarray(red))
+    f_red = enc.features(Image.fromarray(red))
     assert f_red[col["rgb_mean_r"]] == pytest.approx(200 / 255, abs=1e-4)
     assert f_red[col["sat_mean"]] == pytest.approx(1.0, abs=1e-4)
     # a tile position on the 8-pixel grid: shifting a large image by 8 px keeps most features close
     big = rng.integers(0, 256, (256, 256, 3), dtype=np.uint8)
-    a = enc.transform(Image.fromarray(big))
-    b = enc.transform(Image.fromarray(np.roll(big, 8, axis=(0, 1))))
+    a = enc.features(Image.fromarray(big))
+    b = enc.features(Image.fromarray(np.roll(big, 8, axis=(0, 1))))
     assert np.corrcoef(a, b)[0, 1] > 0.99
 
 
@@ -184,7 +191,7 @@ def test_spectrum_separates_upsampled_from_camera_like_images() -> None:
         base = rng.normal(128, 40, (32, 32, 3)).cumsum(axis=1) / 6 + rng.normal(0, 6, (32, 32, 3))
         if i % 2:
             base = np.repeat(np.repeat(base[::2, ::2], 2, axis=0), 2, axis=1) + rng.normal(0, 2, (32, 32, 3))
-        X.append(enc.transform(Image.fromarray(np.clip(base, 0, 255).astype(np.uint8))))
+        X.append(enc.features(Image.fromarray(np.clip(base, 0, 255).astype(np.uint8))))
         y.append(i % 2)
     X, y = np.stack(X), np.array(y)
     clf = make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000)).fit(X[:100], y[:100])
@@ -222,7 +229,7 @@ def test_spectrum_logistic_regression_on_cifake(cifake_subset: dict[int, list[Pa
     rng = np.random.default_rng(0)
     items = [(p, label) for label, paths in cifake_subset.items() for p in paths]
     rng.shuffle(items)
-    X = np.stack([enc.transform(load_rgb(p)) for p, _ in items])
+    X = enc.encode([enc.transform(load_rgb(p)) for p, _ in items])
     y = np.array([label for _, label in items])
     half = len(y) // 2
     clf = make_pipeline(StandardScaler(), LogisticRegression(C=0.1, max_iter=5000)).fit(X[:half], y[:half])

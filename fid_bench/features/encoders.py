@@ -146,18 +146,30 @@ _YCC = np.array(
     [[0.299, 0.587, 0.114], [-0.168736, -0.331264, 0.5], [0.5, -0.418688, -0.081312]], dtype=np.float32
 )
 DEFAULT_TILE = 64
+# pixels (images x tiles x t x t) computed at once: a few MB of buffers, which stay in cache
+# (larger slices measured slower on large images)
+_MAX_PIXELS = 1 << 16
 _MIN_SIDE = 16  # smaller images are up-sampled to this (the features need at least 2 DCT blocks per side)
 
 
 @lru_cache(maxsize=16)
 def _geometry(t: int, radial_bins: int) -> dict[str, np.ndarray]:
-    """Per tile size: Hann window, radial/angular bin of each FFT cell, 8x8 DCT basis."""
-    f = np.fft.fftfreq(t)
-    fy, fx = np.meshgrid(f, f, indexing="ij")
+    """Per tile size: Hann window, radial/angular bin of each cell of the half spectrum, 8x8 DCT basis.
+
+    The spectrum of a real signal is point-symmetric, so ``rfft2``'s half plane holds it all:
+    every column but the first and the Nyquist one stands for two cells of the full plane (with
+    the same ring and, as angles are taken modulo pi, the same sector) and is weighted 2.
+    """
+    fy = np.fft.fftfreq(t)[:, None]
+    fx = np.fft.rfftfreq(t)[None, :]
     r = np.sqrt(fx**2 + fy**2) / 0.5  # 1.0 = Nyquist along an axis; corners reach sqrt(2)
     radial = np.minimum((r * radial_bins).astype(np.int64), radial_bins)  # last bin: the corners
-    angle = np.arctan2(fy, fx) % np.pi
+    angle = np.arctan2(np.broadcast_to(fy, r.shape), np.broadcast_to(fx, r.shape)) % np.pi
     sector = np.minimum((angle / np.pi * 8).astype(np.int64), 7)
+    weight = np.full(r.shape, 2.0)
+    weight[:, 0] = 1.0
+    if t % 2 == 0:
+        weight[:, -1] = 1.0
     high = (radial >= radial_bins // 2) & (radial < radial_bins)
     win = np.hanning(t)
     k = np.arange(8)
@@ -166,10 +178,12 @@ def _geometry(t: int, radial_bins: int) -> dict[str, np.ndarray]:
     return {
         "window": np.outer(win, win).astype(np.float32),
         "radial": radial.ravel(),
-        "radial_count": np.bincount(radial.ravel(), minlength=radial_bins + 1).astype(np.float64),
-        "sector": sector[high],
-        "sector_count": np.maximum(np.bincount(sector[high], minlength=8), 1).astype(np.float64),
+        "weight": weight.ravel(),
+        "radial_count": np.bincount(radial.ravel(), weight.ravel(), minlength=radial_bins + 1),
         "high": high.ravel(),
+        "sector": sector[high],
+        "sector_weight": weight[high],
+        "sector_count": np.maximum(np.bincount(sector[high], weight[high], minlength=8), 1.0),
         "dct": dct.astype(np.float32),
     }
 
@@ -182,7 +196,9 @@ class SpectrumEncoder(Encoder):
     at offsets that are multiples of 8 so 8x8 blocks stay aligned with JPEG's. Nothing is resized
     (resampling would erase the high-frequency traces the features look for) except images under
     16 px. All features live on normalised frequency axes, so every input size gives the same
-    vector. Per tile, in YCbCr, averaged over tiles (power spectra are averaged before the log):
+    vector. ``transform`` (in the DataLoader workers) only cuts the tiles; ``encode`` computes the
+    features of a whole batch at once. Per tile, in YCbCr, averaged over tiles (power spectra are
+    averaged before the log):
 
     * radial profile of the log power spectrum (``radial_bins`` rings up to Nyquist plus the
       corners) of each channel and of its high-pass residual (pixel minus its 3x3 mean) -- upsampling
@@ -250,87 +266,105 @@ class SpectrumEncoder(Encoder):
         names += [f"rgb_mean_{c}" for c in "rgb"] + [f"rgb_std_{c}" for c in "rgb"] + ["sat_mean", "sat_std"]
         return names
 
-    # -- per image ------------------------------------------------------------------------------
+    # -- per image: decode-side work only, in the DataLoader workers ------------------------------
     def transform(self, img: Image.Image) -> np.ndarray:
-        """The whole feature vector: cheap enough to compute in the DataLoader workers."""
-        return self.features(self._tiles(img))
-
-    def encode(self, batch: Any) -> np.ndarray:
-        return np.asarray(batch, dtype=np.float32).reshape(len(batch), -1)
-
-    def _tiles(self, img: Image.Image) -> np.ndarray:
+        """The image's tiles, ``uint8 [K, t, t, 3]`` (small to ship from a worker; no resampling)."""
         from PIL import Image as PILImage
 
         if min(img.size) < _MIN_SIDE:
             scale = _MIN_SIDE / min(img.size)
             size = (max(_MIN_SIDE, round(img.width * scale)), max(_MIN_SIDE, round(img.height * scale)))
             img = img.resize(size, PILImage.Resampling.BICUBIC)
-        arr = np.asarray(img.convert("RGB"), dtype=np.float32) / np.float32(255.0)
+        arr = np.asarray(img.convert("RGB"), dtype=np.uint8)
         h, w = arr.shape[:2]
         t = min(self.tile, min(h, w) // 8 * 8)
         per_axis = max(1, int(np.sqrt(self.max_tiles)))
         ys, xs = _offsets(h, t, per_axis), _offsets(w, t, per_axis)
         return np.stack([arr[y : y + t, x : x + t] for y in ys for x in xs])
 
-    def features(self, tiles: np.ndarray) -> np.ndarray:
-        """Feature vector of ``tiles`` (``[K, t, t, 3]`` RGB in 0..1, float32)."""
-        k, t = tiles.shape[0], tiles.shape[1]
+    def features(self, img: Image.Image) -> np.ndarray:
+        """The feature vector of one image (``encode`` of a batch of one)."""
+        return self.encode([self.transform(img)])[0]
+
+    # -- per batch: the features, vectorised over every image of the batch --------------------------
+    def encode(self, batch: Any) -> np.ndarray:
+        """Features of a batch of ``transform`` outputs: a stacked array or a list of tile arrays.
+
+        Images with the same tile layout are computed together (numpy's per-call overhead, not
+        arithmetic, dominates for small images), in slices that bound the memory used.
+        """
+        items = list(batch) if not isinstance(batch, np.ndarray) else batch
+        out = np.empty((len(items), self.dim), dtype=np.float32)
+        groups: dict[tuple[int, ...], list[int]] = {}
+        for i, tiles in enumerate(items):
+            groups.setdefault(tuple(np.shape(tiles)), []).append(i)
+        for shape, idx in groups.items():
+            k, t = shape[0], shape[1]
+            step = max(1, _MAX_PIXELS // (k * t * t))
+            for start in range(0, len(idx), step):
+                sel = idx[start : start + step]
+                tiles = np.stack([np.asarray(items[i]) for i in sel]).astype(np.float32) / np.float32(255.0)
+                out[sel] = self._features(tiles)
+        return out
+
+    def _features(self, tiles: np.ndarray) -> np.ndarray:
+        """Feature rows of ``tiles`` (``[B, K, t, t, 3]`` RGB in 0..1, float32)."""
+        b, k, t = tiles.shape[:3]
         geo = _geometry(t, self.radial_bins)
         nb = self.radial_bins + 1
-        rgb = tiles.transpose(0, 3, 1, 2)  # [K, 3, t, t]
+        rgb = tiles.transpose(0, 1, 4, 2, 3)  # [B, K, 3, t, t]
         rgb_res = rgb - _box3(rgb)
         # YCbCr is linear in RGB, so its residual is the same matrix applied to the RGB residual
-        ycc = np.einsum("ij,kjhw->kihw", _YCC, rgb, optimize=False)
-        ycc_res = np.einsum("ij,kjhw->kihw", _YCC, rgb_res, optimize=False)
-        centred = ycc - ycc.mean(axis=(2, 3), keepdims=True)
-        signals = np.concatenate([centred, ycc_res], axis=1) * geo["window"]  # [K, 6, t, t]
-        spec = np.fft.fft2(signals)
-        power = (spec.real**2 + spec.imag**2).mean(axis=0)  # [6, t, t], averaged over tiles
-        logp = np.log(power + _EPS).reshape(6, -1)
+        ycc = np.einsum("ij,bkjhw->bkihw", _YCC, rgb)
+        ycc_res = np.einsum("ij,bkjhw->bkihw", _YCC, rgb_res)
+        centred = ycc - ycc.mean(axis=(3, 4), keepdims=True)
+        signals = np.concatenate([centred, ycc_res], axis=2) * geo["window"]  # [B, K, 6, t, t]
+        spec = np.fft.rfft2(signals)  # the half plane (see _geometry)
+        power = (spec.real**2 + spec.imag**2).mean(axis=1)  # [B, 6, t, t//2+1]: averaged over tiles
+        logp = np.log(power + _EPS).reshape(b * 6, -1)
 
-        offsets = (np.arange(6) * nb)[:, None]
-        radial = np.bincount((geo["radial"][None, :] + offsets).ravel(), logp.ravel(), minlength=6 * nb)
-        radial = radial.reshape(6, nb) / geo["radial_count"]
-        high = logp[:, geo["high"]]
-        angular = np.bincount(
-            (geo["sector"][None, :] + (np.arange(6) * 8)[:, None]).ravel(), high.ravel(), 48
-        )
-        angular = angular.reshape(6, 8) / geo["sector_count"]
-        angular -= angular.mean(axis=1, keepdims=True)
+        groups = (np.arange(b * 6) * nb)[:, None]
+        weighted = (logp * geo["weight"]).ravel()
+        radial = np.bincount((geo["radial"][None, :] + groups).ravel(), weighted, minlength=b * 6 * nb)
+        radial = radial.reshape(b, 6, nb) / geo["radial_count"]
+        high = logp[:, geo["high"]] * geo["sector_weight"]
+        groups = (np.arange(b * 6) * 8)[:, None]
+        angular = np.bincount((geo["sector"][None, :] + groups).ravel(), high.ravel(), minlength=b * 6 * 8)
+        angular = angular.reshape(b, 6, 8) / geo["sector_count"]
+        angular -= angular.mean(axis=2, keepdims=True)
         half = t // 2
-        quad = logp[0].reshape(t, t)[:half, :half]
-        spec2d = quad.reshape(4, half // 4, 4, half // 4).mean(axis=(1, 3))
+        quad = logp.reshape(b, 6, t, -1)[:, 0, :half, :half]
+        spec2d = quad.reshape(b, 4, half // 4, 4, half // 4).mean(axis=(2, 4))
 
         # 8x8 block DCT of the luma on the 0..255 scale JPEG works on
-        luma = ycc[:, 0] * 255.0
-        blocks = luma.reshape(k, t // 8, 8, t // 8, 8).transpose(0, 1, 3, 2, 4).reshape(-1, 8, 8)
-        coef = np.abs(geo["dct"] @ blocks @ geo["dct"].T).reshape(-1, 64)
-        dct_mean = np.log(coef.mean(axis=0) + 1e-3)
-        dct_cv = np.log(coef.std(axis=0) + 1e-3) - dct_mean
+        luma = ycc[:, :, 0] * np.float32(255.0)
+        blocks = luma.reshape(b, k, t // 8, 8, t // 8, 8).transpose(0, 1, 2, 4, 3, 5).reshape(b, -1, 8, 8)
+        coef = np.abs(geo["dct"] @ blocks @ geo["dct"].T).reshape(b, -1, 64)
+        dct_mean = np.log(coef.mean(axis=1) + 1e-3)
+        dct_cv = np.log(coef.std(axis=1) + 1e-3) - dct_mean
 
-        r = ycc_res.transpose(1, 0, 2, 3).reshape(3, -1)
-        std = r.std(axis=1)
-        kurt = ((r / (std[:, None] + _EPS)) ** 4).mean(axis=1)
-        corr = _corr(rgb_res.transpose(1, 0, 2, 3).reshape(3, -1))
-        flat = rgb.transpose(1, 0, 2, 3).reshape(3, -1)
-        mx, mn = flat.max(axis=0), flat.min(axis=0)
+        r = ycc_res.transpose(0, 2, 1, 3, 4).reshape(b, 3, -1)
+        std = r.std(axis=2)
+        kurt = ((r / (std[:, :, None] + _EPS)) ** 4).mean(axis=2)
+        corr = _corr(rgb_res.transpose(0, 2, 1, 3, 4).reshape(b, 3, -1))
+        flat = rgb.transpose(0, 2, 1, 3, 4).reshape(b, 3, -1)
+        mx, mn = flat.max(axis=1), flat.min(axis=1)
         sat = (mx - mn) / (mx + _EPS)
-        out = np.concatenate(
-            [
-                radial.ravel(),
-                angular.ravel(),
-                spec2d.ravel(),
-                dct_mean,
-                dct_cv,
-                np.log(std + _EPS),
-                kurt,
-                corr,
-                flat.mean(axis=1),
-                flat.std(axis=1),
-                [sat.mean(), sat.std()],
-            ]
-        )
-        return out.astype(np.float32)
+        parts = [
+            radial.reshape(b, -1),
+            angular.reshape(b, -1),
+            spec2d.reshape(b, -1),
+            dct_mean,
+            dct_cv,
+            np.log(std + _EPS),
+            kurt,
+            corr,
+            flat.mean(axis=2),
+            flat.std(axis=2),
+            sat.mean(axis=1, keepdims=True),
+            sat.std(axis=1, keepdims=True),
+        ]
+        return np.concatenate(parts, axis=1).astype(np.float32)
 
 
 def _offsets(n: int, t: int, k: int) -> list[int]:
@@ -346,16 +380,16 @@ def _box3(x: np.ndarray) -> np.ndarray:
     p = np.pad(x, [(0, 0)] * (x.ndim - 2) + [(1, 1), (1, 1)], mode="reflect")
     h, w = x.shape[-2:]
     rows = p[..., 0:h, :] + p[..., 1 : h + 1, :] + p[..., 2 : h + 2, :]
-    return (rows[..., 0:w] + rows[..., 1 : w + 1] + rows[..., 2 : w + 2]) / 9.0
+    return (rows[..., 0:w] + rows[..., 1 : w + 1] + rows[..., 2 : w + 2]) / np.float32(9.0)
 
 
 def _corr(x: np.ndarray) -> np.ndarray:
-    """Pairwise correlations (rg, rb, gb) of the rows of ``x`` [3, N]; 0 for a flat row."""
-    x = x - x.mean(axis=1, keepdims=True)
-    cov = x @ x.T / x.shape[1]
-    sd = np.sqrt(np.diag(cov))
-    c = cov / (np.outer(sd, sd) + _EPS)
-    return np.array([c[0, 1], c[0, 2], c[1, 2]])
+    """Per row of the batch, correlations (rg, rb, gb) of ``x`` [B, 3, N]; 0 for a flat channel."""
+    x = x - x.mean(axis=2, keepdims=True)
+    cov = x @ x.transpose(0, 2, 1) / x.shape[2]
+    sd = np.sqrt(np.diagonal(cov, axis1=1, axis2=2))
+    c = cov / (sd[:, :, None] * sd[:, None, :] + _EPS)
+    return np.stack([c[:, 0, 1], c[:, 0, 2], c[:, 1, 2]], axis=1)
 
 
 # =========================================================================================

@@ -226,7 +226,9 @@ def _collate(items: list[tuple[int, Any, str | None]]) -> tuple[np.ndarray, Any,
         return index, None, errors
     values = [v for _, v, _ in items]
     if isinstance(values[0], np.ndarray):
-        return index, np.stack(values), errors
+        # numpy outputs of different shapes (e.g. tiles of differently sized images) stay a list
+        same = all(v.shape == values[0].shape for v in values)
+        return index, (np.stack(values) if same else values), errors
     import torch
 
     return index, torch.stack([torch.as_tensor(v) for v in values]), errors
