@@ -136,6 +136,38 @@ def test_cached_open_clip_tag_loads_with_its_preprocessing(tiny_clip, monkeypatc
     assert enc.describe()["weights"]["hf_hub_revision"] == COMMIT
 
 
+def test_a_new_hub_commit_is_reported_when_extracting(tmp_path: Path, caplog) -> None:
+    import timm
+    import torch
+
+    from fid_bench.features.extract import extract_features
+    from tests.test_extract import make_images
+
+    torch.manual_seed(3)
+    sd = timm.create_model("test_resnet", pretrained=False).state_dict()
+    fake_hub_file("timm/test_resnet.r160_in1k", "model.safetensors", sd)
+    paths, sha1s = make_images(tmp_path / "img", 4)
+    enc = TimmEncoder("test_resnet", pretrained=True, image_size=32)
+    extract_features(enc, paths[:2], sha1s[:2], tmp_path / "cache", num_workers=0)
+    # the hub repo moved on and the local cache now has a newer commit
+    repo = W.hub_cache_dir() / "models--timm--test_resnet.r160_in1k"
+    newer = "f" * 40
+    (repo / "snapshots" / newer).mkdir()
+    os.replace(
+        repo / "snapshots" / COMMIT / "model.safetensors", repo / "snapshots" / newer / "model.safetensors"
+    )
+    (repo / "refs" / "main").write_text(newer)
+    with caplog.at_level(logging.WARNING, logger="fid_bench.features.extract"):
+        extract_features(
+            TimmEncoder("test_resnet", pretrained=True, image_size=32),
+            paths,
+            sha1s,
+            tmp_path / "cache",
+            num_workers=0,
+        )
+    assert f"now loads hub commit {newer[:12]}" in caplog.text and f"from commit {COMMIT[:12]}" in caplog.text
+
+
 # ----------------------------------------------------------------------------- local checkpoints
 @pytest.fixture(scope="module")
 def resnet_source():

@@ -3,11 +3,13 @@
 Every encoder is built cheaply from config (``model.encoder``, through ``hydra.utils.instantiate``):
 the constructor only stores and checks parameters; nothing imports torch until ``load()``.
 
-``identity`` names everything its outputs depend on (encoder class and version, model name,
-weights -- tag, hub default of the installed library version, or the sha256 of a local
-checkpoint --, preprocessing parameters, image size, compute dtype, the decoder version and the
-versions of the libraries that define the default preprocessing). It is the feature-cache key,
-and computing it neither loads the network nor imports torch, so a fully cached job never does.
+``identity`` names everything its outputs depend on: encoder class and version, model name,
+weights, preprocessing parameters, image size, compute dtype, the decoder version and the versions
+of the libraries that define the default preprocessing. Weights are the sha256 of a local
+checkpoint, the open_clip tag, or for timm "the default pretrained weights of this model name in
+this timm version" (timm pins every name to one hub repo; the commit actually loaded is recorded
+in the cache's meta.json, and extraction warns when it changes). It is the feature-cache key, and
+computing it neither loads the network nor imports torch, so a fully cached job never does.
 
 Interface used by ``extract.extract_features``:
 
@@ -92,7 +94,8 @@ class Encoder(ABC):
         fields = {
             "class": f"{type(self).__module__}.{type(self).__qualname__}",
             "version": self.version,
-            "decoder": DECODER_VERSION,
+            # the decoded pixels: our decoding rules and the Pillow (libjpeg, libpng) that applies them
+            "decoder": [DECODER_VERSION, _version("pillow")],
             "dtype": self.compute_dtype,
             **self._identity_fields(),
         }
@@ -243,7 +246,12 @@ class SpectrumEncoder(Encoder):
         return "float32"  # numpy on the CPU whatever the device
 
     def _identity_fields(self) -> dict[str, Any]:
-        return {"tile": self.tile, "max_tiles": self.max_tiles, "radial_bins": self.radial_bins}
+        return {
+            "tile": self.tile,
+            "max_tiles": self.max_tiles,
+            "radial_bins": self.radial_bins,
+            "libs": {"numpy": _version("numpy")},
+        }
 
     def prepare(self, device: str) -> None:
         self.device = "cpu"  # no network: the device does not matter
@@ -522,7 +530,6 @@ class TimmEncoder(TorchEncoder):
             "libs": {
                 "timm": _version("timm"),
                 "torchvision": _version("torchvision"),
-                "pillow": _version("pillow"),
             },
         }
 
@@ -600,7 +607,6 @@ class OpenClipEncoder(TorchEncoder):
             "libs": {
                 "open_clip": _version("open_clip_torch"),
                 "torchvision": _version("torchvision"),
-                "pillow": _version("pillow"),
             },
         }
 

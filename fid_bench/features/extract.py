@@ -250,6 +250,7 @@ def _extract(
     from tqdm.auto import tqdm
 
     encoder.load()
+    _warn_on_new_hub_revision(cache, encoder)
     cache.update_meta(encoder.describe())
     loader = DataLoader(
         _Images(paths, sha1s, encoder.transform),
@@ -312,6 +313,22 @@ def _extract(
         flush()
         bar.close()
         torch.set_num_threads(threads)
+
+
+def _warn_on_new_hub_revision(cache: FeatureCache, encoder: Any) -> None:
+    """Hub weights are identified by name (see ``encoders``): say so when the cached commit moved on."""
+    before = ((cache.read_meta() or {}).get("encoder") or {}).get("weights") or {}
+    now = encoder.describe().get("weights") or {}
+    old, new = before.get("hf_hub_revision"), now.get("hf_hub_revision")
+    if old and new and old != new:
+        log.warning(
+            "features: %s now loads hub commit %s but %s holds features from commit %s; "
+            "delete that folder if the weights changed",
+            encoder.short,
+            new[:12],
+            cache.dir,
+            old[:12],
+        )
 
 
 def _cpu_count() -> int:
