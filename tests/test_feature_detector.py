@@ -99,15 +99,6 @@ def fake_extract(monkeypatch: pytest.MonkeyPatch) -> FakeExtract:
     return fake
 
 
-@pytest.fixture
-def one_thread() -> Any:
-    """Tiny fits: OpenMP threads (boosting) only add spin-up cost, badly so on a busy machine."""
-    from threadpoolctl import threadpool_limits
-
-    with threadpool_limits(limits=1):
-        yield
-
-
 class RecordingLogger:
     def __init__(self) -> None:
         self.metrics: list[tuple[dict[str, float], int | None]] = []
@@ -192,11 +183,9 @@ CLASSIFIERS = ["logreg", "knn", "rf", "gboost", "lightgbm"]
 @pytest.mark.parametrize("balance", ["class_weight", "oversample"])
 @pytest.mark.parametrize("classifier", CLASSIFIERS)
 def test_every_classifier_config_separates_synthetic_features(
-    compose_cfg, fake_extract: FakeExtract, tmp_path: Path, one_thread: None, classifier: str, balance: str
+    compose_cfg, fake_extract: FakeExtract, tmp_path: Path, classifier: str, balance: str
 ) -> None:
-    # one thread: see ``one_thread``
-    threads = ["classifier.estimator.n_jobs=1"] if classifier in ("rf", "lightgbm") else []
-    cfg = use_fake_encoder(compose_cfg(f"classifier={classifier}", f"balance={balance}", *threads))
+    cfg = use_fake_encoder(compose_cfg(f"classifier={classifier}", f"balance={balance}"))
     samples, fold = synthetic(fake_extract)
     det = instantiate(cfg.classifier)
     assert isinstance(det, FeatureDetector) and det.name == classifier
@@ -527,3 +516,31 @@ def test_constant_predictions_are_reported(
     scores = det.fit_predict(job, fold)
     assert scores["score"].nunique() == 1
     assert "gives every held-out row the same score" in caplog.text
+
+
+class ThreadProbe(LogisticRegression):
+    """Records the thread counts of the OpenMP/BLAS pools while it is being fitted."""
+
+    def fit(self, X, y, sample_weight=None):
+        from threadpoolctl import threadpool_info
+
+        self.fit_threads_ = sorted({pool["num_threads"] for pool in threadpool_info()})
+        return super().fit(X, y, sample_weight=sample_weight)
+
+
+def test_threads_cap_reaches_fit_and_estimator_pools(
+    compose_cfg, fake_extract: FakeExtract, tmp_path: Path
+) -> None:
+    cfg = use_fake_encoder(compose_cfg("classifier=lightgbm", "classifier.threads=2"))
+    assert instantiate(cfg.classifier).estimator.n_jobs == 2  # LightGBM's own pool gets the same cap
+    assert instantiate(compose_cfg("classifier=rf").classifier).estimator.n_jobs == 1
+
+    samples, fold = synthetic(fake_extract, n_real=30, n_fake=30)
+    det = FeatureDetector(estimator=ThreadProbe(), name="probe", threads=1)
+    job = make_job(cfg, samples, tmp_path)
+    det.setup(job)
+    det.fit_predict(job, fold)
+    assert det.predictor().pipeline[-1].fit_threads_ == [1]
+    assert det.predictor().threads == 1
+    with pytest.raises(FidBenchError, match="threads must be a positive integer"):
+        FeatureDetector(estimator=LogisticRegression(), name="x", threads=0)
