@@ -124,6 +124,10 @@ def test_multirun_grid_logs_children_under_one_parent(isolated):
         for c in children
     )
     assert "roc_auc" in proc.stdout  # the leaderboard printed at the end
+    import mlflow
+
+    figure = {a.path for a in mlflow.MlflowClient().list_artifacts(parents[0].info.run_id, "comparison")}
+    assert any(p.endswith(".png") for p in figure)  # the top children's curves, overlaid
 
     # a second identical sweep extracts nothing
     proc = _fid_bench(

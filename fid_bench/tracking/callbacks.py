@@ -188,6 +188,21 @@ class ParentRunCallback(Callback):
             except FidBenchError as err:
                 lines.append(f"no leaderboard: {err}")
         print("\n".join(lines), flush=True)
+        if summary["n_children_finished"]:
+            self._compare_top(parent, metric)
+
+    @staticmethod
+    def _compare_top(parent: ParentRun, metric: str) -> None:
+        """The parent gets one figure overlaying the curves of its five best children."""
+        from fid_bench.tracking.compare import compare_children
+
+        try:
+            compare_children(
+                parent.run_id, parent.sweep_dir / "compare_top5.png", metric=metric, top=5,
+                tracking_uri=parent.tracking_uri,
+            )  # fmt: skip
+        except Exception as err:  # noqa: BLE001 - a figure must not fail a finished sweep
+            log.warning("no comparison figure for parent run %s: %s", parent.run_id, first_line(err))
 
     def _close_interrupted(self) -> None:
         parent, self.parent = self.parent, None

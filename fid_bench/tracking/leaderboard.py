@@ -32,6 +32,8 @@ if TYPE_CHECKING:
 
 KIND_TAG = "fid_bench.kind"
 PARENT_TAG = "mlflow.parentRunId"
+# runs that hold no detector of their own: sweep parents, studies, search trials, comparisons
+NOT_RANKED = frozenset({"parent", "study", "trial", "comparison"})
 GROUP_COLUMNS = ["model", "classifier", "balance", "data"]
 KEY_METRICS = ["roc_auc", "f1", "average_precision"]
 FORMATS = ("table", "markdown", "csv")
@@ -180,6 +182,12 @@ def runs_frame(runs: Sequence[Run], experiment_names: Mapping[str, str]) -> pd.D
 # --------------------------------------------------------------------------- ranking
 
 
+def _ranked_runs(frame: pd.DataFrame, query: Query) -> pd.DataFrame:
+    """The runs a board ranks: jobs; under ``--parent`` also its children of any kind (e.g. trials)."""
+    skip = {"parent", "comparison"} if query.parent else NOT_RANKED
+    return frame[frame["tags"].map(lambda t: t.get(KIND_TAG) not in skip)]
+
+
 def _matches(row: pd.Series, filters: Mapping[str, Sequence[str]]) -> bool:
     for key, allowed in filters.items():
         if key.startswith("params."):
@@ -201,7 +209,7 @@ def _describe(query: Query) -> str:
 
 def rank(frame: pd.DataFrame, query: Query, experiment: str, *, strict: bool) -> Board | None:
     """Filter and sort one experiment's runs. ``strict`` raises instead of returning None."""
-    jobs = frame[frame["tags"].map(lambda t: t.get(KIND_TAG) != "parent")]
+    jobs = _ranked_runs(frame, query)
     if jobs.empty:
         if strict:
             what = (
@@ -276,7 +284,7 @@ def leaderboard(client: MlflowClient, query: Query) -> list[Board]:
         if board is not None:
             boards.append(board)
     if not boards:
-        jobs = frame[frame["tags"].map(lambda t: t.get(KIND_TAG) != "parent")]
+        jobs = _ranked_runs(frame, query)
         if jobs.empty:
             raise LeaderboardError("the tracking store has no runs")
         if not any(query.metric in m for m in jobs["metrics"]):
