@@ -533,7 +533,6 @@ def test_threads_cap_reaches_fit_and_estimator_pools(
 ) -> None:
     cfg = use_fake_encoder(compose_cfg("classifier=lightgbm", "classifier.threads=2"))
     assert instantiate(cfg.classifier).estimator.n_jobs == 2  # LightGBM's own pool gets the same cap
-    assert instantiate(compose_cfg("classifier=rf").classifier).estimator.n_jobs == 1
 
     samples, fold = synthetic(fake_extract, n_real=30, n_fake=30)
     det = FeatureDetector(estimator=ThreadProbe(), name="probe", threads=1)
