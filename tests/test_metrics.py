@@ -77,8 +77,12 @@ def test_log_loss_clips_certain_mistakes() -> None:
 def test_best_f1_threshold_hand_case_and_brute_force() -> None:
     y = [0, 0, 1, 1, 1]
     s = [0.1, 0.6, 0.4, 0.8, 0.9]
-    # cuts: >=0.9 F1=.5, >=0.8 .8, >=0.6 2/3, >=0.4 6/7, >=0.1 .75 -> 0.4
-    assert best_f1_threshold(y, s) == pytest.approx(0.4)
+    # cuts: >=0.9 F1=.5, >=0.8 .8, >=0.6 2/3, >=0.4 6/7, >=0.1 .75 -> cut at 0.4, midway to 0.1
+    assert best_f1_threshold(y, s) == pytest.approx(0.25)
+    # separated scores: the threshold sits in the middle of the gap, not on the lowest positive
+    assert best_f1_threshold([0, 0, 1, 1], [0.01, 0.02, 0.9999, 1.0]) == pytest.approx(0.50995)
+    # every row predicted positive at the best cut: the lowest score itself
+    assert best_f1_threshold([1, 1, 0, 1], [0.9, 0.8, 0.7, 0.3]) == pytest.approx(0.3)
 
     rng = np.random.default_rng(1)
     y = rng.integers(0, 2, 200)
@@ -86,9 +90,11 @@ def test_best_f1_threshold_hand_case_and_brute_force() -> None:
     t = best_f1_threshold(y, s)
     f1s = {c: skm.f1_score(y, (s >= c).astype(int)) for c in np.unique(s)}
     best = max(f1s.values())
-    assert f1s[t] == pytest.approx(best)
-    # ties in F1 go to the highest threshold
-    assert t == max(c for c, f in f1s.items() if f == pytest.approx(best))
+    assert skm.f1_score(y, (s >= t).astype(int)) == pytest.approx(best)
+    # ties in F1 go to the highest cut; t lies midway between it and the next lower score
+    top = max(c for c, f in f1s.items() if f == pytest.approx(best))
+    below = max(c for c in f1s if c < top)
+    assert t == pytest.approx((top + below) / 2)
 
 
 def test_best_f1_threshold_undefined_without_positives(caplog: pytest.LogCaptureFixture) -> None:
@@ -100,15 +106,15 @@ def test_best_f1_threshold_undefined_without_positives(caplog: pytest.LogCapture
 
 
 def test_evaluate_scores_threshold_from_val_metrics_on_test() -> None:
-    val = [(0, 0.1), (0, 0.6), (1, 0.4), (1, 0.8), (1, 0.9)]  # best F1 threshold 0.4
+    val = [(0, 0.1), (0, 0.6), (1, 0.4), (1, 0.8), (1, 0.9)]  # best F1 cut at 0.4 -> threshold 0.25
     test = [(0, 0.2), (0, 0.45), (1, 0.42), (1, 0.55), (1, 0.7), (0, 0.3)]
     m = evaluate_scores(frame(val, test))
-    assert m["threshold"] == pytest.approx(0.4)
+    assert m["threshold"] == pytest.approx(0.25)
     y = np.array([y for y, _ in test])
     s = np.array([s for _, s in test])
     assert m["roc_auc"] == pytest.approx(skm.roc_auc_score(y, s))
     assert m["f1"] == pytest.approx(skm.f1_score(y, (s >= 0.5).astype(int)))
-    assert m["f1_at_threshold"] == pytest.approx(skm.f1_score(y, (s >= 0.4).astype(int)))
+    assert m["f1_at_threshold"] == pytest.approx(skm.f1_score(y, (s >= 0.25).astype(int)))
     assert m["f1_at_threshold"] != pytest.approx(m["f1"])
     assert (m["n_test"], m["n_val"], m["test_positive_rate"]) == (6, 5, 0.5)
     expected = {
@@ -163,7 +169,7 @@ def test_empty_val_gives_nan_threshold_but_test_metrics(caplog: pytest.LogCaptur
 
 def test_empty_test_gives_nan_metrics() -> None:
     m = evaluate_scores(frame([(0, 0.2), (1, 0.8)], []))
-    assert m["threshold"] == pytest.approx(0.8)
+    assert m["threshold"] == pytest.approx(0.5)
     assert m["n_test"] == 0
     assert all(math.isnan(m[k]) for k in ("roc_auc", "accuracy", "f1", "log_loss", "test_positive_rate"))
 

@@ -54,11 +54,15 @@ def _as_arrays(y_true: Sequence[int] | np.ndarray, score: Sequence[float] | np.n
 
 
 def best_f1_threshold(y_true: Sequence[int] | np.ndarray, score: Sequence[float] | np.ndarray) -> float:
-    """The score value ``t`` maximising F1 of the rule ``score >= t``; NaN if F1 is undefined.
+    """A threshold ``t`` maximising F1 of the rule ``score >= t``; NaN if F1 is undefined.
 
-    Candidates are the observed scores (every distinct way to cut the ranking). Ties in F1 go to the
-    highest threshold, i.e. the fewest positive predictions. NaN (with a warning) when there are no
-    rows or no positive rows, since every threshold then scores F1 = 0.
+    Every distinct way to cut the ranked scores is tried; ties in F1 go to the highest cut (fewest
+    positive predictions). The threshold is then placed midway between the lowest score above the
+    cut and the highest score below it: the predictions on these rows are the same as at the cut,
+    and a new score close to either side is not decided by a hair (with perfectly separated
+    scores 0.02 and 0.9999, ``t`` is about 0.51, not 0.9999). When every row is predicted positive,
+    ``t`` is the lowest score. NaN (with a warning) when there are no rows or no positive rows,
+    since every threshold then scores F1 = 0.
     """
     y, s = _as_arrays(y_true, score)
     n_pos = int(y.sum())
@@ -75,7 +79,10 @@ def best_f1_threshold(y_true: Sequence[int] | np.ndarray, score: Sequence[float]
     # cut only after the last of a run of equal scores: ">= t" includes every tie
     cuts = np.r_[np.flatnonzero(np.diff(s_sorted) != 0), y.size - 1]
     f1 = 2 * tp[cuts] / (tp[cuts] + fp[cuts] + n_pos)
-    return float(s_sorted[cuts[int(np.argmax(f1))]])
+    cut = int(cuts[int(np.argmax(f1))])
+    if cut == y.size - 1:
+        return float(s_sorted[cut])
+    return float((s_sorted[cut] + s_sorted[cut + 1]) / 2)
 
 
 def _ratio(num: float, den: float) -> float:
