@@ -2,7 +2,8 @@
 
 ``fid_bench.features.extract.extract_features`` is monkeypatched with a fake that returns known
 vectors per sha1 and records its calls, and the encoder config points at a trivial fake encoder,
-so these tests exercise balancing, pipelines, scores and predictors without any image model.
+so most tests exercise balancing, pipelines, scores and predictors without any image model. The
+last ones run the real demo reader, spectrum encoder and feature cache.
 """
 
 from __future__ import annotations
@@ -11,8 +12,6 @@ import pickle
 import re
 import subprocess
 import sys
-import types
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -27,22 +26,12 @@ from sklearn.linear_model import LogisticRegression
 from fid_bench.classical.balance import ClassWeight
 from fid_bench.classical.detector import FeatureDetector, FeaturePredictor
 from fid_bench.data.samples import SAMPLE_COLUMNS, Samples
+from fid_bench.data.splits import Fold
 from fid_bench.detector import SCORE_COLUMNS, Job
 from fid_bench.errors import FidBenchError
 from fid_bench.evaluation.metrics import evaluate_scores
 
 REPO = Path(__file__).resolve().parents[1]
-
-try:
-    from fid_bench.data.splits import Fold
-except ImportError:  # the splits module is written alongside; the fold shape is the contract
-
-    @dataclass
-    class Fold:  # type: ignore[no-redef]
-        index: int
-        train: np.ndarray
-        val: np.ndarray
-        test: np.ndarray
 
 
 class FakeEncoder:
@@ -90,12 +79,7 @@ class FakeExtract:
 @pytest.fixture
 def fake_extract(monkeypatch: pytest.MonkeyPatch) -> FakeExtract:
     fake = FakeExtract()
-    try:
-        import fid_bench.features.extract as mod
-    except ImportError:  # extraction module not in the tree yet: register a stand-in module
-        mod = types.ModuleType("fid_bench.features.extract")
-        monkeypatch.setitem(sys.modules, "fid_bench.features.extract", mod)
-    monkeypatch.setattr(mod, "extract_features", fake, raising=False)
+    monkeypatch.setattr("fid_bench.features.extract.extract_features", fake)
     return fake
 
 
