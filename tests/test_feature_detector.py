@@ -2,8 +2,8 @@
 
 ``fid_bench.features.extract.extract_features`` is monkeypatched with a fake that returns known
 vectors per sha1 and records its calls, and the encoder config points at a trivial fake encoder,
-so most tests exercise balancing, pipelines, scores and predictors without any image model. The
-last ones run the real demo reader, spectrum encoder and feature cache.
+so most tests exercise balancing, pipelines, scores and predictors without any image model; the
+real_extraction test runs the real demo reader, spectrum encoder and feature cache.
 """
 
 from __future__ import annotations
