@@ -75,18 +75,20 @@ def state_counts(study: optuna.Study) -> dict[str, int]:
 
 
 def _save_plot(draw: Any, path: Path) -> None:
+    import matplotlib
     import matplotlib.pyplot as plt
 
-    with warnings.catch_warnings():
+    # optuna's plots switch the global matplotlib style; keep that from leaking into later plots
+    with matplotlib.rc_context(), warnings.catch_warnings():
         # optuna's matplotlib plots are marked experimental; the warning is noise here
         warnings.simplefilter("ignore")
         result = draw()
-    ax = result.flat[0] if hasattr(result, "flat") else result
-    fig = ax.figure
-    fig.set_size_inches(8, 5)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+        ax = result.flat[0] if hasattr(result, "flat") else result
+        fig = ax.figure
+        fig.set_size_inches(8, 5)
+        fig.tight_layout()
+        fig.savefig(path, dpi=100)
+        plt.close(fig)
 
 
 def write_plots(study: optuna.Study, out: Path) -> tuple[list[Path], dict[str, float]]:
