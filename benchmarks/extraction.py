@@ -14,6 +14,8 @@ Each variant runs in a fresh Python process, on the same files:
 ``notebook``      for each path: ``PIL.Image.open(p).convert("RGB")``, the model's transform,
                   ``unsqueeze(0)``, forward under ``torch.no_grad()``, append; then stack. For
                   ``spectrum``: its transform (tiles), a batch of one, ``encode``, append.
+``notebook, 1 thread``  (torch models) the same loop after ``torch.set_num_threads(1)``: separates
+                  what batching buys from what oversubscribed intra-op threads cost on busy cores.
 ``harness cold``  ``extract_features`` into an empty cache (DataLoader workers, batches, chunked
                   cache writes).
 ``harness warm``  ``extract_features`` again on the now full cache, in a new process.
@@ -138,14 +140,16 @@ def run_variant(args: argparse.Namespace) -> None:
     import numpy as np
 
     # imports are paid before the clock starts; a notebook computing spectra never needs torch
-    if args.variant == "cold" or (args.variant == "notebook" and model != "spectrum"):
-        import torch  # noqa: F401
+    if args.variant == "cold" or (args.variant.startswith("notebook") and model != "spectrum"):
+        import torch
     if args.variant != "warm" and model != "spectrum":
         import timm  # noqa: F401
     rss_start = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     with PeakMemory() as mem:
         t0 = time.perf_counter()
-        if args.variant == "notebook":
+        if args.variant in ("notebook", "notebook1"):
+            if args.variant == "notebook1":
+                torch.set_num_threads(1)
             feats = notebook_loop(paths, model, job["image_size"])
         else:
             from fid_bench.features.extract import extract_features
@@ -172,7 +176,7 @@ def run_variant(args: argparse.Namespace) -> None:
         "torch_imported": "torch" in sys.modules,
         "dim": int(feats.shape[1]),
     }
-    if args.variant != "notebook":
+    if not args.variant.startswith("notebook"):
         result["n_extracted"] = stats["n_extracted"]
     print(json.dumps(result))
 
@@ -292,10 +296,18 @@ def main() -> None:
         job_file.write_text(json.dumps(job))
         # other work on the machine slows every variant: the load average says how busy it was
         load = os.getloadavg()
-        results = [spawn(v, job_file) for v in ("notebook", "cold", "warm")]
+        variants = ["notebook", "cold", "warm"]
+        if args.model != "spectrum":
+            variants.insert(1, "notebook1")
+        results = [spawn(v, job_file) for v in variants]
 
         base = results[0]["seconds"]
-        names = {"notebook": "notebook loop", "cold": "harness, cold cache", "warm": "harness, warm cache"}
+        names = {
+            "notebook": "notebook loop",
+            "notebook1": "notebook, 1 thread",
+            "cold": "harness, cold cache",
+            "warm": "harness, warm cache",
+        }
         print(
             f"\nmodel={args.model} n={len(paths)} batch_size={args.batch_size} num_workers={args.num_workers} "
             f"cpus={os.cpu_count()} load average before={load[0]:.1f} after={os.getloadavg()[0]:.1f}"
@@ -312,7 +324,7 @@ def main() -> None:
         nb, cold, warm = (np.load(job["out"] + f".{v}.npy") for v in ("notebook", "cold", "warm"))
         print(
             f"\nfeature dim {cold.shape[1]}; max |notebook - harness| = {np.abs(nb - cold).max():.2e}; "
-            f"warm == cold: {bool(np.array_equal(cold, warm))}; warm run extracted {results[2]['n_extracted']:.0f}"
+            f"warm == cold: {bool(np.array_equal(cold, warm))}; warm run extracted {results[-1]['n_extracted']:.0f}"
         )
         if args.auc_test and args.model == "spectrum" and test_paths:
             auc = spectrum_auc(cold, labels, test_paths, test_y, job, workdir)
