@@ -576,3 +576,33 @@ def test_trainer_configs_build_a_lightning_trainer(compose_cfg, name):
     if name == "ddp":
         assert cfg.trainer.strategy == "ddp"
     assert math.isfinite(cfg.classifier.max_epochs)
+
+
+# -- the real job flow -----------------------------------------------------------------------------------
+@pytest.mark.slow
+def test_run_job_small_cnn_logs_epochs_final_metrics_and_a_loadable_model(compose_cfg):
+    import mlflow
+
+    from fid_bench.experiment import run_job
+
+    cfg = compose_cfg(
+        "model=small_cnn",
+        "data.image_size=16",
+        "model.network.widths=[4,8]",
+        "trainer.max_epochs=2",
+        "trainer.num_workers=0",
+    )
+    value = run_job(cfg)
+    client = mlflow.MlflowClient()
+    (run,) = client.search_runs([e.experiment_id for e in client.search_experiments()])
+    assert run.info.status == "FINISHED" and run.data.metrics["roc_auc"] == pytest.approx(value)
+    for key in ("roc_auc", "f1", "threshold", "epochs_trained", "train_images_per_s"):
+        assert key in run.data.metrics, key
+    history = client.get_metric_history(run.info.run_id, "val_roc_auc")
+    assert sorted(m.step for m in history) == [0, 1]
+    assert len(client.get_metric_history(run.info.run_id, "train_loss")) == 2
+
+    model = mlflow.pyfunc.load_model(f"runs:/{run.info.run_id}/model")
+    images = sorted(Path(cfg.data.root).rglob("*.png"))[:4]
+    out = model.predict(pd.DataFrame({"path": [str(p) for p in images]}))
+    assert len(out) == 4 and out["score"].between(0, 1).all()

@@ -135,8 +135,8 @@ class FinetuneDetector(Detector):
         from fid_bench.finetune.datamodule import FinetuneDataModule
         from fid_bench.finetune.module import BinaryNet, FinetuneModule
 
-        if not self._fold_stats and job.cfg.model.get("network") is None:
-            self.setup(job)
+        if job.cfg.model.get("network") is None:
+            self.setup(job)  # raises the one-line error
         table = job.samples.table
         hw = self._hardware(job)
         pl.seed_everything(self.seed, workers=True, verbose=False)
