@@ -105,8 +105,11 @@ def test_learnable_from_spectrum(images: tuple[np.ndarray, np.ndarray, np.ndarra
     # the fingerprint is faint on purpose (the demo grid should not be all 1.0), yet the harness's
     # frequency features find it, and even a single radial log-power profile sees something
     encoder = SpectrumEncoder()
-    features = np.stack(
-        [encoder.transform(Image.fromarray(np.rint(img * 255).astype(np.uint8))) for img in pixels]
+    features = np.concatenate(
+        [
+            encoder.encode([encoder.transform(Image.fromarray(np.rint(img * 255).astype(np.uint8)))])
+            for img in pixels
+        ]
     )
     assert cv_auc(features, labels) > 0.9
     profile = np.stack([log_spectrum_profile(img) for img in pixels])
