@@ -269,3 +269,19 @@ def test_run_killed_mid_extraction_resumes_with_only_the_rest(tmp_path: Path) ->
     feats, stats = extract_features(SpectrumEncoder(), paths, sha1s, tmp_path / "cache", num_workers=0)
     assert stats["n_cached"] == done and stats["n_extracted"] == 60 - done
     np.testing.assert_allclose(feats, expected(SpectrumEncoder(), paths), rtol=1e-5, atol=1e-6)
+
+
+def _extract_in_job(folder: str, cache: str) -> tuple[int, float]:
+    paths, sha1s = make_images(Path(folder), 6)
+    feats, stats = extract_features(SpectrumEncoder(), paths, sha1s, Path(cache), batch_size=2, num_workers=2)
+    return feats.shape[0], stats["n_extracted"]
+
+
+def test_worker_processes_start_inside_a_joblib_job(tmp_path: Path) -> None:
+    """Hydra's joblib launcher runs each job in a loky process, whose default context cannot start workers."""
+    from joblib import Parallel, delayed
+
+    out = Parallel(n_jobs=2, backend="loky")(
+        delayed(_extract_in_job)(str(tmp_path / f"img{i}"), str(tmp_path / "cache")) for i in range(2)
+    )
+    assert out == [(6, 6.0), (6, 6.0)]

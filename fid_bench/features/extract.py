@@ -261,6 +261,7 @@ def _extract(
         pin_memory=encoder.device.startswith("cuda"),
         # workers decode and transform; two batches in flight each keep the encoder busy
         prefetch_factor=2 if num_workers > 0 else None,
+        multiprocessing_context=_worker_context() if num_workers > 0 else None,
     )
     pending_keys: list[str] = []
     pending: list[np.ndarray] = []
@@ -329,6 +330,19 @@ def _warn_on_new_hub_revision(cache: FeatureCache, encoder: Any) -> None:
             cache.dir,
             old[:12],
         )
+
+
+def _worker_context() -> Any:
+    """Start DataLoader workers with the standard library's own context, explicitly.
+
+    Inside a Hydra joblib (loky) job the default context is loky's, which cannot start the
+    DataLoader's worker processes. ``fork`` where there is one: workers inherit the prepared
+    encoder instead of unpickling it.
+    """
+    import multiprocessing
+
+    methods = multiprocessing.get_all_start_methods()
+    return multiprocessing.get_context("fork" if "fork" in methods else "spawn")
 
 
 def _cpu_count() -> int:
