@@ -20,7 +20,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
-def _log_metrics(client: MlflowClient, run_id: str, metrics: dict[str, float], step: int = 0) -> None:
+def log_parent_metrics(client: MlflowClient, run_id: str, metrics: dict[str, float], step: int = 0) -> None:
     from mlflow.entities import Metric
 
     now = int(time.time() * 1000)
@@ -29,7 +29,7 @@ def _log_metrics(client: MlflowClient, run_id: str, metrics: dict[str, float], s
         client.log_batch(run_id, metrics=entries)
 
 
-def _set_tags(client: MlflowClient, run_id: str, tags: dict[str, Any]) -> None:
+def set_parent_tags(client: MlflowClient, run_id: str, tags: dict[str, Any]) -> None:
     from mlflow.entities import RunTag
 
     items = [RunTag(k, str(v)[:8000]) for k, v in tags.items()]
@@ -58,7 +58,7 @@ class ProgressCallback:
         except ValueError:  # no complete trial yet
             pass
         try:
-            _log_metrics(self.client, self.parent_run_id, metrics, step=trial.number)
+            log_parent_metrics(self.client, self.parent_run_id, metrics, step=trial.number)
         except Exception as err:  # noqa: BLE001 - progress display must not stop the study
             log.warning("could not log progress to the study run: %s", first_line(err))
 
@@ -163,8 +163,8 @@ def summarize(study: optuna.Study, client: MlflowClient, parent_run_id: str, met
             {f"importance.{k}": v for k, v in importances.items() if v is not None and not math.isnan(v)}
         )
         summary["importances"] = importances
-        _log_metrics(client, parent_run_id, metrics, step=len(study.get_trials(deepcopy=False)))
-        _set_tags(client, parent_run_id, tags)
+        log_parent_metrics(client, parent_run_id, metrics, step=len(study.get_trials(deepcopy=False)))
+        set_parent_tags(client, parent_run_id, tags)
         for name in ("best_params.json", "trials.csv"):
             if (tmp_path / name).exists():
                 client.log_artifact(parent_run_id, str(tmp_path / name))

@@ -351,39 +351,63 @@ class Objective:
 # --------------------------------------------------------------------------- refit
 
 
+REFIT_CLAIM = "{study}:refit:{trial}"
+
+
+def claim_refit(storage: Any, study_name: str, trial_number: int) -> bool:
+    """True for exactly one process per (study, best trial), on any number of machines.
+
+    The claim is an empty study named ``<study>:refit:<trial>``: study names are unique in the
+    storage, so of several workers finishing at once only one creates it and refits.
+    """
+    import optuna
+
+    try:
+        optuna.create_study(
+            storage=storage, study_name=REFIT_CLAIM.format(study=study_name, trial=trial_number)
+        )
+    except optuna.exceptions.DuplicatedStudyError:
+        return False
+    return True
+
+
+def release_refit(storage: Any, study_name: str, trial_number: int) -> None:
+    """Drop a claim whose refit failed, so that the next run tries again."""
+    import optuna
+
+    try:
+        optuna.delete_study(
+            study_name=REFIT_CLAIM.format(study=study_name, trial=trial_number), storage=storage
+        )
+    except Exception as err:  # noqa: BLE001 - never hide the refit's own error
+        log.warning("could not release the refit claim of trial %d: %s", trial_number, first_line(err))
+
+
 def refit_best(
     cfg: DictConfig,
     study: optuna.Study,
+    storage: Any,
     client: MlflowClient,
     parent_run_id: str,
-    experiment_id: str,
     samples: Samples | None,
 ) -> float | None:
-    """Fit the best trial's configuration on the training rows and evaluate once on the test rows."""
+    """Fit the best trial's configuration on the training rows and evaluate once on the test rows.
+
+    Returns the test metric, or None when there is nothing to refit or another process (or an
+    earlier run) already refit this trial.
+    """
     from fid_bench.experiment import output_dir, run_job
+    from fid_bench.search.report import log_parent_metrics, set_parent_tags
 
     try:
         best = study.best_trial
     except ValueError:
         log.warning("study %s: no complete trial, nothing to refit", study.study_name)
         return None
-    done = client.search_runs(
-        [experiment_id],
-        filter_string=(
-            f"tags.hparams_search = 'refit' and tags.optuna_study = '{study.study_name}' "
-            f"and tags.optuna_trial = '{best.number}' and attributes.status = 'FINISHED'"
-        ),
-        max_results=1,
-    )
+    if not claim_refit(storage, study.study_name, best.number):
+        log.info("study %s: trial %d is already refit (or being refit)", study.study_name, best.number)
+        return None
     metric = str(cfg.hparams_search.metric)
-    if done:
-        log.info(
-            "study %s: trial %d was already refit (run %s)",
-            study.study_name,
-            best.number,
-            done[0].info.run_id,
-        )
-        return done[0].data.metrics.get(metric)
     known = {p.key for p in parse_space(cfg)}
     values = {k: v for k, v in best.params.items() if k in known}
     if len(values) < len(best.params):
@@ -408,13 +432,20 @@ def refit_best(
 
     log.info("study %s: refitting trial %d %s on the training rows", study.study_name, best.number, values)
     job_dir = output_dir() / "optuna" / f"refit-trial{best.number}"
-    value = run_job(
-        refit_cfg, holdout="test", parent_run_id=parent_run_id, samples=samples, on_run=tag, job_dir=job_dir
-    )
-    from fid_bench.search.report import _log_metrics, _set_tags
-
-    _log_metrics(client, parent_run_id, {f"refit_{metric}": value})
-    _set_tags(client, parent_run_id, {"refit_trial": best.number})
+    try:
+        value = run_job(
+            refit_cfg,
+            holdout="test",
+            parent_run_id=parent_run_id,
+            samples=samples,
+            on_run=tag,
+            job_dir=job_dir,
+        )
+    except BaseException:
+        release_refit(storage, study.study_name, best.number)
+        raise
+    log_parent_metrics(client, parent_run_id, {f"refit_{metric}": value})
+    set_parent_tags(client, parent_run_id, {"refit_trial": best.number})
     return value
 
 
@@ -448,10 +479,10 @@ def run_study(cfg: DictConfig) -> float:
             study.user_attrs["data_fingerprint"],
             fingerprint,
         )
-    client, parent_id, experiment_id = parent_run(cfg, study, created, storage_text, space)
+    client, parent_id, _ = parent_run(cfg, study, created, storage_text, space)
     status = "FAILED"
     try:
-        from fid_bench.search.report import _log_metrics
+        from fid_bench.search.report import log_parent_metrics
 
         n_before = len(study.get_trials(deepcopy=False))
         log.info(
@@ -461,7 +492,7 @@ def run_study(cfg: DictConfig) -> float:
             n_before,
             hs.n_trials,
         )
-        _log_metrics(client, parent_id, warm_cache(cfg, samples), step=n_before)
+        log_parent_metrics(client, parent_id, warm_cache(cfg, samples), step=n_before)
         callbacks: list[Any] = [ProgressCallback(client, parent_id)]
         if hs.get("max_trials"):
             states = tuple(optuna.trial.TrialState[s] for s in CAPPED_STATES)
@@ -491,9 +522,7 @@ def run_study(cfg: DictConfig) -> float:
                 f"study {study_name}: no trial completed; see the failed trials' 'error' tags in MLflow"
             )
         if hs.get("refit", True):
-            refit_best(
-                cfg, study, client, parent_id, experiment_id, samples if _reuses_samples(space) else None
-            )
+            refit_best(cfg, study, storage, client, parent_id, samples if _reuses_samples(space) else None)
         status = "FINISHED"
         return float(summary["best_value"])
     except KeyboardInterrupt:
