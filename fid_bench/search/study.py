@@ -45,8 +45,6 @@ PARENT_ATTR = "mlflow_parent_run"
 PARENT_WAIT_S = 60.0
 STUDY_KIND = "study"
 TRIAL_KIND = "trial"
-#: evaluation extras switched off in trials (when the config has them)
-TRIAL_EVAL_OFF = {"eval.bootstrap": 0, "eval.extra": [], "eval.perturb": []}
 #: states counted by ``hparams_search.max_trials``
 CAPPED_STATES = ("COMPLETE", "PRUNED")
 
@@ -100,10 +98,6 @@ def trial_config(cfg: DictConfig, values: dict[str, Any]) -> DictConfig:
         out.optimized_metric = cfg.hparams_search.metric
         # a trial's model is never used again (the refit logs the one that counts)
         out.tracking.log_model = False
-        # extra evaluations (intervals, other data sets, perturbations) are for the refit
-        for key, off in TRIAL_EVAL_OFF.items():
-            if OmegaConf.select(out, key, default=None) is not None:
-                OmegaConf.update(out, key, off, merge=False)
     return out
 
 
