@@ -31,7 +31,6 @@ starting together never see half a set.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import os
@@ -39,10 +38,10 @@ import shutil
 import tempfile
 import time
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
+from filelock import FileLock
 
 from fid_bench.errors import FidBenchError
 
@@ -97,7 +96,7 @@ def ensure_demo(
     if _read_manifest(root) == manifest:
         return root
     root.parent.mkdir(parents=True, exist_ok=True)
-    with _lock(root.parent / f".{root.name}.lock"):
+    with FileLock(str(root.parent / f".{root.name}.lock")):  # one generator at a time
         if _read_manifest(root) == manifest:  # another job made it while we waited
             return root
         start = time.perf_counter()
@@ -131,22 +130,6 @@ def _read_manifest(root: Path) -> dict | None:
         return json.loads((root / MANIFEST).read_text())
     except (OSError, ValueError):
         return None
-
-
-@contextlib.contextmanager
-def _lock(path: Path) -> Iterator[None]:
-    """An exclusive lock between processes (no-op where ``fcntl`` is missing)."""
-    try:
-        import fcntl
-    except ImportError:  # pragma: no cover - not POSIX: the atomic rename still protects readers
-        yield
-        return
-    with open(path, "a") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
 
 
 def _generate(out: Path, manifest: dict) -> None:

@@ -55,20 +55,13 @@ def _creation_lock(url: str) -> Iterator[None]:
     file next to the database makes the second wait. Server databases handle this themselves
     (and creation is retried below anyway).
     """
-    try:
-        import fcntl
-    except ImportError:  # not POSIX: rely on the retry
-        fcntl = None
-    if fcntl is None or not url.startswith(SQLITE_PREFIX):
+    from filelock import FileLock
+
+    if not url.startswith(SQLITE_PREFIX):
         yield
         return
-    lock_path = Path(url[len(SQLITE_PREFIX) :] + ".lock")
-    with open(lock_path, "a") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
+    with FileLock(url[len(SQLITE_PREFIX) :] + ".lock"):
+        yield
 
 
 def open_storage(

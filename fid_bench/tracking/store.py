@@ -94,22 +94,16 @@ def _store_lock(uri: str) -> Iterator[None]:
     MLflow creates a fresh SQLite database by running its migrations; two jobs doing that at
     once fail with "duplicate column". A lock file next to the store makes the second one wait.
     """
+    from filelock import FileLock
+
     path = local_store_path(uri)
-    try:
-        import fcntl
-    except ImportError:  # not POSIX: no lock, experiment creation still tolerates the race
-        fcntl = None
-    if path is None or fcntl is None:
+    if path is None:
         yield
         return
     lock_path = path.with_name(path.name + ".lock") if uri.startswith(_SQLITE_PREFIX) else path / ".lock"
     lock_path.parent.mkdir(parents=True, exist_ok=True)
-    with open(lock_path, "a") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
+    with FileLock(str(lock_path)):
+        yield
 
 
 def _prepare_local_store(uri: str) -> None:
