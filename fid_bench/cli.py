@@ -44,8 +44,7 @@ def _compare(commands: Subcommands) -> None:
     parser = commands.add_parser(
         "compare",
         help="overlay the ROC and PR curves of several runs",
-        description="One figure with the ROC and PR curves of the given runs overlaid, plus a metric "
-        "table; saved as PNG and logged to MLflow as a comparison artifact.",
+        description=compare.DESCRIPTION,
     )
     compare.add_arguments(parser)
 
@@ -56,7 +55,7 @@ def _predict(commands: Subcommands) -> None:
     parser = commands.add_parser(
         "predict",
         help="score images (or write a Kaggle submission) with a logged run's model",
-        description="Score images with the model logged in a run (either track) and write a CSV.",
+        description=predict.DESCRIPTION,
     )
     predict.add_arguments(parser)
 
@@ -99,6 +98,25 @@ def run_handler(
         return 130
     except BrokenPipeError:  # output piped into e.g. `head`
         return 0
+
+
+def run_standalone(
+    prog: str,
+    description: str,
+    add_arguments: Callable[[argparse.ArgumentParser], None],
+    argv: Sequence[str] | None,
+) -> int:
+    """``python -m fid_bench.<command>``: the subcommand's own parser, with the CLI's one-line errors."""
+    import logging
+
+    parser = OneLineParser(prog=prog, description=description)
+    add_arguments(parser)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exit_:  # --help, or a bad argument already reported on one line
+        return int(exit_.code or 0)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    return run_handler(args.handler, args, prog)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

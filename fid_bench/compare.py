@@ -10,7 +10,6 @@ Writes the PNG plus the metric table (``.csv`` and ``.md`` next to it) and logs 
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
 from pathlib import Path
 
@@ -70,21 +69,14 @@ def run_command(args: argparse.Namespace) -> int:
     return 0
 
 
+DESCRIPTION = "Overlay the test ROC and precision-recall curves of runs and tabulate their metrics."
+
+
 def main(argv: list[str] | None = None) -> int:
     """``python -m fid_bench.compare``; returns the exit code (2 for bad arguments, 1 for other errors)."""
-    from fid_bench.cli import OneLineParser, run_handler
+    from fid_bench.cli import run_standalone
 
-    parser = OneLineParser(
-        prog=PROG,
-        description="Overlay the test ROC and precision-recall curves of runs and tabulate their metrics.",
-    )
-    add_arguments(parser)
-    try:
-        args = parser.parse_args(argv)
-    except SystemExit as exit_:  # --help, or a bad argument already reported on one line
-        return int(exit_.code or 0)
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
-    return run_handler(args.handler, args, PROG)
+    return run_standalone(PROG, DESCRIPTION, add_arguments, argv)
 
 
 if __name__ == "__main__":

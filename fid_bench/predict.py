@@ -36,6 +36,7 @@ import numpy as np
 import pandas as pd
 
 from fid_bench.errors import FidBenchError
+from fid_bench.tracking.run import KIND_TAG
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
@@ -54,7 +55,6 @@ IMAGE_SUFFIXES = frozenset(
 LOWER_IS_BETTER = frozenset({"log_loss", "brier", "brier_score", "ece", "eer", "loss"})
 #: run kinds that never hold a model of their own (sweep and study parents, search trials, comparisons)
 NON_MODEL_KINDS = frozenset({"parent", "sweep", "study", "trial", "comparison"})
-KIND_TAG = "fid_bench.kind"
 #: how many unreadable ids are printed on the terminal (all of them go to a side file)
 SHOW_UNREADABLE = 20
 
@@ -748,22 +748,14 @@ def run_command(args: argparse.Namespace) -> int:
 
 
 PROG = "fid-bench predict"
+DESCRIPTION = "Score images with the model logged in a run (either track) and write a CSV."
 
 
 def main(argv: list[str] | None = None) -> int:
     """``python -m fid_bench.predict``; returns the exit code (2 for bad arguments, 1 for other errors)."""
-    from fid_bench.cli import OneLineParser, run_handler
+    from fid_bench.cli import run_standalone
 
-    parser = OneLineParser(
-        prog=PROG, description="Score images with the model logged in a run (either track) and write a CSV."
-    )
-    add_arguments(parser)
-    try:
-        args = parser.parse_args(argv)
-    except SystemExit as exit_:  # --help, or a bad argument already reported on one line
-        return int(exit_.code or 0)
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
-    return run_handler(args.handler, args, PROG)
+    return run_standalone(PROG, DESCRIPTION, add_arguments, argv)
 
 
 if __name__ == "__main__":

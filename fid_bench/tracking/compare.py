@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 import pandas as pd
 
 from fid_bench.errors import FidBenchError
+from fid_bench.tracking.run import KIND_TAG
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
@@ -35,7 +36,6 @@ log = logging.getLogger(__name__)
 
 ARTIFACT_DIR = "comparison"
 PREDICTIONS = "predictions.csv"
-KIND_TAG = "fid_bench.kind"
 COMPARED_TAG = "fid_bench.compared_runs"
 #: metric columns of the table, in this order, when any compared run logged them
 TABLE_METRICS = (

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 import pandas as pd
 
 from fid_bench.errors import FidBenchError
+from fid_bench.tracking.run import KIND_TAG
 from fid_bench.tracking.store import (
     DEFAULT_TRACKING_URI,
     first_line,
@@ -30,7 +31,6 @@ if TYPE_CHECKING:
     from mlflow.entities import Run
     from mlflow.tracking import MlflowClient
 
-KIND_TAG = "fid_bench.kind"
 PARENT_TAG = "mlflow.parentRunId"
 # runs that hold no detector of their own: sweep parents, studies, search trials, comparisons
 NOT_RANKED = frozenset({"parent", "study", "trial", "comparison"})
