@@ -322,3 +322,28 @@ def test_open_clip_vit_b32_random_init_features() -> None:
     enc.load()
     feats = enc.encode(torch.stack([enc.transform(rgb(i)) for i in range(2)]))
     assert feats.shape == (2, 512) and np.isfinite(feats).all()
+
+
+def test_cpu_micro_batch_is_chosen_by_measured_time_per_image() -> None:
+    from fid_bench.features.encoders import _MicroBatch
+
+    seconds_per_image = {64: 0.30, 16: 0.20, 4: 0.17, 1: 0.18}  # a big CNN: mid-sized batches win
+    micro, sizes = _MicroBatch(), []
+    for n in [64] * 7 + [10]:
+        size = micro.size(n)
+        sizes.append(size)
+        micro.record(size, n, seconds_per_image[size] * n + (5.0 if not sizes[:-1] else 0.0))
+    # a warm-up batch (its slow start ignored), one batch per candidate, then the fastest
+    assert sizes == [64, 64, 16, 4, 1, 4, 4, 4] and micro.chosen == 4
+
+
+def test_timm_features_do_not_depend_on_the_micro_batch() -> None:
+    import torch
+
+    enc = TimmEncoder("test_resnet", pretrained=False, image_size=32)
+    enc.load()
+    x = torch.stack([enc.transform(rgb(i)) for i in range(8)])
+    runs = [enc.encode(x) for _ in range(6)]  # warm-up, 8, 4, 1, then the chosen size
+    assert enc._micro.chosen in (8, 4, 1)
+    for r in runs[1:]:
+        np.testing.assert_allclose(r, runs[0], rtol=1e-5, atol=1e-6)

@@ -148,8 +148,8 @@ def load_into(
             f"e.g. {'; '.join(shape_bad[:3])} (is the checkpoint for another architecture or size?)"
         )
     result = module.load_state_dict(dict(state_dict), strict=False)
-    missing = [k for k in result.missing_keys if not k.startswith(ignore_missing or ("\0",))]
-    unexpected = [k for k in result.unexpected_keys if not k.startswith(ignore_unexpected or ("\0",))]
+    missing = [k for k in result.missing_keys if not k.startswith(ignore_missing)]
+    unexpected = [k for k in result.unexpected_keys if not k.startswith(ignore_unexpected)]
     if missing:
         raise FidBenchError(
             f"{what}: {len(missing)} of {len(own)} weights are missing from the checkpoint, "
@@ -314,7 +314,7 @@ def create_timm_model(
 def _timm_classifier_prefixes(model: nn.Module) -> tuple[str, ...]:
     head = (getattr(model, "pretrained_cfg", None) or {}).get("classifier") or ()
     heads = (head,) if isinstance(head, str) else tuple(head)
-    return tuple(f"{h}." for h in heads) + tuple(heads)
+    return tuple(f"{h}." for h in heads)
 
 
 def _fit_timm_pos_embed(model: nn.Module, sd: dict[str, Any]) -> dict[str, Any]:
