@@ -18,8 +18,10 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import json
 import math
 import os
+import subprocess
 import sys
 import tempfile
 import time
@@ -137,7 +139,9 @@ def plain_loop(table: pd.DataFrame, rows: np.ndarray, cfg, epochs: int, workers:
     return times
 
 
-def harness(table: pd.DataFrame, fold, cfg, mode: str, workdir: Path) -> tuple[list[float], float]:
+def harness(
+    table: pd.DataFrame, fold, cfg, mode: str, workdir: Path, run: int = 0
+) -> tuple[list[float], float]:
     """FinetuneDetector on the same rows; returns per-epoch training seconds and decode seconds."""
     from hydra.utils import instantiate
     from omegaconf import open_dict
@@ -154,13 +158,42 @@ def harness(table: pd.DataFrame, fold, cfg, mode: str, workdir: Path) -> tuple[l
         cfg=cfg,
         samples=Samples(table),
         balance=NoBalance(),
-        cache_dir=workdir / f"cache_{mode}",
-        output_dir=workdir / f"out_{mode}",
+        cache_dir=workdir / f"cache_{mode}_{run}",
+        output_dir=workdir / f"out_{mode}_{run}",
         logger=NullLogger(),
     )
     det.setup(job)
     det.fit_predict(job, fold)
     return [h["epoch_train_s"] for h in det.last_fit["history"]], det.extra_metrics()["decode_s"]
+
+
+SETUPS = {
+    "plain": "plain PyTorch loop (decode every epoch)",
+    "off": "harness, decoded_cache=off (decode every epoch)",
+    "memory": "harness, decoded_cache=memory (decode once)",
+}
+
+
+def run_one(setup: str, workdir: Path, overrides: list[str], run: int) -> dict:
+    """One measurement in this (fresh) process."""
+    table = pd.read_pickle(workdir / "table.pkl")
+    n_eval = 64
+    n_train = len(table) - 2 * n_eval
+    fold = SimpleNamespace(
+        index=0,
+        train=np.arange(n_train),
+        val=np.arange(n_train, n_train + n_eval),
+        test=np.arange(n_train + n_eval, len(table)),
+    )
+    cfg = compose(overrides)
+    if setup == "plain":
+        epochs = int(cfg.trainer.max_epochs)
+        return {
+            "times": plain_loop(table, fold.train, cfg, epochs, int(cfg.trainer.num_workers)),
+            "decode": None,
+        }
+    times, decode_s = harness(table, fold, cfg, setup, workdir, run)
+    return {"times": times, "decode": decode_s}
 
 
 def main() -> None:
@@ -176,8 +209,18 @@ def main() -> None:
         "--workers", type=int, default=None, help="DataLoader workers (default: trainer config)"
     )
     parser.add_argument("--rounds", type=int, default=2, help="interleaved repetitions of all setups")
+    parser.add_argument("--one", choices=sorted(SETUPS), help=argparse.SUPPRESS)
+    parser.add_argument("--workdir", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--run", type=int, default=0, help=argparse.SUPPRESS)
     parser.add_argument("overrides", nargs="*", help="Hydra overrides, e.g. classifier.batch_size=256")
     args = parser.parse_args()
+
+    overrides = [f"trainer.max_epochs={args.epochs}", "trainer.progress_bar=false", *args.overrides]
+    if args.workers is not None:
+        overrides.append(f"trainer.num_workers={args.workers}")
+    if args.one:
+        print("RESULT " + json.dumps(run_one(args.one, args.workdir, overrides, args.run)))
+        return
 
     import torch
 
@@ -185,57 +228,46 @@ def main() -> None:
     workdir = Path(tempfile.mkdtemp(prefix="fid_bench_ft_bench_"))
     n_eval = 64
     table, source = image_table(root, args.n + 2 * n_eval, workdir)
+    table.to_pickle(workdir / "table.pkl")
     n_train = len(table) - 2 * n_eval
-    fold = SimpleNamespace(
-        index=0,
-        train=np.arange(n_train),
-        val=np.arange(n_train, n_train + n_eval),
-        test=np.arange(n_train + n_eval, len(table)),
-    )
-    overrides = [f"trainer.max_epochs={args.epochs}", "trainer.progress_bar=false", *args.overrides]
-    if args.workers is not None:
-        overrides.append(f"trainer.num_workers={args.workers}")
     cfg = compose(overrides)
-    workers = int(cfg.trainer.num_workers)
     print(
         f"{n_train} training images ({source}); {args.epochs} epochs; batch {cfg.classifier.batch_size}; "
-        f"{workers} workers; {torch.get_num_threads()} torch threads; {os.cpu_count()} cores"
+        f"{cfg.trainer.num_workers} workers; {torch.get_num_threads()} torch threads; {os.cpu_count()} cores"
     )
 
-    # rounds interleave the three setups, so load from other processes hits them alike;
-    # each setup reports its best steady-state epoch (the least disturbed measurement)
-    setups = {
-        "plain PyTorch loop (decode every epoch)": lambda: (
-            plain_loop(table, fold.train, cfg, args.epochs, workers),
-            None,
-        ),
-        "harness, decoded_cache=off (decode every epoch)": lambda: harness(
-            table, fold, compose(overrides), "off", workdir
-        ),
-        "harness, decoded_cache=memory (decode once)": lambda: harness(
-            table, fold, compose(overrides), "memory", workdir
-        ),
-    }
-    epochs: dict[str, list[float]] = {name: [] for name in setups}
+    # every measurement runs in a fresh process (nothing left over from the previous one), and rounds
+    # interleave the setups so that load from other processes hits them alike; each setup reports
+    # its best steady-state epoch (the least disturbed measurement) and the median
+    epochs: dict[str, list[float]] = {name: [] for name in SETUPS}
     decode: dict[str, float | None] = {}
     load_before = os.getloadavg()[0]
-    for _ in range(args.rounds):
-        for name, run in setups.items():
-            times, decode_s = run()
-            epochs[name] += times[1:] if len(times) > 1 else times
-            decode[name] = decode_s
+    for r in range(args.rounds):
+        for setup in SETUPS:
+            cmd = [sys.executable, __file__, "--one", setup, "--workdir", str(workdir), "--run", str(r)]
+            cmd += ["--epochs", str(args.epochs), *args.overrides]
+            if args.workers is not None:
+                cmd += ["--workers", str(args.workers)]
+            proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
+            line = next((ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")), None)
+            if proc.returncode != 0 or line is None:
+                raise SystemExit(f"{setup} failed:\n{proc.stderr[-3000:]}")
+            result = json.loads(line[len("RESULT ") :])
+            times = result["times"]
+            epochs[setup] += times[1:] if len(times) > 1 else times
+            decode[setup] = result["decode"]
     load_after = os.getloadavg()[0]
 
     print(f"\nload average {load_before:.1f} before, {load_after:.1f} after; {args.rounds} round(s)")
     print(f"| {'setup':<50} | images/s | epoch train s (best / median) | decode once s |")
     print(f"|{'-' * 52}|----------|-------------------------------|---------------|")
     rates = {}
-    for name, times in epochs.items():
+    for setup, times in epochs.items():
         best, median = float(np.min(times)), float(np.median(times))
-        rates[name] = n_train / best
-        dec = "-" if decode[name] is None else f"{decode[name]:.1f}"
-        print(f"| {name:<50} | {rates[name]:8.0f} | {best:13.2f} / {median:13.2f} | {dec:>13} |")
-    plain, off, cached = rates.values()
+        rates[setup] = n_train / best
+        dec = "-" if decode[setup] is None else f"{decode[setup]:.1f}"
+        print(f"| {SETUPS[setup]:<50} | {rates[setup]:8.0f} | {best:13.2f} / {median:13.2f} | {dec:>13} |")
+    plain, off, cached = rates["plain"], rates["off"], rates["memory"]
     print(
         f"\nharness/plain (same decoding): {off / plain:.2f}x; decoded cache speed-up on epoch time: "
         f"{cached / off:.2f}x; harness with cache vs plain loop: {cached / plain:.2f}x"
