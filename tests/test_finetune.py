@@ -165,7 +165,6 @@ def test_timm_network_weights_follow_the_shared_policy(tmp_path):
         timm_network("test_resnet", weights=str(tmp_path / "missing.pth"))
 
 
-@pytest.mark.slow
 def test_open_clip_network_builds_image_tower_at_requested_size():
     from fid_bench.finetune.networks import open_clip_network
 
@@ -579,7 +578,6 @@ def test_trainer_configs_build_a_lightning_trainer(compose_cfg, name):
 
 
 # -- the real job flow -----------------------------------------------------------------------------------
-@pytest.mark.slow
 def test_run_job_small_cnn_logs_epochs_final_metrics_and_a_loadable_model(compose_cfg):
     import mlflow
 
