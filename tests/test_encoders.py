@@ -324,17 +324,39 @@ def test_open_clip_vit_b32_random_init_features() -> None:
     assert feats.shape == (2, 512) and np.isfinite(feats).all()
 
 
-def test_cpu_micro_batch_is_chosen_by_measured_time_per_image() -> None:
+def _simulate(
+    seconds_per_image: dict[int, float], batches: list[int]
+) -> tuple[list[tuple[int, int]], object]:
     from fid_bench.features.encoders import _MicroBatch
 
-    seconds_per_image = {64: 0.30, 16: 0.20, 4: 0.17, 1: 0.18}  # a big CNN: mid-sized batches win
-    micro, sizes = _MicroBatch(), []
-    for n in [64] * 7 + [10]:
-        size = micro.size(n)
-        sizes.append(size)
-        micro.record(size, n, seconds_per_image[size] * n + (5.0 if not sizes[:-1] else 0.0))
-    # a warm-up batch (its slow start ignored), one batch per candidate, then the fastest
-    assert sizes == [64, 64, 16, 4, 1, 4, 4, 4] and micro.chosen == 4
+    micro, segments = _MicroBatch(), []
+    for n in batches:
+        start = 0
+        while start < n:
+            size, count = micro.segment(n - start, n)
+            segments.append((size, count))
+            warm_up_cost = 5.0 if len(segments) == 1 else 0.0  # lazy initialisation: ignored
+            micro.record(size, count, seconds_per_image[size] * count + warm_up_cost)
+            start += count
+    return segments, micro
+
+
+def test_cpu_micro_batch_is_chosen_by_measured_time_per_image() -> None:
+    # a big CNN: small batches win, and the costly large trials are cut short
+    segments, micro = _simulate({1: 0.17, 4: 0.16, 16: 0.25, 64: 0.31}, [64, 64])
+    assert segments[:4] == [(1, 2), (1, 8), (4, 8), (16, 16)]
+    assert micro.chosen == 4 and 64 not in micro.per_image
+    assert segments[4:] == [(4, 30), (4, 64)] and sum(c for _, c in segments) == 128
+    # a transformer: every candidate tried (each faster), the largest wins
+    segments, micro = _simulate({1: 0.72, 4: 0.65, 16: 0.50, 64: 0.46}, [64, 64, 64])
+    assert micro.chosen == 64 and segments[-1] == (64, 64)
+    # a trial cut short by the end of a batch is run again on the next one
+    segments, micro = _simulate({1: 0.2, 4: 0.1, 16: 0.1, 64: 0.1}, [64, 12, 64])
+    assert segments[:5] == [(1, 2), (1, 8), (4, 8), (16, 16), (64, 30)]
+    assert segments[5:7] == [(64, 12), (64, 64)] and micro.per_image[64] == pytest.approx(0.1)
+    # small batches: only sizes that fit are tried
+    segments, micro = _simulate({1: 0.2, 4: 0.1, 16: 0.1, 64: 0.1}, [6] * 6)
+    assert micro.chosen == 4 and set(micro.per_image) == {1, 4}
 
 
 def test_timm_features_do_not_depend_on_the_micro_batch() -> None:
@@ -343,7 +365,7 @@ def test_timm_features_do_not_depend_on_the_micro_batch() -> None:
     enc = TimmEncoder("test_resnet", pretrained=False, image_size=32)
     enc.load()
     x = torch.stack([enc.transform(rgb(i)) for i in range(8)])
-    runs = [enc.encode(x) for _ in range(6)]  # warm-up, 8, 4, 1, then the chosen size
-    assert enc._micro.chosen in (8, 4, 1)
+    runs = [enc.encode(x) for _ in range(6)]  # trials on the first batches, then the chosen size
+    assert enc._micro.chosen in (1, 4, 16, 64)
     for r in runs[1:]:
         np.testing.assert_allclose(r, runs[0], rtol=1e-5, atol=1e-6)

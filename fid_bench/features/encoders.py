@@ -488,11 +488,15 @@ class TorchEncoder(Encoder):
         if str(self.device).startswith("cuda"):
             return self._forward(x, autocast)
         # on the CPU, forward in the micro-batch size that measured fastest (see _MicroBatch)
-        size = self._micro.size(len(x))
-        t0 = time.perf_counter()
-        out = np.concatenate([self._forward(x[i : i + size], autocast) for i in range(0, len(x), size)])
-        self._micro.record(size, len(x), time.perf_counter() - t0)
-        return out
+        outs, start = [], 0
+        while start < len(x):
+            size, count = self._micro.segment(len(x) - start, len(x))
+            part = x[start : start + count]
+            t0 = time.perf_counter()
+            outs += [self._forward(part[i : i + size], autocast) for i in range(0, len(part), size)]
+            self._micro.record(size, len(part), time.perf_counter() - t0)
+            start += count
+        return np.concatenate(outs)
 
     def _forward(self, x: Any, autocast: Any) -> np.ndarray:
         import torch
@@ -505,45 +509,61 @@ class TorchEncoder(Encoder):
 
 
 class _MicroBatch:
-    """The forward batch size for the CPU, chosen by timing the first batches.
+    """The forward batch size for the CPU, chosen by timing the first images.
 
     On a CPU the fastest size depends on the model: a ResNet-50 at 224 px measured 166 ms per
     image one at a time and 314 ms in batches of 64 (the activations of a big batch leave the
-    cache), while a ViT-B/16 went from 722 ms to 457 ms in batches of 32. So after one warm-up
-    batch (lazy initialisation would distort its time), the next batches are each computed at one
-    candidate size -- the whole batch, 16, 4, 1 -- and the size with the lowest time per image
-    is kept. Nothing is wasted: every trial computes real features.
+    cache), while a ViT-B/16 went from 722 ms to 457 ms in batches of 32. So the first images
+    are computed in trial segments -- a short untimed warm-up (lazy initialisation would distort
+    it), then each candidate size on ``TRIAL_IMAGES`` images -- and the size with the lowest time
+    per image is kept. Nothing is wasted: every trial computes real features.
     """
 
-    CANDIDATES = (16, 4, 1)
+    WARM_UP = 2
+    CANDIDATES = (1, 4, 16, 64)
 
     def __init__(self) -> None:
         self.per_image: dict[int, float] = {}
         self.chosen: int | None = None
-        self._plan: list[int] | None = None  # candidate sizes, set by the warm-up batch
+        self._warm = False
+        self._batch = 0  # the largest batch seen: no trial size beyond it
 
-    def size(self, n: int) -> int:
+    def segment(self, remaining: int, batch: int) -> tuple[int, int]:
+        """(micro-batch size, images) for the next stretch of a batch of ``batch`` images."""
+        self._batch = max(self._batch, batch)
         if self.chosen is not None:
-            return self.chosen
-        if self._plan is None:
-            return n
-        todo = [c for c in self._plan if c not in self.per_image]
-        return min(todo[0], n) if todo else n
+            return self.chosen, remaining
+        if not self._warm:
+            return 1, min(self.WARM_UP, remaining)
+        todo = self._todo()
+        if not todo:
+            self._choose()
+            return self.chosen, remaining
+        return todo[0], min(self._trial_images(todo[0]), remaining)
 
     def record(self, size: int, n: int, seconds: float) -> None:
         if self.chosen is not None:
             return
-        if self._plan is None:
-            self._plan = [n, *(c for c in self.CANDIDATES if c < n)]
+        if not self._warm:
+            self._warm = True
             return
-        if size not in self._plan or size in self.per_image or n < size:
-            return  # a short last batch says little
+        if n < self._trial_images(size):
+            return  # cut short by the end of the batch: tried again on the next one
         self.per_image[size] = seconds / n
-        if len(self.per_image) == len(self._plan):
-            self.chosen = min(self.per_image, key=self.per_image.__getitem__)
-            log.debug(
-                "CPU forward micro-batch %d (seconds per image by size: %s)", self.chosen, self.per_image
-            )
+        # a size clearly slower than the best so far: larger ones will not do better (and cost most)
+        if (size > 1 and self.per_image[size] > 1.25 * min(self.per_image.values())) or not self._todo():
+            self._choose()
+
+    def _todo(self) -> list[int]:
+        return [c for c in self.CANDIDATES if c <= self._batch and c not in self.per_image]
+
+    def _trial_images(self, size: int) -> int:
+        # each size runs on at least 8 images, so small sizes are timed over several calls
+        return min(max(size, 8), self._batch)
+
+    def _choose(self) -> None:
+        self.chosen = min(self.per_image, key=self.per_image.__getitem__) if self.per_image else 1
+        log.debug("CPU forward micro-batch %d (seconds per image by size: %s)", self.chosen, self.per_image)
 
 
 def _describe_transform(transform: Any) -> str:
