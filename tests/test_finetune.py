@@ -604,3 +604,23 @@ def test_run_job_small_cnn_logs_epochs_final_metrics_and_a_loadable_model(compos
     images = sorted(Path(cfg.data.root).rglob("*.png"))[:4]
     out = model.predict(pd.DataFrame({"path": [str(p) for p in images]}))
     assert len(out) == 4 and out["score"].between(0, 1).all()
+
+
+def test_recipe_reaches_the_lightning_trainer(tmp_path):
+    from pytorch_lightning.callbacks import EarlyStopping, ModelCheckpoint
+
+    table = make_images(tmp_path / "img", 8)
+    job = make_job(table, tmp_path, trainer={"sync_batchnorm": True})
+    det = detector(max_epochs=7, accumulate_grad_batches=3, gradient_clip_val=0.25, early_stopping_patience=2)
+    trainer = det._trainer(job, det._hardware(job), tmp_path / "ck", "", True)
+    assert trainer.max_epochs == 7 and trainer.accumulate_grad_batches == 3
+    assert trainer.gradient_clip_val == 0.25
+    stop = next(cb for cb in trainer.callbacks if isinstance(cb, EarlyStopping))
+    ckpt = next(cb for cb in trainer.callbacks if isinstance(cb, ModelCheckpoint))
+    assert (stop.monitor, stop.patience, stop.mode) == ("val_roc_auc", 2, "max")
+    assert (ckpt.monitor, ckpt.mode, ckpt.save_top_k) == ("val_roc_auc", "max", 1)
+    # a value in the trainer config wins over the recipe
+    job2 = make_job(table, tmp_path, trainer={"max_epochs": 1, "accumulate_grad_batches": 2})
+    trainer2 = det._trainer(job2, det._hardware(job2), tmp_path / "ck2", "", False)
+    assert trainer2.max_epochs == 1 and trainer2.accumulate_grad_batches == 2
+    assert not any(isinstance(cb, (EarlyStopping, ModelCheckpoint)) for cb in trainer2.callbacks)
