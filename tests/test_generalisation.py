@@ -76,7 +76,7 @@ def _run(compose_cfg, *overrides: str):
     return client, run
 
 
-def test_job_reports_intervals_groups_audit_extra_sets_and_perturbations(compose_cfg, isolated):
+def test_job_reports_intervals_groups_audit_extra_sets_and_perturbations(compose_cfg, isolated, capsys):
     extra = _folder_set(isolated / "other")
     client, run = _run(
         compose_cfg,
@@ -97,6 +97,13 @@ def test_job_reports_intervals_groups_audit_extra_sets_and_perturbations(compose
         assert 0.0 <= m[f"{name}/roc_auc"] <= 1.0
         assert m[f"{name}/n"] == m["n_test"]
     assert m["audit/label_conflict_groups"] == 0 and m["audit/leak_test_rows"] == 0
+    # the leaderboard shows the honest-evaluation columns next to the in-distribution ones
+    from fid_bench.cli import main as cli
+
+    assert cli(["leaderboard", "--experiment", "demo", "--format", "markdown"]) == 0
+    header = next(line for line in capsys.readouterr().out.splitlines() if line.startswith("| #"))
+    for column in ("roc_auc 95% CI", "other/roc_auc", "jpeg75/roc_auc", "blur1/roc_auc", "audit/n_warnings"):
+        assert column in header, (column, header)
     robustness = {a.path for a in client.list_artifacts(run.info.run_id, "robustness")}
     assert robustness == {"robustness/robustness.csv", "robustness/robustness.png"}
     assert client.list_artifacts(run.info.run_id, "audit")

@@ -296,11 +296,29 @@ def leaderboard(client: MlflowClient, query: Query) -> list[Board]:
 # --------------------------------------------------------------------------- rendering
 
 
+# prefixes of per-group metrics: in-distribution subsets, too many to show as columns
+IN_DISTRIBUTION_PREFIXES = ("group/", "audit/")
+
+
 def metric_columns(board: Board) -> list[str]:
-    """The sort metric, the key metrics that were logged, and the threshold."""
+    """The sort metric, the key metrics that were logged, the threshold, then the honest-evaluation
+    columns where logged: the ROC-AUC interval (``roc_auc_ci``), the ROC-AUC of each extra data set,
+    perturbation and held-out group (``shoes/roc_auc``, ``jpeg75/roc_auc``, ``logo/<g>/roc_auc``)
+    and the audit's warning count."""
     logged = set().union(*board.runs["metrics"].map(set)) if len(board.runs) else set()
     wanted = [board.metric] + [m for m in KEY_METRICS if m != board.metric] + ["threshold"]
-    return [m for m in dict.fromkeys(wanted) if m == board.metric or m in logged]
+    columns = [m for m in dict.fromkeys(wanted) if m == board.metric or m in logged]
+    if {"roc_auc_ci_low", "roc_auc_ci_high"} <= logged:
+        columns.insert(columns.index("roc_auc") + 1 if "roc_auc" in columns else len(columns), CI_COLUMN)
+    columns += sorted(
+        m for m in logged if m.endswith("/roc_auc") and not m.startswith(IN_DISTRIBUTION_PREFIXES)
+    )
+    if "audit/n_warnings" in logged:
+        columns.append("audit/n_warnings")
+    return columns
+
+
+CI_COLUMN = "roc_auc 95% CI"
 
 
 def _number(value: float) -> str:
@@ -308,6 +326,11 @@ def _number(value: float) -> str:
 
 
 def _metric_text(metrics: Mapping[str, float], name: str) -> str:
+    if name == CI_COLUMN:
+        low, high = metrics.get("roc_auc_ci_low"), metrics.get("roc_auc_ci_high")
+        return MISSING if low is None or high is None else f"[{_number(low)}, {_number(high)}]"
+    if name == "audit/n_warnings" and name in metrics:
+        return str(int(metrics[name]))
     value = metrics.get(name)
     if value is None:
         return MISSING
@@ -387,6 +410,10 @@ def csv_frame(boards: Sequence[Board]) -> pd.DataFrame:
                 "duration_s": round(run.duration_s, 3) if not math.isnan(run.duration_s) else None,
             }
             for m in metrics:
+                if m == CI_COLUMN:
+                    record["roc_auc_ci_low"] = run.metrics.get("roc_auc_ci_low")
+                    record["roc_auc_ci_high"] = run.metrics.get("roc_auc_ci_high")
+                    continue
                 record[m] = run.metrics.get(m)
                 if f"{m}_std" in run.metrics:
                     record[f"{m}_std"] = run.metrics[f"{m}_std"]
