@@ -50,7 +50,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from fid_bench.data.samples import SKIP_COLUMNS, Samples
+from fid_bench.data.samples import LABEL_NAMES, SKIP_COLUMNS, Samples
 from fid_bench.errors import FidBenchError
 
 log = logging.getLogger(__name__)
@@ -62,7 +62,6 @@ PARALLEL_MIN = 4000
 CHUNK_SIZE = 1000
 CV_FOLDS = 5
 MAX_NEAR_DUP_THRESHOLD = 32
-LABEL_NAMES = {0: "real", 1: "fake", -1: "unknown"}
 SPLIT_ORDER = ("train", "test", "predict")
 
 CATEGORICAL = ("format", "size", "mode", "jpeg_qtables", "jpeg_subsampling")

@@ -22,6 +22,8 @@ SAMPLE_COLUMNS = ["id", "path", "label", "split", "group", "sha1"]
 SKIP_COLUMNS = ["id", "path", "split", "reason"]
 
 LABELLED_SPLITS = ("train", "test")
+#: how labels read in reports and metric names
+LABEL_NAMES = {0: "real", 1: "fake", -1: "unlabelled"}
 
 
 @dataclass

@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
+from fid_bench.data.samples import LABEL_NAMES
 from fid_bench.errors import FidBenchError
 from fid_bench.tracking.store import DEFAULT_TRACKING_URI, first_line, open_experiment, original_cwd
 
@@ -50,7 +51,6 @@ MAX_KEY_LENGTH = 250
 MAX_PARAMS_PER_BATCH = 100
 MAX_METRICS_PER_BATCH = 1000
 
-LABEL_NAMES = {0: "real", 1: "fake", -1: "unlabelled"}
 GROUPS = ("model", "classifier", "balance", "data")
 
 
