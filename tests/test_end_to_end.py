@@ -222,3 +222,15 @@ def test_joblib_launcher_runs_two_jobs_at_once_sharing_cache_and_store(isolated)
     children = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
     assert len(children) == 2 and all(r.info.status == "FINISHED" for r in children)
     assert len({r.data.tags["mlflow.parentRunId"] for r in children}) == 1
+
+
+def test_only_rank_zero_of_a_distributed_job_logs(compose_cfg, monkeypatch):
+    from fid_bench.experiment import run_job
+
+    monkeypatch.setenv("LOCAL_RANK", "1")  # what Lightning's DDP launcher sets in its second process
+    value = run_job(compose_cfg("classifier=logreg", "eval.bootstrap=0"))
+    assert 0.0 <= value <= 1.0
+    assert _runs() == []
+    monkeypatch.setenv("LOCAL_RANK", "0")
+    run_job(compose_cfg("classifier=logreg", "eval.bootstrap=0"))
+    assert len(_runs()) == 1

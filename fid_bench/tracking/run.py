@@ -13,6 +13,7 @@ import functools
 import json
 import logging
 import math
+import os
 import re
 import subprocess
 import tempfile
@@ -425,13 +426,35 @@ def describe_skips(skipped: pd.DataFrame) -> str:
     return f"{rows} ({', '.join(parts)})"
 
 
+def distributed_rank() -> int:
+    """This process's rank in a distributed job (0 when not distributed), from the launcher's env."""
+    for var in ("RANK", "LOCAL_RANK", "NODE_RANK", "SLURM_PROCID"):
+        value = os.environ.get(var, "0")
+        if value.isdigit() and int(value) > 0:
+            return int(value)
+    return 0
+
+
+class SilentRun:
+    """The run a DDP worker of rank > 0 gets: every logging call does nothing (rank 0 logs the job)."""
+
+    run_id = ""
+
+    def __getattr__(self, name: str) -> Any:
+        return lambda *args, **kwargs: None
+
+
 @contextmanager
 def tracked_run(cfg: DictConfig, *, parent_run_id: str | None = None) -> Iterator[TrackedRun]:
     """Run one job inside an MLflow run (see the module docstring).
 
     ``parent_run_id`` nests the run explicitly; by default a job of a Hydra multirun finds its
-    parent in the sweep dir (``ParentRunCallback``).
+    parent in the sweep dir (``ParentRunCallback``). In a distributed (DDP) job only rank 0 logs:
+    the other ranks re-run the same entry point and get a run that records nothing.
     """
+    if distributed_rank() > 0:
+        yield SilentRun()  # type: ignore[misc]
+        return
     import mlflow
 
     tracking = cfg.get("tracking") or {}
