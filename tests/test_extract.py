@@ -285,3 +285,24 @@ def test_worker_processes_start_inside_a_joblib_job(tmp_path: Path) -> None:
         delayed(_extract_in_job)(str(tmp_path / f"img{i}"), str(tmp_path / "cache")) for i in range(2)
     )
     assert out == [(6, 6.0), (6, 6.0)]
+
+
+class MinimalEncoder:
+    """Only what the interface promises: identity, transform, encode."""
+
+    identity = "MinimalEncoder:mean-colour v1"
+
+    def transform(self, img: Image.Image) -> np.ndarray:
+        return np.asarray(img, dtype=np.float32).mean(axis=(0, 1))
+
+    def encode(self, batch) -> np.ndarray:
+        return np.asarray(batch, dtype=np.float32)
+
+
+def test_any_object_with_identity_transform_and_encode_is_accepted(tmp_path: Path) -> None:
+    paths, sha1s = make_images(tmp_path / "img", 5)
+    feats, stats = extract_features(MinimalEncoder(), paths, sha1s, tmp_path / "cache", num_workers=2)
+    want = np.stack([np.asarray(load_rgb(p), dtype=np.float32).mean(axis=(0, 1)) for p in paths])
+    np.testing.assert_allclose(feats, want, rtol=1e-6)
+    _, stats = extract_features(MinimalEncoder(), paths, sha1s, tmp_path / "cache", num_workers=0)
+    assert stats["n_extracted"] == 0 and stats["cache_hit_ratio"] == 1.0
