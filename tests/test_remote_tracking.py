@@ -116,8 +116,11 @@ def test_sweep_over_http_read_back_by_leaderboard_compare_and_predict(
         timeout=900,
     )
     assert sweep.returncode == 0, sweep.stderr[-3000:]
-    # nothing was written to a local store: every run went over HTTP
-    assert not (isolated / "mlruns" / "mlflow.db").exists()
+    # nothing was written to the local store (conftest's empty copy): every run went over HTTP
+    import mlflow
+
+    local = mlflow.MlflowClient(tracking_uri=f"sqlite:///{isolated / 'mlruns' / 'mlflow.db'}")
+    assert local.search_runs([e.experiment_id for e in local.search_experiments()]) == []
 
     # leaderboard over HTTP: both jobs, ranked by roc_auc
     from fid_bench.tracking.leaderboard import Query, leaderboard, open_store
