@@ -19,8 +19,10 @@ Pillow's decompression-bomb guard stays on and truncated files are rejected
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
@@ -78,9 +80,15 @@ class ImageInfo:
 def load_rgb(path: str | Path) -> Image.Image:
     """Decode ``path`` into an RGB image (see the module docstring for the exact rules)."""
     path = Path(path)
+    with _file_errors(path), open(path, "rb") as fp:
+        return _decode(fp, str(path))[0]
+
+
+@contextlib.contextmanager
+def _file_errors(path: Path) -> Iterator[None]:
+    """Opening a file fails in one of a few ways; each becomes a one-line ImageDecodeError."""
     try:
-        with open(path, "rb") as fp:
-            return _decode(fp, str(path))[0]
+        yield
     except FileNotFoundError:
         raise ImageDecodeError(f"{path}: file not found", MISSING_FILE) from None
     except IsADirectoryError:
@@ -95,14 +103,8 @@ def check_image(path: str | Path) -> ImageInfo:
     Reads the file once; raises ``ImageDecodeError`` when ``load_rgb`` would fail on it.
     """
     path = Path(path)
-    try:
+    with _file_errors(path):
         data = path.read_bytes()
-    except FileNotFoundError:
-        raise ImageDecodeError(f"{path}: file not found", MISSING_FILE) from None
-    except IsADirectoryError:
-        raise ImageDecodeError(f"{path}: is a directory, not an image file", UNDECODABLE) from None
-    except PermissionError:
-        raise ImageDecodeError(f"{path}: permission denied", UNDECODABLE) from None
     if not data:
         raise ImageDecodeError(f"{path}: empty file (0 bytes)", EMPTY_FILE)
     sha1 = hashlib.sha1(data).hexdigest()
