@@ -11,7 +11,7 @@ import pytest
 from omegaconf import DictConfig
 
 REPO = Path(__file__).resolve().parents[1]
-CONF_DIR = REPO / "conf"
+CONF_DIR = REPO / "fid_bench" / "conf"  # the packaged config (conf/ at the top is a link to it)
 CIFAKE_ARCHIVE = REPO.parent / "shared" / "data" / "cifake.tar.gz"
 
 # Small settings that keep a composed job fast on a CPU.

@@ -18,6 +18,7 @@ import numpy as np
 import pandas as pd
 from omegaconf import DictConfig, OmegaConf
 
+from fid_bench.config import load_option
 from fid_bench.detector import Predictor
 from fid_bench.errors import FidBenchError
 from fid_bench.evaluation.metrics import compute_metrics
@@ -26,8 +27,6 @@ log = logging.getLogger(__name__)
 
 # The metrics repeated under each prefix: the threshold-free ones plus F1 at the stored threshold.
 PREFIXED = ("roc_auc", "average_precision", "f1", "accuracy", "balanced_accuracy", "log_loss", "n")
-
-CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
 
 
 def prefixed(prefix: str, metrics: dict[str, float]) -> dict[str, float]:
@@ -42,11 +41,7 @@ def read_extra_set(spec: DictConfig | dict[str, Any], features_cfg: DictConfig) 
     for key in ("name", "data", "root"):
         if key not in spec:
             raise FidBenchError(f"eval.extra entry {OmegaConf.to_container(spec)} lacks {key!r}")
-    data_file = CONF_DIR / "data" / f"{spec.data}.yaml"
-    if not data_file.exists():
-        choices = sorted(p.stem for p in (CONF_DIR / "data").glob("*.yaml"))
-        raise FidBenchError(f"eval.extra {spec.name!r}: unknown data={spec.data!r}; choose one of {choices}")
-    data_cfg = OmegaConf.load(data_file)
+    data_cfg = load_option("data", str(spec.data), what=f"eval.extra {spec.name!r}")
     data_cfg.root = str(spec.root)
     data_cfg.strict = bool(spec.get("strict", False))
     # resolve the reader's interpolations (${..root}, ${features.cache_dir}) in a small config of its own

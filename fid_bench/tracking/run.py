@@ -53,6 +53,8 @@ MAX_PARAMS_PER_BATCH = 100
 MAX_METRICS_PER_BATCH = 1000
 
 GROUPS = ("model", "classifier", "balance", "data")
+#: the detector of the fine-tuning track (every other classifier runs on frozen features)
+FINETUNE_TARGET = "fid_bench.finetune.detector.FinetuneDetector"
 
 
 # --------------------------------------------------------------------------- config -> params/tags
@@ -181,9 +183,30 @@ def hydra_overrides() -> str:
     return " ".join(str(o) for o in task)
 
 
+def track_tags(cfg: DictConfig, overrides: str) -> dict[str, str]:
+    """Which track a job runs and who chose its classifier, so a sweep over ``model`` alone shows
+    in every run that a trainable network's config selected ``classifier=finetune`` (the rule
+    README.md documents) rather than hiding that a second axis moved.
+    """
+    finetune = OmegaConf.select(cfg, "classifier._target_", default="") == FINETUNE_TARGET
+    keys = {o.split("=", 1)[0].lstrip("+~") for o in overrides.split()}
+    if "classifier" in keys:
+        source = "command line"
+    elif OmegaConf.select(cfg, "hparams_search", default=None) or OmegaConf.select(
+        _hydra_node() or OmegaConf.create(), "runtime.choices.experiment", default=None
+    ):
+        source = "preset"
+    elif finetune:
+        source = "model default"  # trainable model configs select classifier=finetune
+    else:
+        source = "config default"
+    return {"track": "finetune" if finetune else "features", "classifier_source": source}
+
+
 def job_tags(cfg: DictConfig) -> dict[str, str]:
-    tags = {KIND_TAG: "job", **group_names(cfg), **common_tags()}
+    names = group_names(cfg)
     overrides = hydra_overrides()
+    tags = {KIND_TAG: "job", **names, **track_tags(cfg, overrides), **common_tags()}
     if overrides:
         tags["overrides"] = _truncate(overrides, MAX_TAG_VAL_LENGTH)
     task_name = OmegaConf.select(cfg, "task_name", default=None, throw_on_resolution_failure=False)
@@ -471,6 +494,7 @@ def tracked_run(cfg: DictConfig, *, parent_run_id: str | None = None) -> Iterato
         parent_run_id = multirun_parent(uri)
     tags = job_tags(cfg)
     name = run_name_of(tags)
+    log.info("%s: track=%s (classifier from the %s)", name, tags["track"], tags["classifier_source"])
     try:
         active = mlflow.start_run(
             experiment_id=experiment_id,

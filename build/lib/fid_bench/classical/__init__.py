@@ -1,0 +1,1 @@
+"""The frozen-encoder track: class balancing and classifiers fitted on cached feature matrices."""

@@ -1,0 +1,468 @@
+"""The frozen-encoder track: cached features -> [StandardScaler] -> scikit-learn / LightGBM estimator.
+
+``FeatureDetector`` is what ``conf/classifier/{logreg,knn,rf,gboost,lightgbm}.yaml`` build.
+``setup`` extracts features once per job (through the content-addressed cache, so a sweep over
+classifiers and balancings pays for extraction only once); ``fit_predict`` fits a fresh pipeline
+per fold on the balanced training rows and scores the untouched validation and test rows.
+
+Class weights reach the estimator in one of two ways, chosen per estimator:
+
+* estimators whose ``fit`` takes ``sample_weight`` (logistic regression, forests, gradient
+  boosting, LightGBM) get one weight per training row, routed through the pipeline;
+* estimators that do not (kNN) are wrapped in ``ClassWeightedProba``: their predicted class
+  probabilities are multiplied by the class weights and renormalised (a prior correction). For a
+  (distance-)weighted neighbour vote this is exactly what row weights would mean: every
+  neighbour's vote counts ``weight[its class]`` times.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Sequence
+from contextlib import AbstractContextManager, nullcontext
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pandas as pd
+from sklearn.base import BaseEstimator, ClassifierMixin, clone
+
+from fid_bench.data.samples import LABELLED_SPLITS
+from fid_bench.detector import Detector, Job, Predictor, scores_frame
+from fid_bench.errors import FidBenchError
+
+if TYPE_CHECKING:
+    from sklearn.pipeline import Pipeline
+
+    from fid_bench.data.splits import Fold
+
+log = logging.getLogger(__name__)
+
+POSITIVE = 1  # label of "generated"
+
+
+class ClassWeightedProba(ClassifierMixin, BaseEstimator):
+    """Apply class weights to an estimator that cannot take sample weights, at prediction time.
+
+    ``predict_proba`` returns ``p_c * w_c / sum_k p_k * w_k``. Picklable and clonable like any
+    scikit-learn estimator, so the correction travels with the fitted pipeline into predictors.
+    """
+
+    def __init__(self, estimator: Any, class_weight: dict[int, float]) -> None:
+        self.estimator = estimator
+        self.class_weight = class_weight
+
+    def fit(self, X: np.ndarray, y: np.ndarray) -> ClassWeightedProba:
+        self.estimator_ = clone(self.estimator).fit(X, y)
+        self.classes_ = self.estimator_.classes_
+        self.weights_ = np.array([float(self.class_weight.get(int(c), 1.0)) for c in self.classes_])
+        return self
+
+    def predict_proba(self, X: np.ndarray) -> np.ndarray:
+        weighted = self.estimator_.predict_proba(X) * self.weights_
+        total = weighted.sum(axis=1, keepdims=True)
+        # a row with no probability mass anywhere keeps it that way instead of dividing by zero
+        return np.divide(weighted, total, out=np.zeros_like(weighted), where=total > 0)
+
+    def predict(self, X: np.ndarray) -> np.ndarray:
+        return self.classes_[np.argmax(self.predict_proba(X), axis=1)]
+
+
+def thread_limit(threads: int | None) -> AbstractContextManager[Any]:
+    """Cap OpenMP/BLAS threads (threadpoolctl) for a fit or predict; ``None`` = library defaults.
+
+    Measured on a busy 2-core machine: HistGradientBoosting on 2,400 x 287 features took 89 s with
+    its default threads and 15 s with one, as spinning OpenMP threads fight other processes.
+    LightGBM manages its own pool, so its configs also pass ``n_jobs``.
+    """
+    if threads is None:
+        return nullcontext()
+    from threadpoolctl import threadpool_limits
+
+    return threadpool_limits(limits=threads)
+
+
+def _takes_sample_weight(estimator: Any) -> bool:
+    from sklearn.utils.validation import has_fit_parameter
+
+    return has_fit_parameter(estimator, "sample_weight")
+
+
+def _positive_proba(name: str, pipeline: Pipeline, X: np.ndarray, threads: int | None = None) -> np.ndarray:
+    """Probability of label 1 for each row of ``X`` (empty in, empty out)."""
+    if len(X) == 0:
+        return np.empty(0, dtype=np.float64)
+    try:
+        with thread_limit(threads):
+            proba = pipeline.predict_proba(X)
+    except Exception as err:  # noqa: BLE001 - estimators raise many types; the user needs one line
+        log.debug("predict_proba failed", exc_info=True)
+        raise FidBenchError(f"classifier={name}: prediction failed: {_one_line(err)}") from err
+    col = list(pipeline.classes_).index(POSITIVE)
+    return np.asarray(proba[:, col], dtype=np.float64)
+
+
+def _val_threshold(val_scores: pd.DataFrame) -> float:
+    """The threshold the shared metrics choose on these validation scores; 0.5 when undefined."""
+    from fid_bench.evaluation.metrics import best_f1_threshold
+
+    threshold = best_f1_threshold(val_scores["label"].to_numpy(), val_scores["score"].to_numpy())
+    return 0.5 if math.isnan(threshold) else threshold
+
+
+def _one_line(err: BaseException) -> str:
+    return " ".join(str(err).split()) or type(err).__name__
+
+
+def extract_unique(
+    encoder: Any,
+    paths: Sequence[str],
+    sha1s: Sequence[str],
+    cache_dir: Path,
+    **kwargs: Any,
+) -> tuple[np.ndarray, np.ndarray, dict[str, float]]:
+    """``extract_features`` with each distinct image (sha1) extracted once.
+
+    Returns ``(features, inverse, stats)``: one float32 row per distinct image, and for every input
+    position the row holding its features (``features[inverse]`` is aligned with ``paths``).
+    """
+    from fid_bench.features.extract import extract_features
+
+    sha1_arr = np.asarray(sha1s, dtype=object)
+    uniq, first, inverse = np.unique(sha1_arr.astype(str), return_index=True, return_inverse=True)
+    feats, stats = extract_features(
+        encoder, [paths[i] for i in first], [str(s) for s in uniq], Path(cache_dir), **kwargs
+    )
+    feats = np.asarray(feats, dtype=np.float32)
+    if feats.ndim != 2 or feats.shape[0] != len(uniq):
+        raise FidBenchError(
+            f"feature extraction returned shape {feats.shape} for {len(uniq)} images; expected ({len(uniq)}, D)"
+        )
+    bad = ~np.isfinite(feats).all(axis=1)
+    if bad.any():
+        example = paths[int(first[np.flatnonzero(bad)[0]])]
+        raise FidBenchError(
+            f"encoder produced NaN or infinite features for {int(bad.sum())} image(s), e.g. {example}"
+        )
+    return feats, inverse.reshape(-1), dict(stats)
+
+
+class FeatureDetector(Detector):
+    """Frozen encoder + cached features + a scikit-learn compatible classifier (see module docstring).
+
+    Args:
+        estimator: an unfitted classifier with ``fit`` and ``predict_proba`` (Hydra builds it from
+            the ``estimator`` node); cloned for every fold.
+        name: short name for tags, the leaderboard and error messages (``classifier=<name>``).
+        scale: put a ``StandardScaler`` (fitted on the training rows) before the estimator.
+        threads: cap on the threads fit and predict may use (see ``thread_limit``); ``None`` leaves
+            the libraries' defaults. The configs use 1: sweeps get their parallelism from running
+            jobs side by side, and oversubscribed OpenMP pools slow down many times over.
+        **unused: other keys under ``classifier`` are ignored with a warning. A model config may
+            carry a fine-tuning recipe there (epochs, batch size, ...) that means nothing to a
+            feature classifier; mistyped command-line keys never get here (Hydra rejects them).
+    """
+
+    def __init__(
+        self,
+        estimator: Any,
+        name: str = "classifier",
+        scale: bool = False,
+        threads: int | None = None,
+        **unused: Any,
+    ) -> None:
+        if unused:
+            log.warning(
+                "classifier=%s: ignoring option(s) %s (not used by a feature classifier)",
+                name,
+                ", ".join(sorted(unused)),
+            )
+        if not (hasattr(estimator, "fit") and hasattr(estimator, "predict_proba")):
+            raise FidBenchError(
+                f"classifier={name}: estimator {type(estimator).__name__} needs fit() and predict_proba()"
+            )
+        if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
+            raise FidBenchError(
+                f"classifier={name}: threads must be a positive integer or null, got {threads!r}"
+            )
+        self.estimator = estimator
+        self.name = name
+        self.scale = bool(scale)
+        self.threads = threads
+        # one row per distinct image, and per table row the index of its features (-1: none);
+        # a 100k-row table with duplicates then holds each vector once
+        self._features: np.ndarray | None = None
+        self._row_index: np.ndarray | None = None
+        self._stats: dict[str, float] = {}
+        self._encoder_cfg: dict[str, Any] | None = None
+        self._extract_kwargs: dict[str, Any] = {}
+        self._cache_dir: Path | None = None
+        self._pipeline: Pipeline | None = None
+        self._prior = 0.5
+        self._threshold = 0.5
+
+    # -- setup: features for every labelled row, once per job --------------------------------------
+    def setup(self, job: Job) -> None:
+        from hydra.utils import instantiate
+        from omegaconf import OmegaConf
+
+        cfg = job.cfg
+        enc_node = OmegaConf.select(cfg, "model.encoder")
+        if enc_node is None:
+            model = OmegaConf.select(cfg, "model.name", default="?")
+            raise FidBenchError(f"model={model} has no frozen encoder; use classifier=finetune")
+        self._encoder_cfg = OmegaConf.to_container(enc_node, resolve=True)
+        encoder = instantiate(enc_node)
+        self._cache_dir = Path(job.cache_dir)
+        self._extract_kwargs = {
+            "batch_size": int(cfg.features.batch_size),
+            "num_workers": int(cfg.features.num_workers),
+            "device": str(cfg.features.device),
+        }
+
+        table = job.samples.table
+        # folds only ever draw labelled rows; predict rows are scored later through the predictor
+        use = table["split"].isin(LABELLED_SPLITS).to_numpy() & (table["sha1"].astype(str) != "").to_numpy()
+        positions = np.flatnonzero(use)
+        if positions.size == 0:
+            raise FidBenchError(
+                f"classifier={self.name}: no labelled, readable images to extract features from"
+            )
+        t0 = time.perf_counter()
+        feats, inverse, stats = extract_unique(
+            encoder,
+            table["path"].iloc[positions].astype(str).tolist(),
+            table["sha1"].iloc[positions].astype(str).tolist(),
+            self._cache_dir,
+            **self._extract_kwargs,
+        )
+        seconds = time.perf_counter() - t0
+        self._features = feats
+        self._row_index = np.full(len(table), -1, dtype=np.int64)
+        self._row_index[positions] = inverse
+        # extraction's own "seconds" is replaced by extract_seconds, which includes deduplication
+        self._stats = {
+            k: float(v) for k, v in stats.items() if isinstance(v, (int, float, np.number)) and k != "seconds"
+        }
+        self._stats["extract_seconds"] = seconds
+        self._stats["feature_dim"] = float(feats.shape[1])
+        log.info(
+            "features: %d images, dim %d, cache hit ratio %.2f, %.1f s",
+            positions.size,
+            feats.shape[1],
+            self._stats.get("cache_hit_ratio", float("nan")),
+            seconds,
+        )
+
+    def extra_metrics(self) -> dict[str, float]:
+        return dict(self._stats)
+
+    def features_for(self, rows: np.ndarray, what: str = "fold") -> np.ndarray:
+        """Feature matrix for table positions ``rows`` (a new array, one row per position)."""
+        if self._features is None or self._row_index is None:
+            raise FidBenchError(f"classifier={self.name}: setup(job) must run before fit_predict")
+        index = self._row_index[np.asarray(rows, dtype=np.int64)]
+        missing = index < 0
+        if missing.any():
+            raise FidBenchError(
+                f"classifier={self.name}: {int(missing.sum())} {what} row(s) have no features "
+                "(unlabelled or unreadable images cannot be in a fold)"
+            )
+        return self._features[index]
+
+    # -- one fold ------------------------------------------------------------------------------------
+    def _pipeline_for(self, class_weight: dict[int, float] | None) -> tuple[Pipeline, bool]:
+        """A fresh pipeline, and whether row weights go to its ``estimator`` step."""
+        from sklearn.pipeline import Pipeline
+        from sklearn.preprocessing import StandardScaler
+
+        est = clone(self.estimator)
+        routed = _takes_sample_weight(est)
+        if class_weight is not None and not routed:
+            est = ClassWeightedProba(est, class_weight)
+        steps = [("scale", StandardScaler())] if self.scale else []
+        steps.append(("estimator", est))
+        return Pipeline(steps), routed
+
+    def _check_fits(self, n_rows: int) -> None:
+        k = getattr(self.estimator, "n_neighbors", None)
+        if isinstance(k, (int, np.integer)) and k > n_rows:
+            raise FidBenchError(f"classifier={self.name}: n_neighbors={k} > training rows {n_rows}")
+
+    def fit_predict(self, job: Job, fold: Fold) -> pd.DataFrame:
+        table = job.samples.table
+        train = np.asarray(fold.train, dtype=np.int64)
+        self.features_for(train, "training")  # fail on a featureless row before any work
+        y_train = table["label"].to_numpy()[train]
+        if not np.isin(y_train, (0, 1)).all():
+            raise FidBenchError(f"classifier={self.name}: training rows must be labelled 0 or 1")
+        y_train = y_train.astype(np.int64)
+
+        balance = job.balance
+        idx = np.arange(len(y_train)) if balance is None else np.asarray(balance.resample(y_train))
+        if (
+            idx.ndim != 1
+            or not np.issubdtype(idx.dtype, np.integer)
+            or (idx.size and (idx.min() < 0 or idx.max() >= len(y_train)))
+        ):
+            raise FidBenchError(
+                f"balance={getattr(balance, 'name', balance)}: resample() returned invalid positions"
+            )
+        # one gather straight into the (possibly resampled) training matrix: no intermediate copy
+        X_fit, y_fit = self.features_for(train[idx], "training"), y_train[idx]
+        classes = np.unique(y_fit)
+        if classes.size < 2:
+            raise FidBenchError(
+                f"classifier={self.name}: fold {fold.index} trains on {y_fit.size} row(s) of class "
+                f"{classes.tolist()} only; both real (0) and generated (1) images are needed"
+            )
+        class_weight = None if balance is None else balance.class_weights(y_fit)
+        sample_weight = None if balance is None else balance.sample_weight(y_fit)
+
+        self._check_fits(len(y_fit))
+        pipeline, routed = self._pipeline_for(class_weight)
+        fit_params = (
+            {"estimator__sample_weight": sample_weight} if routed and sample_weight is not None else {}
+        )
+        t0 = time.perf_counter()
+        try:
+            with thread_limit(self.threads):
+                pipeline.fit(X_fit, y_fit, **fit_params)
+        except Exception as err:  # noqa: BLE001 - sklearn/LightGBM raise many types; the user needs one line
+            log.debug("fit failed", exc_info=True)
+            raise FidBenchError(
+                f"classifier={self.name}: fit failed on fold {fold.index}: {_one_line(err)}"
+            ) from err
+        fit_seconds = time.perf_counter() - t0
+        job.logger.log_metrics(
+            {"fit_seconds": fit_seconds, "n_train_fit": float(len(y_fit))}, step=fold.index
+        )
+
+        frames = []
+        for split, rows in (("val", fold.val), ("test", fold.test)):
+            rows = np.asarray(rows, dtype=np.int64)
+            proba = _positive_proba(self.name, pipeline, self.features_for(rows, split), self.threads)
+            frames.append(scores_frame(table, rows, proba, split, fold.index))
+        held_out = np.concatenate([f["score"].to_numpy() for f in frames])
+        if held_out.size > 1 and np.ptp(held_out) == 0:
+            # e.g. boosting with fewer training rows than its minimum leaf size: no split at all
+            log.warning(
+                "classifier=%s: fold %d gives every held-out row the same score %.4g (%d training rows); "
+                "the model learned nothing",
+                self.name,
+                fold.index,
+                held_out[0],
+                len(y_fit),
+            )
+        self._pipeline = pipeline
+        self._threshold = _val_threshold(frames[0])
+        # the share of generated images as the data has it (before balancing): the honest guess
+        # for an image the predictor cannot read
+        self._prior = float(y_train.mean())
+        return pd.concat(frames, ignore_index=True)
+
+    def predictor(self) -> FeaturePredictor:
+        if self._pipeline is None or self._encoder_cfg is None or self._cache_dir is None:
+            raise FidBenchError(f"classifier={self.name}: no fitted model yet; run fit_predict first")
+        return FeaturePredictor(
+            encoder_cfg=self._encoder_cfg,
+            pipeline=self._pipeline,
+            cache_dir=self._cache_dir,
+            prior=self._prior,
+            threshold=self._threshold,
+            name=self.name,
+            threads=self.threads,
+            **self._extract_kwargs,
+        )
+
+
+class FeaturePredictor(Predictor):
+    """A fitted feature pipeline plus the encoder *config* (weights are loaded on first use).
+
+    ``threshold`` is the F1-maximising threshold on the last fold's validation rows (0.5 when
+    undefined), the same rule as the ``threshold`` metric; a caller may overwrite the attribute. ``unreadable`` lists ``(path, reason)`` for images the last
+    ``predict_paths`` could not read; they were given ``prior``.
+    """
+
+    def __init__(
+        self,
+        encoder_cfg: dict[str, Any],
+        pipeline: Pipeline,
+        cache_dir: str | Path,
+        *,
+        threshold: float = 0.5,
+        prior: float = 0.5,
+        name: str = "classifier",
+        threads: int | None = None,
+        batch_size: int = 64,
+        num_workers: int = 0,
+        device: str = "auto",
+    ) -> None:
+        self.encoder_cfg = dict(encoder_cfg)
+        self.pipeline = pipeline
+        self.cache_dir = str(cache_dir)
+        self.threshold = float(threshold)
+        self.prior = float(prior)
+        self.name = name
+        self.threads = threads
+        self.batch_size = int(batch_size)
+        self.num_workers = int(num_workers)
+        self.device = device
+        self.unreadable: list[tuple[str, str]] = []
+        self._encoder: Any = None
+
+    def __getstate__(self) -> dict[str, Any]:
+        # never pickle a loaded network: the config rebuilds it where the predictor is used
+        state = dict(self.__dict__)
+        state["_encoder"] = None
+        return state
+
+    @property
+    def encoder(self) -> Any:
+        if self._encoder is None:
+            from hydra.utils import instantiate
+
+            self._encoder = instantiate(self.encoder_cfg)
+        return self._encoder
+
+    def predict_paths(self, paths: list[str]) -> np.ndarray:
+        from fid_bench.data.decode import ImageDecodeError, check_image
+
+        paths = [str(p) for p in paths]
+        scores = np.full(len(paths), self.prior, dtype=np.float64)
+        self.unreadable = []
+        ok, ok_sha1 = [], []
+        for i, path in enumerate(paths):
+            try:
+                info = check_image(path)
+            except (ImageDecodeError, OSError) as err:  # OSError: e.g. a name too long for the filesystem
+                self.unreadable.append((path, " ".join(str(err).split())))
+                continue
+            ok.append(i)
+            ok_sha1.append(info.sha1)
+        if self.unreadable:
+            log.warning(
+                "%d of %d image(s) unreadable, scored with the training prior %.3f; first: %s",
+                len(self.unreadable),
+                len(paths),
+                self.prior,
+                self.unreadable[0][1],
+            )
+        if ok:
+            feats, inverse, _ = extract_unique(
+                self.encoder,
+                [paths[i] for i in ok],
+                ok_sha1,
+                Path(self.cache_dir),
+                batch_size=self.batch_size,
+                num_workers=self.num_workers,
+                device=self.device,
+            )
+            scores[ok] = _positive_proba(self.name, self.pipeline, feats, self.threads)[inverse]
+        return scores
+
+    def predict_labels(self, paths: list[str]) -> np.ndarray:
+        """1 (generated) where the score reaches ``threshold``, else 0."""
+        return (self.predict_paths(paths) >= self.threshold).astype(np.int64)

@@ -1,0 +1,197 @@
+"""Robust image decoding: any file Pillow can open becomes one plain RGB image, or a one-line error.
+
+``load_rgb`` is the only way images are read (readers, encoders, fine-tuning), so every track sees
+the same pixels for the same file:
+
+* first frame of an animation (GIF, APNG, WebP, multi-page TIFF);
+* EXIF orientation applied;
+* transparency (RGBA, LA, PA, P or L/RGB with a ``transparency`` entry) composited on a fixed
+  white background (``BACKGROUND``), so a transparent PNG looks the same in every run;
+* 16-bit images (``I;16*``) scaled to 8 bit by ``v * 255 / 65535`` (not clipped);
+  32-bit ``I`` images are read as 8-bit when every value is in 0..255, as 16-bit when in 0..65535,
+  and min-max stretched otherwise; float ``F`` images as 0..1 when every value is in [0, 1], as
+  0..255 when in [0, 255], and min-max stretched otherwise (these modes carry no fixed scale);
+* CMYK, YCbCr and the other colour modes through Pillow's own conversion.
+
+Pillow's decompression-bomb guard stays on and truncated files are rejected
+(``ImageFile.LOAD_TRUNCATED_IMAGES`` is never set): both become an ``ImageDecodeError``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import io
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+from fid_bench.errors import FidBenchError
+
+#: colour transparent pixels are composited on (documented, fixed: white)
+BACKGROUND = (255, 255, 255)
+
+#: bump when the decoded pixels for a given file could change (invalidates validation caches)
+DECODER_VERSION = 1
+
+# skip / error reasons produced here (readers add their own, see readers.py)
+MISSING_FILE = "missing_file"
+EMPTY_FILE = "empty_file"
+TRUNCATED = "truncated"
+UNDECODABLE = "undecodable"
+TOO_LARGE = "too_large"
+
+# EXIF orientation tag value -> the transpose that undoes it
+_ORIENTATION = {
+    2: Image.Transpose.FLIP_LEFT_RIGHT,
+    3: Image.Transpose.ROTATE_180,
+    4: Image.Transpose.FLIP_TOP_BOTTOM,
+    5: Image.Transpose.TRANSPOSE,
+    6: Image.Transpose.ROTATE_270,
+    7: Image.Transpose.TRANSVERSE,
+    8: Image.Transpose.ROTATE_90,
+}
+_EXIF_ORIENTATION_TAG = 0x0112
+_ALPHA_MODES = {"RGBA", "LA", "PA", "RGBa", "La"}
+
+
+class ImageDecodeError(FidBenchError):
+    """A file that is not a usable image; ``reason`` is a short code (e.g. ``"truncated"``)."""
+
+    def __init__(self, message: str, reason: str = UNDECODABLE) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+@dataclass(frozen=True)
+class ImageInfo:
+    """What a successful validation learned about a file."""
+
+    sha1: str
+    width: int
+    height: int
+    format: str
+
+
+def load_rgb(path: str | Path) -> Image.Image:
+    """Decode ``path`` into an RGB image (see the module docstring for the exact rules)."""
+    path = Path(path)
+    with _file_errors(path), open(path, "rb") as fp:
+        return _decode(fp, str(path))[0]
+
+
+@contextlib.contextmanager
+def _file_errors(path: Path) -> Iterator[None]:
+    """Opening a file fails in one of a few ways; each becomes a one-line ImageDecodeError."""
+    try:
+        yield
+    except FileNotFoundError:
+        raise ImageDecodeError(f"{path}: file not found", MISSING_FILE) from None
+    except IsADirectoryError:
+        raise ImageDecodeError(f"{path}: is a directory, not an image file", UNDECODABLE) from None
+    except PermissionError:
+        raise ImageDecodeError(f"{path}: permission denied", UNDECODABLE) from None
+
+
+def check_image(path: str | Path) -> ImageInfo:
+    """Validate and hash a file: sha1 of its bytes plus a full decode through ``load_rgb``'s path.
+
+    Reads the file once; raises ``ImageDecodeError`` when ``load_rgb`` would fail on it.
+    """
+    path = Path(path)
+    with _file_errors(path):
+        data = path.read_bytes()
+    if not data:
+        raise ImageDecodeError(f"{path}: empty file (0 bytes)", EMPTY_FILE)
+    sha1 = hashlib.sha1(data).hexdigest()
+    img, fmt = _decode(io.BytesIO(data), str(path))
+    return ImageInfo(sha1=sha1, width=img.width, height=img.height, format=fmt)
+
+
+def _decode(fp: BinaryIO, name: str) -> tuple[Image.Image, str]:
+    """Decode an open binary stream; every failure becomes a one-line ``ImageDecodeError``."""
+    try:
+        with Image.open(fp) as img:
+            fmt = img.format or ""
+            img.load()  # full decode now: truncated or corrupt data fails here, not later
+            orientation = _orientation(img)
+            rgb = _to_rgb(img)
+    except Image.DecompressionBombError as err:
+        raise ImageDecodeError(f"{name}: too many pixels ({err})", TOO_LARGE) from None
+    except UnidentifiedImageError:
+        if _is_empty(fp):
+            raise ImageDecodeError(f"{name}: empty file (0 bytes)", EMPTY_FILE) from None
+        raise ImageDecodeError(f"{name}: not a recognised image format", UNDECODABLE) from None
+    except ImageDecodeError as err:
+        raise ImageDecodeError(f"{name}: {err}", err.reason) from None
+    except Exception as err:  # noqa: BLE001 - image plugins raise many types on corrupt input
+        detail = " ".join(str(err).split()) or type(err).__name__
+        reason = TRUNCATED if "truncat" in detail.lower() else UNDECODABLE
+        raise ImageDecodeError(f"{name}: {reason} ({detail})", reason) from None
+    if orientation in _ORIENTATION:
+        rgb = rgb.transpose(_ORIENTATION[orientation])
+    return rgb, fmt
+
+
+def _is_empty(fp: BinaryIO) -> bool:
+    fp.seek(0, io.SEEK_END)
+    return fp.tell() == 0
+
+
+def _orientation(img: Image.Image) -> int:
+    try:
+        return int(img.getexif().get(_EXIF_ORIENTATION_TAG, 1))
+    except (ValueError, TypeError, OSError, SyntaxError):
+        # an unreadable EXIF block does not make the pixels unusable: keep them as stored
+        return 1
+
+
+def _to_rgb(img: Image.Image) -> Image.Image:
+    mode = img.mode
+    if mode.startswith("I;16"):
+        arr = np.asarray(img).astype(np.float64)
+        return _gray_to_rgb(arr * (255.0 / 65535.0))
+    if mode == "I":
+        return _gray_to_rgb(_rescale(np.asarray(img).astype(np.float64), (255.0, 65535.0)))
+    if mode == "F":
+        arr = np.asarray(img).astype(np.float64)
+        if not np.isfinite(arr).all():
+            raise ImageDecodeError("float image with NaN or infinite pixels", UNDECODABLE)
+        if arr.min() >= 0.0 and arr.max() <= 1.0:
+            return _gray_to_rgb(arr * 255.0)
+        return _gray_to_rgb(_rescale(arr, (255.0,)))
+    has_alpha = (
+        mode in _ALPHA_MODES
+        or "transparency" in img.info
+        or (mode == "P" and img.palette is not None and img.palette.mode == "RGBA")
+    )
+    if has_alpha:
+        rgba = img.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, BACKGROUND + (255,))
+        return Image.alpha_composite(background, rgba).convert("RGB")
+    if mode == "RGB":
+        return img.copy()
+    try:
+        return img.convert("RGB")
+    except ValueError as err:
+        raise ImageDecodeError(f"unsupported image mode {mode!r} ({err})", UNDECODABLE) from None
+
+
+def _rescale(arr: np.ndarray, ranges: tuple[float, ...]) -> np.ndarray:
+    """Map ``arr`` to 0..255: by the first of ``ranges`` (0..r) that holds every value, else min-max."""
+    lo, hi = float(arr.min()), float(arr.max())
+    for r in ranges:
+        if lo >= 0.0 and hi <= r:
+            return arr * (255.0 / r)
+    if hi == lo:
+        return np.zeros_like(arr)
+    return (arr - lo) * (255.0 / (hi - lo))
+
+
+def _gray_to_rgb(arr: np.ndarray) -> Image.Image:
+    gray = np.clip(np.rint(arr), 0, 255).astype(np.uint8)
+    return Image.fromarray(np.repeat(gray[:, :, None], 3, axis=2))

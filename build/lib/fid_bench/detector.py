@@ -1,0 +1,106 @@
+"""The contract both tracks implement: a samples table and a fold in, scores out.
+
+A *detector* is what the ``classifier`` config group builds (``_target_``):
+``classical.detector.FeatureDetector`` (frozen encoder -> cached features -> estimator) or
+``finetune.detector.FinetuneDetector`` (a network trained end to end with Lightning).
+
+Scores (``SCORE_COLUMNS``) are the only thing evaluation and tracking consume:
+    id, label, score (probability of "generated"), split ("val" | "test"), group, fold
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol
+
+import numpy as np
+import pandas as pd
+
+if TYPE_CHECKING:
+    from omegaconf import DictConfig
+
+    from fid_bench.data.samples import Samples
+    from fid_bench.data.splits import Fold
+
+SCORE_COLUMNS = ["id", "label", "score", "split", "group", "fold"]
+
+
+class RunLogger(Protocol):
+    """What a detector may log while it works (an MLflow run, or a no-op in tests)."""
+
+    def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None: ...
+
+    def log_params(self, params: dict[str, Any]) -> None: ...
+
+
+class NullLogger:
+    def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None:
+        pass
+
+    def log_params(self, params: dict[str, Any]) -> None:
+        pass
+
+
+@dataclass
+class Job:
+    """Everything one benchmark job needs, built once by ``experiment.run_job``."""
+
+    cfg: DictConfig
+    samples: Samples
+    balance: Any  # classical.balance.BalanceStrategy
+    cache_dir: Path
+    output_dir: Path
+    logger: RunLogger = field(default_factory=NullLogger)
+
+
+class Predictor(ABC):
+    """A fitted detector reduced to what prediction needs; picklable, logged as an MLflow model."""
+
+    threshold: float = 0.5
+    prior: float = 0.5  # training-set share of label 1: the score given to unreadable images
+
+    @abstractmethod
+    def predict_paths(self, paths: list[str]) -> np.ndarray:
+        """Probability of "generated" for each image path (same preprocessing as training)."""
+
+
+class Detector(ABC):
+    """One track's way from images to scores."""
+
+    #: short name used in tags and the leaderboard
+    name: str = "detector"
+
+    def setup(self, job: Job) -> None:
+        """Work shared by all folds (e.g. feature extraction through the cache)."""
+        return None
+
+    @abstractmethod
+    def fit_predict(self, job: Job, fold: Fold) -> pd.DataFrame:
+        """Fit on ``fold.train`` (balanced), return scores for ``fold.val`` and ``fold.test`` rows."""
+
+    @abstractmethod
+    def predictor(self) -> Predictor:
+        """The model fitted by the last ``fit_predict``, ready to be logged and reloaded."""
+
+    def extra_metrics(self) -> dict[str, float]:
+        """Metrics the detector measured itself (e.g. cache_hit_ratio, images_per_s)."""
+        return {}
+
+
+def scores_frame(
+    table: pd.DataFrame, rows: np.ndarray, scores: np.ndarray, split: str, fold: int
+) -> pd.DataFrame:
+    """Build a scores frame for ``rows`` (positions in ``table``)."""
+    sub = table.iloc[rows]
+    return pd.DataFrame(
+        {
+            "id": sub["id"].to_numpy(),
+            "label": sub["label"].to_numpy(dtype=int),
+            "score": np.asarray(scores, dtype=float),
+            "split": split,
+            "group": sub["group"].to_numpy(),
+            "fold": fold,
+        }
+    )

@@ -1,0 +1,18 @@
+"""User-facing errors: reported as one line, never as a traceback."""
+
+
+class FidBenchError(Exception):
+    """Bad input or configuration the user can fix; the message says how."""
+
+
+def one_line(err: BaseException, limit: int | None = None) -> str:
+    """``err``'s message on one line (whitespace collapsed), its type name when it has none.
+
+    Hydra appends its config search path to composition errors; that is noise for a user and cut.
+    ``limit`` caps the length (for tags and table cells).
+    """
+    text = " ".join(str(err).split()) or type(err).__name__
+    text = text.split(" Config search path:")[0]
+    if limit is not None and len(text) > limit:
+        text = text[: max(limit - 3, 0)] + "..."
+    return text

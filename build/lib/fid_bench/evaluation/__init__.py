@@ -1,0 +1,1 @@
+"""Evaluation shared by every track: scores in, metrics and plots out."""

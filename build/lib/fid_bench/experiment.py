@@ -1,0 +1,205 @@
+"""One benchmark job: samples -> folds -> detector -> scores -> metrics -> MLflow."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import pandas as pd
+from hydra.utils import instantiate
+from omegaconf import DictConfig
+
+from fid_bench.detector import Detector, Job
+from fid_bench.errors import FidBenchError
+
+if TYPE_CHECKING:
+    from fid_bench.data.samples import Samples
+    from fid_bench.data.splits import Fold
+    from fid_bench.detector import Predictor, RunLogger
+    from fid_bench.tracking.run import TrackedRun
+
+log = logging.getLogger(__name__)
+
+
+def load_samples(cfg: DictConfig):
+    """Read the configured data set into a samples table (bad rows counted in ``skipped``)."""
+    reader = instantiate(cfg.data.reader)
+    return reader.read()
+
+
+def output_dir() -> Path:
+    from hydra.core.hydra_config import HydraConfig
+
+    try:
+        return Path(HydraConfig.get().runtime.output_dir)
+    except ValueError:  # composed outside a Hydra app (tests, notebooks)
+        return Path.cwd()
+
+
+def make_job_folds(cfg: DictConfig, samples: Samples) -> list[Fold]:
+    """Hold-out, K-fold or leave-one-group-out folds, as the config says."""
+    from fid_bench.data.splits import leave_one_group_out, make_folds
+
+    if cfg.cv.leave_one_group_out:
+        if cfg.cv.folds:
+            raise FidBenchError("cv.folds and cv.leave_one_group_out exclude each other; set one of them")
+        return leave_one_group_out(
+            samples.table,
+            val_fraction=cfg.data.val_fraction,
+            test_fraction=cfg.data.test_fraction,
+            seed=cfg.seed,
+        )
+    return make_folds(
+        samples.table,
+        val_fraction=cfg.data.val_fraction,
+        test_fraction=cfg.data.test_fraction,
+        cv_folds=cfg.cv.folds,
+        seed=cfg.seed,
+    )
+
+
+def log_audit(cfg: DictConfig, samples: Samples, run: TrackedRun) -> None:
+    """Audit the data before training: a few metrics, the report as artifacts, warnings in the log."""
+    import tempfile
+
+    from fid_bench.data.audit import audit_from_config
+
+    report = audit_from_config(samples, cfg)
+    run.log_metrics({f"audit/{k}": v for k, v in report.metrics().items()})
+    with tempfile.TemporaryDirectory() as tmp:
+        for path in report.write(Path(tmp)):
+            run.log_artifact(path, "audit")
+    for warning in report.warnings:
+        log.warning("audit: %s", warning)
+
+
+def held_out_extras(cfg: DictConfig, fold_scores: pd.DataFrame, threshold: float) -> dict[str, float]:
+    """Bootstrap intervals and per-group metrics on one fold's test scores."""
+    from fid_bench.evaluation.generalisation import group_metrics
+    from fid_bench.evaluation.uncertainty import bootstrap_metrics
+
+    out = group_metrics(fold_scores, threshold)
+    if cfg.eval.bootstrap:
+        out.update(bootstrap_metrics(fold_scores, threshold, n_boot=int(cfg.eval.bootstrap), seed=cfg.seed))
+    return out
+
+
+def per_group_fold(folds: list[Fold], per_fold: list[dict[str, float]]) -> dict[str, float]:
+    """Leave-one-group-out: each fold's metrics under ``logo/<held-out group>/``."""
+    from fid_bench.evaluation.generalisation import prefixed
+
+    out: dict[str, float] = {}
+    for fold, m in zip(folds, per_fold, strict=True):
+        out.update(prefixed(f"logo/{fold.name}", m))
+    return out
+
+
+def beyond_holdout(
+    cfg: DictConfig, predictor: Predictor, test_rows: pd.DataFrame, metrics: dict, run: TrackedRun, job: Job
+) -> dict[str, float]:
+    """``eval.extra`` data sets and ``eval.perturb`` perturbations, each under its own metric prefix."""
+    from fid_bench.evaluation import generalisation
+
+    out: dict[str, float] = {}
+    work = job.output_dir / "eval"
+    if cfg.eval.extra:
+        extra, _ = generalisation.extra_set_metrics(cfg, predictor, work)
+        out.update(extra)
+    if cfg.eval.perturb:
+        perturbed, curve = generalisation.perturbation_metrics(
+            list(cfg.eval.perturb), test_rows, predictor, work
+        )
+        out.update(perturbed)
+        curve.to_csv(work / "robustness.csv", index=False)
+        run.log_artifact(work / "robustness.csv", "robustness")
+        plot = generalisation.robustness_plot(curve, metrics["roc_auc"], work / "robustness.png")
+        run.log_artifact(plot, "robustness")
+    return out
+
+
+def run_job(
+    cfg: DictConfig,
+    *,
+    holdout: str = "test",
+    parent_run_id: str | None = None,
+    samples: Samples | None = None,
+    on_run: Callable[[TrackedRun], RunLogger] | None = None,
+    job_dir: Path | None = None,
+) -> float:
+    """Run one job of the grid and return ``cfg.optimized_metric`` on held-out data.
+
+    The keywords serve hyperparameter search (``fid_bench.search``); the defaults are a plain job.
+    ``holdout="val"`` scores the validation rows in place of the test rows, which are never
+    predicted, logs the metrics with a ``val_`` prefix and skips predictions and plots;
+    ``parent_run_id`` nests the MLflow run; ``samples`` reuses a data set already read;
+    ``on_run`` turns the run into the logger the detector sees (e.g. to watch per-epoch metrics);
+    ``job_dir`` replaces the Hydra output folder for the detector's files (e.g. checkpoints), so
+    jobs sharing one Hydra run cannot overwrite each other's.
+    """
+    from fid_bench.evaluation.metrics import aggregate_folds, evaluate_scores
+    from fid_bench.tracking.run import tracked_run
+
+    if holdout not in ("test", "val"):
+        raise FidBenchError(f"holdout must be 'test' or 'val', got {holdout!r}")
+    final = holdout == "test"  # a search trial (holdout="val") skips everything that reads test rows
+    with tracked_run(cfg, parent_run_id=parent_run_id) as run:
+        if samples is None:
+            samples = load_samples(cfg)
+        run.log_samples(samples)
+        if final and cfg.audit.enabled:
+            log_audit(cfg, samples, run)
+        folds = make_job_folds(cfg, samples)
+        if not final:
+            # the validation rows stand in for the test rows, so a search never sees test labels
+            folds = [dataclasses.replace(fold, test=fold.val) for fold in folds]
+        detector: Detector = instantiate(cfg.classifier)
+        job = Job(
+            cfg=cfg,
+            samples=samples,
+            balance=instantiate(cfg.balance),
+            cache_dir=Path(cfg.features.cache_dir).expanduser(),
+            output_dir=job_dir if job_dir is not None else output_dir(),
+            logger=on_run(run) if on_run is not None else run,
+        )
+        detector.setup(job)
+        scores, per_fold = [], []
+        for fold in folds:
+            fold_scores = detector.fit_predict(job, fold)
+            scores.append(fold_scores)
+            fold_metrics = evaluate_scores(fold_scores)
+            if final:
+                fold_metrics.update(held_out_extras(cfg, fold_scores, fold_metrics["threshold"]))
+            per_fold.append(fold_metrics)
+        metrics = aggregate_folds(per_fold)
+        if cfg.cv.leave_one_group_out:
+            metrics.update(per_group_fold(folds, per_fold))
+        logged = metrics if final else {f"val_{k}": v for k, v in metrics.items()}
+        extra = detector.extra_metrics()
+        metrics.update(extra)
+        run.log_metrics({**logged, **extra})
+        if final:
+            run.log_scores(pd.concat(scores, ignore_index=True), metrics)
+        if final or cfg.tracking.log_model:
+            predictor = detector.predictor()
+        if final:
+            # extra data sets and perturbations use the model of the last fold on that fold's test rows
+            beyond = beyond_holdout(cfg, predictor, samples.table.iloc[folds[-1].test], metrics, run, job)
+            metrics.update(beyond)
+            run.log_metrics(beyond)
+        if cfg.tracking.log_model:
+            run.log_predictor(predictor)
+        log.info(
+            "%s%s",
+            "validation " if not final else "",
+            ", ".join(
+                f"{k}={v:.4f}" for k, v in sorted(metrics.items()) if "/" not in k and not k.startswith("n_")
+            ),
+        )
+    if cfg.optimized_metric not in metrics:
+        raise FidBenchError(
+            f"optimized_metric={cfg.optimized_metric!r} was not computed; choose one of {sorted(metrics)}"
+        )
+    return float(metrics[cfg.optimized_metric])

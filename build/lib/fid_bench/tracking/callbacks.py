@@ -1,0 +1,214 @@
+"""``ParentRunCallback``: one MLflow parent run per Hydra multirun.
+
+``on_multirun_start`` (in the launching process) creates the parent run and records its id in
+``<sweep dir>/mlflow_parent_run.json``; every job, whether it runs in this process (basic
+launcher), in a worker process (joblib) or on another machine (submitit), reads that file in
+``tracked_run`` and nests its run under the parent. ``on_multirun_end`` closes the parent with a
+summary of its children and prints their leaderboard. If the sweep dies before its end, the
+parent is closed as KILLED at interpreter exit.
+"""
+
+from __future__ import annotations
+
+import atexit
+import logging
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from hydra.experimental.callback import Callback
+from omegaconf import DictConfig, OmegaConf
+
+from fid_bench.errors import FidBenchError
+from fid_bench.tracking.run import (
+    KIND_TAG,
+    common_tags,
+    resolved_config,
+    sweep_dir_of,
+    write_parent_file,
+)
+from fid_bench.tracking.store import DEFAULT_TRACKING_URI, first_line, open_experiment, original_cwd
+
+if TYPE_CHECKING:
+    from mlflow.entities import Run
+    from mlflow.tracking import MlflowClient
+
+log = logging.getLogger(__name__)
+
+PARENT_TAG = "mlflow.parentRunId"
+ORPHAN_ERROR = "job ended without closing its run (worker killed?)"
+
+
+@dataclass
+class ParentRun:
+    run_id: str
+    experiment_id: str
+    tracking_uri: str
+    sweep_dir: Path
+
+
+def start_parent_run(config: DictConfig) -> ParentRun:
+    """Create the parent run of a multirun and record it in the sweep dir for the jobs."""
+    hydra = config.hydra
+    base = original_cwd(hydra)
+    tracking = config.get("tracking") or {}
+    client, experiment_id, uri = open_experiment(
+        str(tracking.get("uri") or DEFAULT_TRACKING_URI),
+        str(tracking.get("experiment") or "Default"),
+        tracking.get("artifact_root"),
+        base,
+    )
+    # resolving sweep.dir here caches ${now:...} in this config, so the sweeper uses the same dir
+    sweep_dir = sweep_dir_of(hydra)
+    choices = OmegaConf.select(hydra, "runtime.choices", default={}) or {}
+    overrides = " ".join(str(o) for o in (OmegaConf.select(hydra, "overrides.task", default=[]) or []))
+    task_name = str(config.get("task_name") or "multirun")
+    tags = {
+        KIND_TAG: "parent",
+        "sweep_dir": str(sweep_dir),
+        "overrides": overrides,
+        "task_name": task_name,
+        "launcher": str(choices.get("hydra/launcher", "")),
+        "sweeper": str(choices.get("hydra/sweeper", "")),
+        **common_tags(),
+    }
+    run = client.create_run(experiment_id, run_name=f"{task_name}-{sweep_dir.name}", tags=tags)
+    run_id = run.info.run_id
+    try:
+        job_cfg = OmegaConf.create(resolved_config(config))
+        client.log_text(run_id, OmegaConf.to_yaml(job_cfg), "config.yaml")
+    except Exception as err:  # noqa: BLE001 - the base config is informative only
+        log.warning("parent run: config not logged (%s)", first_line(err))
+    write_parent_file(sweep_dir, {"run_id": run_id, "tracking_uri": uri, "experiment_id": experiment_id})
+    log.info("MLflow parent run %s for multirun %s", run_id, sweep_dir)
+    return ParentRun(run_id, experiment_id, uri, sweep_dir)
+
+
+def child_runs(client: MlflowClient, parent_id: str) -> list[Run]:
+    """Every run nested under ``parent_id``, in any experiment (jobs may sweep over data sets)."""
+    from fid_bench.tracking.leaderboard import fetch_runs
+
+    ids = [e.experiment_id for e in client.search_experiments()]
+    return fetch_runs(client, ids, f"tags.`{PARENT_TAG}` = '{parent_id}'") if ids else []
+
+
+def _direction(config: DictConfig) -> str:
+    direction = OmegaConf.select(config, "hydra.sweeper.direction", default="maximize")
+    if not isinstance(direction, str):  # multi-objective studies: the first objective
+        direction = str(list(direction)[0]) if direction else "maximize"
+    return "minimize" if direction.lower().startswith("min") else "maximize"
+
+
+def finish_parent_run(config: DictConfig, parent: ParentRun, *, interrupted: bool = False) -> dict[str, Any]:
+    """Summarise the children on the parent and end it; returns the summary."""
+    from fid_bench.tracking.store import connect
+
+    client = connect(parent.tracking_uri)
+    children = child_runs(client, parent.run_id)
+    for run in children:
+        if run.info.status == "RUNNING":
+            # its job is over (the launcher returned), so nothing will ever close it
+            client.set_tag(run.info.run_id, "error", ORPHAN_ERROR)
+            client.set_terminated(run.info.run_id, "KILLED" if interrupted else "FAILED")
+    children = child_runs(client, parent.run_id)
+    finished = [r for r in children if r.info.status == "FINISHED"]
+    failed = [r for r in children if r.info.status in ("FAILED", "KILLED")]
+    metric = str(config.get("optimized_metric") or "roc_auc")
+    summary: dict[str, Any] = {
+        "n_children_finished": len(finished),
+        "n_children_failed": len(failed),
+        "metric": metric,
+    }
+    client.log_metric(parent.run_id, "n_children_finished", len(finished))
+    client.log_metric(parent.run_id, "n_children_failed", len(failed))
+    scored = [
+        (r.data.metrics[metric], r)
+        for r in finished
+        if metric in r.data.metrics and not math.isnan(r.data.metrics[metric])
+    ]
+    if scored:
+        pick = min if _direction(config) == "minimize" else max
+        value, best = pick(scored, key=lambda pair: pair[0])
+        client.log_metric(parent.run_id, f"best_{metric}", value)
+        client.set_tag(parent.run_id, "best_run_id", best.info.run_id)
+        client.set_tag(parent.run_id, "best_run_name", best.info.run_name or "")
+        summary.update({f"best_{metric}": value, "best_run_id": best.info.run_id})
+    status = "KILLED" if interrupted else ("FINISHED" if finished else "FAILED")
+    client.set_terminated(parent.run_id, status)
+    summary["status"] = status
+    return summary
+
+
+def children_leaderboard(parent: ParentRun, metric: str, top: int) -> str:
+    """The leaderboard of the parent's finished children, as a text table."""
+    from fid_bench.tracking.leaderboard import Query, leaderboard, open_store, render
+
+    client = open_store(parent.tracking_uri)
+    boards = leaderboard(client, Query(metric=metric, top=top, parent=parent.run_id))
+    return render(boards, "table", headings=len(boards) > 1)
+
+
+class ParentRunCallback(Callback):
+    """Hydra callback (``hydra.callbacks``) that owns the parent run of a multirun."""
+
+    def __init__(self) -> None:
+        self.parent: ParentRun | None = None
+        self._config: DictConfig | None = None
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        try:
+            self.parent = start_parent_run(config)
+        except Exception as err:  # noqa: BLE001 - the jobs still run (and log) without a parent
+            log.error("MLflow parent run not created (%s); jobs are logged without a parent", first_line(err))
+            return
+        self._config = config
+        # Hydra skips on_multirun_end when the sweep raises (Ctrl-C, a job's uncaught error)
+        atexit.register(self._close_interrupted)
+
+    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        parent, self.parent = self.parent, None
+        if parent is None:
+            return
+        atexit.unregister(self._close_interrupted)
+        try:
+            summary = finish_parent_run(config, parent)
+        except Exception as err:  # noqa: BLE001 - the jobs are done; report, do not crash the exit
+            log.error("MLflow parent run %s not closed: %s", parent.run_id, first_line(err))
+            return
+        metric = summary["metric"]
+        lines = [
+            f"multirun {parent.sweep_dir}: {summary['n_children_finished']} finished, "
+            f"{summary['n_children_failed']} failed (MLflow parent run {parent.run_id}, {summary['status']})"
+        ]
+        top = int(OmegaConf.select(config, "tracking.leaderboard_top", default=10) or 0)
+        if top > 0 and summary["n_children_finished"]:
+            try:
+                lines.append(children_leaderboard(parent, metric, top))
+            except FidBenchError as err:
+                lines.append(f"no leaderboard: {err}")
+        print("\n".join(lines), flush=True)
+        if summary["n_children_finished"]:
+            self._compare_top(parent, metric)
+
+    @staticmethod
+    def _compare_top(parent: ParentRun, metric: str) -> None:
+        """The parent gets one figure overlaying the curves of its five best children."""
+        from fid_bench.tracking.compare import compare_children
+
+        try:
+            compare_children(
+                parent.run_id, parent.sweep_dir / "compare_top5.png", metric=metric, top=5,
+                tracking_uri=parent.tracking_uri,
+            )  # fmt: skip
+        except Exception as err:  # noqa: BLE001 - a figure must not fail a finished sweep
+            log.warning("no comparison figure for parent run %s: %s", parent.run_id, first_line(err))
+
+    def _close_interrupted(self) -> None:
+        parent, self.parent = self.parent, None
+        if parent is None or self._config is None:
+            return
+        try:
+            finish_parent_run(self._config, parent, interrupted=True)
+        except Exception as err:  # noqa: BLE001 - best effort at interpreter exit
+            log.error("MLflow parent run %s left open: %s", parent.run_id, first_line(err))

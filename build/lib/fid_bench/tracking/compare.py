@@ -1,0 +1,276 @@
+"""Compare logged runs: their test-split ROC and precision-recall curves overlaid, plus a metric table.
+
+The curves come from each run's ``predictions.csv`` artifact (``split == "test"`` rows); the table
+from the metrics each run logged. Both are written next to ``out_path`` (PNG, CSV, Markdown) and
+logged to MLflow under ``comparison/``:
+
+* to ``log_to_run_id`` when given (the multirun parent passes its own id for its top children);
+* else to the runs' parent when they all share one (the sweep they came from);
+* else to a new run tagged ``fid_bench.kind=comparison`` in the first run's experiment.
+
+A comparison run holds no model and no metrics, so the leaderboard and ``predict --run best``
+(which rank finished runs by a metric) never pick it.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import tempfile
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pandas as pd
+
+from fid_bench.errors import FidBenchError
+from fid_bench.tracking.run import KIND_TAG
+
+if TYPE_CHECKING:
+    from mlflow import MlflowClient
+    from mlflow.entities import Run
+
+log = logging.getLogger(__name__)
+
+ARTIFACT_DIR = "comparison"
+PREDICTIONS = "predictions.csv"
+COMPARED_TAG = "fid_bench.compared_runs"
+#: metric columns of the table, in this order, when any compared run logged them
+TABLE_METRICS = (
+    "roc_auc",
+    "average_precision",
+    "f1",
+    "f1_at_threshold",
+    "accuracy",
+    "balanced_accuracy",
+    "precision",
+    "recall",
+    "log_loss",
+    "threshold",
+)
+#: tags written by the tracker that say what a run was (shown when present)
+TABLE_TAGS = ("model", "classifier", "balance")
+
+
+@dataclass
+class Comparison:
+    """What ``compare_runs`` produced: files written, the table, the drawn curves, where it was logged."""
+
+    figure: Path
+    table: pd.DataFrame
+    table_csv: Path
+    table_md: Path
+    curves: dict[str, Any]  # name -> (roc Curve, pr Curve), as drawn
+    logged_to: str | None = None
+
+
+def _client(tracking_uri: str | None) -> MlflowClient:
+    from fid_bench.predict import make_client
+    from fid_bench.predict import tracking_uri as resolve_uri
+
+    # one small CSV per run: MLflow's per-download progress bars would only be noise
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    return make_client(resolve_uri(tracking_uri))
+
+
+def get_runs(client: MlflowClient, run_ids: Sequence[str]) -> list[Run]:
+    """The runs, in the given order; an unknown id is a one-line error."""
+    from mlflow.exceptions import MlflowException
+
+    if not run_ids:
+        raise FidBenchError("no runs to compare")
+    dup = sorted({r for r in run_ids if list(run_ids).count(r) > 1})
+    if dup:
+        raise FidBenchError(f"run(s) given twice: {dup}")
+    runs = []
+    for run_id in run_ids:
+        try:
+            runs.append(client.get_run(run_id))
+        except MlflowException:
+            raise FidBenchError(
+                f"unknown run {run_id!r} in the tracking store {client.tracking_uri}"
+            ) from None
+    return runs
+
+
+def held_out_scores(client: MlflowClient, run: Run, dst: Path) -> pd.DataFrame:
+    """The ``split == "test"`` rows of a run's ``predictions.csv``."""
+    from mlflow.exceptions import MlflowException
+
+    run_id = run.info.run_id
+    try:
+        local = client.download_artifacts(run_id, PREDICTIONS, str(dst))
+    except (MlflowException, OSError):
+        raise FidBenchError(
+            f"run {run_id} has no {PREDICTIONS} artifact (status {run.info.status}); only finished "
+            "benchmark runs can be compared"
+        ) from None
+    scores = pd.read_csv(local, dtype={"id": str})
+    missing = [c for c in ("label", "score", "split") if c not in scores.columns]
+    if missing:
+        raise FidBenchError(f"run {run_id}: {PREDICTIONS} lacks column(s) {missing}")
+    test = scores[scores["split"] == "test"]
+    if test.empty:
+        raise FidBenchError(f"run {run_id}: {PREDICTIONS} has no split=='test' rows to draw")
+    return test.reset_index(drop=True)
+
+
+def run_label(run: Run) -> str:
+    """A short legend name: the tracker's tags (model/classifier/balance) or the run name, plus the id."""
+    tags = run.data.tags
+    parts = [tags[t] for t in TABLE_TAGS if tags.get(t)]
+    name = "/".join(parts) if parts else (run.info.run_name or "run")
+    return f"{name} [{run.info.run_id[:8]}]"
+
+
+def metric_table(runs: Sequence[Run], labels: Sequence[str], n_test: Sequence[int]) -> pd.DataFrame:
+    """One row per run: id, name, the tracker's tags, and the logged metrics of ``TABLE_METRICS``."""
+    rows = []
+    for run, label, n in zip(runs, labels, n_test, strict=True):
+        row: dict[str, Any] = {"run_id": run.info.run_id, "name": label}
+        row.update({t: run.data.tags.get(t, "") for t in TABLE_TAGS})
+        row["n_test"] = n
+        metrics = run.data.metrics
+        for m in TABLE_METRICS:
+            row[m] = metrics.get(m, math.nan)
+            if f"{m}_std" in metrics:
+                row[f"{m}_std"] = metrics[f"{m}_std"]
+        rows.append(row)
+    table = pd.DataFrame(rows)
+    # drop metric columns no run logged, and tag columns no run carries
+    empty = [c for c in table.columns if c not in ("run_id", "name") and table[c].isna().all()]
+    empty += [t for t in TABLE_TAGS if t in table.columns and (table[t] == "").all()]
+    return table.drop(columns=list(dict.fromkeys(empty)))
+
+
+def table_markdown(table: pd.DataFrame) -> str:
+    """The table as GitHub Markdown (floats to 4 decimals, NaN as a dash)."""
+
+    def cell(v: Any) -> str:
+        if isinstance(v, float):
+            return "-" if math.isnan(v) else f"{v:.4f}"
+        return str(v).replace("|", "\\|")
+
+    lines = [
+        "| " + " | ".join(table.columns) + " |",
+        "|" + "|".join("---" for _ in table.columns) + "|",
+    ]
+    lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in table.itertuples(index=False)]
+    return "\n".join(lines) + "\n"
+
+
+def _shared_parent(runs: Sequence[Run]) -> str | None:
+    parents = {r.data.tags.get("mlflow.parentRunId") for r in runs}
+    return parents.pop() if len(parents) == 1 and None not in parents else None
+
+
+def _new_comparison_run(client: MlflowClient, runs: Sequence[Run]) -> str:
+    ids = [r.info.run_id for r in runs]
+    run = client.create_run(
+        runs[0].info.experiment_id,
+        run_name=f"compare-{len(ids)}-runs",
+        tags={KIND_TAG: "comparison", COMPARED_TAG: ",".join(ids)},
+    )
+    return run.info.run_id
+
+
+def compare_runs(
+    run_ids: Sequence[str],
+    out_path: str | Path,
+    log_to_run_id: str | None = None,
+    *,
+    tracking_uri: str | None = None,
+    log_artifacts: bool = True,
+) -> Comparison:
+    """Draw the runs' test curves into ``out_path`` (PNG) with a metric table, and log both.
+
+    ``log_to_run_id``: the run that receives the ``comparison/`` artifacts (see the module docstring
+    for the default); ``log_artifacts=False`` only writes the files.
+    """
+    from fid_bench.evaluation.plots import overlay_curves_png
+
+    client = _client(tracking_uri)
+    runs = get_runs(client, list(run_ids))
+    out = Path(out_path)
+    if out.suffix.lower() != ".png":
+        raise FidBenchError(f"--out {out}: the comparison figure is a PNG, name it *.png")
+    if log_to_run_id is not None:
+        get_runs(client, [log_to_run_id])  # fail before any work when the target is unknown
+
+    labels = [run_label(r) for r in runs]
+    with tempfile.TemporaryDirectory(prefix="fid_bench_compare_") as tmp:
+        named = {
+            label: held_out_scores(client, run, Path(tmp) / run.info.run_id)
+            for label, run in zip(labels, runs, strict=True)
+        }
+    title = f"{len(runs)} run(s), test split"
+    curves = overlay_curves_png(named, out, title=title)
+    table = metric_table(runs, labels, [len(df) for df in named.values()])
+    table_csv = out.with_suffix(".csv")
+    table_md = out.with_suffix(".md")
+    table.to_csv(table_csv, index=False)
+    table_md.write_text(table_markdown(table))
+    result = Comparison(out, table, table_csv, table_md, curves)
+
+    if log_artifacts:
+        target = log_to_run_id or _shared_parent(runs)
+        created = target is None
+        if created:
+            target = _new_comparison_run(client, runs)
+        status = "FAILED"
+        try:
+            for f in (out, table_csv, table_md):
+                client.log_artifact(target, str(f), ARTIFACT_DIR)
+            status = "FINISHED"
+        finally:
+            if created:  # a run this function opened is closed by it, whatever happened
+                client.set_terminated(target, status)
+        result.logged_to = target
+        log.info("comparison logged to run %s under %s/", target, ARTIFACT_DIR)
+    return result
+
+
+def compare_children(
+    parent_run_id: str,
+    out_path: str | Path,
+    *,
+    metric: str = "roc_auc",
+    top: int = 5,
+    lower_is_better: bool | None = None,
+    tracking_uri: str | None = None,
+) -> Comparison | None:
+    """Compare the ``top`` best finished children of a multirun's parent run and log it to that parent.
+
+    The ranking is the leaderboard's (``--parent``); ``lower_is_better`` defaults by the metric's name
+    (losses ascend). Never raises a ``FidBenchError`` (a sweep's end must not fail over a figure):
+    returns None, with a log line, when there is nothing to compare or the comparison fails.
+    """
+    from fid_bench.predict import lower_is_better as loss_like
+    from fid_bench.tracking.leaderboard import Query, leaderboard
+
+    client = _client(tracking_uri)
+    ascending = loss_like(metric) if lower_is_better is None else lower_is_better
+    try:
+        boards = leaderboard(client, Query(metric=metric, top=0, parent=parent_run_id, ascending=ascending))
+    except FidBenchError as err:
+        log.info("no comparison for parent run %s: %s", parent_run_id, err)
+        return None
+    # a sweep over data sets spans experiments (one board each): rank all children together
+    scored = [
+        (metrics[metric], run_id)
+        for board in boards
+        for run_id, metrics in zip(board.runs["run_id"], board.runs["metrics"], strict=True)
+        if not math.isnan(metrics.get(metric, math.nan))
+    ]
+    sign = 1.0 if ascending else -1.0
+    ids = [run_id for _, run_id in sorted(scored, key=lambda p: (sign * p[0], p[1]))[:top]]
+    if not ids:
+        log.info("no comparison for parent run %s: no finished child logged %s", parent_run_id, metric)
+        return None
+    try:
+        return compare_runs(ids, out_path, parent_run_id, tracking_uri=client.tracking_uri)
+    except FidBenchError as err:  # e.g. a child without predictions.csv: the sweep itself is fine
+        log.warning("no comparison for parent run %s: %s", parent_run_id, err)
+        return None

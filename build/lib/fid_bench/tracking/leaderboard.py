@@ -1,0 +1,536 @@
+"""Rank tracked runs: the ``fid-bench leaderboard`` command and the table printed after a multirun.
+
+Runs are read from the tracking store (local SQLite/file store or a server), parent runs are left
+out, runs are filtered by status and tags, sorted by one logged metric and shown with the columns
+that identify a job. Cross-validated metrics (``<m>`` with ``<m>_std``) show as "mean ± std".
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import sqlite3
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import pandas as pd
+
+from fid_bench.errors import FidBenchError
+from fid_bench.tracking.run import KIND_TAG
+from fid_bench.tracking.store import (
+    DEFAULT_TRACKING_URI,
+    first_line,
+    local_store_path,
+    resolve_tracking_uri,
+)
+
+if TYPE_CHECKING:
+    from mlflow.entities import Run
+    from mlflow.tracking import MlflowClient
+
+PARENT_TAG = "mlflow.parentRunId"
+# runs that hold no detector of their own: sweep parents, studies, search trials, comparisons
+NOT_RANKED = frozenset({"parent", "study", "trial", "comparison"})
+GROUP_COLUMNS = ["model", "classifier", "balance", "data"]
+KEY_METRICS = ["roc_auc", "f1", "average_precision"]
+FORMATS = ("table", "markdown", "csv")
+STATUSES = ("FINISHED", "FAILED", "KILLED", "RUNNING", "SCHEDULED", "ALL")
+MISSING = "-"
+
+
+class LeaderboardError(FidBenchError):
+    """A leaderboard request that cannot be answered (shown as one line, exit code 2)."""
+
+    exit_code = 2
+
+
+@dataclass
+class Query:
+    """What to rank; mirrors the command-line options."""
+
+    experiment: str | None = None
+    metric: str = "roc_auc"
+    top: int = 10
+    filters: Mapping[str, Sequence[str]] = field(default_factory=dict)
+    status: str = "FINISHED"
+    parent: str | None = None
+    ascending: bool = False
+
+
+@dataclass
+class Board:
+    """The ranked runs of one experiment."""
+
+    experiment: str
+    metric: str
+    runs: pd.DataFrame  # one row per run, best first (see ``runs_frame``)
+    total: int  # runs that passed the filters, before ``top``
+
+
+# --------------------------------------------------------------------------- reading the store
+
+
+def default_tracking_uri() -> str:
+    return os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_TRACKING_URI
+
+
+def open_store(uri: str) -> MlflowClient:
+    """A client for an existing store; a clear error when there is none or it cannot be reached.
+
+    Reading must not create anything: MLflow would happily create an empty database (or run its
+    migrations on an unrelated SQLite file) at a mistyped path.
+    """
+    from mlflow.tracking import MlflowClient
+
+    uri = resolve_tracking_uri(uri)
+    path = local_store_path(uri)
+    if uri.startswith("sqlite:///") and path is not None:
+        if not path.is_file():
+            raise LeaderboardError(
+                f"no tracking store at {path} (pass --tracking-uri or set MLFLOW_TRACKING_URI)"
+            )
+        _check_mlflow_sqlite(path)
+    elif path is not None:
+        if not path.is_dir():
+            raise LeaderboardError(
+                f"no tracking store at {path} (pass --tracking-uri or set MLFLOW_TRACKING_URI)"
+            )
+    elif uri.startswith(("http://", "https://")):
+        _probe_server(uri)
+    try:
+        client = MlflowClient(tracking_uri=uri)
+        client.search_experiments(max_results=1)
+    except Exception as err:  # noqa: BLE001 - any store failure becomes one line
+        raise LeaderboardError(f"cannot read tracking store {uri}: {first_line(err)}") from None
+    return client
+
+
+def _check_mlflow_sqlite(path: Any) -> None:
+    try:
+        with sqlite3.connect(f"file:{path}?mode=ro", uri=True) as conn:
+            row = conn.execute(
+                "SELECT name FROM sqlite_master WHERE type='table' AND name='experiments'"
+            ).fetchone()
+    except sqlite3.Error as err:
+        raise LeaderboardError(f"cannot read tracking store {path}: {err}") from None
+    if row is None:
+        raise LeaderboardError(f"{path} is not an MLflow tracking database")
+
+
+def _probe_server(uri: str) -> None:
+    """Fail fast on a server that is down (MLflow itself retries for minutes)."""
+    import requests
+
+    try:
+        requests.get(uri.rstrip("/") + "/health", timeout=5)
+    except requests.RequestException as err:
+        raise LeaderboardError(f"cannot reach tracking server {uri}: {type(err).__name__}") from None
+
+
+def fetch_runs(client: MlflowClient, experiment_ids: list[str], filter_string: str = "") -> list[Run]:
+    """All active runs of the experiments matching ``filter_string`` (every page)."""
+    runs: list[Run] = []
+    token = None
+    while True:
+        page = client.search_runs(
+            experiment_ids, filter_string=filter_string, max_results=1000, page_token=token
+        )
+        runs.extend(page)
+        token = page.token
+        if not token:
+            return runs
+
+
+def runs_frame(runs: Sequence[Run], experiment_names: Mapping[str, str]) -> pd.DataFrame:
+    """One row per run: ids, status, duration, the identifying tags, and dicts of tags/params/metrics."""
+    now = time.time()
+    rows = []
+    for run in runs:
+        info, data = run.info, run.data
+        start = info.start_time / 1000 if info.start_time else math.nan
+        end = info.end_time / 1000 if info.end_time else (now if info.status == "RUNNING" else math.nan)
+        rows.append(
+            {
+                "experiment": experiment_names.get(info.experiment_id, info.experiment_id),
+                "run_id": info.run_id,
+                "run_name": info.run_name or "",
+                "status": info.status,
+                "duration_s": end - start,
+                **{g: data.tags.get(g, "") for g in GROUP_COLUMNS},
+                "tags": dict(data.tags),
+                "params": dict(data.params),
+                "metrics": dict(data.metrics),
+            }
+        )
+    columns = [
+        "experiment",
+        "run_id",
+        "run_name",
+        "status",
+        "duration_s",
+        *GROUP_COLUMNS,
+        "tags",
+        "params",
+        "metrics",
+    ]
+    return pd.DataFrame(rows, columns=columns)
+
+
+# --------------------------------------------------------------------------- ranking
+
+
+def _ranked_runs(frame: pd.DataFrame, query: Query) -> pd.DataFrame:
+    """The runs a board ranks: jobs; under ``--parent`` also its children of any kind (e.g. trials)."""
+    skip = {"parent", "comparison"} if query.parent else NOT_RANKED
+    return frame[frame["tags"].map(lambda t: t.get(KIND_TAG) not in skip)]
+
+
+def _matches(row: pd.Series, filters: Mapping[str, Sequence[str]]) -> bool:
+    for key, allowed in filters.items():
+        if key.startswith("params."):
+            value = row["params"].get(key[len("params.") :])
+        else:
+            value = row["tags"].get(key[len("tags.") :] if key.startswith("tags.") else key)
+        if value is None or value not in allowed:
+            return False
+    return True
+
+
+def _describe(query: Query) -> str:
+    parts = [] if query.status == "ALL" else [query.status]
+    parts += [f"{k}={','.join(v)}" for k, v in query.filters.items()]
+    if query.parent:
+        parts.append(f"parent={query.parent}")
+    return " ".join(parts) if parts else "matching"
+
+
+def rank(frame: pd.DataFrame, query: Query, experiment: str, *, strict: bool) -> Board | None:
+    """Filter and sort one experiment's runs. ``strict`` raises instead of returning None."""
+    jobs = _ranked_runs(frame, query)
+    if jobs.empty:
+        if strict:
+            what = (
+                f"run {query.parent} has no child runs"
+                if query.parent
+                else f"experiment {experiment!r} has no runs"
+            )
+            raise LeaderboardError(what)
+        return None
+    logged = set().union(*jobs["metrics"].map(set))
+    if query.metric not in logged:
+        if strict:
+            shown = sorted(m for m in logged if not m.endswith("_std"))
+            listing = ", ".join(shown[:20]) + (", ..." if len(shown) > 20 else "") if shown else "none"
+            raise LeaderboardError(
+                f"metric {query.metric!r} was never logged in experiment {experiment!r} (logged: {listing})"
+            )
+        return None
+    keep = jobs if query.status == "ALL" else jobs[jobs["status"] == query.status]
+    if query.filters and not keep.empty:
+        keep = keep[keep.apply(_matches, axis=1, filters=query.filters).astype(bool)]
+    if keep.empty:
+        if strict:
+            raise LeaderboardError(f"no {_describe(query)} runs in experiment {experiment!r}")
+        return None
+    values = keep["metrics"].map(lambda m: m.get(query.metric, math.nan)).astype(float)
+    # NaN (failed or incomplete runs) last whatever the direction; run id breaks ties stably
+    order = (
+        keep.assign(_value=values, _missing=values.isna())
+        .sort_values(
+            ["_missing", "_value", "run_id"], ascending=[True, query.ascending, True], kind="mergesort"
+        )
+        .drop(columns=["_value", "_missing"])
+    )
+    top = order if query.top <= 0 else order.head(query.top)
+    return Board(
+        experiment=experiment, metric=query.metric, runs=top.reset_index(drop=True), total=len(order)
+    )
+
+
+def leaderboard(client: MlflowClient, query: Query) -> list[Board]:
+    """Boards for ``query``: one experiment, or every experiment that has matching runs."""
+    from mlflow.exceptions import MlflowException
+
+    experiments = sorted(client.search_experiments(), key=lambda e: e.name)
+    names = {e.experiment_id: e.name for e in experiments}
+    if query.experiment is not None:
+        chosen = [e for e in experiments if e.name == query.experiment]
+        if not chosen:
+            known = ", ".join(sorted(names.values())) or "none"
+            raise LeaderboardError(f"unknown experiment {query.experiment!r} (known: {known})")
+    else:
+        chosen = experiments
+    filter_string = ""
+    if query.parent is not None:
+        try:
+            client.get_run(query.parent)
+        except MlflowException:
+            raise LeaderboardError(f"unknown parent run {query.parent!r}") from None
+        filter_string = f"tags.`{PARENT_TAG}` = '{query.parent}'"
+    if not chosen:
+        raise LeaderboardError("the tracking store has no experiments")
+    frame = runs_frame(fetch_runs(client, [e.experiment_id for e in chosen], filter_string), names)
+    if query.experiment is not None:
+        return [rank(frame, query, query.experiment, strict=True)]
+    if query.parent is not None and frame.empty:
+        raise LeaderboardError(f"run {query.parent} has no child runs")
+    boards = []
+    for experiment in chosen:
+        sub = frame[frame["experiment"] == experiment.name]
+        board = rank(sub, query, experiment.name, strict=False)
+        if board is not None:
+            boards.append(board)
+    if not boards:
+        jobs = _ranked_runs(frame, query)
+        if jobs.empty:
+            raise LeaderboardError("the tracking store has no runs")
+        if not any(query.metric in m for m in jobs["metrics"]):
+            raise LeaderboardError(f"metric {query.metric!r} was never logged in any experiment")
+        raise LeaderboardError(f"no {_describe(query)} runs in any experiment")
+    return boards
+
+
+# --------------------------------------------------------------------------- rendering
+
+
+# prefixes of per-group metrics: in-distribution subsets, too many to show as columns
+IN_DISTRIBUTION_PREFIXES = ("group/", "audit/")
+
+
+def metric_columns(board: Board) -> list[str]:
+    """The sort metric, the key metrics that were logged, the threshold, then the honest-evaluation
+    columns where logged: the ROC-AUC interval (``roc_auc_ci``), the ROC-AUC of each extra data set,
+    perturbation and held-out group (``shoes/roc_auc``, ``jpeg75/roc_auc``, ``logo/<g>/roc_auc``)
+    and the audit's warning count."""
+    logged = set().union(*board.runs["metrics"].map(set)) if len(board.runs) else set()
+    wanted = [board.metric] + [m for m in KEY_METRICS if m != board.metric] + ["threshold"]
+    columns = [m for m in dict.fromkeys(wanted) if m == board.metric or m in logged]
+    if {"roc_auc_ci_low", "roc_auc_ci_high"} <= logged:
+        columns.insert(columns.index("roc_auc") + 1 if "roc_auc" in columns else len(columns), CI_COLUMN)
+    columns += sorted(
+        m for m in logged if m.endswith("/roc_auc") and not m.startswith(IN_DISTRIBUTION_PREFIXES)
+    )
+    if "audit/n_warnings" in logged:
+        columns.append("audit/n_warnings")
+    return columns
+
+
+CI_COLUMN = "roc_auc 95% CI"
+
+
+def _number(value: float) -> str:
+    return MISSING if value is None or math.isnan(value) else f"{value:.4f}"
+
+
+def _metric_text(metrics: Mapping[str, float], name: str) -> str:
+    if name == CI_COLUMN:
+        low, high = metrics.get("roc_auc_ci_low"), metrics.get("roc_auc_ci_high")
+        return MISSING if low is None or high is None else f"[{_number(low)}, {_number(high)}]"
+    if name == "audit/n_warnings" and name in metrics:
+        return str(int(metrics[name]))
+    value = metrics.get(name)
+    if value is None:
+        return MISSING
+    std = metrics.get(f"{name}_std")
+    if std is None or math.isnan(std):
+        return _number(value)
+    return f"{_number(value)} ± {_number(std)}"
+
+
+def format_duration(seconds: float) -> str:
+    if seconds is None or math.isnan(seconds):
+        return MISSING
+    seconds = max(0.0, seconds)
+    if seconds < 60:
+        return f"{seconds:.1f}s"
+    minutes, sec = divmod(int(round(seconds)), 60)
+    if minutes < 60:
+        return f"{minutes}m {sec:02d}s"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h {minutes:02d}m"
+
+
+def display_rows(board: Board, show_status: bool) -> tuple[list[str], list[list[str]], list[bool]]:
+    """Header, text cells and which columns are numeric (right-aligned)."""
+    metrics = metric_columns(board)
+    header = ["#", "run", *GROUP_COLUMNS, *metrics, "duration"] + (["status"] if show_status else [])
+    numeric = [True, False, *[False] * len(GROUP_COLUMNS), *[True] * len(metrics), True] + (
+        [False] if show_status else []
+    )
+    rows = []
+    for i, run in enumerate(board.runs.itertuples(index=False), start=1):
+        cells = [str(i), run.run_id[:8], *[getattr(run, g) or MISSING for g in GROUP_COLUMNS]]
+        cells += [_metric_text(run.metrics, m) for m in metrics]
+        cells.append(format_duration(run.duration_s))
+        if show_status:
+            cells.append(run.status)
+        rows.append(cells)
+    return header, rows, numeric
+
+
+def render_table(header: list[str], rows: list[list[str]], numeric: list[bool]) -> str:
+    widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(header)]
+
+    def line(cells: list[str]) -> str:
+        return "  ".join(
+            c.rjust(w) if num else c.ljust(w) for c, w, num in zip(cells, widths, numeric, strict=True)
+        ).rstrip()
+
+    return "\n".join([line(header), line(["-" * w for w in widths]), *(line(r) for r in rows)])
+
+
+def _md_cell(text: str) -> str:
+    return text.replace("\\", "\\\\").replace("|", "\\|").replace("\n", " ")
+
+
+def render_markdown(header: list[str], rows: list[list[str]], numeric: list[bool]) -> str:
+    """A GitHub-flavoured Markdown table (numbers right-aligned)."""
+    lines = ["| " + " | ".join(_md_cell(h) for h in header) + " |"]
+    lines.append("|" + "|".join("---:" if num else ":---" for num in numeric) + "|")
+    lines += ["| " + " | ".join(_md_cell(c) for c in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def csv_frame(boards: Sequence[Board]) -> pd.DataFrame:
+    """Machine-readable leaderboard: full ids, raw numbers, ``<m>_std`` as its own column."""
+    records = []
+    for board in boards:
+        metrics = metric_columns(board)
+        for i, run in enumerate(board.runs.itertuples(index=False), start=1):
+            record: dict[str, Any] = {
+                "experiment": board.experiment,
+                "rank": i,
+                "run_id": run.run_id,
+                "run_name": run.run_name,
+                **{g: getattr(run, g) for g in GROUP_COLUMNS},
+                "status": run.status,
+                "duration_s": round(run.duration_s, 3) if not math.isnan(run.duration_s) else None,
+            }
+            for m in metrics:
+                if m == CI_COLUMN:
+                    record["roc_auc_ci_low"] = run.metrics.get("roc_auc_ci_low")
+                    record["roc_auc_ci_high"] = run.metrics.get("roc_auc_ci_high")
+                    continue
+                record[m] = run.metrics.get(m)
+                if f"{m}_std" in run.metrics:
+                    record[f"{m}_std"] = run.metrics[f"{m}_std"]
+            records.append(record)
+    return pd.DataFrame.from_records(records)
+
+
+def render(
+    boards: Sequence[Board], fmt: str = "table", *, headings: bool = True, show_status: bool = False
+) -> str:
+    """Text of the boards in ``fmt`` (table | markdown | csv)."""
+    if fmt == "csv":
+        return csv_frame(boards).to_csv(index=False).rstrip("\n")
+    if fmt not in FORMATS:
+        raise LeaderboardError(f"unknown format {fmt!r} (choose from {', '.join(FORMATS)})")
+    parts = []
+    for board in boards:
+        header, rows, numeric = display_rows(board, show_status)
+        shown = f"top {len(rows)} of {board.total}" if len(rows) < board.total else f"{board.total} runs"
+        if fmt == "markdown":
+            if headings:
+                parts.append(f"### {_md_cell(board.experiment)} ({shown}, by {board.metric})\n")
+            parts.append(render_markdown(header, rows, numeric))
+        else:
+            if headings:
+                parts.append(f"experiment: {board.experiment} ({shown}, by {board.metric})")
+            parts.append(render_table(header, rows, numeric))
+        parts.append("")
+    return "\n".join(parts).rstrip("\n")
+
+
+# --------------------------------------------------------------------------- command line
+
+
+def _filter_arg(text: str) -> tuple[str, list[str]]:
+    key, sep, value = text.partition("=")
+    if not sep or not key.strip() or not value:
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
+    return key.strip(), [v.strip() for v in value.split(",")]
+
+
+def _top_arg(text: str) -> int:
+    try:
+        top = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if top < 0:
+        raise argparse.ArgumentTypeError("must be >= 0 (0 shows every run)")
+    return top
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The leaderboard's options (shared by ``fid-bench leaderboard`` and ``python -m fid_bench.leaderboard``)."""
+    parser.add_argument(
+        "--experiment",
+        "-e",
+        metavar="NAME",
+        help="experiment to rank (default: every experiment, one table each)",
+    )
+    parser.add_argument(
+        "--metric", "-m", default="roc_auc", help="logged metric to sort by (default: roc_auc)"
+    )
+    parser.add_argument(
+        "--ascending", action="store_true", help="smallest first (for losses and error rates)"
+    )
+    parser.add_argument(
+        "--top", "-n", type=_top_arg, default=10, metavar="N", help="runs per table (default: 10; 0 = all)"
+    )
+    parser.add_argument(
+        "--format", "-f", dest="fmt", choices=FORMATS, default="table", help="output format (default: table)"
+    )
+    parser.add_argument(
+        "--tracking-uri",
+        metavar="URI",
+        help=f"MLflow tracking URI (default: $MLFLOW_TRACKING_URI or {DEFAULT_TRACKING_URI})",
+    )
+    parser.add_argument(
+        "--filter",
+        dest="filters",
+        type=_filter_arg,
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="keep runs whose tag KEY (or params.KEY) equals VALUE; VALUE may list alternatives "
+        "a,b; repeat for several keys (e.g. --filter model=resnet50 --filter balance=none)",
+    )
+    parser.add_argument(
+        "--status",
+        type=str.upper,
+        choices=STATUSES,
+        default="FINISHED",
+        help="run status to show (default: FINISHED; ALL shows every status)",
+    )
+    parser.add_argument("--parent", metavar="RUN_ID", help="only the child runs of this multirun parent run")
+    parser.set_defaults(handler=run_command)
+
+
+def query_from_args(args: argparse.Namespace) -> Query:
+    filters: dict[str, list[str]] = {}
+    for key, values in args.filters:
+        # a key given twice narrows to values allowed by both
+        filters[key] = [v for v in filters[key] if v in values] if key in filters else values
+    return Query(
+        experiment=args.experiment,
+        metric=args.metric,
+        top=args.top,
+        filters=filters,
+        status=args.status,
+        parent=args.parent,
+        ascending=args.ascending,
+    )
+
+
+def run_command(args: argparse.Namespace) -> int:
+    query = query_from_args(args)
+    client = open_store(args.tracking_uri or default_tracking_uri())
+    boards = leaderboard(client, query)
+    text = render(boards, args.fmt, headings=query.experiment is None, show_status=query.status != "FINISHED")
+    print(text)
+    return 0

@@ -1,0 +1,164 @@
+"""A fitted ``Predictor`` as an MLflow model: log it with a run, load it back for prediction.
+
+The MLflow model (artifact ``model``) takes a DataFrame with a ``path`` column and returns a
+DataFrame with ``score`` (probability of "generated") and ``label`` (1 when score >= the
+predictor's threshold). The predictor itself is a plain pickle inside the model, so loading needs
+the fid_bench package importable, nothing else.
+
+This module imports mlflow at the top: import it only where a model is logged or loaded.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import logging
+import os
+import pickle
+import re
+import sys
+import tempfile
+import warnings
+from pathlib import Path
+from typing import Any
+
+import mlflow
+import mlflow.pyfunc
+import numpy as np
+import pandas as pd
+
+from fid_bench.detector import Predictor
+from fid_bench.errors import FidBenchError
+from fid_bench.tracking.store import first_line, resolve_tracking_uri
+
+log = logging.getLogger(__name__)
+
+MODEL_NAME = "model"
+PREDICTOR_ARTIFACT = "predictor"
+
+# distributions a predictor may need at load time, keyed by the module that shows they are in use
+_OPTIONAL_REQUIREMENTS = {
+    "torch": "torch",
+    "torchvision": "torchvision",
+    "timm": "timm",
+    "open_clip": "open_clip_torch",
+    "lightgbm": "lightgbm",
+    "pytorch_lightning": "pytorch-lightning",
+    "sklearn": "scikit-learn",
+    "PIL": "pillow",
+}
+
+
+class PredictorModel(mlflow.pyfunc.PythonModel):
+    """MLflow wrapper around a fid_bench ``Predictor`` (unpickled from the model's artifacts)."""
+
+    def __init__(self) -> None:
+        self.predictor: Predictor | None = None
+
+    def load_context(self, context: Any) -> None:
+        with open(context.artifacts[PREDICTOR_ARTIFACT], "rb") as fh:
+            self.predictor = pickle.load(fh)
+
+    # model_input must be annotated pd.DataFrame: MLflow reads predict's type hints, warns on other
+    # hints and keeps the explicit signature logged with the model for this one
+    def predict(
+        self, context: Any, model_input: pd.DataFrame, params: dict[str, Any] | None = None
+    ) -> pd.DataFrame:
+        if self.predictor is None:
+            raise FidBenchError("model used before its predictor was loaded")
+        return predict_frame(self.predictor, model_input)
+
+
+def predict_frame(predictor: Predictor, frame: pd.DataFrame) -> pd.DataFrame:
+    """``score`` and ``label`` for each row's ``path`` (index kept)."""
+    if not isinstance(frame, pd.DataFrame) or "path" not in frame.columns:
+        raise FidBenchError("prediction input must be a table with a 'path' column")
+    paths = [str(p) for p in frame["path"].tolist()]
+    scores = np.asarray(predictor.predict_paths(paths), dtype=float).reshape(-1)
+    if len(scores) != len(paths):
+        raise FidBenchError(f"predictor returned {len(scores)} scores for {len(paths)} paths")
+    labels = (scores >= float(predictor.threshold)).astype(np.int64)
+    return pd.DataFrame({"score": scores, "label": labels}, index=frame.index)
+
+
+def requirements() -> list[str]:
+    """Pinned requirements, listed explicitly so MLflow does not infer them by importing the model."""
+    from fid_bench import __version__
+
+    names = ["mlflow", "numpy", "pandas"]
+    names += [dist for module, dist in _OPTIONAL_REQUIREMENTS.items() if module in sys.modules]
+    pins = [f"fid_bench=={__version__}"]
+    for name in dict.fromkeys(names):
+        try:
+            pins.append(f"{name}=={importlib.metadata.version(name)}")
+        except importlib.metadata.PackageNotFoundError:
+            pins.append(name)
+    return pins
+
+
+def _signature() -> Any:
+    from mlflow.models import ModelSignature
+    from mlflow.types import ColSpec, Schema
+
+    return ModelSignature(
+        inputs=Schema([ColSpec("string", "path")]),
+        outputs=Schema([ColSpec("double", "score"), ColSpec("long", "label")]),
+    )
+
+
+def log_predictor_model(predictor: Predictor, run_id: str) -> str:
+    """Log ``predictor`` as artifact ``model`` of the active run ``run_id``; returns the model URI."""
+    active = mlflow.active_run()
+    if active is None or active.info.run_id != run_id:
+        raise RuntimeError(f"run {run_id} must be the active MLflow run to log a model into it")
+    if not isinstance(predictor, Predictor):
+        raise TypeError(f"expected a fid_bench Predictor, got {type(predictor).__name__}")
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "predictor.pkl"
+        with open(path, "wb") as fh:
+            pickle.dump(predictor, fh, protocol=pickle.HIGHEST_PROTOCOL)
+        # "models from code": the wrapper is rebuilt from this tiny file instead of being cloudpickled
+        code = Path(tmp) / "fid_bench_model.py"
+        code.write_text(_MODEL_CODE)
+        with warnings.catch_warnings():
+            # the signature is explicit; an input example would need real images
+            warnings.filterwarnings("ignore", message=".*input example was not provided.*")
+            info = mlflow.pyfunc.log_model(
+                name=MODEL_NAME,
+                python_model=str(code),
+                artifacts={PREDICTOR_ARTIFACT: str(path)},
+                pip_requirements=requirements(),
+                signature=_signature(),
+                metadata={"predictor_class": f"{type(predictor).__module__}.{type(predictor).__qualname__}"},
+            )
+    return info.model_uri
+
+
+_MODEL_CODE = """\
+import mlflow.models
+
+from fid_bench.tracking.pyfunc import PredictorModel
+
+mlflow.models.set_model(PredictorModel())
+"""
+
+
+def model_uri_of(ref: str) -> str:
+    """A run id (32 hex digits) means that run's ``model``; anything else is already a model URI."""
+    return f"runs:/{ref}/{MODEL_NAME}" if re.fullmatch(r"[0-9a-f]{32}", ref) else ref
+
+
+def load_predictor(ref: str, tracking_uri: str | None = None) -> Predictor:
+    """The ``Predictor`` logged by run ``ref`` (a run id) or at model URI ``ref``."""
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    if tracking_uri:
+        mlflow.set_tracking_uri(resolve_tracking_uri(tracking_uri))
+    uri = model_uri_of(ref)
+    try:
+        model = mlflow.pyfunc.load_model(uri)
+    except Exception as err:  # noqa: BLE001 - a missing run/model is a one-line user error
+        raise FidBenchError(f"cannot load the model {uri}: {first_line(err)}") from None
+    wrapper = model.unwrap_python_model()
+    if not isinstance(wrapper, PredictorModel) or wrapper.predictor is None:
+        raise FidBenchError(f"{uri} is not a fid_bench model")
+    return wrapper.predictor

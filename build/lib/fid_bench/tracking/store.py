@@ -1,0 +1,196 @@
+"""Where runs go: tracking URI resolution, store connection and race-safe experiment creation."""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlparse
+
+from fid_bench.errors import FidBenchError
+
+if TYPE_CHECKING:
+    from mlflow.tracking import MlflowClient
+
+log = logging.getLogger(__name__)
+
+DEFAULT_TRACKING_URI = "sqlite:///mlruns/mlflow.db"
+DEFAULT_ARTIFACT_ROOT = "mlruns/artifacts"
+
+_SQLITE_PREFIX = "sqlite:///"
+
+
+def original_cwd(hydra_cfg: Any = None) -> Path:
+    """The directory the command was started in (relative store paths are relative to it).
+
+    ``hydra_cfg`` is a ``hydra`` config node; without it the running job's HydraConfig is used.
+    Outside a Hydra app (tests, notebooks) this is the current directory.
+    """
+    from omegaconf import OmegaConf
+
+    if hydra_cfg is None:
+        from hydra.core.hydra_config import HydraConfig
+
+        if not HydraConfig.initialized():
+            return Path.cwd()
+        hydra_cfg = HydraConfig.get()
+    cwd = OmegaConf.select(hydra_cfg, "runtime.cwd", default=None, throw_on_missing=False)
+    return Path(cwd) if cwd else Path.cwd()
+
+
+def resolve_tracking_uri(uri: str, base: Path | None = None) -> str:
+    """Make a local store's path absolute (relative paths are taken from ``base``); others unchanged.
+
+    Jobs may run with another working directory (``hydra.job.chdir``) or in worker processes, so
+    every process must name the same store.
+    """
+    base = base or Path.cwd()
+    if uri.startswith(_SQLITE_PREFIX):
+        rest = uri[len(_SQLITE_PREFIX) :]
+        if rest in ("", ":memory:"):
+            return uri
+        path = Path(rest).expanduser()
+        if not path.is_absolute():
+            path = base / path
+        # an absolute posix path starts with "/", giving the four-slash absolute form
+        return _SQLITE_PREFIX + path.resolve().as_posix()
+    path = _file_store_path(uri)
+    if path is not None:
+        if not path.is_absolute():
+            path = base / path
+        return path.resolve().as_uri()
+    return uri
+
+
+def _file_store_path(uri: str) -> Path | None:
+    parsed = urlparse(uri)
+    if parsed.scheme == "file":
+        return Path(parsed.path).expanduser()
+    # a bare path, or a Windows drive letter parsed as a one-letter scheme
+    if parsed.scheme == "" or len(parsed.scheme) == 1:
+        return Path(uri).expanduser()
+    return None
+
+
+def local_store_path(uri: str) -> Path | None:
+    """The file (SQLite) or folder (file store) of a local tracking store; None for a server."""
+    if uri.startswith(_SQLITE_PREFIX):
+        rest = uri[len(_SQLITE_PREFIX) :]
+        return None if rest in ("", ":memory:") else Path(rest)
+    return _file_store_path(uri)
+
+
+def is_local_store(uri: str) -> bool:
+    return local_store_path(uri) is not None
+
+
+@contextmanager
+def _store_lock(uri: str) -> Iterator[None]:
+    """Serialise store creation between processes on this machine.
+
+    MLflow creates a fresh SQLite database by running its migrations; two jobs doing that at
+    once fail with "duplicate column". A lock file next to the store makes the second one wait.
+    """
+    from filelock import FileLock
+
+    path = local_store_path(uri)
+    if path is None:
+        yield
+        return
+    lock_path = path.with_name(path.name + ".lock") if uri.startswith(_SQLITE_PREFIX) else path / ".lock"
+    lock_path.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(lock_path)):
+        yield
+
+
+def _prepare_local_store(uri: str) -> None:
+    path = local_store_path(uri)
+    if path is None:
+        return
+    folder = path.parent if uri.startswith(_SQLITE_PREFIX) else path
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise FidBenchError(f"cannot create the tracking store folder {folder}: {err.strerror}") from None
+
+
+def first_line(err: BaseException) -> str:
+    """``Type: message`` on one line (the first line of the message)."""
+    text = str(err).strip()
+    msg = text.splitlines()[0] if text else ""
+    return f"{type(err).__name__}: {msg}" if msg else type(err).__name__
+
+
+def connect(uri: str) -> MlflowClient:
+    """A client for ``uri`` (already resolved); a local store and its folder are created if needed."""
+    from mlflow.tracking import MlflowClient
+
+    _prepare_local_store(uri)
+    try:
+        with _store_lock(uri):
+            return MlflowClient(tracking_uri=uri)
+    except FidBenchError:
+        raise
+    except Exception as err:  # noqa: BLE001 - any store failure becomes one readable line
+        raise FidBenchError(f"cannot open the MLflow tracking store {uri}: {first_line(err)}") from None
+
+
+def experiment_slug(name: str) -> str:
+    """A folder name for an experiment's artifacts."""
+    slug = re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("._")
+    return slug or "experiment"
+
+
+def ensure_experiment(client: MlflowClient, name: str, artifact_root: Path | None = None) -> str:
+    """The id of experiment ``name``, created if missing (safe when several jobs create it at once).
+
+    ``artifact_root`` (local stores only) puts the experiment's artifacts under
+    ``artifact_root/<name>`` so that one folder holds the whole store.
+    """
+    from mlflow.exceptions import MlflowException
+
+    experiment = client.get_experiment_by_name(name)
+    if experiment is None:
+        location = (artifact_root / experiment_slug(name)).as_uri() if artifact_root is not None else None
+        try:
+            return client.create_experiment(name, artifact_location=location)
+        except MlflowException as err:
+            if err.error_code != "RESOURCE_ALREADY_EXISTS" and "already exists" not in str(err):
+                raise
+            # another job created it between our read and our write
+            experiment = client.get_experiment_by_name(name)
+            if experiment is None:
+                raise
+    if experiment.lifecycle_stage == "deleted":
+        raise FidBenchError(
+            f"MLflow experiment {name!r} is deleted; restore it (mlflow experiments restore "
+            f"--experiment-id {experiment.experiment_id}) or choose another tracking.experiment"
+        )
+    return experiment.experiment_id
+
+
+def open_experiment(
+    uri: str, name: str, artifact_root: str | Path | None = None, base: Path | None = None
+) -> tuple[MlflowClient, str, str]:
+    """Connect to the store at ``uri`` and make sure experiment ``name`` exists.
+
+    Returns (client, experiment_id, resolved uri). ``artifact_root`` is used only for a local store
+    (a tracking server keeps its own artifact location).
+    """
+    base = base or Path.cwd()
+    uri = resolve_tracking_uri(uri, base)
+    client = connect(uri)
+    root = None
+    if is_local_store(uri):
+        root = Path(artifact_root or DEFAULT_ARTIFACT_ROOT).expanduser()
+        root = (root if root.is_absolute() else base / root).resolve()
+    try:
+        with _store_lock(uri):
+            return client, ensure_experiment(client, name, root), uri
+    except FidBenchError:
+        raise
+    except Exception as err:  # noqa: BLE001 - any store failure becomes one readable line
+        raise FidBenchError(f"cannot use MLflow experiment {name!r} at {uri}: {first_line(err)}") from None

@@ -1,0 +1,65 @@
+"""Where the project's Hydra config lives, and the one way code outside the app composes it.
+
+The config ships inside the package (``fid_bench/conf``; the top-level ``conf/`` of a checkout is a
+link to it), so ``pip install .`` carries it and ``python -m fid_bench`` works from any directory.
+Users add their own groups or options without editing it, through Hydra's search path:
+``python -m fid_bench hydra.searchpath=[file:///my/conf] model=my_model``.
+
+Commands that need the project config outside the Hydra app (``fid-bench audit``, extra data sets of
+``eval.extra``) use ``compose`` and ``load_option`` here, never a path of their own.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+from omegaconf import DictConfig, OmegaConf
+
+from fid_bench.errors import FidBenchError, one_line
+
+CONFIG_NAME = "config"
+
+
+def conf_dir() -> Path:
+    """The folder of the packaged config (``fid_bench/conf``)."""
+    return Path(__file__).resolve().parent / "conf"
+
+
+def group_options(group: str) -> list[str]:
+    """The options of a config group, e.g. ``group_options("data") == ["demo", "folder", "kaggle"]``."""
+    return sorted(p.stem for p in (conf_dir() / group).glob("*.yaml") if not p.stem.startswith("_"))
+
+
+def load_option(group: str, name: str, *, what: str | None = None) -> DictConfig:
+    """One option's YAML as it is (no defaults list, no interpolation resolved).
+
+    ``what`` says where the choice was made, for the error message (e.g. ``eval.extra 'shoes'``).
+    """
+    path = conf_dir() / group / f"{name}.yaml"
+    if not path.is_file():
+        where = f"{what}: " if what else ""
+        raise FidBenchError(f"{where}unknown {group}={name!r}; choose one of {group_options(group)}")
+    node = OmegaConf.load(path)
+    assert isinstance(node, DictConfig)
+    return node
+
+
+def compose(overrides: Sequence[str] = (), config_name: str = CONFIG_NAME) -> DictConfig:
+    """The project config with command-line style ``overrides``, as ``python -m fid_bench`` composes it.
+
+    Bad overrides (an unknown group option, a mistyped key) become one ``FidBenchError`` line.
+    """
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.errors import HydraException
+    from omegaconf.errors import OmegaConfBaseException
+
+    if GlobalHydra.instance().is_initialized():
+        GlobalHydra.instance().clear()
+    try:
+        with initialize_config_dir(config_dir=str(conf_dir()), version_base="1.3"):
+            return hydra_compose(config_name, overrides=list(overrides))
+    except (HydraException, OmegaConfBaseException) as err:
+        raise FidBenchError(f"config: {one_line(err)}") from None
