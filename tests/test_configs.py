@@ -142,3 +142,22 @@ def test_load_option_names_the_choices() -> None:
         FidBenchError, match=r"unknown data='nope'; choose one of \['demo', 'folder', 'kaggle'\]"
     ):
         load_option("data", "nope")
+
+
+@pytest.mark.parametrize(
+    ("overrides", "track", "source"),
+    [
+        (["model=spectrum"], "features", "config default"),
+        (["model=resnet50"], "finetune", "model default"),
+        (["model=resnet50", "classifier=knn"], "features", "command line"),
+        (["model=spectrum", "classifier=finetune"], "finetune", "command line"),
+        (["hparams_search=lightgbm"], "features", "preset"),
+    ],
+)
+def test_run_tags_say_which_track_and_who_chose_the_classifier(
+    compose_cfg: Any, overrides: list[str], track: str, source: str
+) -> None:
+    from fid_bench.tracking.run import job_tags
+
+    tags = job_tags(compose_cfg(*overrides))
+    assert (tags["track"], tags["classifier_source"]) == (track, source)
