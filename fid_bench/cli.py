@@ -3,7 +3,8 @@
 Each subcommand is one function below that adds its parser to ``commands`` and sets
 ``handler`` (a function of the parsed args returning an exit code); list it in ``COMMANDS``.
 Handlers raise ``FidBenchError`` for anything the user can fix: it is printed as one line and
-the exit code is the error's ``exit_code`` (1 by default, 2 for bad arguments).
+the exit code is the error's ``exit_code`` (1 by default, 2 for bad arguments; see
+``fid_bench.commands.base``). ``audit`` is its own module, ``fid_bench.commands.audit``.
 """
 
 from __future__ import annotations
@@ -11,16 +12,14 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Callable, Sequence
-from typing import Any, NoReturn
+from typing import Any
+
+from fid_bench.commands import audit as audit_command
+from fid_bench.commands.base import OneLineParser, run_handler, run_standalone
+
+__all__ = ["OneLineParser", "build_parser", "main", "run_handler", "run_standalone"]
 
 PROG = "fid-bench"
-
-
-class OneLineParser(argparse.ArgumentParser):
-    """An ArgumentParser whose usage errors are one line on stderr (exit code 2)."""
-
-    def error(self, message: str) -> NoReturn:
-        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
 
 
 Subcommands = Any  # argparse's private _SubParsersAction
@@ -67,7 +66,7 @@ def _audit(commands: Subcommands) -> None:
         description="Audit a data set before training (see `fid-bench audit --help`).",
         add_help=False,  # the audit's own parser answers --help
     )
-    parser.add_argument("rest", nargs=argparse.REMAINDER)  # listed here; main() dispatches it
+    parser.add_argument("rest", nargs=argparse.REMAINDER)  # listed here; main() hands it to commands.audit
 
 
 COMMANDS: list[Callable[[Subcommands], None]] = [_leaderboard, _compare, _predict, _audit]
@@ -81,51 +80,11 @@ def build_parser() -> OneLineParser:
     return parser
 
 
-def run_handler(
-    handler: Callable[[argparse.Namespace], int | None], args: argparse.Namespace, prog: str
-) -> int:
-    """Call a subcommand's handler; user errors become one line on stderr and an exit code."""
-    from fid_bench.errors import FidBenchError
-
-    try:
-        return int(handler(args) or 0)
-    except FidBenchError as err:
-        message = " ".join(str(err).split())
-        print(f"{prog}: error: {message}", file=sys.stderr)
-        return int(getattr(err, "exit_code", 1))
-    except KeyboardInterrupt:
-        print(f"{prog}: interrupted", file=sys.stderr)
-        return 130
-    except BrokenPipeError:  # output piped into e.g. `head`
-        return 0
-
-
-def run_standalone(
-    prog: str,
-    description: str,
-    add_arguments: Callable[[argparse.ArgumentParser], None],
-    argv: Sequence[str] | None,
-) -> int:
-    """``python -m fid_bench.<command>``: the subcommand's own parser, with the CLI's one-line errors."""
-    import logging
-
-    parser = OneLineParser(prog=prog, description=description)
-    add_arguments(parser)
-    try:
-        args = parser.parse_args(argv)
-    except SystemExit as exit_:  # --help, or a bad argument already reported on one line
-        return int(exit_.code or 0)
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
-    return run_handler(args.handler, args, prog)
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["audit"]:
         # argparse's REMAINDER drops a leading option such as --help: hand the audit its argv whole
-        from fid_bench.data import audit
-
-        return audit.main(argv[1:])
+        return audit_command.main(argv[1:])
     args = build_parser().parse_args(argv)
     return run_handler(args.handler, args, f"{PROG} {args.command}")
 

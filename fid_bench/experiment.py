@@ -12,6 +12,8 @@ import pandas as pd
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 
+from fid_bench.audit import audit_from_config
+from fid_bench.data.readers import read_samples
 from fid_bench.detector import Detector, Job
 from fid_bench.errors import FidBenchError
 
@@ -24,10 +26,9 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
-def load_samples(cfg: DictConfig):
+def load_samples(cfg: DictConfig) -> Samples:
     """Read the configured data set into a samples table (bad rows counted in ``skipped``)."""
-    reader = instantiate(cfg.data.reader)
-    return reader.read()
+    return read_samples(cfg.data)
 
 
 def output_dir() -> Path:
@@ -64,8 +65,6 @@ def make_job_folds(cfg: DictConfig, samples: Samples) -> list[Fold]:
 def log_audit(cfg: DictConfig, samples: Samples, run: TrackedRun) -> None:
     """Audit the data before training: a few metrics, the report as artifacts, warnings in the log."""
     import tempfile
-
-    from fid_bench.data.audit import audit_from_config
 
     report = audit_from_config(samples, cfg)
     run.log_metrics({f"audit/{k}": v for k, v in report.metrics().items()})

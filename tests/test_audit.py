@@ -13,10 +13,20 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from fid_bench.data import audit
-from fid_bench.data.audit import audit_samples, clean_manifest, main, near_pairs
+from fid_bench.audit import (
+    audit_from_config,
+    audit_samples,
+    audit_settings,
+    clean_manifest,
+    hashing,
+    headers,
+    scan,
+)
+from fid_bench.audit.hashing import near_pairs
+from fid_bench.commands.audit import main
 from fid_bench.data.jpeg_quality import estimate_quality, ijg_table, table_distance
 from fid_bench.data.samples import SAMPLE_COLUMNS, SKIP_COLUMNS, Samples
+from fid_bench.errors import FidBenchError
 
 CIFAKE_UNPACKED = Path.home() / ".cache" / "fid_bench_data" / "cifake"
 
@@ -162,7 +172,7 @@ def test_shortcut_threshold_is_configurable(tmp_path: Path) -> None:
     report = audit_samples(_samples(root), shortcut_auc=0.5)
     assert report.shortcuts["warn"].all() == (report.shortcuts["auc"] >= 0.5).all()
     assert any(w.startswith("shortcut: 'format'") for w in report.warnings)
-    with pytest.raises(audit.FidBenchError, match="shortcut_auc must be in"):
+    with pytest.raises(FidBenchError, match="shortcut_auc must be in"):
         audit_samples(_samples(root), shortcut_auc=1.5)
 
 
@@ -227,7 +237,7 @@ def test_near_duplicates_found_only_when_asked(tmp_path: Path) -> None:
     assert report.metrics()["near_dup_leak_test_rows"] == report.near_dup_leak_rows
     assert any(w.startswith("near-duplicate leakage") for w in report.warnings)
     assert len(report.leaks) == 0  # different bytes: not an exact leak
-    with pytest.raises(audit.FidBenchError, match="Hamming distance in 0..32"):
+    with pytest.raises(FidBenchError, match="Hamming distance in 0..32"):
         audit_samples(samples, near_dup_threshold=64)
 
 
@@ -239,7 +249,7 @@ def test_hash_collisions_between_unrelated_images_are_not_reported(
     _write(root / "train" / "fake" / "orig.jpg", img, quality=95)
     _write(root / "train" / "fake" / "edit.jpg", img.crop((2, 2, 62, 62)).resize((64, 64)), quality=80)
     # the worst case for a 64-bit hash: every image hashes the same
-    monkeypatch.setattr(audit, "perceptual_hash", lambda path: 12345)
+    monkeypatch.setattr(hashing, "perceptual_hash", lambda path: 12345)
     report = audit_samples(_samples(root), near_dup_threshold=0)
     (group,) = report.near_duplicates.itertuples()
     assert sorted(Path(p).name for p in group.paths) == ["edit.jpg", "orig.jpg"]
@@ -255,7 +265,7 @@ def test_confirm_pairs_keeps_only_agreeing_thumbnails(tmp_path: Path) -> None:
     flat3 = _write(tmp_path / "f3.png", Image.new("RGB", (32, 32), (200, 200, 200)), fmt="PNG")
     paths = [str(p) for p in (a, b, a_dark, flat1, flat2, flat3)]
     pairs = np.array([[0, 1], [0, 2], [3, 4], [3, 5], [0, 3]])
-    kept = audit.confirm_pairs(pairs, paths)
+    kept = hashing.confirm_pairs(pairs, paths)
     assert kept.tolist() == [[0, 2], [3, 4]]  # darkened copy and two near-equal flat greys
 
 
@@ -263,7 +273,7 @@ def test_perceptual_hash_is_stable_under_recompression_and_differs_between_image
     a = _write(tmp_path / "a.jpg", _image(1, (48, 48)), quality=95)
     a2 = _write(tmp_path / "a2.jpg", _image(1, (48, 48)), quality=60)
     b = _write(tmp_path / "b.jpg", _image(2, (48, 48)), quality=95)
-    ha, ha2, hb = (audit.perceptual_hash(str(p)) for p in (a, a2, b))
+    ha, ha2, hb = (hashing.perceptual_hash(str(p)) for p in (a, a2, b))
     assert bin(ha ^ ha2).count("1") <= 4
     assert bin(ha ^ hb).count("1") >= 16
     assert 0 <= ha < 2**64
@@ -280,7 +290,7 @@ def test_header_cache_reused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) ->
     def fail(path: str) -> tuple:
         raise AssertionError(f"header read again: {path}")
 
-    monkeypatch.setattr(audit, "read_header", fail)
+    monkeypatch.setattr(headers, "read_header", fail)
     second = audit_samples(_samples(root), cache_dir=tmp_path / "cache")
     cols = ["id", "format", "size", "jpeg_quality", "file_size"]
     pd.testing.assert_frame_equal(first.attributes[cols], second.attributes[cols])
@@ -289,8 +299,8 @@ def test_header_cache_reused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) ->
 def test_worker_processes_give_the_same_attributes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     root = _clean(tmp_path, n_train=6, n_test=2)
     serial = audit_samples(_samples(root))
-    monkeypatch.setattr(audit, "PARALLEL_MIN", 1)
-    monkeypatch.setattr(audit, "CHUNK_SIZE", 5)
+    monkeypatch.setattr(scan, "PARALLEL_MIN", 1)
+    monkeypatch.setattr(scan, "CHUNK_SIZE", 5)
     parallel = audit_samples(_samples(root), workers=2)
     cols = ["id", "format", "size", "mode", "jpeg_quality", "jpeg_qtables", "file_size"]
     pd.testing.assert_frame_equal(serial.attributes[cols], parallel.attributes[cols])
@@ -378,27 +388,33 @@ def test_cli_same_quality_no_warning_and_fix(tmp_path: Path, capsys: pytest.Capt
 
 
 def test_cli_bad_input_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["data=folder"]) == 2
+    # a user error (config, data set) exits 1, like the other commands; only bad arguments exit 2
+    assert main(["data=folder"]) == 1
     assert (
         capsys.readouterr().err.strip()
-        == "error: config: data.root is required (e.g. data.root=/path/to/data)"
+        == "fid-bench audit: error: config: data.root is required (e.g. data.root=/path/to/data)"
     )
-    assert main(["data=nope"]) == 2
+    assert main(["data=nope"]) == 1
     err = capsys.readouterr().err.strip()
-    assert err.startswith("error: config:") and "data/nope" in err and "\n" not in err
-    assert main(["data=folder", f"data.root={tmp_path / 'absent'}"]) == 2
+    assert err.startswith("fid-bench audit: error: config:") and "data/nope" in err and "\n" not in err
+    assert main(["data=folder", f"data.root={tmp_path / 'absent'}"]) == 1
     assert capsys.readouterr().err.count("\n") == 1
-    assert main(["data=demo", "--near-dup-threshold", "99"]) == 2
-    assert "Hamming distance in 0..32" in capsys.readouterr().err
+    assert main(["data=demo", "audit.shortcut_auc=1.5"]) == 1  # out of range in the config: a user error
+    assert "shortcut_auc must be in [0.5, 1]" in capsys.readouterr().err
+    assert main(["data=demo", "--near-dup-threshold", "99"]) == 2  # out of range as a flag: a bad argument
+    err = capsys.readouterr().err
+    assert "Hamming distance in 0..32" in err and err.count("\n") == 1
+    assert main(["data=demo", "--workers", "two"]) == 2
+    assert capsys.readouterr().err.startswith("fid-bench audit: error: argument --workers")
 
 
 def test_audit_from_config_uses_the_run_settings(compose_cfg, tmp_path: Path) -> None:
     root = _clean(tmp_path / "d", n_train=5, n_test=2)
     cfg = compose_cfg("data=folder", f"data.root={root}", "audit.shortcut_auc=0.55", tiny=False)
-    settings = audit.audit_settings(cfg)
+    settings = audit_settings(cfg)
     assert settings["shortcut_auc"] == 0.55 and settings["near_dup_threshold"] is None
     assert settings["workers"] == 1 and settings["cache_dir"] == tmp_path / "cache"
-    report = audit.audit_from_config(_samples(root), cfg)
+    report = audit_from_config(_samples(root), cfg)
     assert report.shortcut_auc == 0.55
     paths = report.write(tmp_path / "out")
     assert [p.name for p in paths] == ["audit.md", "audit.json"]
@@ -414,7 +430,7 @@ def test_jpeg_quality_estimated_from_tables(tmp_path: Path, quality: int) -> Non
     with Image.open(path) as img:
         assert estimate_quality(img.quantization) == quality
         assert table_distance(img.quantization[0]) == (quality, 0)
-    assert audit.read_header(str(path))[4] == quality
+    assert headers.read_header(str(path))[4] == quality
 
 
 def test_jpeg_quality_nearest_for_custom_tables() -> None:
@@ -428,12 +444,12 @@ def test_jpeg_quality_nearest_for_custom_tables() -> None:
 
 def test_header_of_png_and_garbage(tmp_path: Path) -> None:
     png = _write(tmp_path / "a.png", _image(0).convert("RGBA"), fmt="PNG")
-    fmt, w, h, mode, quality, qtables, _, size, error = audit.read_header(str(png))
+    fmt, w, h, mode, quality, qtables, _, size, error = headers.read_header(str(png))
     assert (fmt, w, h, mode, qtables, error) == ("PNG", 24, 24, "RGBA", "", "")
     assert np.isnan(quality) and size == png.stat().st_size
     bad = tmp_path / "bad.jpg"
     bad.write_bytes(b"\xff\xd8 garbage")
-    assert audit.read_header(str(bad))[-1].startswith("header unreadable")
+    assert headers.read_header(str(bad))[-1].startswith("header unreadable")
 
 
 # ----------------------------------------------------------------------------- CIFAKE

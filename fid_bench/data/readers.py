@@ -29,6 +29,7 @@ from abc import ABC, abstractmethod
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 
@@ -505,3 +506,14 @@ def _skip_frame(rows: list[_Row]) -> pd.DataFrame:
         },
         columns=SKIP_COLUMNS,
     )
+
+
+def read_samples(data_cfg: Any) -> Samples:
+    """Read the data set a composed config's ``data`` node describes (its ``reader`` is instantiated).
+
+    Bad rows are counted in ``Samples.skipped``; config errors (a missing ``data.root``, an
+    unknown reader) propagate as Hydra/OmegaConf exceptions for the caller to word.
+    """
+    from hydra.utils import instantiate
+
+    return instantiate(data_cfg.reader).read()
