@@ -45,10 +45,12 @@ def load_option(group: str, name: str, *, what: str | None = None) -> DictConfig
     return node
 
 
-def compose(overrides: Sequence[str] = (), config_name: str = CONFIG_NAME) -> DictConfig:
+def compose(
+    overrides: Sequence[str] = (), config_name: str = CONFIG_NAME, config_dir: Path | None = None
+) -> DictConfig:
     """The project config with command-line style ``overrides``, as ``python -m fid_bench`` composes it.
 
-    Bad overrides (an unknown group option, a mistyped key) become one ``FidBenchError`` line.
+    ``config_dir`` replaces the packaged config folder (a user's own copy). Bad overrides (an unknown group option, a mistyped key) become one ``FidBenchError`` line.
     """
     from hydra import compose as hydra_compose
     from hydra import initialize_config_dir
@@ -59,7 +61,7 @@ def compose(overrides: Sequence[str] = (), config_name: str = CONFIG_NAME) -> Di
     if GlobalHydra.instance().is_initialized():
         GlobalHydra.instance().clear()
     try:
-        with initialize_config_dir(config_dir=str(conf_dir()), version_base="1.3"):
+        with initialize_config_dir(config_dir=str(config_dir or conf_dir()), version_base="1.3"):
             return hydra_compose(config_name, overrides=list(overrides))
     except (HydraException, OmegaConfBaseException) as err:
         raise FidBenchError(f"config: {one_line(err)}") from None

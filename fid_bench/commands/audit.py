@@ -2,7 +2,7 @@
 
 Owns the command line of the audit (flags, Hydra-style overrides, ``--fix`` / ``--json`` /
 ``--markdown`` output files, the ``--strict`` exit status) and the lookup and composition of the
-project config the command needs (``project_conf_dir``, ``compose_config``). What is audited and
+project config the command needs (``compose_config``, over ``fid_bench.config``). What is audited and
 how is ``fid_bench.audit``; reading the configured data set is ``fid_bench.data.readers``.
 
 Exit status: 0 when the audit ran (warnings or not; 1 with ``--strict`` when it warned), 1 on a
@@ -23,9 +23,10 @@ from typing import Any
 
 from fid_bench.audit import AuditReport, audit_samples, audit_settings, check_settings, clean_manifest
 from fid_bench.commands.base import OneLineParser, run_handler
+from fid_bench.config import compose, conf_dir
 from fid_bench.data.readers import read_samples
 from fid_bench.data.samples import LABEL_NAMES, Samples
-from fid_bench.errors import FidBenchError
+from fid_bench.errors import FidBenchError, one_line
 
 PROG = "fid-bench audit"
 DESCRIPTION = (
@@ -33,11 +34,6 @@ DESCRIPTION = (
     "near-duplicates and attribute shortcuts. Overrides are Hydra-style, e.g. "
     "'data=folder data.root=/data/cifake'."
 )
-
-
-def project_conf_dir() -> Path:
-    """The project's Hydra config folder (the one place this command looks the config up)."""
-    return Path(__file__).resolve().parents[2] / "conf"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -82,7 +78,7 @@ def run(args: argparse.Namespace) -> int:
     """Compose the config, read the data set, audit it, print and write the report."""
     from omegaconf import OmegaConf
 
-    cfg = compose_config(list(args.overrides), args.config_dir or project_conf_dir())
+    cfg = compose_config(list(args.overrides), args.config_dir or conf_dir())
     settings = audit_settings(cfg)
     if args.near_dup_threshold is not None:
         settings["near_dup_threshold"] = args.near_dup_threshold
@@ -119,38 +115,26 @@ def _settings_defaults(conf_dir: Path) -> dict[str, Any]:
     return dict(OmegaConf.to_container(node.get("audit", node), resolve=True))  # type: ignore[arg-type]
 
 
-def compose_config(overrides: list[str], conf_dir: Path) -> Any:
+def compose_config(overrides: list[str], config_dir: Path) -> Any:
     """The project config with ``overrides``; ``cfg.audit`` always holds conf/audit.yaml's settings.
 
     ``audit.*`` overrides are applied here, so they work whether or not config.yaml includes audit.
     """
-    from hydra import compose, initialize_config_dir
-    from hydra.core.global_hydra import GlobalHydra
-    from hydra.errors import HydraException
     from omegaconf import OmegaConf
     from omegaconf.errors import OmegaConfBaseException
 
     own = [o for o in overrides if o.lstrip("+~").startswith("audit.")]
-    rest = [o for o in overrides if o not in own]
-    if GlobalHydra.instance().is_initialized():
-        GlobalHydra.instance().clear()
+    cfg = compose([o for o in overrides if o not in own], config_dir=config_dir)
     try:
-        with initialize_config_dir(config_dir=str(conf_dir), version_base="1.3"):
-            cfg = compose("config", overrides=rest)
-        audit = OmegaConf.create({"audit": _settings_defaults(conf_dir)})
+        audit = OmegaConf.create({"audit": _settings_defaults(config_dir)})
         if "audit" in cfg:
             audit = OmegaConf.merge(audit, {"audit": cfg.audit})
         audit = OmegaConf.merge(audit, OmegaConf.from_dotlist([o.lstrip("+") for o in own]))
         OmegaConf.set_struct(cfg, False)
         cfg.audit = audit.audit
         return cfg
-    except (HydraException, OmegaConfBaseException) as err:
-        raise FidBenchError(f"config: {_one_line(err)}") from None
-
-
-def _one_line(err: BaseException) -> str:
-    text = " ".join(str(err).split()) or type(err).__name__
-    return text.split(" Config search path:")[0]  # Hydra appends its search path: noise for a user
+    except OmegaConfBaseException as err:
+        raise FidBenchError(f"config: {one_line(err)}") from None
 
 
 def _read_samples(cfg: Any) -> Samples:
@@ -173,7 +157,7 @@ def _read_samples(cfg: Any) -> Samples:
             if isinstance(cause, FidBenchError):
                 raise FidBenchError(str(cause)) from None
             cause = cause.__cause__
-        raise FidBenchError(f"data reader: {_one_line(err)}") from None
+        raise FidBenchError(f"data reader: {one_line(err)}") from None
 
 
 # ----------------------------------------------------------------------------- output files
