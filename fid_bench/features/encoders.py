@@ -1,0 +1,308 @@
+"""The Encoder contract feature extraction consumes, and the frozen-backbone encoder.
+
+An encoder turns a decoded RGB image into a fixed-length float32 vector. It is built cheaply (from
+config, through ``hydra.utils.instantiate``); nothing imports torch until ``load()``.
+
+``identity`` names everything its outputs depend on: the code (``cache_id`` and ``version``), the
+model, weights, preprocessing parameters, image size, compute dtype, the decoder version and the
+versions of the libraries that define the default preprocessing. Weights are the sha256 of a local
+checkpoint, the open_clip tag, or for timm "the default pretrained weights of this model name in
+this timm version" (timm pins every name to one hub repo; the commit actually loaded is recorded
+in the cache's meta.json, and extraction warns when it changes). It is the feature-cache key, and
+computing it neither loads the network nor imports torch, so a fully cached job never does.
+
+Interface used by ``extract.extract_features`` (only ``identity``, ``transform`` and ``encode`` are
+required of an object that does not derive from ``Encoder``):
+
+``prepare(device)``  choose the device (sets the compute dtype, hence ``identity``); no loading
+``load()``           build the network and its preprocessing (idempotent)
+``transform(img)``   per-image preprocessing of a decoded RGB ``PIL.Image``; runs in DataLoader workers
+``encode(batch)``    a collated batch -> ``np.ndarray [B, D] float32``
+
+``FrozenEncoder`` wraps any ``fid_bench.backbones`` backbone; ``spectrum.SpectrumEncoder`` is the
+hand-made one. ``build_encoder`` turns a ``model.backbone`` node into either.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import logging
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any, ClassVar
+
+import numpy as np
+
+from fid_bench.backbones.base import Backbone, lib_version
+from fid_bench.errors import FidBenchError
+
+if TYPE_CHECKING:
+    from PIL import Image
+
+log = logging.getLogger(__name__)
+
+
+class Encoder(ABC):
+    """Base class: identity, device choice and the pickling rule (a loaded network never travels)."""
+
+    #: bump in a subclass whenever its outputs change for identical parameters
+    version: int = 1
+    #: the namespace its features are cached under; None = the class path. A constant in classes that
+    #: moved, so moving code never orphans a cache
+    cache_id: ClassVar[str | None] = None
+
+    def __init__(self) -> None:
+        self.device = "cpu"
+        self._model: Any = None
+        self._loaded_info: dict[str, Any] = {}
+
+    # -- identity -------------------------------------------------------------------------------
+    @property
+    @abstractmethod
+    def name(self) -> str:
+        """Short human name, e.g. ``spectrum`` or ``timm:resnet50``."""
+
+    @abstractmethod
+    def _identity_fields(self) -> dict[str, Any]:
+        """Everything besides class, version, decoder and dtype that the outputs depend on."""
+
+    @property
+    def compute_dtype(self) -> str:
+        return "float32"
+
+    @property
+    def identity(self) -> str:
+        from fid_bench.data.decode import DECODER_VERSION
+
+        cache_id = self.cache_id or f"{type(self).__module__}.{type(self).__qualname__}"
+        fields = {
+            "class": cache_id,
+            "version": self.version,
+            # the decoded pixels: our decoding rules and the Pillow (libjpeg, libpng) that applies them
+            "decoder": [DECODER_VERSION, lib_version("pillow")],
+            "dtype": self.compute_dtype,
+            **self._identity_fields(),
+        }
+        return f"{cache_id.rsplit('.', 1)[-1]}:{self.name} " + json.dumps(
+            fields, sort_keys=True, separators=(",", ":")
+        )
+
+    @property
+    def short(self) -> str:
+        """``name [hash]``: how logs refer to one exact identity."""
+        return f"{self.name} [{hashlib.sha256(self.identity.encode()).hexdigest()[:8]}]"
+
+    def describe(self) -> dict[str, Any]:
+        """Parameters and what loading resolved (weights file, revision, preprocessing): cache metadata."""
+        return {"name": self.name, "identity": self.identity, **self._loaded_info}
+
+    # -- lifecycle ------------------------------------------------------------------------------
+    def prepare(self, device: str) -> None:
+        """Pick the device the network will run on (before ``identity`` is used as a cache key)."""
+        if self._model is not None and device != self.device:
+            raise RuntimeError("prepare() after load(): build a new encoder for another device")
+        self.device = device
+
+    def load(self) -> None:
+        """Build the network and preprocessing (no-op when already loaded)."""
+        return None  # an encoder without a network has nothing to build
+
+    @abstractmethod
+    def transform(self, img: Image.Image) -> Any:
+        """Per-image preprocessing (runs in DataLoader workers)."""
+
+    @abstractmethod
+    def encode(self, batch: Any) -> np.ndarray:
+        """A collated batch of ``transform`` outputs -> ``[B, D]`` float32."""
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = dict(self.__dict__)
+        state["_model"] = None  # workers only need the transform; the network stays in the main process
+        return state
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.short})"
+
+
+class FrozenEncoder(Encoder):
+    """Any backbone, frozen: eval mode, no gradients; bf16 autocast and channels_last on CUDA.
+
+    Its identity is the backbone's (``cache_id``, ``version``, ``identity_fields``) plus the compute
+    dtype and ``init_seed``, the seed a backbone without pretrained weights is drawn with (seeded so
+    two processes build the same random network and may share its cache).
+    """
+
+    def __init__(self, backbone: Backbone, amp: bool = True, init_seed: int = 0) -> None:
+        super().__init__()
+        if not isinstance(backbone, Backbone):
+            raise FidBenchError(f"FrozenEncoder needs a fid_bench backbone, got {type(backbone).__name__}")
+        self.backbone = backbone
+        self.cache_id = backbone.cache_id
+        self.version = backbone.version
+        self.amp = bool(amp)
+        self.init_seed = int(init_seed)
+        self._transform: Any = None
+        self._channels_last = False
+        self._micro = _MicroBatch()
+
+    @property
+    def name(self) -> str:
+        return self.backbone.name
+
+    def _identity_fields(self) -> dict[str, Any]:
+        return self.backbone.identity_fields(self.init_seed)
+
+    @property
+    def compute_dtype(self) -> str:
+        return "bfloat16" if self.amp and str(self.device).startswith("cuda") else "float32"
+
+    def load(self) -> None:
+        if self._model is not None:
+            return
+        import torch
+
+        if self.backbone.random_init:
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(self.init_seed)
+                built = self.backbone.build()
+        else:
+            built = self.backbone.build()
+        transform = self.backbone.eval_transform(built.preprocessing)
+        model = built.network.eval().requires_grad_(False)
+        self._channels_last = self.device.startswith("cuda") and self._is_cnn(model)
+        if self._channels_last:
+            model = model.to(memory_format=torch.channels_last)
+        self._model = model.to(self.device)
+        self._transform = transform
+        info = dict(built.info)
+        if self.backbone.random_init:
+            info["weights"] = {**(info.get("weights") or {}), "random_init_seed": self.init_seed}
+        self._loaded_info.update(
+            info, num_features=built.num_features, preprocess=_describe_transform(transform)
+        )
+
+    @staticmethod
+    def _is_cnn(model: Any) -> bool:
+        return not hasattr(model, "patch_embed") and not hasattr(model, "transformer")
+
+    def transform(self, img: Image.Image) -> Any:
+        if self._transform is None:
+            raise RuntimeError(f"{self}: load() before transform()")
+        return self._transform(img)
+
+    def encode(self, batch: Any) -> np.ndarray:
+        import torch
+
+        if self._model is None:
+            self.load()
+        x = torch.as_tensor(batch).to(self.device, non_blocking=True)
+        if self._channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        autocast = (
+            torch.autocast(device_type="cuda", dtype=torch.bfloat16)
+            if self.compute_dtype == "bfloat16"
+            else contextlib.nullcontext()
+        )
+        if str(self.device).startswith("cuda"):
+            return self._forward(x, autocast)
+        # on the CPU, forward in the micro-batch size that measured fastest (see _MicroBatch)
+        outs, start = [], 0
+        while start < len(x):
+            size, count = self._micro.segment(len(x) - start, len(x))
+            part = x[start : start + count]
+            t0 = time.perf_counter()
+            outs += [self._forward(part[i : i + size], autocast) for i in range(0, len(part), size)]
+            self._micro.record(size, len(part), time.perf_counter() - t0)
+            start += count
+        return np.concatenate(outs)
+
+    def _forward(self, x: Any, autocast: Any) -> np.ndarray:
+        import torch
+
+        with torch.inference_mode(), autocast:
+            out = self._model(x)
+        if isinstance(out, (tuple, list)):
+            out = out[0]
+        return out.float().flatten(1).cpu().numpy()
+
+
+class _MicroBatch:
+    """The forward batch size for the CPU, chosen by timing the first images.
+
+    On a CPU the fastest size depends on the model: a ResNet-50 at 224 px measured 166 ms per
+    image one at a time and 314 ms in batches of 64 (the activations of a big batch leave the
+    cache), while a ViT-B/16 went from 722 ms to 457 ms in batches of 32. So the first images
+    are computed in trial segments -- a short untimed warm-up (lazy initialisation would distort
+    it), then each candidate size on ``TRIAL_IMAGES`` images -- and the size with the lowest time
+    per image is kept. Nothing is wasted: every trial computes real features.
+    """
+
+    WARM_UP = 2
+    CANDIDATES = (1, 4, 16, 64)
+
+    def __init__(self) -> None:
+        self.per_image: dict[int, float] = {}
+        self.chosen: int | None = None
+        self._warm = False
+        self._batch = 0  # the largest batch seen: no trial size beyond it
+
+    def segment(self, remaining: int, batch: int) -> tuple[int, int]:
+        """(micro-batch size, images) for the next stretch of a batch of ``batch`` images."""
+        self._batch = max(self._batch, batch)
+        if self.chosen is not None:
+            return self.chosen, remaining
+        if not self._warm:
+            return 1, min(self.WARM_UP, remaining)
+        todo = self._todo()
+        if not todo:
+            self._choose()
+            return self.chosen, remaining
+        return todo[0], min(self._trial_images(todo[0]), remaining)
+
+    def record(self, size: int, n: int, seconds: float) -> None:
+        if self.chosen is not None:
+            return
+        if not self._warm:
+            self._warm = True
+            return
+        if n < self._trial_images(size):
+            return  # cut short by the end of the batch: tried again on the next one
+        self.per_image[size] = seconds / n
+        # a size clearly slower than the best so far: larger ones will not do better (and cost most)
+        if (size > 1 and self.per_image[size] > 1.25 * min(self.per_image.values())) or not self._todo():
+            self._choose()
+
+    def _todo(self) -> list[int]:
+        return [c for c in self.CANDIDATES if c <= self._batch and c not in self.per_image]
+
+    def _trial_images(self, size: int) -> int:
+        # each size runs on at least 8 images, so small sizes are timed over several calls
+        return min(max(size, 8), self._batch)
+
+    def _choose(self) -> None:
+        self.chosen = min(self.per_image, key=self.per_image.__getitem__) if self.per_image else 1
+        log.debug("CPU forward micro-batch %d (seconds per image by size: %s)", self.chosen, self.per_image)
+
+
+def _describe_transform(transform: Any) -> str:
+    return " ".join(str(transform).split())
+
+
+def build_encoder(node: Mapping[str, Any] | None) -> Any:
+    """The encoder of a ``model.backbone`` config node: a backbone frozen, or an encoder as it is.
+
+    ``None`` or a backbone without meaningful frozen features is a one-line error.
+    """
+    from hydra.utils import instantiate
+
+    if node is None:
+        raise FidBenchError("model.backbone is null: no frozen encoder; use classifier=finetune")
+    built = instantiate(node)
+    if isinstance(built, Backbone):
+        if not built.frozen_features:
+            raise FidBenchError(f"model={built.name} has no frozen encoder; use classifier=finetune")
+        return FrozenEncoder(built)
+    return built  # an encoder as it is (extraction checks the interface it needs)
