@@ -533,3 +533,17 @@ def test_threads_cap_reaches_fit_and_estimator_pools(
     assert det.predictor().threads == 1
     with pytest.raises(FidBenchError, match="threads must be a positive integer"):
         FeatureDetector(estimator=LogisticRegression(), name="x", threads=0)
+
+
+def test_predictor_logged_before_the_backbones_package_names_todays_encoders() -> None:
+    from fid_bench.classical.detector import FeaturePredictor
+
+    old = {"model_name": "resnet50", "pretrained": True, "weights": None, "image_size": None, "amp": True}
+    for target, now in [
+        ("fid_bench.features.encoders.TimmEncoder", "fid_bench.backbones.timm.TimmBackbone"),
+        ("fid_bench.features.encoders.SpectrumEncoder", "fid_bench.features.spectrum.SpectrumEncoder"),
+    ]:
+        pred = FeaturePredictor.__new__(FeaturePredictor)
+        pred.__setstate__({"encoder_cfg": {"_target_": target, **old}, "_encoder": None})
+        assert pred.encoder_cfg["_target_"] == now
+        assert ("amp" in pred.encoder_cfg) == now.endswith("SpectrumEncoder")  # encoder settings stay with it

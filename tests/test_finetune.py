@@ -576,3 +576,36 @@ def test_recipe_reaches_the_lightning_trainer(tmp_path):
     trainer2 = det2._trainer(job, det2._hardware(), tmp_path / "ck2", "", False)
     assert trainer2.max_epochs == 1 and trainer2.accumulate_grad_batches == 2
     assert not any(isinstance(cb, (EarlyStopping, ModelCheckpoint)) for cb in trainer2.callbacks)
+
+
+def test_predictor_logged_before_the_backbones_package_still_loads(tmp_path):
+    """An old pickle holds ``network`` (a finetune.networks target) and weights under ``backbone.model.``."""
+    import pickle
+
+    from fid_bench.backbones.timm import TimmBackbone
+    from fid_bench.finetune.detector import FinetunePredictor
+    from fid_bench.finetune.module import BinaryNet
+
+    table = make_images(tmp_path / "img", 4)
+    torch.manual_seed(0)
+    built = TimmBackbone("test_resnet", pretrained=False, image_size=16).build()
+    net = BinaryNet(built)
+    cfg = {"model_name": "test_resnet", "pretrained": False, "weights": None, "image_size": 16}
+    new = FinetunePredictor(
+        {"_target_": "fid_bench.backbones.timm.TimmBackbone", **cfg},
+        net.state_dict(),
+        built.preprocessing.finetune_dict(),
+    )
+    old_state = dict(new.__getstate__())
+    old_state.pop("backbone")
+    old_state["network"] = {"_target_": "fid_bench.finetune.networks.timm_network", **cfg}
+    old_state["state_dict"] = {
+        k.replace("backbone.", "backbone.model.", 1) if k.startswith("backbone.") else k: v
+        for k, v in net.state_dict().items()
+    }
+    old = FinetunePredictor.__new__(FinetunePredictor)
+    old.__setstate__(old_state)
+    old = pickle.loads(pickle.dumps(old))
+    assert old.backbone["_target_"] == "fid_bench.backbones.timm.TimmBackbone"
+    paths = table["path"].tolist()
+    np.testing.assert_allclose(old.predict_paths(paths), new.predict_paths(paths), atol=1e-6)

@@ -391,6 +391,14 @@ class FeatureDetector(Detector):
         )
 
 
+#: encoder targets stored by models logged before ``fid_bench.backbones`` existed -> today's
+_LEGACY_ENCODERS = {
+    "fid_bench.features.encoders.SpectrumEncoder": "fid_bench.features.spectrum.SpectrumEncoder",
+    "fid_bench.features.encoders.TimmEncoder": "fid_bench.backbones.timm.TimmBackbone",
+    "fid_bench.features.encoders.OpenClipEncoder": "fid_bench.backbones.open_clip.OpenClipBackbone",
+}
+
+
 class FeaturePredictor(Predictor):
     """A fitted feature pipeline plus the encoder *config* (weights are loaded on first use).
 
@@ -431,6 +439,18 @@ class FeaturePredictor(Predictor):
         state = dict(self.__dict__)
         state["_encoder"] = None
         return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        # models logged before the backbones package name the encoder classes that built them
+        cfg = dict(state.get("encoder_cfg") or {})
+        if cfg.get("_target_") in _LEGACY_ENCODERS:
+            cfg["_target_"] = _LEGACY_ENCODERS[cfg["_target_"]]
+            if not cfg["_target_"].endswith("SpectrumEncoder"):
+                cfg = {
+                    k: v for k, v in cfg.items() if k not in ("amp", "init_seed")
+                }  # frozen-encoder defaults
+            state = {**state, "encoder_cfg": cfg}
+        self.__dict__.update(state)
 
     @property
     def encoder(self) -> Any:

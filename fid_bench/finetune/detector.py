@@ -371,6 +371,18 @@ def score_batches(net: Any, loader: Any, device: Any) -> tuple[np.ndarray, np.nd
     return np.concatenate(scores).astype(np.float64), np.concatenate(oks)
 
 
+#: network targets stored by models logged before ``fid_bench.backbones`` existed -> today's
+#: target, and the attribute their wrapper kept the network under (a prefix of its weights)
+_LEGACY_NETWORKS = {
+    "fid_bench.finetune.networks.SmallCNN": ("fid_bench.backbones.small_cnn.SmallCNN", ""),
+    "fid_bench.finetune.networks.timm_network": ("fid_bench.backbones.timm.TimmBackbone", "model."),
+    "fid_bench.finetune.networks.open_clip_network": (
+        "fid_bench.backbones.open_clip.OpenClipBackbone",
+        "visual.",
+    ),
+}
+
+
 class FinetunePredictor(Predictor):
     """A fine-tuned network reduced to what prediction needs (picklable, CPU tensors).
 
@@ -404,6 +416,21 @@ class FinetunePredictor(Predictor):
         state = dict(self.__dict__)
         state["_net"] = None  # rebuilt on demand
         return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        # models logged before the backbones package hold a ``network`` config and wrapped weights
+        if "backbone" not in state and "network" in state:
+            state = dict(state)
+            cfg = dict(state.pop("network"))
+            target, prefix = _LEGACY_NETWORKS.get(cfg.get("_target_"), (cfg.get("_target_"), ""))
+            cfg["_target_"] = target
+            old = f"backbone.{prefix}"
+            state["backbone"] = cfg
+            state["state_dict"] = {
+                ("backbone." + k[len(old) :] if prefix and k.startswith(old) else k): v
+                for k, v in state["state_dict"].items()
+            }
+        self.__dict__.update(state)
 
     def build_net(self) -> Any:
         """The ``BinaryNet`` in eval mode on the CPU, built once."""
