@@ -125,11 +125,13 @@ class PeakMemory:
 
 
 def make_encoder(model: str, image_size: int | None):
-    from fid_bench.features.encoders import SpectrumEncoder, TimmEncoder
+    from fid_bench.backbones.timm import TimmBackbone
+    from fid_bench.features.encoders import FrozenEncoder
+    from fid_bench.features.spectrum import SpectrumEncoder
 
     if model == "spectrum":
         return SpectrumEncoder(image_size=image_size)
-    return TimmEncoder(model, pretrained=False, image_size=image_size, init_seed=0)
+    return FrozenEncoder(TimmBackbone(model, pretrained=False, image_size=image_size), init_seed=0)
 
 
 def run_variant(args: argparse.Namespace) -> None:
@@ -187,7 +189,7 @@ def notebook_loop(paths: list[str], model_name: str, image_size: int | None):
     from PIL import Image
 
     if model_name == "spectrum":
-        from fid_bench.features.encoders import SpectrumEncoder
+        from fid_bench.features.spectrum import SpectrumEncoder
 
         enc = SpectrumEncoder(image_size=image_size)
         feats = []

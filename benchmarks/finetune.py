@@ -89,9 +89,9 @@ def plain_loop(table: pd.DataFrame, rows: np.ndarray, cfg, epochs: int, workers:
     from fid_bench.finetune.module import BinaryNet, cosine_with_warmup
 
     torch.manual_seed(0)
-    backbone = instantiate(cfg.model.network)
-    size = backbone.input_size
-    net = BinaryNet(backbone)
+    built = instantiate(cfg.model.backbone).build()
+    size = built.preprocessing.side
+    net = BinaryNet(built)
     if cfg.trainer.channels_last:
         net = net.to(memory_format=torch.channels_last)
         net.channels_last = True
@@ -146,7 +146,7 @@ def harness(
     from hydra.utils import instantiate
     from omegaconf import open_dict
 
-    from fid_bench.classical.balance import NoBalance
+    from fid_bench.balance import NoBalance
     from fid_bench.data.samples import Samples
     from fid_bench.detector import Job, NullLogger
 
@@ -155,7 +155,6 @@ def harness(
         cfg.classifier.early_stopping_patience = None
     det = instantiate(cfg.classifier)
     job = Job(
-        cfg=cfg,
         samples=Samples(table),
         balance=NoBalance(),
         cache_dir=workdir / f"cache_{mode}_{run}",

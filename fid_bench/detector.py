@@ -18,9 +18,9 @@ from typing import TYPE_CHECKING, Any, Protocol
 import numpy as np
 import pandas as pd
 
-if TYPE_CHECKING:
-    from omegaconf import DictConfig
+from fid_bench.balance import BalanceStrategy
 
+if TYPE_CHECKING:
     from fid_bench.data.samples import Samples
     from fid_bench.data.splits import Fold
 
@@ -45,11 +45,14 @@ class NullLogger:
 
 @dataclass
 class Job:
-    """Everything one benchmark job needs, built once by ``experiment.run_job``."""
+    """Everything one benchmark job needs, built once by ``experiment.run_job``.
 
-    cfg: DictConfig
+    Detectors get the rest of the configuration as constructor arguments (their ``classifier``
+    node interpolates what they read), never the whole config.
+    """
+
     samples: Samples
-    balance: Any  # classical.balance.BalanceStrategy
+    balance: BalanceStrategy | None  # None: train on the data as it is
     cache_dir: Path
     output_dir: Path
     logger: RunLogger = field(default_factory=NullLogger)

@@ -156,7 +156,6 @@ def run_job(
             folds = [dataclasses.replace(fold, test=fold.val) for fold in folds]
         detector: Detector = instantiate(cfg.classifier)
         job = Job(
-            cfg=cfg,
             samples=samples,
             balance=instantiate(cfg.balance),
             cache_dir=Path(cfg.features.cache_dir).expanduser(),

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from hydra.utils import instantiate
 
-from fid_bench.classical.balance import ClassWeight, NoBalance, Oversample, Undersample
+from fid_bench.balance import ClassWeight, NoBalance, Oversample, Undersample
 from fid_bench.errors import FidBenchError
 
 # 7 real, 3 generated, interleaved so positions and labels are not the same order

@@ -99,7 +99,7 @@ def test_layout_counts_and_shared_format(default_set: tuple[Path, float]) -> Non
 def test_learnable_from_spectrum(images: tuple[np.ndarray, np.ndarray, np.ndarray]) -> None:
     from PIL import Image
 
-    from fid_bench.features.encoders import SpectrumEncoder
+    from fid_bench.features.spectrum import SpectrumEncoder
 
     pixels, labels, _ = images
     # the fingerprint is faint on purpose (the demo grid should not be all 1.0), yet the harness's

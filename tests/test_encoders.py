@@ -1,4 +1,4 @@
-"""Encoders: identity (stable, sensitive, torch-free), the spectrum features, timm and open_clip towers."""
+"""Encoders: identity (stable, sensitive, torch-free), the spectrum features, frozen timm and open_clip towers."""
 
 from __future__ import annotations
 
@@ -12,8 +12,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from fid_bench.backbones.open_clip import OpenClipBackbone
+from fid_bench.backbones.timm import TimmBackbone
 from fid_bench.errors import FidBenchError
-from fid_bench.features.encoders import OpenClipEncoder, SpectrumEncoder, TimmEncoder
+from fid_bench.features.encoders import FrozenEncoder, build_encoder
+from fid_bench.features.spectrum import SpectrumEncoder
 from tests.conftest import CONF_DIR, REPO
 
 TINY_CLIP = {
@@ -46,13 +49,11 @@ def compose_encoder_cfg(*overrides: str):
     from hydra import compose, initialize_config_dir
 
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        return compose("config", overrides=list(overrides)).model.encoder
+        return compose("config", overrides=list(overrides)).model.backbone
 
 
 def build(*overrides: str):
-    from hydra.utils import instantiate
-
-    return instantiate(compose_encoder_cfg(*overrides))
+    return build_encoder(compose_encoder_cfg(*overrides))
 
 
 def rgb(seed: int, size: tuple[int, int] = (32, 32)) -> Image.Image:
@@ -60,25 +61,38 @@ def rgb(seed: int, size: tuple[int, int] = (32, 32)) -> Image.Image:
     return Image.fromarray(arr)
 
 
+def timm_encoder(model_name: str, *, amp: bool = True, init_seed: int = 0, **kwargs) -> FrozenEncoder:
+    """A timm backbone, frozen (what ``model=resnet50 classifier=logreg`` builds)."""
+    return FrozenEncoder(TimmBackbone(model_name, **kwargs), amp=amp, init_seed=init_seed)
+
+
+def clip_encoder(arch: str, *args, amp: bool = True, init_seed: int = 0, **kwargs) -> FrozenEncoder:
+    """An open_clip image tower, frozen (what ``model=clip_vit_b32`` builds)."""
+    return FrozenEncoder(OpenClipBackbone(arch, *args, **kwargs), amp=amp, init_seed=init_seed)
+
+
 # ----------------------------------------------------------------------------- identity
 @pytest.mark.parametrize("model", ["spectrum", "resnet50", "vit_b16", "clip_vit_b32", "clip_vit_l14"])
 def test_configs_build_their_encoder_with_a_stable_identity(model: str) -> None:
     a, b = build(f"model={model}"), build(f"model={model}")
-    expected = {"spectrum": SpectrumEncoder, "resnet50": TimmEncoder, "vit_b16": TimmEncoder}
-    assert isinstance(a, expected.get(model, OpenClipEncoder))
+    if model == "spectrum":
+        assert isinstance(a, SpectrumEncoder)
+    else:
+        expected = TimmBackbone if model in ("resnet50", "vit_b16") else OpenClipBackbone
+        assert isinstance(a, FrozenEncoder) and isinstance(a.backbone, expected)
     assert a.identity == b.identity
     assert a.identity != build(f"model={model}", "data.image_size=96").identity
 
 
 def test_identity_follows_everything_outputs_depend_on(tmp_path: Path) -> None:
-    base = TimmEncoder("resnet50", pretrained=True)
+    base = timm_encoder("resnet50", pretrained=True)
     variants = {
-        "model": TimmEncoder("resnet18", pretrained=True),
-        "random weights": TimmEncoder("resnet50", pretrained=False),
-        "init seed": TimmEncoder("resnet50", pretrained=False, init_seed=1),
-        "image size": TimmEncoder("resnet50", pretrained=True, image_size=160),
-        "open_clip": OpenClipEncoder("ViT-B-32", "openai"),
-        "tag": OpenClipEncoder("ViT-B-32", "laion2b_s34b_b79k"),
+        "model": timm_encoder("resnet18", pretrained=True),
+        "random weights": timm_encoder("resnet50", pretrained=False),
+        "init seed": timm_encoder("resnet50", pretrained=False, init_seed=1),
+        "image size": timm_encoder("resnet50", pretrained=True, image_size=160),
+        "open_clip": clip_encoder("ViT-B-32", "openai"),
+        "tag": clip_encoder("ViT-B-32", "laion2b_s34b_b79k"),
         "spectrum": SpectrumEncoder(),
         "spectrum tiles": SpectrumEncoder(max_tiles=4),
         "spectrum size": SpectrumEncoder(image_size=32),
@@ -87,20 +101,20 @@ def test_identity_follows_everything_outputs_depend_on(tmp_path: Path) -> None:
     ids["base"] = base.identity
     assert len(set(ids.values())) == len(ids), ids
     # the compute dtype: bf16 autocast on CUDA
-    cuda = TimmEncoder("resnet50", pretrained=True)
+    cuda = timm_encoder("resnet50", pretrained=True)
     cuda.prepare("cuda")
     assert cuda.compute_dtype == "bfloat16" and cuda.identity != base.identity
-    no_amp = TimmEncoder("resnet50", pretrained=True, amp=False)
+    no_amp = timm_encoder("resnet50", pretrained=True, amp=False)
     no_amp.prepare("cuda")
     assert no_amp.identity == base.identity
     # a local checkpoint is identified by its content, not its name
     ckpt = tmp_path / "a.pth"
     ckpt.write_bytes(b"weights v1")
-    one = TimmEncoder("resnet50", weights=str(ckpt)).identity
+    one = timm_encoder("resnet50", weights=str(ckpt)).identity
     ckpt.rename(tmp_path / "b.pth")
-    assert TimmEncoder("resnet50", weights=str(tmp_path / "b.pth")).identity == one
+    assert timm_encoder("resnet50", weights=str(tmp_path / "b.pth")).identity == one
     (tmp_path / "b.pth").write_bytes(b"weights v2")
-    assert TimmEncoder("resnet50", weights=str(tmp_path / "b.pth")).identity != one
+    assert timm_encoder("resnet50", weights=str(tmp_path / "b.pth")).identity != one
     # parameters that do not change outputs do not change the identity
     assert SpectrumEncoder(image_size=64).identity == SpectrumEncoder().identity
 
@@ -110,10 +124,10 @@ def test_identity_never_imports_torch() -> None:
 import sys
 sys.path.insert(0, {str(REPO)!r})
 from hydra import compose, initialize_config_dir
-from hydra.utils import instantiate
+from fid_bench.features.encoders import build_encoder
 with initialize_config_dir(config_dir={str(CONF_DIR)!r}, version_base="1.3"):
     for model in ("spectrum", "resnet50", "vit_b16", "clip_vit_b32", "clip_vit_l14"):
-        enc = instantiate(compose("config", overrides=["model=" + model]).model.encoder)
+        enc = build_encoder(compose("config", overrides=["model=" + model]).model.backbone)
         assert enc.identity and enc.short
 heavy = sorted(m for m in ("torch", "timm", "open_clip", "torchvision") if m in sys.modules)
 print("heavy:", heavy)
@@ -125,7 +139,7 @@ print("heavy:", heavy)
 
 @pytest.mark.parametrize("bad", [0, -3, 2.5, "big"])
 def test_bad_image_size_is_a_one_line_error(bad) -> None:
-    for make in (SpectrumEncoder, lambda image_size: TimmEncoder("resnet50", image_size=image_size)):
+    for make in (SpectrumEncoder, lambda image_size: timm_encoder("resnet50", image_size=image_size)):
         with pytest.raises(FidBenchError, match="image_size"):
             make(image_size=bad)
 
@@ -243,7 +257,7 @@ def test_spectrum_logistic_regression_on_cifake(cifake_subset: dict[int, list[Pa
     [("test_resnet", None, 160), ("test_resnet", 48, 48), ("test_vit", None, 160), ("test_vit", 32, 32)],
 )
 def test_timm_test_models_give_pooled_features(model_name: str, image_size, side: int) -> None:
-    enc = TimmEncoder(model_name, pretrained=False, image_size=image_size)
+    enc = timm_encoder(model_name, pretrained=False, image_size=image_size)
     enc.prepare("cpu")
     enc.load()
     x = enc.transform(rgb(0, (50, 40)))
@@ -262,7 +276,7 @@ def test_random_init_is_reproducible_so_its_features_can_be_cached() -> None:
     import torch
 
     def feats(seed: int) -> np.ndarray:
-        enc = TimmEncoder("test_resnet", pretrained=False, init_seed=seed, image_size=32)
+        enc = timm_encoder("test_resnet", pretrained=False, init_seed=seed, image_size=32)
         enc.load()
         return enc.encode(torch.stack([enc.transform(rgb(i)) for i in range(3)]))
 
@@ -272,7 +286,7 @@ def test_random_init_is_reproducible_so_its_features_can_be_cached() -> None:
 
 
 def test_unknown_timm_model_is_a_one_line_error() -> None:
-    enc = TimmEncoder("no_such_model_xyz", pretrained=False)
+    enc = timm_encoder("no_such_model_xyz", pretrained=False)
     with pytest.raises(FidBenchError, match="not a timm model"):
         enc.load()
 
@@ -280,7 +294,7 @@ def test_unknown_timm_model_is_a_one_line_error() -> None:
 def test_loaded_encoder_pickles_without_its_network() -> None:
     import pickle
 
-    enc = TimmEncoder("test_resnet", pretrained=False, image_size=32)
+    enc = timm_encoder("test_resnet", pretrained=False, image_size=32)
     enc.load()
     clone = pickle.loads(pickle.dumps(enc))
     assert clone._model is None and clone.identity == enc.identity
@@ -291,7 +305,7 @@ def test_loaded_encoder_pickles_without_its_network() -> None:
 def test_open_clip_tiny_vit_image_tower(tiny_clip: list[str]) -> None:
     import torch
 
-    enc = OpenClipEncoder("TinyViT-test", pretrained=False)
+    enc = clip_encoder("TinyViT-test", pretrained=False)
     enc.load()
     assert not hasattr(enc._model, "token_embedding")  # the text tower is gone
     x = enc.transform(rgb(0, (60, 40)))
@@ -299,7 +313,7 @@ def test_open_clip_tiny_vit_image_tower(tiny_clip: list[str]) -> None:
     feats = enc.encode(torch.stack([x, enc.transform(rgb(1))]))
     assert feats.shape == (2, 24) and np.isfinite(feats).all()
     # a ViT tower adapts to another size on a multiple of its patch size
-    bigger = OpenClipEncoder("TinyViT-test", pretrained=False, image_size=48)
+    bigger = clip_encoder("TinyViT-test", pretrained=False, image_size=48)
     bigger.load()
     assert tuple(bigger.transform(rgb(0)).shape) == (3, 48, 48)
     assert bigger.encode(bigger.transform(rgb(0))[None]).shape == (1, 24)
@@ -307,18 +321,18 @@ def test_open_clip_tiny_vit_image_tower(tiny_clip: list[str]) -> None:
 
 def test_open_clip_sizes_it_cannot_take_are_one_line_errors(tiny_clip: list[str]) -> None:
     with pytest.raises(FidBenchError, match="multiple of its patch size 8"):
-        OpenClipEncoder("TinyViT-test", pretrained=False, image_size=36).load()
+        clip_encoder("TinyViT-test", pretrained=False, image_size=36).load()
     with pytest.raises(FidBenchError, match="only works at its native 64 px"):
-        OpenClipEncoder("TinyRN-test", pretrained=False, image_size=32).load()
+        clip_encoder("TinyRN-test", pretrained=False, image_size=32).load()
     with pytest.raises(FidBenchError, match="not an open_clip architecture"):
-        OpenClipEncoder("No-Such-Arch", pretrained=False).load()
+        clip_encoder("No-Such-Arch", pretrained=False).load()
 
 
 @pytest.mark.slow
 def test_open_clip_vit_b32_random_init_features() -> None:
     import torch
 
-    enc = OpenClipEncoder("ViT-B-32", pretrained=False)
+    enc = clip_encoder("ViT-B-32", pretrained=False)
     enc.load()
     feats = enc.encode(torch.stack([enc.transform(rgb(i)) for i in range(2)]))
     assert feats.shape == (2, 512) and np.isfinite(feats).all()
@@ -362,7 +376,7 @@ def test_cpu_micro_batch_is_chosen_by_measured_time_per_image() -> None:
 def test_timm_features_do_not_depend_on_the_micro_batch() -> None:
     import torch
 
-    enc = TimmEncoder("test_resnet", pretrained=False, image_size=32)
+    enc = timm_encoder("test_resnet", pretrained=False, image_size=32)
     enc.load()
     x = torch.stack([enc.transform(rgb(i)) for i in range(8)])
     runs = [enc.encode(x) for _ in range(6)]  # trials on the first batches, then the chosen size

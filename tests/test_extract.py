@@ -17,9 +17,10 @@ from PIL import Image
 
 from fid_bench.data.decode import load_rgb
 from fid_bench.errors import FidBenchError
-from fid_bench.features.encoders import SpectrumEncoder, TimmEncoder
 from fid_bench.features.extract import extract_features, feature_cache
+from fid_bench.features.spectrum import SpectrumEncoder
 from tests.conftest import REPO
+from tests.test_encoders import timm_encoder
 
 
 def make_images(folder: Path, n: int, size: int = 32, seed: int = 0) -> tuple[list[str], list[str]]:
@@ -105,7 +106,7 @@ def test_worker_processes_give_the_same_features(tmp_path: Path) -> None:
 
 def test_timm_model_features_through_the_loader(tmp_path: Path) -> None:
     paths, sha1s = make_images(tmp_path / "img", 6)
-    enc = TimmEncoder("test_resnet", pretrained=False, image_size=32)
+    enc = timm_encoder("test_resnet", pretrained=False, image_size=32)
     feats, stats = extract_features(enc, paths, sha1s, tmp_path / "cache", batch_size=4, num_workers=0)
     assert feats.shape == (6, enc._loaded_info["num_features"]) and stats["n_extracted"] == 6
     # the same as running the encoder by hand, one image at a time
@@ -121,10 +122,10 @@ FAST_PATH = """
 import sys, json
 sys.path.insert(0, {repo!r})
 from pathlib import Path
-from hydra.utils import instantiate
+from fid_bench.features.encoders import build_encoder
 from fid_bench.features.extract import extract_features
 paths, sha1s, cfg = json.loads(Path({args!r}).read_text())
-enc = instantiate(cfg)
+enc = build_encoder(cfg)
 feats, stats = extract_features(enc, paths, sha1s, Path({cache!r}), num_workers=0, device="auto")
 print(json.dumps({{"stats": stats, "shape": list(feats.shape),
                   "heavy": sorted(m for m in ("torch", "timm", "open_clip", "torchvision") if m in sys.modules)}}))
@@ -134,9 +135,9 @@ print(json.dumps({{"stats": stats, "shape": list(feats.shape),
 @pytest.mark.parametrize(
     "cfg",
     [
-        {"_target_": "fid_bench.features.encoders.SpectrumEncoder"},
+        {"_target_": "fid_bench.features.spectrum.SpectrumEncoder"},
         {
-            "_target_": "fid_bench.features.encoders.TimmEncoder",
+            "_target_": "fid_bench.backbones.timm.TimmBackbone",
             "model_name": "test_resnet",
             "pretrained": False,
         },
@@ -235,7 +236,7 @@ KILLED_RUN = """
 import sys, json, time
 sys.path.insert(0, {repo!r})
 from pathlib import Path
-from fid_bench.features.encoders import SpectrumEncoder
+from fid_bench.features.spectrum import SpectrumEncoder
 from fid_bench.features.extract import extract_features
 
 real = SpectrumEncoder.transform

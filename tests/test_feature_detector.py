@@ -23,7 +23,7 @@ from omegaconf import DictConfig, open_dict
 from PIL import Image
 from sklearn.linear_model import LogisticRegression
 
-from fid_bench.classical.balance import ClassWeight
+from fid_bench.balance import ClassWeight
 from fid_bench.classical.detector import FeatureDetector, FeaturePredictor
 from fid_bench.data.samples import SAMPLE_COLUMNS, Samples
 from fid_bench.data.splits import Fold
@@ -144,15 +144,19 @@ def synthetic(
     return Samples(table=table, name="synthetic"), fold
 
 
+def fake_encoder_cfg(dim: int = 8) -> dict[str, Any]:
+    return {"_target_": f"{FakeEncoder.__module__}.FakeEncoder", "dim": dim}
+
+
 def use_fake_encoder(cfg: DictConfig, dim: int = 8) -> DictConfig:
+    """The model's backbone slot holds the fake encoder (feature classifiers read ``${model.backbone}``)."""
     with open_dict(cfg):
-        cfg.model.encoder = {"_target_": f"{FakeEncoder.__module__}.FakeEncoder", "dim": dim}
+        cfg.model.backbone = fake_encoder_cfg(dim)
     return cfg
 
 
 def make_job(cfg: DictConfig, samples: Samples, tmp_path: Path, logger: Any = None) -> Job:
     return Job(
-        cfg=cfg,
         samples=samples,
         balance=instantiate(cfg.balance),
         cache_dir=tmp_path / "cache",
@@ -245,7 +249,9 @@ def test_balancing_touches_training_rows_only(
 ) -> None:
     cfg = use_fake_encoder(compose_cfg(f"balance={balance}"))
     samples, fold = synthetic(fake_extract, with_position=True)
-    det = FeatureDetector(estimator=RecordingLogReg(max_iter=500), name="recording", scale=False)
+    det = FeatureDetector(
+        estimator=RecordingLogReg(max_iter=500), name="recording", scale=False, encoder=fake_encoder_cfg()
+    )
     job = make_job(cfg, samples, tmp_path)
     det.setup(job)
     scores = det.fit_predict(job, fold)
@@ -448,7 +454,7 @@ def test_single_class_training_fold_and_missing_fit(
 def test_classifier_track_does_not_import_heavy_frameworks() -> None:
     code = (
         "import sys, numpy as np\n"
-        "import fid_bench.classical.detector, fid_bench.classical.balance\n"
+        "import fid_bench.classical.detector, fid_bench.balance\n"
         "import fid_bench.evaluation.metrics, fid_bench.evaluation.plots\n"
         "heavy = [m for m in ('torch', 'pytorch_lightning', 'lightning', 'mlflow', 'open_clip', 'timm') if m in sys.modules]\n"
         "assert not heavy, heavy\n"
@@ -519,7 +525,7 @@ def test_threads_cap_reaches_fit_and_estimator_pools(
     assert instantiate(cfg.classifier).estimator.n_jobs == 2  # LightGBM's own pool gets the same cap
 
     samples, fold = synthetic(fake_extract, n_real=30, n_fake=30)
-    det = FeatureDetector(estimator=ThreadProbe(), name="probe", threads=1)
+    det = FeatureDetector(estimator=ThreadProbe(), name="probe", threads=1, encoder=fake_encoder_cfg())
     job = make_job(cfg, samples, tmp_path)
     det.setup(job)
     det.fit_predict(job, fold)
@@ -527,3 +533,17 @@ def test_threads_cap_reaches_fit_and_estimator_pools(
     assert det.predictor().threads == 1
     with pytest.raises(FidBenchError, match="threads must be a positive integer"):
         FeatureDetector(estimator=LogisticRegression(), name="x", threads=0)
+
+
+def test_predictor_logged_before_the_backbones_package_names_todays_encoders() -> None:
+    from fid_bench.classical.detector import FeaturePredictor
+
+    old = {"model_name": "resnet50", "pretrained": True, "weights": None, "image_size": None, "amp": True}
+    for target, now in [
+        ("fid_bench.features.encoders.TimmEncoder", "fid_bench.backbones.timm.TimmBackbone"),
+        ("fid_bench.features.encoders.SpectrumEncoder", "fid_bench.features.spectrum.SpectrumEncoder"),
+    ]:
+        pred = FeaturePredictor.__new__(FeaturePredictor)
+        pred.__setstate__({"encoder_cfg": {"_target_": target, **old}, "_encoder": None})
+        assert pred.encoder_cfg["_target_"] == now
+        assert ("amp" in pred.encoder_cfg) == now.endswith("SpectrumEncoder")  # encoder settings stay with it

@@ -1,4 +1,4 @@
-"""Fine-tuning track: networks, preprocessing and augmentations, decoded cache, data module,
+"""Fine-tuning track: preprocessing and augmentations, decoded cache, data module,
 Lightning module, detector, predictor and configs (tiny images, tens of rows, CPU)."""
 
 from __future__ import annotations
@@ -75,18 +75,11 @@ def make_fold(n: int, n_val: int, n_test: int, index: int = 0) -> SimpleNamespac
     )
 
 
-def make_job(
-    table, tmp_path: Path, *, network=None, trainer=None, balance=None, logger=None, folds=None
-) -> Job:
-    net = network or {"_target_": "fid_bench.finetune.networks.SmallCNN", "image_size": 16, "widths": [8, 16]}
-    trainer_cfg = OmegaConf.merge(OmegaConf.load(TRAINER_CPU), {"num_workers": 0, "channels_last": False})
-    if trainer:
-        trainer_cfg = OmegaConf.merge(trainer_cfg, trainer)
-    cfg = OmegaConf.create(
-        {"model": {"name": "net", "network": net}, "trainer": trainer_cfg, "cv": {"folds": folds}}
-    )
+SMALL_NET = {"_target_": "fid_bench.backbones.small_cnn.SmallCNN", "image_size": 16, "widths": [8, 16]}
+
+
+def make_job(table, tmp_path: Path, *, balance=None, logger=None) -> Job:
     return Job(
-        cfg=cfg,
         samples=Samples(table),
         balance=balance or Balance(),
         cache_dir=tmp_path / "cache",
@@ -95,10 +88,16 @@ def make_job(
     )
 
 
-def detector(**kwargs):
+def detector(*, trainer=None, **kwargs):
+    """A FinetuneDetector on the small CNN and the CPU trainer config (``trainer`` merged on top)."""
     from fid_bench.finetune.detector import FinetuneDetector
 
+    trainer_cfg = OmegaConf.merge(OmegaConf.load(TRAINER_CPU), {"num_workers": 0, "channels_last": False})
+    if trainer:
+        trainer_cfg = OmegaConf.merge(trainer_cfg, trainer)
     base = {
+        "backbone": SMALL_NET,
+        "trainer": trainer_cfg,
         "max_epochs": 2,
         "batch_size": 16,
         "optimizer": {"_target_": "torch.optim.AdamW", "_partial_": True, "lr": 3e-3},
@@ -115,64 +114,6 @@ def auc(labels, scores) -> float:
     from sklearn.metrics import roc_auc_score
 
     return float(roc_auc_score(labels, scores))
-
-
-# -- networks -----------------------------------------------------------------------------------------
-def test_small_cnn_shapes_and_preprocessing():
-    from fid_bench.finetune.networks import SmallCNN
-
-    net = SmallCNN(widths=[4, 8, 16], blocks=1)
-    assert net.input_size == 32  # CIFAKE's size when data.image_size is not set
-    out = net(torch.zeros(3, 3, 32, 32))
-    assert out.shape == (3, net.num_features) and net.num_features == 32  # avg + max pooling of 16
-    assert net.preprocessing() == {"image_size": 32, "mean": [0.5] * 3, "std": [0.5] * 3}
-    assert SmallCNN(image_size=48).input_size == 48
-    with pytest.raises(FidBenchError, match="too small"):
-        SmallCNN(image_size=2, widths=[4, 8, 16])
-    with pytest.raises(FidBenchError, match="widths"):
-        SmallCNN(widths=[])
-
-
-def test_timm_network_any_model_and_input_size():
-    from fid_bench.finetune.networks import timm_network
-
-    cnn = timm_network("test_resnet", image_size=40)
-    assert cnn.input_size == 40 and cnn(torch.zeros(2, 3, 40, 40)).shape == (2, cnn.num_features)
-    # a token-grid model is built for the requested size (the position embedding follows it)
-    vit = timm_network("test_vit", image_size=32)
-    assert vit.input_size == 32 and vit(torch.zeros(2, 3, 32, 32)).shape == (2, vit.num_features)
-    native = timm_network("test_vit")
-    assert native.input_size == native.model.pretrained_cfg["input_size"][-1]
-    assert tuple(vit.mean) == tuple(vit.model.pretrained_cfg["mean"])
-    with pytest.raises(FidBenchError, match="not a timm model"):
-        timm_network("no_such_model_xyz")
-
-
-def test_timm_network_weights_follow_the_shared_policy(tmp_path):
-    from fid_bench.finetune.networks import timm_network
-
-    # model.weights=PATH: a local checkpoint is loaded into the backbone
-    source = timm_network("test_resnet")
-    path = tmp_path / "ckpt.pth"
-    torch.save({"state_dict": source.model.state_dict()}, path)
-    loaded = timm_network("test_resnet", weights=str(path))
-    for key, value in source.model.state_dict().items():
-        assert torch.equal(loaded.model.state_dict()[key], value), key
-    # pretrained=true with nothing cached and the hub offline: one clear error, no download attempt
-    with pytest.raises(FidBenchError, match="test_resnet"):
-        timm_network("test_resnet", pretrained=True)
-    with pytest.raises(FidBenchError):
-        timm_network("test_resnet", weights=str(tmp_path / "missing.pth"))
-
-
-def test_open_clip_network_builds_image_tower_at_requested_size():
-    from fid_bench.finetune.networks import open_clip_network
-
-    net = open_clip_network("ViT-S-32", image_size=64)
-    assert net.input_size == 64
-    assert net(torch.zeros(1, 3, 64, 64)).shape == (1, net.num_features)
-    with pytest.raises(FidBenchError, match="open_clip"):
-        open_clip_network("NoSuchArch")
 
 
 # -- preprocessing and augmentation ---------------------------------------------------------------------
@@ -317,11 +258,11 @@ def test_datamodule_batches_and_unreadable_rows(tmp_path):
 def _fit_module(tmp_path, table, fold, **module_kwargs):
     import pytorch_lightning as pl
 
+    from fid_bench.backbones.small_cnn import SmallCNN
     from fid_bench.finetune.module import BinaryNet, FinetuneModule
-    from fid_bench.finetune.networks import SmallCNN
 
     pl.seed_everything(0, verbose=False)
-    net = BinaryNet(SmallCNN(image_size=16, widths=[4, 8]))
+    net = BinaryNet(SmallCNN(image_size=16, widths=[4, 8]).build())
     module = FinetuneModule(net, optimizer=lambda groups: torch.optim.AdamW(groups, lr=1e-2), **module_kwargs)
     snapshots = []
 
@@ -364,11 +305,11 @@ def test_unfreeze_after_one_epoch(tmp_path):
 
 
 def test_class_weights_weight_the_loss_and_unreadable_rows_are_ignored():
+    from fid_bench.backbones.small_cnn import SmallCNN
     from fid_bench.finetune.module import BinaryNet, FinetuneModule
-    from fid_bench.finetune.networks import SmallCNN
 
     module = FinetuneModule(
-        BinaryNet(SmallCNN(image_size=8, widths=[4])),
+        BinaryNet(SmallCNN(image_size=8, widths=[4]).build()),
         optimizer=torch.optim.SGD,
         class_weights={0: 0.5, 1: 2.0},
     )
@@ -473,18 +414,18 @@ def test_detector_with_timm_network_and_class_weight(tmp_path):
     table = make_images(tmp_path / "img", 32)
     table.loc[:21, "label"] = [0] * 18 + [1] * 4
     net = {
-        "_target_": "fid_bench.finetune.networks.timm_network",
+        "_target_": "fid_bench.backbones.timm.TimmBackbone",
         "model_name": "test_resnet",
         "pretrained": False,
         "weights": None,
         "image_size": 16,
     }
-    job = make_job(table, tmp_path, network=net, balance=Balance(weights={0: 0.6, 1: 2.75}))
-    det = detector(max_epochs=1, freeze_backbone=True, unfreeze_after=None)
+    job = make_job(table, tmp_path, balance=Balance(weights={0: 0.6, 1: 2.75}))
+    det = detector(backbone=net, max_epochs=1, freeze_backbone=True, unfreeze_after=None)
     scores = det.fit_predict(job, make_fold(32, 5, 5))
     assert len(scores) == 10 and scores.score.between(0, 1).all()
     predictor = pickle.loads(pickle.dumps(det.predictor()))
-    assert predictor.network["model_name"] == "test_resnet"
+    assert predictor.backbone["model_name"] == "test_resnet"
     np.testing.assert_allclose(
         predictor.predict_paths(table["path"].iloc[27:].tolist()),
         scores[scores.split == "test"].score,
@@ -495,8 +436,8 @@ def test_detector_with_timm_network_and_class_weight(tmp_path):
 def test_cross_validation_prefixes_epoch_metrics_per_fold(tmp_path):
     table = make_images(tmp_path / "img", 32)
     logger = RecordingLogger()
-    job = make_job(table, tmp_path, logger=logger, folds=2)
-    det = detector(max_epochs=1)
+    job = make_job(table, tmp_path, logger=logger)
+    det = detector(max_epochs=1, folds=2)
     for k in range(2):
         det.fit_predict(job, make_fold(32, 6, 6, index=k))
     keys = set().union(*(m for m, _ in logger.calls))
@@ -506,9 +447,11 @@ def test_cross_validation_prefixes_epoch_metrics_per_fold(tmp_path):
 
 def test_bad_trainer_config_is_one_line_error(tmp_path):
     table = make_images(tmp_path / "img", 16)
-    job = make_job(table, tmp_path, trainer={"accelerator": "no_such_device"})
+    job = make_job(table, tmp_path)
     with pytest.raises(FidBenchError, match="trainer config"):
-        detector(max_epochs=1).fit_predict(job, make_fold(16, 4, 4))
+        detector(max_epochs=1, trainer={"accelerator": "no_such_device"}).fit_predict(
+            job, make_fold(16, 4, 4)
+        )
     with pytest.raises(FidBenchError, match="decoded_cache"):
         detector(decoded_cache="sometimes")
     with pytest.raises(FidBenchError, match="monitor"):
@@ -521,9 +464,7 @@ def test_spectrum_with_finetune_is_one_clear_error(compose_cfg, tmp_path):
 
     cfg = compose_cfg("model=spectrum", "classifier=finetune")
     det = instantiate(cfg.classifier)
-    job = Job(
-        cfg=cfg, samples=Samples(pd.DataFrame()), balance=Balance(), cache_dir=tmp_path, output_dir=tmp_path
-    )
+    job = Job(samples=Samples(pd.DataFrame()), balance=Balance(), cache_dir=tmp_path, output_dir=tmp_path)
     with pytest.raises(FidBenchError, match="model=spectrum has no trainable network.*classifier=logreg"):
         det.setup(job)
 
@@ -531,8 +472,8 @@ def test_spectrum_with_finetune_is_one_clear_error(compose_cfg, tmp_path):
 def test_small_cnn_config_selects_finetune_with_its_recipe(compose_cfg):
     from hydra.utils import instantiate
 
+    from fid_bench.backbones.small_cnn import SmallCNN
     from fid_bench.finetune.detector import FinetuneDetector
-    from fid_bench.finetune.networks import SmallCNN
 
     cfg = compose_cfg("model=small_cnn")
     det = instantiate(cfg.classifier)
@@ -541,20 +482,23 @@ def test_small_cnn_config_selects_finetune_with_its_recipe(compose_cfg):
         det.max_epochs == cfg.classifier.max_epochs and det.optimizer_cfg["lr"] == cfg.classifier.optimizer.lr
     )
     assert det.augment.crop_pad == cfg.classifier.augment.crop_pad
-    net = instantiate(cfg.model.network)
+    net = instantiate(cfg.model.backbone)
     assert isinstance(net, SmallCNN) and net.input_size == 32
-    assert instantiate(compose_cfg("model=small_cnn", "data.image_size=48").model.network).input_size == 48
+    assert instantiate(compose_cfg("model=small_cnn", "data.image_size=48").model.backbone).input_size == 48
+    # the detector receives the backbone, trainer and folds it reads through its own config node
+    assert det.backbone_cfg["_target_"].endswith("SmallCNN") and det.trainer_cfg["accelerator"] == "cpu"
+    assert det.folds == 1 and instantiate(compose_cfg("model=small_cnn", "cv.folds=3").classifier).folds == 3
     # trainer.max_epochs, when given, wins over the recipe; null falls back to it
-    assert det._hardware(SimpleNamespace(cfg=cfg))["trainer_kwargs"]["max_epochs"] == det.max_epochs
-    cfg1 = compose_cfg("model=small_cnn", "trainer.max_epochs=1")
-    assert det._hardware(SimpleNamespace(cfg=cfg1))["trainer_kwargs"]["max_epochs"] == 1
+    assert det._hardware()["trainer_kwargs"]["max_epochs"] == det.max_epochs
+    det1 = instantiate(compose_cfg("model=small_cnn", "trainer.max_epochs=1").classifier)
+    assert det1._hardware()["trainer_kwargs"]["max_epochs"] == 1
 
 
 @pytest.mark.parametrize("model", ["resnet50", "vit_b16"])
 def test_timm_models_default_to_finetune(compose_cfg, model):
     cfg = compose_cfg(f"model={model}", "model.pretrained=false", "data.image_size=64")
     assert cfg.classifier._target_.endswith("FinetuneDetector")
-    assert cfg.model.network.pretrained is False and cfg.model.network.image_size == 64
+    assert cfg.model.backbone.pretrained is False and cfg.model.backbone.image_size == 64
     assert compose_cfg(f"model={model}", "classifier=logreg").classifier._target_.endswith("FeatureDetector")
 
 
@@ -586,7 +530,7 @@ def test_run_job_small_cnn_logs_epochs_final_metrics_and_a_loadable_model(compos
     cfg = compose_cfg(
         "model=small_cnn",
         "data.image_size=16",
-        "model.network.widths=[4,8]",
+        "model.backbone.widths=[4,8]",
         "trainer.max_epochs=2",
         "trainer.num_workers=0",
     )
@@ -610,9 +554,15 @@ def test_recipe_reaches_the_lightning_trainer(tmp_path):
     from pytorch_lightning.callbacks import EarlyStopping, ModelCheckpoint
 
     table = make_images(tmp_path / "img", 8)
-    job = make_job(table, tmp_path, trainer={"sync_batchnorm": True})
-    det = detector(max_epochs=7, accumulate_grad_batches=3, gradient_clip_val=0.25, early_stopping_patience=2)
-    trainer = det._trainer(job, det._hardware(job), tmp_path / "ck", "", True)
+    job = make_job(table, tmp_path)
+    det = detector(
+        max_epochs=7,
+        accumulate_grad_batches=3,
+        gradient_clip_val=0.25,
+        early_stopping_patience=2,
+        trainer={"sync_batchnorm": True},
+    )
+    trainer = det._trainer(job, det._hardware(), tmp_path / "ck", "", True)
     assert trainer.max_epochs == 7 and trainer.accumulate_grad_batches == 3
     assert trainer.gradient_clip_val == 0.25
     stop = next(cb for cb in trainer.callbacks if isinstance(cb, EarlyStopping))
@@ -620,7 +570,42 @@ def test_recipe_reaches_the_lightning_trainer(tmp_path):
     assert (stop.monitor, stop.patience, stop.mode) == ("val_roc_auc", 2, "max")
     assert (ckpt.monitor, ckpt.mode, ckpt.save_top_k) == ("val_roc_auc", "max", 1)
     # a value in the trainer config wins over the recipe
-    job2 = make_job(table, tmp_path, trainer={"max_epochs": 1, "accumulate_grad_batches": 2})
-    trainer2 = det._trainer(job2, det._hardware(job2), tmp_path / "ck2", "", False)
+    det2 = detector(
+        max_epochs=7, accumulate_grad_batches=3, trainer={"max_epochs": 1, "accumulate_grad_batches": 2}
+    )
+    trainer2 = det2._trainer(job, det2._hardware(), tmp_path / "ck2", "", False)
     assert trainer2.max_epochs == 1 and trainer2.accumulate_grad_batches == 2
     assert not any(isinstance(cb, (EarlyStopping, ModelCheckpoint)) for cb in trainer2.callbacks)
+
+
+def test_predictor_logged_before_the_backbones_package_still_loads(tmp_path):
+    """An old pickle holds ``network`` (a finetune.networks target) and weights under ``backbone.model.``."""
+    import pickle
+
+    from fid_bench.backbones.timm import TimmBackbone
+    from fid_bench.finetune.detector import FinetunePredictor
+    from fid_bench.finetune.module import BinaryNet
+
+    table = make_images(tmp_path / "img", 4)
+    torch.manual_seed(0)
+    built = TimmBackbone("test_resnet", pretrained=False, image_size=16).build()
+    net = BinaryNet(built)
+    cfg = {"model_name": "test_resnet", "pretrained": False, "weights": None, "image_size": 16}
+    new = FinetunePredictor(
+        {"_target_": "fid_bench.backbones.timm.TimmBackbone", **cfg},
+        net.state_dict(),
+        built.preprocessing.finetune_dict(),
+    )
+    old_state = dict(new.__getstate__())
+    old_state.pop("backbone")
+    old_state["network"] = {"_target_": "fid_bench.finetune.networks.timm_network", **cfg}
+    old_state["state_dict"] = {
+        k.replace("backbone.", "backbone.model.", 1) if k.startswith("backbone.") else k: v
+        for k, v in net.state_dict().items()
+    }
+    old = FinetunePredictor.__new__(FinetunePredictor)
+    old.__setstate__(old_state)
+    old = pickle.loads(pickle.dumps(old))
+    assert old.backbone["_target_"] == "fid_bench.backbones.timm.TimmBackbone"
+    paths = table["path"].tolist()
+    np.testing.assert_allclose(old.predict_paths(paths), new.predict_paths(paths), atol=1e-6)

@@ -29,7 +29,7 @@ SCRIPT = textwrap.dedent(
     from omegaconf import OmegaConf
     from PIL import Image
 
-    from fid_bench.classical.balance import NoBalance
+    from fid_bench.balance import NoBalance
     from fid_bench.data.samples import Samples
     from fid_bench.detector import Job, NullLogger
     from fid_bench.finetune.detector import FinetuneDetector
@@ -56,12 +56,11 @@ SCRIPT = textwrap.dedent(
     trainer = OmegaConf.load(sys.argv[2])
     trainer.merge_with({"accelerator": "cpu", "devices": 2, "precision": "32-true", "num_workers": 0,
                         "pin_memory": False, "progress_bar": False})
-    cfg = OmegaConf.create({"model": {"name": "small_cnn", "network": {
-        "_target_": "fid_bench.finetune.networks.SmallCNN", "image_size": 16, "widths": [8, 16]}},
-        "trainer": trainer, "cv": {"folds": None}})
-    job = Job(cfg=cfg, samples=Samples(table), balance=NoBalance(), cache_dir=out / "cache",
+    backbone = {"_target_": "fid_bench.backbones.small_cnn.SmallCNN", "image_size": 16, "widths": [8, 16]}
+    job = Job(samples=Samples(table), balance=NoBalance(), cache_dir=out / "cache",
               output_dir=out / "run", logger=NullLogger())
-    det = FinetuneDetector(max_epochs=4, batch_size=8, seed=0, early_stopping_patience=None,
+    det = FinetuneDetector(backbone=backbone, trainer=trainer, folds=None,
+                           max_epochs=4, batch_size=8, seed=0, early_stopping_patience=None,
                            optimizer={"_target_": "torch.optim.AdamW", "_partial_": True, "lr": 3e-3},
                            augment={"hflip_p": 0.0})
     det.setup(job)

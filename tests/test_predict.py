@@ -226,7 +226,7 @@ def test_help_exits_0(capsys) -> None:
 
 FINETUNE_TINY = [
     "model=small_cnn",
-    "model.network.widths=[8,16]",
+    "model.backbone.widths=[8,16]",
     "data.image_size=16",
     "trainer.max_epochs=1",
     "trainer.num_workers=0",

@@ -101,7 +101,7 @@ def test_run_logs_params_tags_metrics_and_config(compose_cfg, client, isolated):
     assert params["classifier.estimator.n_estimators"] == "300"
     assert params["classifier.estimator.random_state"] == "7"  # interpolations resolved
     assert params["cv.folds"] == "null"
-    assert params["balance._target_"] == "fid_bench.classical.balance.Oversample"
+    assert params["balance._target_"] == "fid_bench.balance.Oversample"
     assert params["extra"] == "[1, 2]"
     assert not any(k.startswith("hydra") for k in params)
 

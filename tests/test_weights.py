@@ -13,11 +13,14 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from fid_bench.backbones import weights as W
 from fid_bench.errors import FidBenchError
-from fid_bench.features import weights as W
-from fid_bench.features.encoders import OpenClipEncoder, TimmEncoder
 from tests.conftest import REPO, TINY
-from tests.test_encoders import tiny_clip  # noqa: F401 - the fixture registers tiny open_clip configs
+from tests.test_encoders import (
+    clip_encoder,
+    timm_encoder,
+    tiny_clip,  # noqa: F401 - the fixture registers tiny open_clip configs
+)
 
 COMMIT = "0123456789abcdef0123456789abcdef01234567"
 
@@ -54,7 +57,7 @@ def test_offline_without_cached_weights_is_one_clear_error() -> None:
     assert os.environ["HF_HUB_OFFLINE"] == "1" and not W.hub_cache_dir().exists()
     t0 = time.perf_counter()
     with pytest.raises(FidBenchError) as info:
-        TimmEncoder("resnet50", pretrained=True).load()
+        timm_encoder("resnet50", pretrained=True).load()
     msg = str(info.value)
     assert time.perf_counter() - t0 < 10  # no waiting on a network that is not there
     assert "\n" not in msg
@@ -71,9 +74,9 @@ def test_offline_open_clip_names_its_tag_repo() -> None:
     with pytest.raises(
         FidBenchError, match=r"ViT-B-32/openai \(hf-hub:timm/vit_base_patch32_clip_224\.openai\)"
     ):
-        OpenClipEncoder("ViT-B-32", "openai").load()
+        clip_encoder("ViT-B-32", "openai").load()
     with pytest.raises(FidBenchError, match="not an open_clip tag of ViT-B-32"):
-        OpenClipEncoder("ViT-B-32", "no-such-tag").load()
+        clip_encoder("ViT-B-32", "no-such-tag").load()
 
 
 @pytest.mark.slow
@@ -102,7 +105,7 @@ def test_cached_hub_weights_load_offline_and_match() -> None:
     torch.manual_seed(3)
     reference = timm.create_model("test_resnet", pretrained=False)  # with its classifier, as on the hub
     path = fake_hub_file("timm/test_resnet.r160_in1k", "model.safetensors", reference.state_dict())
-    enc = TimmEncoder("test_resnet", pretrained=True, image_size=32)
+    enc = timm_encoder("test_resnet", pretrained=True, image_size=32)
     got = features(enc)
     reference.reset_classifier(0)
     reference.eval()
@@ -126,7 +129,7 @@ def test_cached_open_clip_tag_loads_with_its_preprocessing(tiny_clip, monkeypatc
     torch.manual_seed(4)
     reference = open_clip.create_model("TinyViT-test", pretrained=None)
     fake_hub_file("test-org/tiny-clip", "open_clip_model.safetensors", reference.state_dict())
-    enc = OpenClipEncoder("TinyViT-test", "tiny", pretrained=True)
+    enc = clip_encoder("TinyViT-test", "tiny", pretrained=True)
     got = features(enc)
     assert "mean=[0.5, 0.4, 0.3]" in enc.describe()["preprocess"].replace("(", "[").replace(")", "]")
     reference.eval()
@@ -147,7 +150,7 @@ def test_a_new_hub_commit_is_reported_when_extracting(tmp_path: Path, caplog) ->
     sd = timm.create_model("test_resnet", pretrained=False).state_dict()
     fake_hub_file("timm/test_resnet.r160_in1k", "model.safetensors", sd)
     paths, sha1s = make_images(tmp_path / "img", 4)
-    enc = TimmEncoder("test_resnet", pretrained=True, image_size=32)
+    enc = timm_encoder("test_resnet", pretrained=True, image_size=32)
     extract_features(enc, paths[:2], sha1s[:2], tmp_path / "cache", num_workers=0)
     # the hub repo moved on and the local cache now has a newer commit
     repo = W.hub_cache_dir() / "models--timm--test_resnet.r160_in1k"
@@ -159,7 +162,7 @@ def test_a_new_hub_commit_is_reported_when_extracting(tmp_path: Path, caplog) ->
     (repo / "refs" / "main").write_text(newer)
     with caplog.at_level(logging.WARNING, logger="fid_bench.features.extract"):
         extract_features(
-            TimmEncoder("test_resnet", pretrained=True, image_size=32),
+            timm_encoder("test_resnet", pretrained=True, image_size=32),
             paths,
             sha1s,
             tmp_path / "cache",
@@ -172,7 +175,7 @@ def test_a_new_hub_commit_is_reported_when_extracting(tmp_path: Path, caplog) ->
 @pytest.fixture(scope="module")
 def resnet_source():
     """A randomly initialised test_resnet (without head) and its features: what checkpoints must reproduce."""
-    enc = TimmEncoder("test_resnet", pretrained=False, init_seed=5, image_size=32)
+    enc = timm_encoder("test_resnet", pretrained=False, init_seed=5, image_size=32)
     return enc, features(enc)
 
 
@@ -201,7 +204,7 @@ def test_local_checkpoint_round_trips_to_identical_features(
     else:  # a checkpoint of the full classifier: the head is dropped without complaint
         path = tmp_path / "w.pt"
         torch.save({**sd, "fc.weight": torch.zeros(10, 32), "fc.bias": torch.zeros(10)}, path)
-    loaded = TimmEncoder("test_resnet", weights=str(path), image_size=32)
+    loaded = timm_encoder("test_resnet", weights=str(path), image_size=32)
     np.testing.assert_array_equal(features(loaded), want)
     assert loaded.describe()["weights"]["file"] == str(path.resolve())
 
@@ -212,22 +215,22 @@ def test_checkpoint_problems_are_reported_clearly(tmp_path: Path, resnet_source,
     enc, want = resnet_source
     sd = enc._model.state_dict()
     with pytest.raises(FidBenchError, match="no such checkpoint file"):
-        TimmEncoder("test_resnet", weights=str(tmp_path / "nope.pt")).identity  # noqa: B018
+        timm_encoder("test_resnet", weights=str(tmp_path / "nope.pt")).identity  # noqa: B018
     (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")
     with pytest.raises(FidBenchError, match="cannot read checkpoint"):
-        TimmEncoder("test_resnet", weights=str(tmp_path / "junk.pt")).load()
+        timm_encoder("test_resnet", weights=str(tmp_path / "junk.pt")).load()
     torch.save({k: v for i, (k, v) in enumerate(sd.items()) if i % 2}, tmp_path / "half.pt")
     with pytest.raises(FidBenchError, match=r"weights are missing from the checkpoint, e\.g\. "):
-        TimmEncoder("test_resnet", weights=str(tmp_path / "half.pt")).load()
+        timm_encoder("test_resnet", weights=str(tmp_path / "half.pt")).load()
     bad = dict(sd)
     key = next(k for k, v in sd.items() if v.ndim == 4)
     bad[key] = torch.zeros(1, 1, 1, 1)
     torch.save(bad, tmp_path / "shape.pt")
     with pytest.raises(FidBenchError, match=f"wrong shape.*{key}"):
-        TimmEncoder("test_resnet", weights=str(tmp_path / "shape.pt")).load()
+        timm_encoder("test_resnet", weights=str(tmp_path / "shape.pt")).load()
     torch.save({**sd, "extra.thing": torch.zeros(2)}, tmp_path / "extra.pt")
-    with caplog.at_level(logging.WARNING, logger="fid_bench.features.weights"):
-        extra = TimmEncoder("test_resnet", weights=str(tmp_path / "extra.pt"), image_size=32)
+    with caplog.at_level(logging.WARNING, logger="fid_bench.backbones.weights"):
+        extra = timm_encoder("test_resnet", weights=str(tmp_path / "extra.pt"), image_size=32)
         np.testing.assert_array_equal(features(extra), want)
     assert "unexpected checkpoint key(s), e.g. extra.thing" in caplog.text
 
@@ -235,34 +238,32 @@ def test_checkpoint_problems_are_reported_clearly(tmp_path: Path, resnet_source,
 def test_vit_checkpoint_loads_at_another_image_size(tmp_path: Path) -> None:
     import torch
 
-    source = TimmEncoder("test_vit", pretrained=False, init_seed=2)
+    source = timm_encoder("test_vit", pretrained=False, init_seed=2)
     source.load()
     torch.save(source._model.state_dict(), tmp_path / "vit.pt")
-    small = TimmEncoder("test_vit", weights=str(tmp_path / "vit.pt"), image_size=32)
+    small = timm_encoder("test_vit", weights=str(tmp_path / "vit.pt"), image_size=32)
     feats = features(small)
     assert feats.shape == (3, source._loaded_info["num_features"]) and np.isfinite(feats).all()
     # the position embedding was resampled from the checkpoint, not left random
     assert small._model.pos_embed.shape[1] == 1 + 4
     assert not np.allclose(
-        feats, features(TimmEncoder("test_vit", pretrained=False, init_seed=9, image_size=32))
+        feats, features(timm_encoder("test_vit", pretrained=False, init_seed=9, image_size=32))
     )
 
 
 def test_open_clip_local_checkpoint_full_or_image_tower(tmp_path: Path, tiny_clip) -> None:  # noqa: F811
     import torch
 
-    source = OpenClipEncoder("TinyViT-test", pretrained=False, init_seed=8)
+    source = clip_encoder("TinyViT-test", pretrained=False, init_seed=8)
     want = features(source)
     torch.save({f"visual.{k}": v for k, v in source._model.state_dict().items()}, tmp_path / "tower.pt")
     torch.save(source._model.state_dict(), tmp_path / "bare.pt")
     for name in ("tower.pt", "bare.pt"):
         np.testing.assert_array_equal(
-            features(OpenClipEncoder("TinyViT-test", weights=str(tmp_path / name))), want
+            features(clip_encoder("TinyViT-test", weights=str(tmp_path / name))), want
         )
     np.testing.assert_array_equal(
-        features(
-            OpenClipEncoder("TinyViT-test", pretrained_tag="ignored", weights=str(tmp_path / "bare.pt"))
-        ),
+        features(clip_encoder("TinyViT-test", pretrained_tag="ignored", weights=str(tmp_path / "bare.pt"))),
         want,
     )
 

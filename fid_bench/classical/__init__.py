@@ -1,1 +1,1 @@
-"""The frozen-encoder track: class balancing and classifiers fitted on cached feature matrices."""
+"""The frozen-encoder track: classifiers fitted on cached feature matrices (``detector.FeatureDetector``)."""

@@ -1,6 +1,8 @@
 """The frozen-encoder track: cached features -> [StandardScaler] -> scikit-learn / LightGBM estimator.
 
-``FeatureDetector`` is what ``conf/classifier/{logreg,knn,rf,gboost,lightgbm}.yaml`` build.
+``FeatureDetector`` is what ``conf/classifier/{logreg,knn,rf,gboost,lightgbm}.yaml`` build; it
+receives the parts of the config it reads (``encoder: ${model.backbone}``, ``features:
+${features}``, see ``conf/classifier/_features.yaml``) and builds estimator and encoder itself.
 ``setup`` extracts features once per job (through the content-addressed cache, so a sweep over
 classifiers and balancings pays for extraction only once); ``fit_predict`` fits a fresh pipeline
 per fold on the balanced training rows and scores the untouched validation and test rows.
@@ -32,6 +34,7 @@ from sklearn.base import BaseEstimator, ClassifierMixin, clone
 from fid_bench.data.samples import LABELLED_SPLITS
 from fid_bench.detector import Detector, Job, Predictor, scores_frame
 from fid_bench.errors import FidBenchError
+from fid_bench.features.encoders import build_encoder
 
 if TYPE_CHECKING:
     from sklearn.pipeline import Pipeline
@@ -112,6 +115,15 @@ def _val_threshold(val_scores: pd.DataFrame) -> float:
     return 0.5 if math.isnan(threshold) else threshold
 
 
+def _plain(value: Any) -> Any:
+    """DictConfig/ListConfig -> plain Python containers (resolved); anything else unchanged."""
+    from omegaconf import DictConfig, ListConfig, OmegaConf
+
+    if isinstance(value, (DictConfig, ListConfig)):
+        return OmegaConf.to_container(value, resolve=True)
+    return value
+
+
 def _one_line(err: BaseException) -> str:
     return " ".join(str(err).split()) or type(err).__name__
 
@@ -153,13 +165,16 @@ class FeatureDetector(Detector):
     """Frozen encoder + cached features + a scikit-learn compatible classifier (see module docstring).
 
     Args:
-        estimator: an unfitted classifier with ``fit`` and ``predict_proba`` (Hydra builds it from
-            the ``estimator`` node); cloned for every fold.
+        estimator: an unfitted classifier with ``fit`` and ``predict_proba``, or its config node
+            (``_target_``: built here); cloned for every fold.
         name: short name for tags, the leaderboard and error messages (``classifier=<name>``).
         scale: put a ``StandardScaler`` (fitted on the training rows) before the estimator.
         threads: cap on the threads fit and predict may use (see ``thread_limit``); ``None`` leaves
             the libraries' defaults. The configs use 1: sweeps get their parallelism from running
             jobs side by side, and oversubscribed OpenMP pools slow down many times over.
+        encoder: the ``model.backbone`` node: a backbone (frozen here) or a hand-made encoder;
+            ``None`` refuses to run (a model with no frozen encoder).
+        features: the ``features`` node: ``batch_size``, ``num_workers``, ``device`` of extraction.
         **unused: other keys under ``classifier`` are ignored with a warning. A model config may
             carry a fine-tuning recipe there (epochs, batch size, ...) that means nothing to a
             feature classifier; mistyped command-line keys never get here (Hydra rejects them).
@@ -171,6 +186,8 @@ class FeatureDetector(Detector):
         name: str = "classifier",
         scale: bool = False,
         threads: int | None = None,
+        encoder: Any = None,
+        features: Any = None,
         **unused: Any,
     ) -> None:
         if unused:
@@ -179,6 +196,11 @@ class FeatureDetector(Detector):
                 name,
                 ", ".join(sorted(unused)),
             )
+        estimator = _plain(estimator)
+        if isinstance(estimator, dict) and "_target_" in estimator:
+            from hydra.utils import instantiate
+
+            estimator = instantiate(estimator)
         if not (hasattr(estimator, "fit") and hasattr(estimator, "predict_proba")):
             raise FidBenchError(
                 f"classifier={name}: estimator {type(estimator).__name__} needs fit() and predict_proba()"
@@ -196,8 +218,13 @@ class FeatureDetector(Detector):
         self._features: np.ndarray | None = None
         self._row_index: np.ndarray | None = None
         self._stats: dict[str, float] = {}
-        self._encoder_cfg: dict[str, Any] | None = None
-        self._extract_kwargs: dict[str, Any] = {}
+        self._encoder_cfg: dict[str, Any] | None = _plain(encoder)
+        feats = _plain(features) or {}
+        self._extract_kwargs: dict[str, Any] = {
+            "batch_size": int(feats.get("batch_size", 64)),
+            "num_workers": int(feats.get("num_workers", 2)),
+            "device": str(feats.get("device", "auto")),
+        }
         self._cache_dir: Path | None = None
         self._pipeline: Pipeline | None = None
         self._prior = 0.5
@@ -205,22 +232,8 @@ class FeatureDetector(Detector):
 
     # -- setup: features for every labelled row, once per job --------------------------------------
     def setup(self, job: Job) -> None:
-        from hydra.utils import instantiate
-        from omegaconf import OmegaConf
-
-        cfg = job.cfg
-        enc_node = OmegaConf.select(cfg, "model.encoder")
-        if enc_node is None:
-            model = OmegaConf.select(cfg, "model.name", default="?")
-            raise FidBenchError(f"model={model} has no frozen encoder; use classifier=finetune")
-        self._encoder_cfg = OmegaConf.to_container(enc_node, resolve=True)
-        encoder = instantiate(enc_node)
+        encoder = build_encoder(self._encoder_cfg)
         self._cache_dir = Path(job.cache_dir)
-        self._extract_kwargs = {
-            "batch_size": int(cfg.features.batch_size),
-            "num_workers": int(cfg.features.num_workers),
-            "device": str(cfg.features.device),
-        }
 
         table = job.samples.table
         # folds only ever draw labelled rows; predict rows are scored later through the predictor
@@ -378,6 +391,14 @@ class FeatureDetector(Detector):
         )
 
 
+#: encoder targets stored by models logged before ``fid_bench.backbones`` existed -> today's
+_LEGACY_ENCODERS = {
+    "fid_bench.features.encoders.SpectrumEncoder": "fid_bench.features.spectrum.SpectrumEncoder",
+    "fid_bench.features.encoders.TimmEncoder": "fid_bench.backbones.timm.TimmBackbone",
+    "fid_bench.features.encoders.OpenClipEncoder": "fid_bench.backbones.open_clip.OpenClipBackbone",
+}
+
+
 class FeaturePredictor(Predictor):
     """A fitted feature pipeline plus the encoder *config* (weights are loaded on first use).
 
@@ -419,12 +440,22 @@ class FeaturePredictor(Predictor):
         state["_encoder"] = None
         return state
 
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        # models logged before the backbones package name the encoder classes that built them
+        cfg = dict(state.get("encoder_cfg") or {})
+        if cfg.get("_target_") in _LEGACY_ENCODERS:
+            cfg["_target_"] = _LEGACY_ENCODERS[cfg["_target_"]]
+            if not cfg["_target_"].endswith("SpectrumEncoder"):
+                cfg = {
+                    k: v for k, v in cfg.items() if k not in ("amp", "init_seed")
+                }  # frozen-encoder defaults
+            state = {**state, "encoder_cfg": cfg}
+        self.__dict__.update(state)
+
     @property
     def encoder(self) -> Any:
         if self._encoder is None:
-            from hydra.utils import instantiate
-
-            self._encoder = instantiate(self.encoder_cfg)
+            self._encoder = build_encoder(self.encoder_cfg)
         return self._encoder
 
     def predict_paths(self, paths: list[str]) -> np.ndarray:

@@ -1,4 +1,5 @@
-"""Fine-tuning track: a network trained end to end with PyTorch Lightning.
+"""Fine-tuning track: a ``fid_bench.backbones`` backbone plus a binary head, trained end to end with
+PyTorch Lightning.
 
 ``detector.FinetuneDetector`` is what ``classifier=finetune`` builds. Nothing here imports torch or
 Lightning at package import time, so the embedding track never pays for them.

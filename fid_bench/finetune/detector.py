@@ -1,4 +1,4 @@
-"""``classifier=finetune``: train ``model.network`` end to end with Lightning, score val and test rows.
+"""``classifier=finetune``: train ``model.backbone`` end to end with Lightning, score val and test rows.
 
 The job flow is the embedding track's (``experiment.run_job``): ``setup`` once, ``fit_predict`` per
 fold returning scores for ``fold.val`` and ``fold.test``, final metrics by the shared metrics module.
@@ -6,8 +6,9 @@ Per-epoch metrics go to the job's run logger (``EpochMetrics``); the weights of 
 ROC-AUC epoch (Lightning's ``ModelCheckpoint``) score the held-out rows and become the predictor.
 
 Config keys come from ``conf/classifier/finetune.yaml`` (the training recipe; a model config such as
-``small_cnn`` may override them) and ``conf/trainer/*.yaml`` (hardware: Lightning ``Trainer``
-arguments plus the loader/speed options in ``HARNESS_KEYS``).
+``small_cnn`` may override them), which also hands over the parts of the config the detector reads:
+``backbone`` (``model.backbone``), ``trainer`` (``conf/trainer/*.yaml``: Lightning ``Trainer``
+arguments plus the loader/speed options in ``HARNESS_KEYS``) and ``folds`` (``cv.folds``).
 
 This module imports neither torch nor Lightning at import time: Hydra imports it to build the
 detector, and a config error should not wait for them.
@@ -25,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
+from fid_bench.backbones.base import Backbone
 from fid_bench.detector import Detector, Job, Predictor, scores_frame
 from fid_bench.errors import FidBenchError
 
@@ -51,11 +53,14 @@ def _is_tty() -> bool:
 
 
 class FinetuneDetector(Detector):
-    """Fine-tune ``model.network`` (see ``conf/classifier/finetune.yaml`` for every option)."""
+    """Fine-tune ``model.backbone`` (see ``conf/classifier/finetune.yaml`` for every option)."""
 
     def __init__(
         self,
         name: str = "finetune",
+        backbone: Any = None,
+        trainer: Any = None,
+        folds: int | None = None,
         max_epochs: int = 10,
         batch_size: int = 64,
         eval_batch_size: int = 256,
@@ -78,6 +83,9 @@ class FinetuneDetector(Detector):
         from fid_bench.finetune.decoded import MODES
 
         self.name = name
+        self.backbone_cfg: dict[str, Any] | None = _plain(backbone)
+        self.trainer_cfg: dict[str, Any] = dict(_plain(trainer) or {})
+        self.folds = int(folds or 1)
         self.max_epochs = int(max_epochs)
         self.batch_size = int(batch_size)
         self.eval_batch_size = int(eval_batch_size)
@@ -117,14 +125,21 @@ class FinetuneDetector(Detector):
 
     # -- Detector interface --------------------------------------------------------------------
     def setup(self, job: Job) -> None:
-        network = job.cfg.model.get("network") if "model" in job.cfg else None
-        if network is None:
-            model = job.cfg.get("model", {}).get("name", "?")
+        self._backbone()  # a model with nothing to train fails here, before any work
+        self._fold_stats = []
+
+    def _backbone(self) -> Backbone:
+        """A fresh backbone from the config; a one-line error when it has nothing to train."""
+        from hydra.utils import instantiate
+
+        built = instantiate(self.backbone_cfg) if self.backbone_cfg is not None else None
+        if not isinstance(built, Backbone):
+            model = getattr(built, "name", None) or "?"
             raise FidBenchError(
                 f"model={model} has no trainable network, so it cannot be used with classifier=finetune; "
                 "use an embedding classifier instead (e.g. classifier=logreg)"
             )
-        self._fold_stats = []
+        return built
 
     def fit_predict(self, job: Job, fold: Fold) -> pd.DataFrame:
         import pytorch_lightning as pl
@@ -135,23 +150,16 @@ class FinetuneDetector(Detector):
         from fid_bench.finetune.datamodule import FinetuneDataModule
         from fid_bench.finetune.module import BinaryNet, FinetuneModule
 
-        if job.cfg.model.get("network") is None:
-            self.setup(job)  # raises the one-line error
+        backbone = self._backbone()
         table = job.samples.table
-        hw = self._hardware(job)
+        hw = self._hardware()
         pl.seed_everything(self.seed, workers=True, verbose=False)
         if hw["matmul_precision"]:
             torch.set_float32_matmul_precision(hw["matmul_precision"])
 
-        network_cfg = _plain(job.cfg.model.network)
-        backbone = instantiate(network_cfg)
-        if not hasattr(backbone, "preprocessing") or not hasattr(backbone, "num_features"):
-            raise FidBenchError(
-                f"model.network built {type(backbone).__name__}, which is not a fid_bench backbone "
-                "(see fid_bench.finetune.networks)"
-            )
-        net = BinaryNet(backbone, head_dropout=self.head_dropout)
-        preprocessing = backbone.preprocessing()
+        built = backbone.build()
+        net = BinaryNet(built, head_dropout=self.head_dropout)
+        preprocessing = built.preprocessing.finetune_dict()
         if hw["channels_last"]:
             net = net.to(memory_format=torch.channels_last)
             net.channels_last = True
@@ -183,8 +191,7 @@ class FinetuneDetector(Detector):
             compile=hw["compile"],
         )
 
-        n_folds = int(job.cfg.get("cv", {}).get("folds") or 1)
-        prefix = f"fold{fold.index}/" if n_folds > 1 else ""
+        prefix = f"fold{fold.index}/" if self.folds > 1 else ""
         ckpt_dir = Path(job.output_dir) / "checkpoints" / f"fold{fold.index}"
         val_labels = table["label"].to_numpy()[fold.val]
         can_monitor = len(np.unique(val_labels)) == 2 or self.monitor == "val_loss"
@@ -212,7 +219,7 @@ class FinetuneDetector(Detector):
 
         threshold = _val_threshold(val_labels, scores["val"])
         self._predictor = FinetunePredictor(
-            network=network_cfg,
+            backbone=self.backbone_cfg,
             state_dict={k: v.detach().cpu().clone() for k, v in module.net.state_dict().items()},
             preprocessing=preprocessing,
             head_dropout=self.head_dropout,
@@ -263,8 +270,8 @@ class FinetuneDetector(Detector):
         return {k: float(np.nanmean([s.get(k, math.nan) for s in self._fold_stats])) for k in sorted(keys)}
 
     # -- helpers -------------------------------------------------------------------------------
-    def _hardware(self, job: Job) -> dict[str, Any]:
-        trainer_cfg = dict(_plain(job.cfg.get("trainer")) or {})
+    def _hardware(self) -> dict[str, Any]:
+        trainer_cfg = dict(self.trainer_cfg)
         trainer_cfg.pop("_target_", None)
         hw = {
             "num_workers": int(trainer_cfg.pop("num_workers", 0)),
@@ -364,10 +371,22 @@ def score_batches(net: Any, loader: Any, device: Any) -> tuple[np.ndarray, np.nd
     return np.concatenate(scores).astype(np.float64), np.concatenate(oks)
 
 
+#: network targets stored by models logged before ``fid_bench.backbones`` existed -> today's
+#: target, and the attribute their wrapper kept the network under (a prefix of its weights)
+_LEGACY_NETWORKS = {
+    "fid_bench.finetune.networks.SmallCNN": ("fid_bench.backbones.small_cnn.SmallCNN", ""),
+    "fid_bench.finetune.networks.timm_network": ("fid_bench.backbones.timm.TimmBackbone", "model."),
+    "fid_bench.finetune.networks.open_clip_network": (
+        "fid_bench.backbones.open_clip.OpenClipBackbone",
+        "visual.",
+    ),
+}
+
+
 class FinetunePredictor(Predictor):
     """A fine-tuned network reduced to what prediction needs (picklable, CPU tensors).
 
-    Holds the resolved ``model.network`` config, the ``BinaryNet`` state_dict of the best epoch, the
+    Holds the resolved ``model.backbone`` config, the ``BinaryNet`` state_dict of the best epoch, the
     preprocessing it was trained with, the validation threshold and the training prior. The network
     is rebuilt without pretrained weights (the state_dict replaces them), so loading never needs a
     download. An image that cannot be read gets ``prior`` as its score.
@@ -375,7 +394,7 @@ class FinetunePredictor(Predictor):
 
     def __init__(
         self,
-        network: dict[str, Any],
+        backbone: dict[str, Any],
         state_dict: dict[str, Any],
         preprocessing: dict[str, Any],
         *,
@@ -384,7 +403,7 @@ class FinetunePredictor(Predictor):
         prior: float = 0.5,
         batch_size: int = 64,
     ) -> None:
-        self.network = dict(network)
+        self.backbone = dict(backbone)
         self.state_dict = state_dict
         self.preprocessing = dict(preprocessing)
         self.head_dropout = head_dropout
@@ -398,6 +417,21 @@ class FinetunePredictor(Predictor):
         state["_net"] = None  # rebuilt on demand
         return state
 
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        # models logged before the backbones package hold a ``network`` config and wrapped weights
+        if "backbone" not in state and "network" in state:
+            state = dict(state)
+            cfg = dict(state.pop("network"))
+            target, prefix = _LEGACY_NETWORKS.get(cfg.get("_target_"), (cfg.get("_target_"), ""))
+            cfg["_target_"] = target
+            old = f"backbone.{prefix}"
+            state["backbone"] = cfg
+            state["state_dict"] = {
+                ("backbone." + k[len(old) :] if prefix and k.startswith(old) else k): v
+                for k, v in state["state_dict"].items()
+            }
+        self.__dict__.update(state)
+
     def build_net(self) -> Any:
         """The ``BinaryNet`` in eval mode on the CPU, built once."""
         if self._net is None:
@@ -405,11 +439,11 @@ class FinetunePredictor(Predictor):
 
             from fid_bench.finetune.module import BinaryNet
 
-            cfg = dict(self.network)
+            cfg = dict(self.backbone)
             for key, offline in (("pretrained", False), ("weights", None)):
                 if key in cfg:
                     cfg[key] = offline
-            net = BinaryNet(instantiate(cfg), head_dropout=self.head_dropout)
+            net = BinaryNet(instantiate(cfg).build(), head_dropout=self.head_dropout)
             net.load_state_dict(self.state_dict)
             self._net = net.eval()
         return self._net

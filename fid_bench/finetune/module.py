@@ -17,20 +17,25 @@ import pytorch_lightning as pl
 import torch
 from torch import nn
 
+from fid_bench.backbones.base import Built
 from fid_bench.errors import FidBenchError
 
 
 class BinaryNet(nn.Module):
-    """uint8 ``[B, 3, S, S]`` pixels -> one logit of "generated" per image."""
+    """uint8 ``[B, 3, S, S]`` pixels -> one logit of "generated" per image.
 
-    def __init__(self, backbone: nn.Module, head_dropout: float = 0.0) -> None:
+    ``built`` is what a ``fid_bench.backbones`` backbone's ``build()`` returns: the network and the
+    preprocessing whose ``mean``/``std`` normalise the pixels here.
+    """
+
+    def __init__(self, built: Built, head_dropout: float = 0.0) -> None:
         super().__init__()
-        pre = backbone.preprocessing()
-        self.backbone = backbone
-        self.head = nn.Sequential(nn.Dropout(float(head_dropout)), nn.Linear(backbone.num_features, 1))
+        pre = built.preprocessing
+        self.backbone = built.network
+        self.head = nn.Sequential(nn.Dropout(float(head_dropout)), nn.Linear(built.num_features, 1))
         # kept as buffers so a state_dict carries the exact normalisation it was trained with
-        self.register_buffer("mean", torch.tensor(pre["mean"], dtype=torch.float32).view(1, 3, 1, 1) * 255)
-        self.register_buffer("std", torch.tensor(pre["std"], dtype=torch.float32).view(1, 3, 1, 1) * 255)
+        self.register_buffer("mean", torch.tensor(pre.mean, dtype=torch.float32).view(1, 3, 1, 1) * 255)
+        self.register_buffer("std", torch.tensor(pre.std, dtype=torch.float32).view(1, 3, 1, 1) * 255)
         self.channels_last = False
 
     def forward(self, pixels: torch.Tensor) -> torch.Tensor:

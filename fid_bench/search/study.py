@@ -257,7 +257,6 @@ def warm_cache(cfg: DictConfig, samples: Samples) -> dict[str, float]:
     start = time.perf_counter()
     detector = instantiate(cfg.classifier)
     job = Job(
-        cfg=cfg,
         samples=samples,
         balance=instantiate(cfg.balance),
         cache_dir=Path(cfg.features.cache_dir).expanduser(),

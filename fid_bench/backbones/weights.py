@@ -1,7 +1,6 @@
 """Pretrained-weight resolution: the Hugging Face hub (through its local cache) or a local checkpoint.
 
-One policy for every network the project builds (frozen encoders here, fine-tuned backbones in
-``finetune.networks``):
+One policy for every backbone the project builds, frozen (embedding track) or fine-tuned:
 
 * ``weights=/path/file`` wins: a local checkpoint (``.safetensors``, or a ``.pth``/``.pt``/``.bin``
   state dict, possibly nested under ``state_dict``/``model``/``state_dict_ema``/``model_ema`` and
@@ -14,8 +13,8 @@ One policy for every network the project builds (frozen encoders here, fine-tune
   as a local file, so neither library goes to the network on its own.
 * Whatever fails ends in ONE ``FidBenchError`` that names the weights and both ways out.
 
-Nothing here is imported by the feature-cache fast path: torch, timm and open_clip are imported
-inside the functions that build networks.
+The feature-cache fast path imports this module (a local checkpoint's sha256 is part of a cache
+key) but nothing heavy: torch, timm and open_clip are imported inside the functions that build networks.
 """
 
 from __future__ import annotations
@@ -381,7 +380,7 @@ def check_open_clip_arch(arch: str) -> None:
         )
 
 
-def create_open_clip_model_and_transform(
+def create_open_clip_model(
     arch: str,
     pretrained_tag: str | None = None,
     *,
@@ -389,11 +388,11 @@ def create_open_clip_model_and_transform(
     weights: str | None = None,
     force_image_size: int | None = None,
     **kwargs: Any,
-) -> tuple[nn.Module, Any, dict[str, Any]]:
-    """Build an open_clip model with the project's weight policy; returns (model, eval preprocess, info).
+) -> tuple[nn.Module, dict[str, Any]]:
+    """Build an open_clip model with the project's weight policy; returns (model, info).
 
-    The preprocess is the validation transform ``open_clip.create_model_and_transforms`` returns
-    for the same model and tag (mean, std, interpolation and resize mode of the tag).
+    ``model.visual.preprocess_cfg`` holds the tag's preprocessing (mean, std, interpolation and
+    resize mode), the one ``open_clip.create_model_and_transforms`` would make its eval transform of.
     ``force_image_size`` other than the native size is accepted only where open_clip can adapt
     the tower (ViTs, on a multiple of the patch size; timm towers with ``set_input_size``).
     """
@@ -413,16 +412,14 @@ def create_open_clip_model_and_transform(
         info.update(pretrained_tag=pretrained_tag, hf_hub=repo_id, hf_hub_revision=hf.revision)
     if force_image_size:
         _check_open_clip_size(arch, int(force_image_size))
+    preprocess = {k: tag_cfg.get(k) for k in ("mean", "std", "interpolation", "resize_mode")}
     with _quiet_open_clip():
-        model, _, preprocess = open_clip.create_model_and_transforms(
+        model = open_clip.create_model(
             arch,
             pretrained=None,
             force_image_size=int(force_image_size) if force_image_size else None,
             force_quick_gelu=bool(tag_cfg.get("quick_gelu", False)),
-            image_mean=tag_cfg.get("mean"),
-            image_std=tag_cfg.get("std"),
-            image_interpolation=tag_cfg.get("interpolation"),
-            image_resize_mode=tag_cfg.get("resize_mode"),
+            force_preprocess_cfg={k: v for k, v in preprocess.items() if v is not None},
             pretrained_text=False,
             pretrained_image=False,
             **kwargs,
@@ -432,21 +429,7 @@ def create_open_clip_model_and_transform(
             model, source, what=f"model.weights={source}" if weights else f"{arch}/{pretrained_tag}"
         )
     info["preprocess"] = dict(getattr(model.visual, "preprocess_cfg", {}) or {})
-    return model, preprocess, info
-
-
-def create_open_clip_model(
-    arch: str,
-    pretrained_tag: str | None = None,
-    *,
-    pretrained: bool = True,
-    weights: str | None = None,
-    **kwargs: Any,
-) -> nn.Module:
-    """The model of ``create_open_clip_model_and_transform`` (for callers that build their own transforms)."""
-    return create_open_clip_model_and_transform(
-        arch, pretrained_tag, pretrained=pretrained, weights=weights, **kwargs
-    )[0]
+    return model, info
 
 
 def _check_open_clip_size(arch: str, size: int) -> None:

@@ -1,0 +1,19 @@
+"""Backbones: one network family per module, each building one network that carries its preprocessing.
+
+A backbone maps an ``N x 3 x H x W`` image batch to ``N x D`` features. The embedding track
+(``fid_bench.features``) freezes it and caches its features; the fine-tuning track
+(``fid_bench.finetune``) trains it under a binary head. Both build it from the same ``backbone:``
+node of a model YAML, so a new model family is one module here plus one ``conf/model/*.yaml``.
+
+``base``       the ``Backbone`` contract, ``Preprocessing`` (declared once per built network) and
+               helpers shared by the families
+``timm``       any timm model (``TimmBackbone``)
+``open_clip``  the image tower of an open_clip CLIP model (``OpenClipBackbone``)
+``small_cnn``  a compact CNN trained from scratch (``SmallCNN``)
+``weights``    pretrained-weight resolution: the Hugging Face hub through its cache, or a local file
+
+May import ``fid_bench.errors`` and ``fid_bench.data`` only, never features, finetune, classical,
+evaluation or tracking (they sit above). Nothing here imports torch, timm or open_clip at module
+import time except ``small_cnn`` (a torch-only family), so a backbone's cache identity is computed
+without them.
+"""
