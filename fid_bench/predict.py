@@ -25,6 +25,7 @@ import argparse
 import logging
 import math
 import os
+import shutil
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -207,48 +208,70 @@ def resolve_run(client: MlflowClient, spec: str, *, experiment: str | None, metr
 
 
 # --------------------------------------------------------------------------- model location check
+#
+# Threat model. Trusted: the tracking store, i.e. its database (or server) and the artifact roots it
+# declares itself: the ``artifact_location`` of each of its experiments and, for a tracking server,
+# the artifacts it serves (``mlflow-artifacts:``). Refused: every other place, in particular the
+# working directory, the folder that merely holds the SQLite file, a relative location, and links
+# that lead out of a root or out of the model's folder. Why: a model is a pickle, and unpickling
+# runs code; only the store's own artifacts were written by the harness's jobs.
+#
+# The locations checked are the ones MLflow's loader would read for the model URI, resolved here
+# once (every page of logged models, ``storage_location`` before ``source``), and the predictor is
+# then loaded from copies of exactly those checked files, never by handing MLflow the URI again.
 
 
 @dataclass(frozen=True)
 class StoreRoots:
-    """Where a tracking store keeps artifacts: local folders, or the artifact service of a server."""
+    """The artifact roots a tracking store declares: the only places a model is unpickled from."""
 
-    local: tuple[Path, ...] = ()
-    server: str | None = None  # scheme://host:port of an MLflow server
-
-
-def _configured_artifact_root() -> Path | None:
-    """``tracking.artifact_root`` of conf/config.yaml, resolved like a run resolves it (from the cwd)."""
-    conf = Path(__file__).resolve().parents[1] / "conf" / "config.yaml"
-    if not conf.is_file():
-        return None
-    from omegaconf import OmegaConf
-    from omegaconf.errors import OmegaConfBaseException
-
-    try:
-        value = OmegaConf.select(OmegaConf.load(conf), "tracking.artifact_root", default=None)
-    except OmegaConfBaseException as err:  # e.g. an interpolation only Hydra can resolve
-        log.debug("tracking.artifact_root not resolvable outside a job: %s", err)
-        return None
-    return Path(str(value)).expanduser().resolve() if value else None
+    local: tuple[Path, ...] = ()  # real paths (symlinks resolved) of local roots
+    remote: tuple[str, ...] = ()  # declared roots in other storage (s3://bucket/prefix, ...)
+    server: str | None = None  # scheme://host:port of an MLflow server (its mlflow-artifacts proxy)
 
 
-def store_roots(uri: str, extra: Sequence[str | Path] = ()) -> StoreRoots:
-    """The artifact locations a tracking store produces (what ``check_model_location`` accepts)."""
+def declared_artifact_locations(client: MlflowClient) -> list[str]:
+    """The ``artifact_location`` of every experiment of the store, deleted ones included (all pages)."""
+    from mlflow.entities import ViewType
+
+    locations: list[str] = []
+    token = None
+    while True:
+        page = client.search_experiments(view_type=ViewType.ALL, page_token=token)
+        locations += [e.artifact_location for e in page if e.artifact_location]
+        token = page.token
+        if not token:
+            return locations
+
+
+def store_roots(uri: str, client: MlflowClient | None = None, extra: Sequence[str | Path] = ()) -> StoreRoots:
+    """The artifact roots the store at ``uri`` declares (what ``check_model_location`` accepts).
+
+    Nothing is derived from the working directory or from where the SQLite file lies; a declared
+    root given as a relative path is ignored (it would mean "relative to wherever predict runs").
+    ``extra``: further roots the caller trusts.
+    """
     parsed = urlparse(uri)
-    extra_paths = tuple(Path(p).expanduser().resolve() for p in extra)
-    if parsed.scheme in ("http", "https"):
-        return StoreRoots(local=extra_paths, server=f"{parsed.scheme}://{parsed.netloc}")
-    if parsed.scheme.startswith("sqlite"):
-        # sqlite:///relative.db or sqlite:////absolute.db
-        db = uri.split(":///", 1)[1] if ":///" in uri else ""
-        folder = Path(db).expanduser().resolve().parent if db and db != ":memory:" else None
-    elif parsed.scheme in ("", "file"):
-        folder = Path(unquote(parsed.path) if parsed.scheme else uri).expanduser().resolve()
-    else:
-        folder = None  # other database back ends: only the configured root is known to be ours
-    roots = [p for p in (folder, _configured_artifact_root()) if p is not None]
-    return StoreRoots(local=tuple(dict.fromkeys([*roots, *extra_paths])))
+    server = f"{parsed.scheme}://{parsed.netloc}" if parsed.scheme in ("http", "https") else None
+    client = client if client is not None else make_client(uri)
+    local: list[Path] = []
+    remote: list[str] = []
+    for location in [*declared_artifact_locations(client), *(str(p) for p in extra)]:
+        path = _local_path(location)
+        if path is not None:
+            path = path.expanduser()
+            if path.is_absolute():
+                local.append(path.resolve())  # symlinks resolved: the root is where the files really are
+            else:
+                log.debug("ignoring the relative artifact root %s: it depends on the working directory", path)
+            continue
+        declared = urlparse(location)
+        if declared.scheme.lower() == "mlflow-artifacts" or (
+            server is not None and f"{declared.scheme.lower()}://{declared.netloc}" == server
+        ):
+            continue  # served by the tracking server: covered by ``server``
+        remote.append(location.rstrip("/"))
+    return StoreRoots(local=tuple(dict.fromkeys(local)), remote=tuple(dict.fromkeys(remote)), server=server)
 
 
 def _local_path(location: str) -> Path | None:
@@ -260,8 +283,34 @@ def _local_path(location: str) -> Path | None:
     return None
 
 
+def _inside(real: Path, roots: StoreRoots) -> bool:
+    return any(real == root or real.is_relative_to(root) for root in roots.local)
+
+
+def _under_remote_root(location: str, root: str) -> bool:
+    """``location`` is ``root`` or below it: same scheme and host, whole path segments, no dot segments."""
+    loc, base = urlparse(location), urlparse(root)
+    if (loc.scheme.lower(), loc.netloc) != (base.scheme.lower(), base.netloc) or loc.query or loc.params:
+        return False
+    segments = [unquote(s) for s in loc.path.split("/") if s]
+    if any(s in (".", "..") or "/" in s or "\\" in s for s in segments):
+        return False
+    prefix = [unquote(s) for s in base.path.split("/") if s]
+    return segments[: len(prefix)] == prefix
+
+
+def _describe_roots(roots: StoreRoots, shown: int = 3) -> str:
+    names = [str(r) for r in roots.local] + list(roots.remote)
+    if roots.server is not None:
+        names.insert(0, f"{roots.server} artifacts")
+    if not names:
+        return "it declares none"
+    more = f" and {len(names) - shown} more" if len(names) > shown else ""
+    return ", ".join(names[:shown]) + more
+
+
 def location_problem(location: str, roots: StoreRoots) -> str | None:
-    """Why ``location`` is not inside the tracking store, or None when it is."""
+    """Why ``location`` is not inside an artifact root the tracking store declares, or None when it is."""
     parsed = urlparse(location)
     if parsed.scheme == "mlflow-artifacts":
         if roots.server is None:
@@ -272,83 +321,192 @@ def location_problem(location: str, roots: StoreRoots) -> str | None:
     if parsed.scheme in ("http", "https"):
         if roots.server is not None and f"{parsed.scheme}://{parsed.netloc}" == roots.server:
             return None
+        if any(_under_remote_root(location, root) for root in roots.remote):
+            return None
         return f"{location} is not served by the tracking server"
     path = _local_path(location)
     if path is None:
-        return f"{location} is outside the tracking store ({parsed.scheme}:// storage it did not produce)"
-    real = path.expanduser().resolve()  # resolves '..' and symlinks: no escaping the root
-    if any(real == root or real.is_relative_to(root) for root in roots.local):
+        if any(_under_remote_root(location, root) for root in roots.remote):
+            return None
+        return f"{location} is outside the tracking store (no artifact root of the store contains it)"
+    path = path.expanduser()
+    if not path.is_absolute():
+        return (
+            f"{location} is a relative path, outside the tracking store (it depends on the working directory)"
+        )
+    real = path.resolve()  # resolves '..' and symlinks: no escaping a root
+    if _inside(real, roots):
         return None
-    where = ", ".join(str(r) for r in roots.local) or "a remote server"
-    return f"{real} is outside the tracking store's artifact root ({where})"
+    return f"{real} is outside the tracking store's artifact roots ({_describe_roots(roots)})"
+
+
+def _refuse(problem: str, allow_external: bool) -> None:
+    if allow_external:
+        log.warning("loading a model from outside the tracking store: %s", problem)
+        return
+    raise FidBenchError(
+        f"refusing to load the model: {problem}; a pickled model can run arbitrary code, "
+        "pass --allow-external if you trust it"
+    )
 
 
 def check_model_location(locations: Sequence[str], roots: StoreRoots, *, allow_external: bool) -> None:
     """Refuse to unpickle a model whose files come from outside the tracking store."""
     for location in locations:
         problem = location_problem(location, roots)
-        if problem is None:
-            continue
-        if allow_external:
-            log.warning("loading a model from outside the tracking store: %s", problem)
-            continue
-        raise FidBenchError(
-            f"refusing to load the model: {problem}; a pickled model can run arbitrary code, "
-            "pass --allow-external if you trust it"
-        )
+        if problem is not None:
+            _refuse(problem, allow_external)
 
 
-def logged_model_locations(client: MlflowClient, run: Run, name: str = MODEL_NAME) -> list[str]:
-    """Where ``runs:/<run>/<name>`` reads from: the run's artifacts and the run's logged model, if any."""
-    locations = [f"{run.info.artifact_uri.rstrip('/')}/{name}"]
+def run_logged_model(client: MlflowClient, run: Run, name: str = MODEL_NAME) -> Any | None:
+    """The logged model that ``runs:/<run>/<name>`` reads, chosen as MLflow's loader chooses it: the
+    first model called ``name`` whose source run is ``run``, searching every page of the experiment's
+    logged models with the same query. None when there is none (or the store has no logged models)."""
+    token = None
     try:
-        models = client.search_logged_models(
-            experiment_ids=[run.info.experiment_id], filter_string=f"name = '{name}'"
-        )
-    except Exception as err:  # noqa: BLE001 - old servers lack the logged-model API; run artifacts remain
-        log.debug("logged-model search failed: %s", err)
-        models = []
-    locations += [m.artifact_location for m in models if m.source_run_id == run.info.run_id]
-    return locations
+        while True:
+            page = client.search_logged_models(
+                experiment_ids=[run.info.experiment_id], filter_string=f"name = '{name}'", page_token=token
+            )
+            for model in page:
+                if model.source_run_id == run.info.run_id:
+                    return model
+            token = page.token
+            if not token:
+                return None
+    except Exception as err:  # noqa: BLE001 - old servers lack the logged-model API; MLflow then reads
+        log.debug("logged-model search failed: %s", err)  # the run's artifacts only, and so do we
+        return None
 
 
-def model_uri_locations(client: MlflowClient, model_uri: str, depth: int = 0) -> tuple[list[str], str | None]:
-    """``(locations, run_id)`` that a model URI reads from, following ``runs:/`` and ``models:/``."""
+def _join(*parts: str | None) -> str:
+    return "/".join(p.strip("/") for p in parts if p and p.strip("/"))
+
+
+def _append(location: str, path: str) -> str:
+    from mlflow.utils.uri import append_to_uri_path
+
+    return append_to_uri_path(location, path) if path else location
+
+
+def model_uri_locations(client: MlflowClient, model_uri: str) -> list[str]:
+    """Where MLflow reads the files of ``model_uri`` from, in its order (a later location's files
+    replace an earlier one's): ``runs:/RUN/PATH`` is the run's artifacts at PATH, then the run's
+    logged model of that name; ``models:/NAME/VERSION``, ``models:/NAME@ALIAS``, ``models:/NAME/STAGE``
+    are the version's ``storage_location`` when set, else its ``source``, followed through further
+    ``runs:/`` and ``models:/`` URIs; ``models:/ID`` is the logged model's ``artifact_location``."""
     from mlflow.exceptions import MlflowException
 
-    parsed = urlparse(model_uri)
-    if depth > 3:
-        raise FidBenchError(f"model URI {model_uri!r}: too many indirections")
     try:
-        if parsed.scheme == "runs":
-            run_id, _, rel = parsed.path.lstrip("/").partition("/")
-            run = client.get_run(run_id)
-            return logged_model_locations(client, run, rel or MODEL_NAME), run_id
-        if parsed.scheme == "models":
-            ref = parsed.path.lstrip("/") or parsed.netloc
-            if "/" not in ref:  # models:/<logged model id>
-                model = client.get_logged_model(ref)
-                return [model.artifact_location], model.source_run_id
-            name, version = ref.split("/", 1)
-            mv = client.get_model_version(name, version)
-            return model_uri_locations(client, mv.source, depth + 1)
+        return _locations(client, model_uri, "", 0)
     except MlflowException as err:
         msg = str(err).splitlines()[0] if str(err) else type(err).__name__
         raise FidBenchError(f"model URI {model_uri!r} not found in {client.tracking_uri}: {msg}") from None
-    return [model_uri], None
+
+
+def _locations(client: MlflowClient, uri: str, sub: str, depth: int) -> list[str]:
+    from mlflow.store.artifact.models_artifact_repo import ModelsArtifactRepository
+    from mlflow.store.artifact.runs_artifact_repo import RunsArtifactRepository
+    from mlflow.store.artifact.utils.models import get_model_name_and_version
+
+    if depth > 5:
+        raise FidBenchError(f"model URI {uri!r}: too many indirections")
+    scheme = urlparse(uri).scheme
+    if scheme == "runs":
+        run_id, path = RunsArtifactRepository.parse_runs_uri(uri)
+        path = _join(path, sub)
+        if not path:
+            raise FidBenchError(f"model URI {uri!r} names no model inside the run (runs:/RUN_ID/model)")
+        run = client.get_run(run_id)
+        locations = [_append(run.info.artifact_uri, path)]
+        name, _, rest = path.partition("/")
+        model = run_logged_model(client, run, name)
+        if model is not None:
+            locations.append(_append(model.artifact_location, rest))
+        return locations
+    if scheme == "models":
+        root, path = ModelsArtifactRepository.split_models_uri(uri)
+        path = _join(path, sub)
+        found = get_model_name_and_version(client, root)
+        if len(found) == 1:  # models:/<logged model id>
+            return [_append(client.get_logged_model(found[0]).artifact_location, path)]
+        name, version = found
+        # storage_location when set, else source: what the registry hands MLflow's downloader
+        return _locations(client, client.get_model_version_download_uri(name, version), path, depth + 1)
+    return [_append(uri, sub)]
 
 
 # --------------------------------------------------------------------------- loading the predictor
 
 
+def _copy_checked(src: Path, dst: Path, base: Path, allow_external: bool, seen: set[Path]) -> None:
+    """Copy folder ``src`` into ``dst``. Every file and folder below it, links followed, must stay inside
+    ``base``, the model location's real folder (MLflow's own rule when it downloads local artifacts):
+    a link that leads out of it is refused like a location outside the store."""
+    real_src = src.resolve()
+    if real_src in seen:
+        return  # a link cycle
+    seen.add(real_src)
+    dst.mkdir(parents=True, exist_ok=True)
+    for entry in sorted(real_src.iterdir()):
+        real = entry.resolve()
+        if not (real == base or real.is_relative_to(base)):
+            _refuse(f"{entry} links to {real}, outside the model's folder {base}", allow_external)
+        if real.is_dir():
+            _copy_checked(real, dst / entry.name, base, allow_external, seen)
+        elif real.is_file():
+            shutil.copyfile(real, dst / entry.name)
+
+
+def fetch_checked_model(
+    locations: Sequence[str], dst: Path, tracking_uri: str, *, allow_external: bool
+) -> bool:
+    """Copy the model files of ``locations`` (already checked) into ``dst``, in order, as MLflow merges
+    a run's artifacts with its logged model's. Returns whether any location held files."""
+    from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
+
+    found = False
+    for location in locations:
+        path = _local_path(location)
+        if path is not None:
+            real = path.expanduser().resolve()
+            if real.is_dir():
+                _copy_checked(real, dst, real, allow_external, set())
+                found = True
+            continue
+        try:  # a server's or a bucket's artifacts: MLflow's own downloader, for that location only
+            get_artifact_repository(location, tracking_uri=tracking_uri).download_artifacts("", str(dst))
+        except Exception as err:  # noqa: BLE001 - MLflow skips a location without files the same way
+            log.debug("no model files at %s: %s", location, err)
+        found = found or any(dst.iterdir())
+    return found
+
+
 def load_checked_predictor(
-    model_uri: str, locations: Sequence[str], uri: str, *, allow_external: bool
+    model_uri: str, locations: Sequence[str], client: MlflowClient, uri: str, *, allow_external: bool
 ) -> Predictor:
-    """Check where the model's files come from, then unpickle its ``Predictor``."""
-    check_model_location(locations, store_roots(uri), allow_external=allow_external)
+    """Check where the model's files come from, copy exactly those files, then unpickle its ``Predictor``.
+
+    The predictor is loaded from that copy, never by handing ``model_uri`` back to MLflow to resolve
+    a second time: the locations checked are the locations read, even if the store changes meanwhile.
+    """
+    import tempfile
+
+    roots = store_roots(uri, client)
+    check_model_location(locations, roots, allow_external=allow_external)
     from fid_bench.tracking.pyfunc import load_predictor
 
-    return load_predictor(model_uri, tracking_uri=uri)
+    with tempfile.TemporaryDirectory(prefix="fid_bench-model-") as tmp:
+        dst = Path(tmp) / "model"
+        dst.mkdir()
+        if not fetch_checked_model(locations, dst, uri, allow_external=allow_external):
+            raise FidBenchError(f"cannot load the model {model_uri}: no files at {', '.join(locations)}")
+        if not (dst / "MLmodel").is_file():
+            raise FidBenchError(f"cannot load the model {model_uri}: no MLmodel file (not an MLflow model)")
+        try:
+            return load_predictor(str(dst), tracking_uri=uri)
+        except FidBenchError as err:  # name the model as the user did, not the temporary copy
+            raise FidBenchError(str(err).replace(str(dst), model_uri)) from None
 
 
 # --------------------------------------------------------------------------- images to predict
@@ -707,6 +865,15 @@ def check_arguments(args: argparse.Namespace) -> None:
         raise UsageError(f"--out {args.out} is a folder; name the CSV file to write")
 
 
+def _absolute_if_path(model_uri: str) -> str:
+    """``--model-uri`` naming a folder: made absolute here, from the working directory the user typed it
+    in (a URI with a scheme is left as it is)."""
+    path = _local_path(model_uri)
+    if path is None or urlparse(model_uri).scheme == "file":
+        return model_uri
+    return str(Path(path).expanduser().absolute())
+
+
 def predict(args: argparse.Namespace) -> pd.DataFrame:
     """Run the command for parsed ``args``; returns the written table."""
     check_arguments(args)
@@ -725,11 +892,10 @@ def predict(args: argparse.Namespace) -> pd.DataFrame:
     if args.run:
         run = resolve_run(client, args.run, experiment=args.experiment, metric=args.metric)
         model_uri = f"runs:/{run.info.run_id}/{MODEL_NAME}"
-        locations = logged_model_locations(client, run)
     else:
-        model_uri = args.model_uri
-        locations, _ = model_uri_locations(client, model_uri)
-    predictor = load_checked_predictor(model_uri, locations, uri, allow_external=args.allow_external)
+        model_uri = _absolute_if_path(args.model_uri)
+    locations = model_uri_locations(client, model_uri)
+    predictor = load_checked_predictor(model_uri, locations, client, uri, allow_external=args.allow_external)
     _choose_feature_cache(predictor, args.cache_dir)
 
     scores = predict_all(predictor, inputs, batch_size=args.batch_size, progress=not args.no_progress)

@@ -17,13 +17,9 @@ from fid_bench.detector import Predictor
 from fid_bench.errors import FidBenchError
 from fid_bench.predict import (
     Inputs,
-    StoreRoots,
-    check_model_location,
     images_under,
-    location_problem,
     main,
     predict_all,
-    store_roots,
     write_output,
 )
 
@@ -66,48 +62,7 @@ class BrightnessPredictor(Predictor):
         return np.array([np.asarray(load_rgb(p), dtype=np.float64).mean() / 255.0 for p in paths])
 
 
-# --------------------------------------------------------------------------- where a model may come from
-
-
-def test_sqlite_store_accepts_only_paths_inside_its_folder(tmp_path: Path) -> None:
-    store = tmp_path / "store"
-    (store / "artifacts" / "exp").mkdir(parents=True)
-    outside = tmp_path / "elsewhere"
-    outside.mkdir()
-    roots = store_roots(f"sqlite:///{store / 'mlflow.db'}")
-    assert store.resolve() in roots.local
-
-    assert location_problem((store / "artifacts" / "exp" / "model").as_uri(), roots) is None
-    assert location_problem(str(store / "artifacts" / "x"), roots) is None
-    # '..' cannot climb out of the root
-    problem = location_problem(str(store / "artifacts" / ".." / ".." / "elsewhere" / "model"), roots)
-    assert problem is not None and "outside the tracking store" in problem
-    # nor can a symlink inside the store that points out of it
-    os.symlink(outside, store / "artifacts" / "link")
-    assert location_problem(str(store / "artifacts" / "link" / "model"), roots) is not None
-    # a remote bucket or another server is never "inside" a local store
-    assert location_problem("s3://bucket/model", roots) is not None
-    assert location_problem("mlflow-artifacts:/0/abc/artifacts/model", roots) is not None
-
-
-def test_server_store_accepts_only_what_it_serves() -> None:
-    roots = store_roots("http://127.0.0.1:5005")
-    assert roots.server == "http://127.0.0.1:5005"
-    assert location_problem("mlflow-artifacts:/1/abc/artifacts/model", roots) is None
-    assert location_problem("mlflow-artifacts://127.0.0.1:5005/1/abc/artifacts/model", roots) is None
-    assert location_problem("mlflow-artifacts://10.0.0.1:80/1/x", roots) is not None
-    assert location_problem("/tmp/model", roots) is not None
-    assert location_problem("file:///tmp/model", roots) is not None
-
-
-def test_refusal_names_the_reason_and_the_escape_hatch(tmp_path: Path) -> None:
-    roots = StoreRoots(local=(tmp_path.resolve() / "store",))
-    with pytest.raises(FidBenchError) as err:
-        check_model_location([str(tmp_path / "evil" / "model")], roots, allow_external=False)
-    msg = str(err.value)
-    assert "\n" not in msg and "--allow-external" in msg and "code" in msg
-    # explicitly allowed: only a warning
-    check_model_location([str(tmp_path / "evil" / "model")], roots, allow_external=True)
+# where a model may come from (and the attacks on it): tests/test_model_location.py
 
 
 # --------------------------------------------------------------------------- inputs and scoring
@@ -425,34 +380,6 @@ def test_images_from_a_run_in_the_store(store: Path, capsys) -> None:
     uri = f"runs:/{run_id}/model"
     assert main(["--model-uri", uri, "--images", str(images), "--out", str(out2), "--no-progress"]) == 0
     assert pd.read_csv(out2)["score"].tolist() == df["score"].tolist()
-
-
-def test_model_stored_outside_the_store_is_refused_unless_allowed(store: Path, capsys) -> None:
-    outside = store.parent / f"{store.name}-elsewhere"
-    run_id = _log_model_run("ext", outside, {"roc_auc": 0.8})
-    images = _image_dir(store / "imgs")
-    out = store / "p.csv"
-    capsys.readouterr()
-
-    for argv in (
-        ["--run", run_id],
-        ["--run", "best", "--experiment", "ext"],
-        ["--model-uri", f"runs:/{run_id}/model"],
-    ):
-        assert main([*argv, "--images", str(images), "--out", str(out)]) == 1
-        err = capsys.readouterr().err.strip().splitlines()
-        assert len(err) == 1 and "outside the tracking store" in err[0] and "--allow-external" in err[0]
-        assert not out.exists()
-
-    # a bare folder path is outside too
-    model_dir = next(outside.rglob("MLmodel")).parent
-    assert main(["--model-uri", str(model_dir), "--images", str(images), "--out", str(out)]) == 1
-    assert "--allow-external" in capsys.readouterr().err
-
-    # the user takes responsibility
-    argv = ["--model-uri", str(model_dir), "--images", str(images), "--out", str(out), "--allow-external"]
-    assert main(argv) == 0
-    assert pd.read_csv(out)["score"].tolist() == pytest.approx([0.0, 1.0, 0.4, 0.25])
 
 
 def test_run_selection_errors_are_one_line(store: Path, capsys, tmp_path: Path) -> None:
