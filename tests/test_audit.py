@@ -125,6 +125,17 @@ def test_train_test_leak_found(tmp_path: Path) -> None:
     assert report.metrics()["dup_extra"] == 0  # a copy across splits is a leak, not a duplicate
 
 
+def test_leak_test_rows_counts_rows_not_distinct_images(tmp_path: Path) -> None:
+    """Three test rows copy one train image: three leaked rows (one leaked image)."""
+    root = _clean(tmp_path)
+    for name in ("a", "b", "c"):
+        _copy(root, "train/fake/007.jpg", f"test/fake/leak_{name}.jpg")
+    report = audit_samples(_samples(root))
+    assert report.leaks["sha1"].nunique() == 1
+    assert report.metrics()["leak_test_rows"] == 3
+    assert any("train->test leakage: 3 test rows" in w for w in report.warnings)
+
+
 def test_format_shortcut_warned(tmp_path: Path) -> None:
     # real photos as PNG, generated ones as JPEG: the file format alone gives the label away
     for i in range(30):

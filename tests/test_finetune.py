@@ -296,6 +296,17 @@ def test_datamodule_balancing_changes_sampling(tmp_path):
     assert weighted.class_weights == {0: 0.5, 1: 1.5}
 
 
+def test_datamodule_class_weights_come_from_the_fold_training_labels_only(tmp_path):
+    """15 real and 5 fake training rows; the 10 val/test rows are all fake and must not count."""
+    from fid_bench.classical.balance import ClassWeight
+
+    table = make_images(tmp_path / "img", 30)
+    table["label"] = [0] * 15 + [1] * 5 + [1] * 10
+    dm = _datamodule(table, make_fold(30, 5, 5), ClassWeight())
+    # n / (n_classes * count) over the 20 training labels; all 30 labels would give {0: 1.0, 1: 1.0}
+    assert dm.class_weights == {0: pytest.approx(20 / (2 * 15)), 1: pytest.approx(20 / (2 * 5))}
+
+
 def test_datamodule_batches_and_unreadable_rows(tmp_path):
     table = make_images(tmp_path / "img", 12)
     Path(table.loc[1, "path"]).write_bytes(b"broken after the reader validated it")
