@@ -480,7 +480,7 @@ def test_early_stopping_and_seed_reproducibility(tmp_path):
     np.testing.assert_allclose(a.score, b.score, atol=1e-6)
 
 
-def test_detector_with_timm_network_and_class_weight(tmp_path):
+def test_detector_with_timm_network_and_class_weight(tmp_path, monkeypatch):
     table = make_images(tmp_path / "img", 32)
     table.loc[:21, "label"] = [0] * 18 + [1] * 4
     net = {
@@ -490,10 +490,23 @@ def test_detector_with_timm_network_and_class_weight(tmp_path):
         "weights": None,
         "image_size": 16,
     }
-    job = make_job(table, tmp_path, network=net, balance=Balance(weights={0: 0.6, 1: 2.75}))
+    from fid_bench.classical.balance import ClassWeight
+    from fid_bench.finetune import module as finetune_module
+
+    built = []
+
+    class Recording(finetune_module.FinetuneModule):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            built.append(self)
+
+    monkeypatch.setattr(finetune_module, "FinetuneModule", Recording)
+    job = make_job(table, tmp_path, network=net, balance=ClassWeight())
     det = detector(max_epochs=1, freeze_backbone=True, unfreeze_after=None)
     scores = det.fit_predict(job, make_fold(32, 5, 5))
     assert len(scores) == 10 and scores.score.between(0, 1).all()
+    # the loss weights, by value: 22 training rows, 18 real and 4 fake -> 22 / (2 * count)
+    np.testing.assert_allclose(built[0].class_weight.tolist(), [22 / 36, 22 / 8], rtol=1e-6)
     predictor = pickle.loads(pickle.dumps(det.predictor()))
     assert predictor.network["model_name"] == "test_resnet"
     np.testing.assert_allclose(
