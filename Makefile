@@ -4,9 +4,11 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 PYTEST_ARGS ?=
+# mutant name patterns for `make mutate` (empty: every module listed under [tool.mutmut] in pyproject.toml)
+MUTANTS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help install run test test-all lint format ui bench clean
+.PHONY: help install run test test-all lint format ui bench mutate clean
 
 help: ## list every target with a one-line description
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  %-10s %s\n", $$1, $$2}'
@@ -42,5 +44,9 @@ bench: $(STAMP) ## run the speed benchmarks (figures go to docs/BENCHMARKS.md by
 	$(BIN)/python benchmarks/extraction.py
 	$(BIN)/python benchmarks/finetune.py
 
+mutate: $(STAMP) ## mutation testing of the promise-carrying modules (slow, not in CI; scores in docs/MUTATION.md)
+	HF_HUB_OFFLINE=1 nice -n 10 $(BIN)/mutmut run --max-children 2 $(MUTANTS)
+	$(BIN)/python scripts/mutation_table.py
+
 clean: ## remove Hydra outputs and caches (keeps mlruns/ and .venv)
-	rm -rf outputs multirun .pytest_cache .ruff_cache
+	rm -rf outputs multirun mutants .pytest_cache .ruff_cache
