@@ -43,6 +43,7 @@ ui: $(STAMP) ## open the MLflow UI on http://127.0.0.1:5000 over mlruns/
 bench: $(STAMP) ## run the speed benchmarks (figures go to docs/BENCHMARKS.md by hand)
 	$(BIN)/python benchmarks/extraction.py
 	$(BIN)/python benchmarks/finetune.py
+	$(BIN)/python benchmarks/core.py
 
 mutate: $(STAMP) ## mutation testing of the promise-carrying modules (slow, not in CI; scores in docs/MUTATION.md)
 	HF_HUB_OFFLINE=1 nice -n 10 $(BIN)/mutmut run --max-children 2 $(MUTANTS)

@@ -155,7 +155,10 @@ def test_features_of_a_new_hub_commit_never_join_the_old_commits_features(tmp_pa
     (repo / "snapshots" / newer).mkdir()
     torch.manual_seed(4)
     save_file(
-        {k: v.contiguous() for k, v in timm.create_model("test_resnet", pretrained=False).state_dict().items()},
+        {
+            k: v.contiguous()
+            for k, v in timm.create_model("test_resnet", pretrained=False).state_dict().items()
+        },
         str(repo / "snapshots" / newer / "model.safetensors"),
     )
     (repo / "refs" / "main").write_text(newer)
@@ -174,11 +177,17 @@ def test_features_of_a_new_hub_commit_never_join_the_old_commits_features(tmp_pa
     # deleting the folder, as the message says, re-extracts everything with the new weights
     shutil.rmtree(cache.dir)
     new_feats, stats = extract_features(
-        TimmEncoder("test_resnet", pretrained=True, image_size=32), paths, sha1s, tmp_path / "cache", num_workers=0
+        TimmEncoder("test_resnet", pretrained=True, image_size=32),
+        paths,
+        sha1s,
+        tmp_path / "cache",
+        num_workers=0,
     )
     assert stats["n_extracted"] == 4
     assert not np.allclose(new_feats[:2], old_feats)
-    assert feature_cache(moved, tmp_path / "cache").read_meta()["encoder"]["weights"]["hf_hub_revision"] == newer
+    assert (
+        feature_cache(moved, tmp_path / "cache").read_meta()["encoder"]["weights"]["hf_hub_revision"] == newer
+    )
 
 
 # ----------------------------------------------------------------------------- local checkpoints
