@@ -132,6 +132,26 @@ def test_perturbation_metrics_score_the_perturbed_pixels(tmp_path):
     assert all(str(tmp_path / "work" / "perturbed") in p for p in predictor.seen[: 2 * len(paths)])
 
 
+def test_leave_one_group_out_bad_fractions_name_their_key():
+    table = _table([""] * 10 + ["gan"] * 5 + ["sd"] * 5, [0] * 10 + [1] * 10)
+    with pytest.raises(FidBenchError, match=r"^data\.val_fraction must be in \(0, 1\), got 1\.5$"):
+        leave_one_group_out(table, val_fraction=1.5, test_fraction=0.2, seed=0)
+    with pytest.raises(FidBenchError, match=r"^data\.test_fraction must be in \(0, 1\), got 0\.0$"):
+        leave_one_group_out(table, val_fraction=0.2, test_fraction=0, seed=0)
+
+
+def test_leave_one_group_out_uses_both_splits_and_missing_groups_are_shared():
+    """The data set's own test rows take part; a missing group (NaN) is a shared real row, not a group."""
+    table = _table([""] * 40 + ["gan"] * 20 + ["diffusion"] * 20, [0] * 40 + [1] * 40)
+    table["group"] = table["group"].replace("", None)
+    table.loc[table.index % 2 == 1, "split"] = "test"
+    folds = leave_one_group_out(table, val_fraction=0.2, test_fraction=0.25, seed=0)
+    assert [f.name for f in folds] == ["diffusion", "gan"]
+    for fold in folds:
+        assert len(fold.train) + len(fold.val) + len(fold.test) == 80  # every row, own test split included
+        assert sum(1 for i in fold.test if i < 40) == 10  # 25 % of the shared real rows
+
+
 def test_leave_one_group_out_needs_two_named_groups():
     table = _table([""] * 10 + ["gan"] * 10, [0] * 10 + [1] * 10)
     with pytest.raises(FidBenchError, match="at least 2 named groups"):
