@@ -4,9 +4,11 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 PYTEST_ARGS ?=
+# mutant name patterns for `make mutate` (empty: every module listed under [tool.mutmut] in pyproject.toml)
+MUTANTS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help install run test test-all lint format ui bench clean
+.PHONY: help install run test test-all lint format ui bench mutate clean
 
 help: ## list every target with a one-line description
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  %-10s %s\n", $$1, $$2}'
@@ -41,6 +43,11 @@ ui: $(STAMP) ## open the MLflow UI on http://127.0.0.1:5000 over mlruns/
 bench: $(STAMP) ## run the speed benchmarks (figures go to docs/BENCHMARKS.md by hand)
 	$(BIN)/python benchmarks/extraction.py
 	$(BIN)/python benchmarks/finetune.py
+	$(BIN)/python benchmarks/core.py
+
+mutate: $(STAMP) ## mutation testing of the promise-carrying modules (slow, not in CI; scores in docs/MUTATION.md)
+	HF_HUB_OFFLINE=1 nice -n 10 $(BIN)/mutmut run --max-children 2 $(MUTANTS)
+	$(BIN)/python scripts/mutation_table.py
 
 clean: ## remove Hydra outputs and caches (keeps mlruns/ and .venv)
-	rm -rf outputs multirun .pytest_cache .ruff_cache
+	rm -rf outputs multirun mutants .pytest_cache .ruff_cache

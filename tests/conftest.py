@@ -13,6 +13,8 @@ from omegaconf import DictConfig
 REPO = Path(__file__).resolve().parents[1]
 CONF_DIR = REPO / "fid_bench" / "conf"  # the packaged config (conf/ at the top is a link to it)
 CIFAKE_ARCHIVE = REPO.parent / "shared" / "data" / "cifake.tar.gz"
+# where the whole CIFAKE release is unpacked once (outside the repo; reused by later sessions)
+DATA_CACHE = Path(os.environ.get("FID_BENCH_TEST_DATA", Path.home() / ".cache" / "fid_bench_data"))
 
 # Small settings that keep a composed job fast on a CPU.
 TINY = [
@@ -84,3 +86,27 @@ def cifake_archive() -> Path:
     if not CIFAKE_ARCHIVE.exists():
         pytest.skip(f"CIFAKE archive not found at {CIFAKE_ARCHIVE}")
     return CIFAKE_ARCHIVE
+
+
+@pytest.fixture(scope="session")
+def cifake_unpacked(cifake_archive: Path) -> Path:
+    """The whole CIFAKE release, unpacked once into ``DATA_CACHE`` (about 470 MB, tens of seconds).
+
+    Unpacked into a temporary sibling and renamed when complete, under a file lock, so an
+    interrupted or concurrent session never sees half a release. The folder name carries the
+    archive's size, so a different archive is unpacked afresh.
+    """
+    import tarfile
+
+    from filelock import FileLock
+
+    target = DATA_CACHE / f"cifake-{cifake_archive.stat().st_size}"
+    DATA_CACHE.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(target) + ".lock"):
+        if not (target / "train").is_dir():
+            partial = DATA_CACHE / f".partial-{target.name}-{os.getpid()}"
+            shutil.rmtree(partial, ignore_errors=True)
+            with tarfile.open(cifake_archive) as tf:
+                tf.extractall(partial, filter="data")
+            os.replace(partial, target)
+    return target

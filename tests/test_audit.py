@@ -28,9 +28,6 @@ from fid_bench.data.jpeg_quality import estimate_quality, ijg_table, table_dista
 from fid_bench.data.samples import SAMPLE_COLUMNS, SKIP_COLUMNS, Samples
 from fid_bench.errors import FidBenchError
 
-CIFAKE_UNPACKED = Path.home() / ".cache" / "fid_bench_data" / "cifake"
-
-
 # ----------------------------------------------------------------------------- tiny data sets
 
 
@@ -133,6 +130,17 @@ def test_train_test_leak_found(tmp_path: Path) -> None:
     assert report.metrics()["leak_test_rows"] == 2
     assert any("train->test leakage: 2 test rows" in w for w in report.warnings)
     assert report.metrics()["dup_extra"] == 0  # a copy across splits is a leak, not a duplicate
+
+
+def test_leak_test_rows_counts_rows_not_distinct_images(tmp_path: Path) -> None:
+    """Three test rows copy one train image: three leaked rows (one leaked image)."""
+    root = _clean(tmp_path)
+    for name in ("a", "b", "c"):
+        _copy(root, "train/fake/007.jpg", f"test/fake/leak_{name}.jpg")
+    report = audit_samples(_samples(root))
+    assert report.leaks["sha1"].nunique() == 1
+    assert report.metrics()["leak_test_rows"] == 3
+    assert any("train->test leakage: 3 test rows" in w for w in report.warnings)
 
 
 def test_format_shortcut_warned(tmp_path: Path) -> None:
@@ -518,15 +526,14 @@ def test_cifake_subset_defects_found_and_no_format_shortcut(
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(1800)  # unpacking and hashing 120k files on a busy 2-core CPU
 def test_cifake_full_release_figures(
-    cifake_archive: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    cifake_unpacked: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """The whole release (unpacked once outside the repo): 920 + 38 extra copies, 378 leaks, no shortcut."""
-    if not (CIFAKE_UNPACKED / "train").is_dir():
-        pytest.skip(f"unpacked CIFAKE not found at {CIFAKE_UNPACKED}")
+    """The whole release (unpacked once by the session fixture): 920 + 38 extra copies, 378 leaks, no shortcut."""
     out_json = tmp_path / "audit.json"
     assert (
-        main(["data=folder", f"data.root={CIFAKE_UNPACKED}", "--json", str(out_json), "--workers", "2"]) == 0
+        main(["data=folder", f"data.root={cifake_unpacked}", "--json", str(out_json), "--workers", "2"]) == 0
     )
     report = json.loads(out_json.read_text())
     extra = {(r["split"], r["class"]): r["extra"] for r in report["duplicate_summary"]}

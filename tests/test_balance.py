@@ -35,6 +35,19 @@ def test_class_weight_is_inverse_frequency_and_sums_to_n() -> None:
     np.testing.assert_array_equal(s.resample(Y), np.arange(10))
 
 
+def test_class_weight_of_no_rows_is_none_and_of_one_row_is_one() -> None:
+    """Edge sizes by value (a mutant testing ``size == 1`` instead of ``size == 0`` survived before)."""
+    assert ClassWeight().class_weights(np.array([], dtype=np.int64)) is None
+    assert ClassWeight().class_weights(np.array([1])) == {1: 1.0}
+
+
+def test_undersample_draws_each_majority_row_at_most_once() -> None:
+    y = np.array([0] * 1000 + [1] * 200)
+    picked = Undersample(seed=0).resample(y)
+    assert len(picked) == 400 and len(np.unique(picked)) == 400  # without replacement
+    assert (y[picked] == 1).sum() == 200
+
+
 def test_class_weight_balanced_data_gives_unit_weights() -> None:
     y = np.array([0, 1, 1, 0])
     assert ClassWeight().class_weights(y) == pytest.approx({0: 1.0, 1: 1.0})

@@ -9,7 +9,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -227,7 +226,8 @@ def test_writer_killed_mid_run_leaves_a_valid_cache(tmp_path: Path) -> None:
     assert present.tolist() == list(range(len(present))) and len(present) % 50 == 0
 
 
-def test_reading_100k_rows_is_fast(tmp_path: Path) -> None:
+def test_reading_100k_rows_in_a_new_reader(tmp_path: Path) -> None:
+    """Correctness at scale; the speed of this read is measured by benchmarks/core.py."""
     n, dim = 120_000, 32
     cache = FeatureCache(tmp_path, IDENTITY)
     keys = [hashlib.sha1(str(i).encode()).hexdigest() for i in range(n)]
@@ -236,10 +236,6 @@ def test_reading_100k_rows_is_fast(tmp_path: Path) -> None:
         cache.put(keys[start : start + 10_000], feats[start : start + 10_000])
     cache.consolidate(force=True)
     query = keys[::-1]
-    t0 = time.perf_counter()
     reader = FeatureCache(tmp_path, IDENTITY)
     assert reader.missing(query) == []
-    got = reader.get(query)
-    seconds = time.perf_counter() - t0
-    np.testing.assert_array_equal(got, feats[::-1])
-    assert seconds < 5.0, f"reading {n} rows took {seconds:.1f} s"
+    np.testing.assert_array_equal(reader.get(query), feats[::-1])

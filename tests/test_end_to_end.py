@@ -149,6 +149,42 @@ def test_failing_job_is_marked_failed_and_sweep_continues(isolated):
     assert "encoder" in failed.data.tags.get("error", "")
 
 
+def test_real_multirun_one_job_failing_in_the_default_suite(isolated):
+    """``python -m fid_bench -m`` for real: two tiny jobs, the small_cnn one raises (no frozen encoder)."""
+    import mlflow
+
+    tiny = ["data.reader.n_real=24", "data.reader.n_fake=12", "data.reader.size=32", "eval.bootstrap=0"]
+    tiny += ["features.num_workers=0", "features.batch_size=32"]
+    proc = _fid_bench("-m", *tiny, "model=spectrum,small_cnn", "classifier=logreg", cwd=isolated)
+    runs = _runs("demo")
+    parents = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
+    assert len(parents) == 1
+    children = _children(runs, parents[0].info.run_id)
+    assert sorted(c.info.status for c in children) == ["FAILED", "FINISHED"]
+    assert len(runs) == 3
+    ok = next(c for c in children if c.info.status == "FINISHED")
+    failed = next(c for c in children if c.info.status == "FAILED")
+    assert ok.data.tags["model"] == "spectrum" and "roc_auc" in ok.data.metrics
+    assert "encoder" in failed.data.tags.get("error", "")
+    comparison = {a.path for a in mlflow.MlflowClient().list_artifacts(parents[0].info.run_id, "comparison")}
+    assert any(p.endswith(".png") for p in comparison), comparison
+    assert "roc_auc" in proc.stdout  # the sweep's leaderboard
+
+
+def test_demo_grid_experiment_composes_the_make_run_grid(compose_cfg):
+    """``make run`` is ``python -m fid_bench experiment=demo_grid``: check what that preset selects."""
+    from hydra.core.hydra_config import HydraConfig
+
+    cfg = compose_cfg("experiment=demo_grid", tiny=False)
+    choices = HydraConfig.get().runtime.choices
+    assert choices["data"] == "demo" and choices["model"] == "spectrum"
+    assert cfg.task_name == "demo_grid"
+    assert str(cfg.hydra.mode) == "RunMode.MULTIRUN"
+    params = dict(cfg.hydra.sweeper.params)
+    assert params == {"classifier": "logreg,rf,lightgbm", "balance": "none,class_weight"}
+    assert cfg.model.encoder._target_.endswith("SpectrumEncoder")
+
+
 def test_bad_config_value_is_one_line_error(isolated):
     proc = _fid_bench(*TINY, "data.val_fraction=1.5", cwd=isolated, check=False)
     assert proc.returncode != 0

@@ -307,3 +307,26 @@ def test_any_object_with_identity_transform_and_encode_is_accepted(tmp_path: Pat
     np.testing.assert_allclose(feats, want, rtol=1e-6)
     _, stats = extract_features(MinimalEncoder(), paths, sha1s, tmp_path / "cache", num_workers=0)
     assert stats["n_extracted"] == 0 and stats["cache_hit_ratio"] == 1.0
+
+
+def test_encoders_sharing_a_name_never_share_cached_features(tmp_path: Path) -> None:
+    """The cache is keyed by identity, not name: other weights or another image size mean other features."""
+    import torch
+
+    paths, sha1s = make_images(tmp_path / "img", 3)
+    variants = [
+        timm_encoder("test_resnet", pretrained=False, init_seed=0, image_size=32),
+        timm_encoder("test_resnet", pretrained=False, init_seed=1, image_size=32),  # other weights
+        timm_encoder("test_resnet", pretrained=False, init_seed=0, image_size=48),  # other preprocessing
+    ]
+    assert len({v.name for v in variants}) == 1 and len({v.identity for v in variants}) == 3
+    got = []
+    for enc in variants:
+        feats, stats = extract_features(enc, paths, sha1s, tmp_path / "cache", num_workers=0)
+        assert stats["n_extracted"] == 3  # nothing served from another variant's features
+        enc.load()
+        with torch.inference_mode():
+            own = enc.encode(torch.stack([enc.transform(load_rgb(p)) for p in paths]))
+        np.testing.assert_allclose(feats, own, rtol=1e-5, atol=1e-6)
+        got.append(feats)
+    assert not np.allclose(got[0], got[1]) and not np.allclose(got[0], got[2])

@@ -237,6 +237,17 @@ def test_datamodule_balancing_changes_sampling(tmp_path):
     assert weighted.class_weights == {0: 0.5, 1: 1.5}
 
 
+def test_datamodule_class_weights_come_from_the_fold_training_labels_only(tmp_path):
+    """15 real and 5 fake training rows; the 10 val/test rows are all fake and must not count."""
+    from fid_bench.balance import ClassWeight
+
+    table = make_images(tmp_path / "img", 30)
+    table["label"] = [0] * 15 + [1] * 5 + [1] * 10
+    dm = _datamodule(table, make_fold(30, 5, 5), ClassWeight())
+    # n / (n_classes * count) over the 20 training labels; all 30 labels would give {0: 1.0, 1: 1.0}
+    assert dm.class_weights == {0: pytest.approx(20 / (2 * 15)), 1: pytest.approx(20 / (2 * 5))}
+
+
 def test_datamodule_batches_and_unreadable_rows(tmp_path):
     table = make_images(tmp_path / "img", 12)
     Path(table.loc[1, "path"]).write_bytes(b"broken after the reader validated it")
@@ -410,7 +421,7 @@ def test_early_stopping_and_seed_reproducibility(tmp_path):
     np.testing.assert_allclose(a.score, b.score, atol=1e-6)
 
 
-def test_detector_with_timm_network_and_class_weight(tmp_path):
+def test_detector_with_timm_network_and_class_weight(tmp_path, monkeypatch):
     table = make_images(tmp_path / "img", 32)
     table.loc[:21, "label"] = [0] * 18 + [1] * 4
     net = {
@@ -420,10 +431,23 @@ def test_detector_with_timm_network_and_class_weight(tmp_path):
         "weights": None,
         "image_size": 16,
     }
-    job = make_job(table, tmp_path, balance=Balance(weights={0: 0.6, 1: 2.75}))
+    from fid_bench.balance import ClassWeight
+    from fid_bench.finetune import module as finetune_module
+
+    built = []
+
+    class Recording(finetune_module.FinetuneModule):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            built.append(self)
+
+    monkeypatch.setattr(finetune_module, "FinetuneModule", Recording)
+    job = make_job(table, tmp_path, balance=ClassWeight())
     det = detector(backbone=net, max_epochs=1, freeze_backbone=True, unfreeze_after=None)
     scores = det.fit_predict(job, make_fold(32, 5, 5))
     assert len(scores) == 10 and scores.score.between(0, 1).all()
+    # the loss weights, by value: 22 training rows, 18 real and 4 fake -> 22 / (2 * count)
+    np.testing.assert_allclose(built[0].class_weight.tolist(), [22 / 36, 22 / 8], rtol=1e-6)
     predictor = pickle.loads(pickle.dumps(det.predictor()))
     assert predictor.backbone["model_name"] == "test_resnet"
     np.testing.assert_allclose(

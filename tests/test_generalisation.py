@@ -45,6 +45,113 @@ def test_leave_one_group_out_tests_each_group_with_shared_real_images():
         assert set(np.flatnonzero(g == other)) <= set(fold.train) | set(fold.val)
 
 
+def test_leave_one_group_out_never_trains_on_copies_of_test_images():
+    """Copies planted across groups (and inside the shared real rows) stay out of train and val."""
+    groups = [""] * 40 + ["gan"] * 20 + ["diffusion"] * 20
+    labels = [0] * 40 + [1] * 40
+    table = _table(groups, labels)
+    sha1 = table["sha1"].to_numpy().copy()
+    sha1[60:65] = sha1[40:45]  # five diffusion images are byte copies of gan images
+    sha1[70] = sha1[50]
+    sha1[1] = sha1[0]  # a real photo present twice
+    table["sha1"] = sha1
+    folds = leave_one_group_out(table, val_fraction=0.2, test_fraction=0.25, seed=0)
+    assert len(folds) == 2
+    for fold in folds:
+        trained = set(sha1[np.concatenate([fold.train, fold.val])])
+        tested = set(sha1[fold.test])
+        assert not trained & tested, fold.name
+        # the copies of the held-out group are tested with it, not dropped from evaluation alone
+        copies = {40, 41, 42, 43, 44, 50} if fold.name == "gan" else {60, 61, 62, 63, 64, 70}
+        assert copies <= set(fold.test)
+
+
+def test_group_metrics_roc_auc_equals_a_hand_computation():
+    """Each generator's fakes against the real test rows; train rows and other groups stay out."""
+    from fid_bench.evaluation.generalisation import group_metrics
+
+    scores = pd.DataFrame(
+        {
+            "split": ["test"] * 7 + ["train"] * 2,
+            "label": [0, 0, 0, 1, 1, 1, 1, 0, 1],
+            "group": ["", "", "", "gan", "gan", "diffusion", "diffusion", "", "gan"],
+            "score": [0.1, 0.4, 0.35, 0.8, 0.3, 0.2, 0.9, 0.99, 0.01],
+        }
+    )
+    m = group_metrics(scores, threshold=0.5)
+    # gan fakes 0.8 and 0.3 against reals 0.1, 0.4, 0.35: 0.8 beats 3, 0.3 beats 1 -> 4 of 6 pairs
+    assert m["group/gan/roc_auc"] == pytest.approx(4 / 6)
+    # diffusion 0.2 and 0.9: 0.2 beats 1, 0.9 beats 3 -> 4 of 6 as well; 0.2 < 0.5 so accuracy 4 of 5
+    assert m["group/diffusion/roc_auc"] == pytest.approx(4 / 6)
+    assert m["group/gan/n"] == 5 and m["group/diffusion/n"] == 5
+    assert m["group/diffusion/accuracy"] == pytest.approx(4 / 5)
+
+
+class _EnergyPredictor:
+    """Scores an image by its horizontal high-frequency energy, a value blur and JPEG change."""
+
+    threshold = 0.5
+    prior = 0.5
+
+    def __init__(self) -> None:
+        self.seen: list[str] = []
+
+    @staticmethod
+    def score(img: Image.Image) -> float:
+        arr = np.asarray(img.convert("L"), dtype=np.float64)
+        return float(1.0 - np.exp(-np.abs(np.diff(arr, axis=1)).mean() / 40.0))
+
+    def predict_paths(self, paths: list[str]) -> np.ndarray:
+        from fid_bench.data.decode import load_rgb
+
+        self.seen.extend(paths)
+        return np.array([self.score(load_rgb(p)) for p in paths])
+
+
+def test_perturbation_metrics_score_the_perturbed_pixels(tmp_path):
+    from fid_bench.data.decode import load_rgb
+    from fid_bench.evaluation.generalisation import perturbation_metrics
+    from fid_bench.evaluation.metrics import compute_metrics
+    from fid_bench.evaluation.perturb import parse_perturbation
+
+    root = _folder_set(tmp_path / "set", n=6)
+    paths = sorted(str(p) for p in root.rglob("*.png"))
+    rows = pd.DataFrame({"path": paths, "label": [1 if "/fake/" in p else 0 for p in paths]})
+    predictor = _EnergyPredictor()
+    metrics, curve = perturbation_metrics(["blur1", "jpeg75"], rows, predictor, tmp_path / "work")
+    y = rows["label"].to_numpy()
+    clean = compute_metrics(y, predictor.predict_paths(paths), 0.5, warn=False)
+    for name in ("blur1", "jpeg75"):
+        pert = parse_perturbation(name)
+        by_hand = np.array([_EnergyPredictor.score(pert(load_rgb(p))) for p in paths])
+        want = compute_metrics(y, by_hand, 0.5, warn=False)
+        assert metrics[f"{name}/log_loss"] == pytest.approx(want["log_loss"], rel=1e-3)
+        assert metrics[f"{name}/log_loss"] != pytest.approx(clean["log_loss"], rel=1e-3)
+        assert metrics[f"{name}/roc_auc"] == pytest.approx(want["roc_auc"])
+    assert list(curve["perturbation"]) == ["blur1", "jpeg75"]
+    assert all(str(tmp_path / "work" / "perturbed") in p for p in predictor.seen[: 2 * len(paths)])
+
+
+def test_leave_one_group_out_bad_fractions_name_their_key():
+    table = _table([""] * 10 + ["gan"] * 5 + ["sd"] * 5, [0] * 10 + [1] * 10)
+    with pytest.raises(FidBenchError, match=r"^data\.val_fraction must be in \(0, 1\), got 1\.5$"):
+        leave_one_group_out(table, val_fraction=1.5, test_fraction=0.2, seed=0)
+    with pytest.raises(FidBenchError, match=r"^data\.test_fraction must be in \(0, 1\), got 0\.0$"):
+        leave_one_group_out(table, val_fraction=0.2, test_fraction=0, seed=0)
+
+
+def test_leave_one_group_out_uses_both_splits_and_missing_groups_are_shared():
+    """The data set's own test rows take part; a missing group (NaN) is a shared real row, not a group."""
+    table = _table([""] * 40 + ["gan"] * 20 + ["diffusion"] * 20, [0] * 40 + [1] * 40)
+    table["group"] = table["group"].replace("", None)
+    table.loc[table.index % 2 == 1, "split"] = "test"
+    folds = leave_one_group_out(table, val_fraction=0.2, test_fraction=0.25, seed=0)
+    assert [f.name for f in folds] == ["diffusion", "gan"]
+    for fold in folds:
+        assert len(fold.train) + len(fold.val) + len(fold.test) == 80  # every row, own test split included
+        assert sum(1 for i in fold.test if i < 40) == 10  # 25 % of the shared real rows
+
+
 def test_leave_one_group_out_needs_two_named_groups():
     table = _table([""] * 10 + ["gan"] * 10, [0] * 10 + [1] * 10)
     with pytest.raises(FidBenchError, match="at least 2 named groups"):

@@ -109,6 +109,23 @@ def test_broken_image_costs_only_itself_and_gets_the_prior(tmp_path: Path) -> No
     assert predictor.calls == [3, 1, 1, 1, 2]
 
 
+def test_unreadable_reason_is_the_error_on_one_line_or_its_type(tmp_path: Path) -> None:
+    """The reason listed for an image the model cannot read, word for word."""
+
+    class Picky(Predictor):
+        def predict_paths(self, paths: list[str]) -> np.ndarray:
+            if any(p.endswith("a.png") for p in paths):
+                raise OSError("cannot identify\n  image   file a.png")
+            if any(p.endswith("b.png") for p in paths):
+                raise ValueError()
+            return np.full(len(paths), 0.5)
+
+    names = ["a.png", "b.png", "c.png"]
+    inputs = Inputs(ids=names, paths=[str(tmp_path / n) for n in names], kind="images")
+    predict_all(Picky(), inputs, batch_size=3, progress=False)
+    assert inputs.unreadable == {0: "cannot identify image file a.png", 1: "ValueError"}
+
+
 def test_unreadable_reported_by_the_predictor_itself_is_listed(tmp_path: Path) -> None:
     class SelfReporting(Predictor):
         prior = 0.6

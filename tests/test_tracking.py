@@ -247,7 +247,24 @@ def test_log_samples_counts_skips_and_fingerprint(compose_cfg, client, caplog):
     assert (m["n_train_real"], m["n_train_fake"], m["n_test_real"], m["n_test_fake"]) == (2, 1, 0, 1)
     assert m["n_predict_unlabelled"] == 2 and m["n_samples"] == 6
     assert m["n_skipped"] == 3 and m["n_unreadable_predict"] == 1
-    assert logged.data.tags["data_fingerprint"] == samples.fingerprint()
+    # computed independently from the raw rows: sha1 of "id, label, split, sha1" lines, first 12 hex digits
+    import hashlib
+
+    lines = "".join(
+        f"{rid}\x1f{label}\x1f{split}\x1f{sha}\n"
+        for rid, _, label, split, _, sha in [
+            ("a", "", 0, "train", "", "s1"),
+            ("b", "", 0, "train", "", "s2"),
+            ("c", "", 1, "train", "", "s3"),
+            ("d", "", 1, "test", "", "s4"),
+            ("e", "", -1, "predict", "", "s5"),
+            ("f", "", -1, "predict", "", ""),
+        ]
+    )
+    assert logged.data.tags["data_fingerprint"] == hashlib.sha1(lines.encode()).hexdigest()[:12]
+    relabelled = _samples()
+    relabelled.table.loc[0, "label"] = 1
+    assert relabelled.fingerprint() != logged.data.tags["data_fingerprint"]
     skipped = pd.read_csv(client.download_artifacts(run.run_id, "skipped.csv"))
     assert skipped["id"].tolist() == ["g", "h", "i"]
     assert "skipped 3 rows (2 truncated, 1 zero-byte); see skipped.csv" in caplog.text

@@ -8,8 +8,9 @@ model, weights, preprocessing parameters, image size, compute dtype, the decoder
 versions of the libraries that define the default preprocessing. Weights are the sha256 of a local
 checkpoint, the open_clip tag, or for timm "the default pretrained weights of this model name in
 this timm version" (timm pins every name to one hub repo; the commit actually loaded is recorded
-in the cache's meta.json, and extraction warns when it changes). It is the feature-cache key, and
-computing it neither loads the network nor imports torch, so a fully cached job never does.
+in the cache's meta.json, and extraction refuses to add features of another commit to that folder).
+It is the feature-cache key, and computing it neither loads the network nor imports torch, so a
+fully cached job never does.
 
 Interface used by ``extract.extract_features`` (only ``identity``, ``transform`` and ``encode`` are
 required of an object that does not derive from ``Encoder``):

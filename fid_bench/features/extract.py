@@ -289,7 +289,7 @@ def _extract(
     from tqdm.auto import tqdm
 
     encoder.load()
-    _warn_on_new_hub_revision(cache, encoder)
+    _check_hub_revision(cache, encoder)
     cache.update_meta(encoder.describe())
     loader = DataLoader(
         _Images(paths, sha1s, encoder.transform),
@@ -355,19 +355,22 @@ def _extract(
         torch.set_num_threads(threads)
 
 
-def _warn_on_new_hub_revision(cache: FeatureCache, encoder: Any) -> None:
-    """Hub weights are identified by name (see ``encoders``): say so when the cached commit moved on."""
+def _check_hub_revision(cache: FeatureCache, encoder: Any) -> None:
+    """Refuse to add features of one hub commit to a folder holding another commit's features.
+
+    Hub weights are identified by model name and tag (computing the identity must not import
+    torch, see ``encoders``), so the commit is only known once the network is loaded; the folder's
+    meta.json records the commit its features came from. Mixing two commits in one folder would
+    break the promise that features of different weights never mix.
+    """
     before = ((cache.read_meta() or {}).get("encoder") or {}).get("weights") or {}
     now = encoder.describe().get("weights") or {}
     old, new = before.get("hf_hub_revision"), now.get("hf_hub_revision")
     if old and new and old != new:
-        log.warning(
-            "features: %s now loads hub commit %s but %s holds features from commit %s; "
-            "delete that folder if the weights changed",
-            encoder.short,
-            new[:12],
-            cache.dir,
-            old[:12],
+        raise FidBenchError(
+            f"features: {encoder.short} now loads hub commit {new[:12]} but {cache.dir} holds features "
+            f"of commit {old[:12]}; delete that folder to re-extract with the new weights "
+            "(features of different weights never mix)"
         )
 
 
