@@ -1,1 +1,0 @@
-"""The frozen-encoder track: class balancing and classifiers fitted on cached feature matrices."""

@@ -1,1 +1,0 @@
-"""Evaluation shared by every track: scores in, metrics and plots out."""

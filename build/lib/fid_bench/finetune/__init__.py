@@ -1,5 +1,0 @@
-"""Fine-tuning track: a network trained end to end with PyTorch Lightning.
-
-``detector.FinetuneDetector`` is what ``classifier=finetune`` builds. Nothing here imports torch or
-Lightning at package import time, so the embedding track never pays for them.
-"""
