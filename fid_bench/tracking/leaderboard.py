@@ -24,6 +24,7 @@ from fid_bench.tracking.store import (
     DEFAULT_TRACKING_URI,
     first_line,
     local_store_path,
+    probe_server,
     resolve_tracking_uri,
 )
 
@@ -121,13 +122,10 @@ def _check_mlflow_sqlite(path: Any) -> None:
 
 
 def _probe_server(uri: str) -> None:
-    """Fail fast on a server that is down (MLflow itself retries for minutes)."""
-    import requests
-
     try:
-        requests.get(uri.rstrip("/") + "/health", timeout=5)
-    except requests.RequestException as err:
-        raise LeaderboardError(f"cannot reach tracking server {uri}: {type(err).__name__}") from None
+        probe_server(uri)
+    except FidBenchError as err:
+        raise LeaderboardError(str(err)) from None
 
 
 def fetch_runs(client: MlflowClient, experiment_ids: list[str], filter_string: str = "") -> list[Run]:
