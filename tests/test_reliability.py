@@ -82,3 +82,66 @@ def test_unreachable_hub_is_asked_once_without_retries(monkeypatch: pytest.Monke
         assert "http://127.0.0.1:9 unreachable" in str(info.value) and "\n" not in str(info.value)
     assert downloads == []  # the retrying download was never started
     assert list(W._HUB_PROBES) == ["http://127.0.0.1:9"]
+
+
+# ----------------------------------------------------------------------------- 6. SIGTERM and Ctrl-C
+def _interrupt_during_extraction(isolated: Path, signum: int) -> tuple[subprocess.CompletedProcess, Path]:
+    """Start a job whose extraction is slow, send ``signum`` once the run is RUNNING and at least one
+    batch has been encoded, and wait for the process to end."""
+    marker = isolated / "encoded.txt"
+    args = [
+        *TINY,
+        "features.batch_size=8",
+        "model.encoder._target_=tests.signal_support.SlowSpectrumEncoder",
+        "tracking.log_model=false",
+    ]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "fid_bench", *args],
+        cwd=isolated,
+        env=_env(FID_BENCH_TEST_ENCODED=str(marker)),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 120
+        # two batches encoded: at least one is done and waits in memory for the cache
+        while not (_batches(marker) >= 2 and [r for r in _runs() if r.info.status == "RUNNING"]):
+            assert proc.poll() is None, proc.communicate()
+            assert time.monotonic() < deadline, "extraction never started"
+            time.sleep(0.1)
+        proc.send_signal(signum)
+        out, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    return subprocess.CompletedProcess(proc.args, proc.returncode, out, err), marker
+
+
+def _batches(marker: Path) -> int:
+    return len(marker.read_text().split()) if marker.exists() else 0
+
+
+def _cached_rows(cache_dir: Path) -> int:
+    from fid_bench.features.extract import feature_cache
+    from tests.signal_support import SlowSpectrumEncoder
+
+    encoder = SlowSpectrumEncoder(image_size=None, max_tiles=9, radial_bins=12)
+    encoder.prepare("cpu")
+    return len(feature_cache(encoder, cache_dir))
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_signal_during_extraction_flushes_cache_and_marks_run_killed(isolated: Path, signum: int) -> None:
+    proc, marker = _interrupt_during_extraction(isolated, signum)
+    name = signal.Signals(signum).name
+    assert proc.returncode == 128 + signum, proc.stderr[-3000:]
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"error: interrupted by {name}"), proc.stderr[-3000:]
+    (run,) = _runs()
+    assert run.info.status == "KILLED"
+    assert run.data.tags["error"] == f"Interrupted: {name}"
+    # every batch encoded before the signal reached the cache (flushed, not lost)
+    encoded = sum(int(n) for n in marker.read_text().split())
+    cached = _cached_rows(isolated / "cache")
+    assert cached > 0 and cached >= encoded - 8  # at most the batch being encoded is lost

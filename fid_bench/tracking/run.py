@@ -27,8 +27,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
-from fid_bench.data.samples import LABEL_NAMES
 from fid_bench import signals
+from fid_bench.data.samples import LABEL_NAMES
 from fid_bench.errors import FidBenchError, user_error
 from fid_bench.tracking.store import DEFAULT_TRACKING_URI, first_line, open_experiment, original_cwd
 
