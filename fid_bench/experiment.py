@@ -65,7 +65,7 @@ def log_audit(cfg: DictConfig, samples: Samples, run: TrackedRun) -> None:
     """Audit the data before training: a few metrics, the report as artifacts, warnings in the log."""
     import tempfile
 
-    from fid_bench.data.audit import audit_from_config
+    from fid_bench.data.audit import SKIP_WARNING, audit_from_config
 
     report = audit_from_config(samples, cfg)
     run.log_metrics({f"audit/{k}": v for k, v in report.metrics().items()})
@@ -73,6 +73,8 @@ def log_audit(cfg: DictConfig, samples: Samples, run: TrackedRun) -> None:
         for path in report.write(Path(tmp)):
             run.log_artifact(path, "audit")
     for warning in report.warnings:
+        if warning.startswith(SKIP_WARNING):
+            continue  # the run already said which rows were skipped (one line, see log_samples)
         log.warning("audit: %s", warning)
 
 

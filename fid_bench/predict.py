@@ -697,6 +697,8 @@ def _choose_feature_cache(predictor: Predictor, explicit: Path | None) -> None:
 
 
 def check_arguments(args: argparse.Namespace) -> None:
+    if args.run is not None and not args.run.strip():
+        raise UsageError("--run is empty: give a run id (see fid-bench leaderboard) or 'best'")
     if args.data and not args.root:
         raise UsageError(f"--data {args.data} needs --root")
     if args.root and not args.data:

@@ -4,6 +4,7 @@ each case ends in one clear line or a counted skip, never a traceback or silent 
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -145,3 +146,121 @@ def test_signal_during_extraction_flushes_cache_and_marks_run_killed(isolated: P
     encoded = sum(int(n) for n in marker.read_text().split())
     cached = _cached_rows(isolated / "cache")
     assert cached > 0 and cached >= encoded - 8  # at most the batch being encoded is lost
+
+
+# ----------------------------------------------------------------------------- 8. smaller holes
+def _png(path: Path, value: int = 128, size: int = 16, fmt: str = "PNG") -> Path:
+    from PIL import Image
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.new("RGB", (size, size), (value, value // 2, 255 - value)).save(path, fmt)
+    return path
+
+
+def _kaggle(root: Path, train: list[tuple[str, object]]) -> Path:
+    (root / "images").mkdir(parents=True, exist_ok=True)
+    lines = ["id,target", *(f"{i},{t}" for i, t in train)]
+    (root / "train.csv").write_text("\n".join(lines) + "\n")
+    return root
+
+
+def _reasons(samples) -> dict[str, str]:
+    return dict(zip(samples.skipped["id"], samples.skipped["reason"], strict=True))
+
+
+def test_kaggle_id_without_extension_finds_an_avif_file(tmp_path: Path) -> None:
+    from fid_bench.data.readers import KaggleReader
+
+    root = _kaggle(tmp_path / "k", [("a", 1), ("b", 0)])
+    _png(root / "images" / "a.avif", 200, fmt="AVIF")
+    _png(root / "images" / "b.png", 10)
+    samples = KaggleReader(root).read()
+    assert len(samples.skipped) == 0
+    assert samples.table.set_index("id").loc["a", "path"].endswith("a.avif")
+
+
+def test_duplicate_id_with_another_label_is_reported_as_conflicting(tmp_path: Path) -> None:
+    from fid_bench.data.readers import KaggleReader
+
+    root = _kaggle(tmp_path / "k", [("a", 1), ("a", 1), ("a", 0), ("b", 0)])
+    for name in ("a", "b"):
+        _png(root / "images" / f"{name}.png")
+    samples = KaggleReader(root).read()
+    assert samples.table[["id", "label"]].values.tolist() == [["a", 1], ["b", 0]]  # the first row kept
+    assert sorted(samples.skipped["reason"]) == ["conflicting_labels", "duplicate_id"]
+    _kaggle(root, [("a", 1), ("b", 0), ("a", 0)])
+    with pytest.raises(FidBenchError, match="conflicting_labels: train.csv line 4: id 'a' has target 0"):
+        KaggleReader(root, strict=True).read()
+
+
+def test_one_skipped_rows_line_per_run(compose_cfg, isolated: Path, caplog) -> None:
+    import logging
+
+    from fid_bench.experiment import run_job
+    from tests.test_end_to_end import _kaggle_folder
+
+    root = _kaggle_folder(isolated / "kaggle")
+    caplog.set_level(logging.INFO)
+    overrides = ["data=kaggle", f"data.root={root}", "features.num_workers=0", "tracking.log_model=false"]
+    run_job(compose_cfg(*overrides, tiny=False))
+    said = [r.getMessage() for r in caplog.records if r.levelno >= logging.INFO]
+    # reader, run and audit each used to say it; now the run does, once, naming its artifact
+    lines = [m for m in said if re.search(r"skipped( or unreadable:)? \d+", m)]
+    assert len(lines) == 1 and lines[0].startswith("skipped 2 rows (1 "), lines
+    assert "truncated" in lines[0] and "empty_file" in lines[0] and "skipped.csv" in lines[0]
+
+
+def test_leaderboard_lists_failed_runs_of_a_store_without_finished_ones(isolated: Path, capsys) -> None:
+    import mlflow
+
+    from fid_bench import leaderboard
+
+    client = mlflow.MlflowClient()
+    exp = client.create_experiment("demo")
+    for _ in range(2):
+        run = client.create_run(exp, tags={"fid_bench.kind": "job", "model": "resnet50"})
+        client.set_terminated(run.info.run_id, "FAILED")
+    assert leaderboard.main(["--status", "FAILED", "--format", "csv"]) == 0
+    out = capsys.readouterr().out
+    assert out.count("FAILED") == 2 and "resnet50" in out
+    # with finished runs present, a metric nobody logged is still a typo worth an error
+    assert leaderboard.main(["--metric", "roc_acu"]) == 2
+
+
+def test_predict_with_an_empty_run_id_says_so(isolated: Path, capsys) -> None:
+    from fid_bench.predict import main
+
+    images = _png(isolated / "imgs" / "a.png").parent
+    assert main(["--run", "", "--images", str(images), "--out", str(isolated / "p.csv")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--run is empty" in err[0], err
+
+
+def test_external_pickle_that_is_not_a_predictor_ends_in_one_line(isolated: Path, capsys) -> None:
+    import pickle
+
+    import mlflow
+    from sklearn.dummy import DummyClassifier
+
+    from fid_bench.predict import main
+    from fid_bench.tracking.pyfunc import _MODEL_CODE, PREDICTOR_ARTIFACT
+
+    images = _png(isolated / "imgs" / "a.png").parent
+    outside = isolated / "elsewhere"
+    outside.mkdir()
+    # an MLflow model of another flavour, and a fid_bench wrapper around a pickle of something else
+    mlflow.sklearn.save_model(DummyClassifier().fit([[0], [1]], [0, 1]), str(outside / "sk"))
+    (outside / "not_a_predictor.pkl").write_bytes(pickle.dumps({"threshold": 0.5}))
+    (outside / "code.py").write_text(_MODEL_CODE)
+    mlflow.pyfunc.save_model(
+        str(outside / "wrapped"),
+        python_model=str(outside / "code.py"),
+        artifacts={PREDICTOR_ARTIFACT: str(outside / "not_a_predictor.pkl")},
+    )
+    capsys.readouterr()
+    for model in ("sk", "wrapped"):
+        argv = ["--model-uri", str(outside / model), "--allow-external", "--no-progress"]
+        assert main([*argv, "--images", str(images), "--out", str(isolated / "p.csv")]) == 1
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and "not a fid_bench model" in err[0], err
+        assert not (isolated / "p.csv").exists()

@@ -63,6 +63,8 @@ CHUNK_SIZE = 1000
 CV_FOLDS = 5
 MAX_NEAR_DUP_THRESHOLD = 32
 SPLIT_ORDER = ("train", "test", "predict")
+#: start of the audit warning about skipped or unreadable rows (a run states those itself)
+SKIP_WARNING = "skipped or unreadable:"
 
 CATEGORICAL = ("format", "size", "mode", "jpeg_qtables", "jpeg_subsampling")
 NUMERIC = ("file_size", "pixels", "jpeg_quality")
@@ -604,7 +606,7 @@ def audit_samples(
     if len(unreadable):
         per = unreadable.groupby("reason").size().sort_values(ascending=False)
         detail = ", ".join(f"{k} {v}" for k, v in per.head(5).items())
-        warnings.append(f"skipped or unreadable: {len(unreadable)} rows ({detail})")
+        warnings.append(f"{SKIP_WARNING} {len(unreadable)} rows ({detail})")
     if table.empty:
         warnings.append("the data set has no rows")
     elif len(table[table["label"].isin((0, 1))]["label"].unique()) < 2:

@@ -8,7 +8,10 @@ used is skipped and counted in ``Samples.skipped`` with one of these reasons, or
     missing_file   no file for the id, or the file is gone
     ambiguous_id   several files in images/ share the id's stem
     outside_root   the id or a symbolic link leads outside the data root
-    duplicate_id   the id already appeared earlier in the same CSV (the first row is kept)
+    duplicate_id   the id already appeared earlier in the same CSV with the same label (the first
+                   row is kept)
+    conflicting_labels   the id already appeared earlier with the other label (the first row is
+                   kept; fix the CSV if it is the wrong one)
     bad_label      target not 0 or 1
     empty_file, truncated, undecodable, too_large   the file itself is broken (see ``decode``)
 
@@ -39,11 +42,14 @@ from fid_bench.errors import FidBenchError
 
 log = logging.getLogger(__name__)
 
-IMAGE_EXTENSIONS = frozenset({".png", ".jpg", ".jpeg", ".jfif", ".webp", ".gif", ".bmp", ".tif", ".tiff"})
+IMAGE_EXTENSIONS = frozenset(
+    {".png", ".jpg", ".jpeg", ".jfif", ".webp", ".gif", ".bmp", ".tif", ".tiff", ".avif"}
+)
 
 OUTSIDE_ROOT = "outside_root"
 AMBIGUOUS_ID = "ambiguous_id"
 DUPLICATE_ID = "duplicate_id"
+CONFLICTING_LABELS = "conflicting_labels"
 BAD_LABEL = "bad_label"
 
 #: class folder names (compared lower-cased) -> label
@@ -152,7 +158,8 @@ class ImageReader(ABC):
             log.debug("%s row %r: %s: %s", row.split, row.id, row.reason, row.message)
         if skipped:
             n_labelled = sum(r.split != "predict" for r in rows)
-            log.warning(
+            # debug only: the run (``TrackedRun.log_samples``) says it once, with skipped.csv
+            log.debug(
                 "%s: skipped %d of %d labelled rows (%s); listed in Samples.skipped",
                 self.name,
                 len(skipped),
@@ -220,19 +227,25 @@ class KaggleReader(ImageReader):
 
         train = _read_csv(train_file, ("id", "target"))
         has_group = "group" in train.columns
-        seen: set[str] = set()
+        first: dict[str, _Row] = {}  # id -> its first row
         for order, rec in enumerate(train.to_dict("records")):
             row = _Row(id=rec["id"], label=-1, split="train", order=order)
             row.group = rec["group"] if has_group else ""
             rows.append(row)
             key = row.id.strip()
-            if key in seen:
-                row.fail(
-                    DUPLICATE_ID, f"{self.train_csv} line {order + 2}: id {row.id!r} already listed above"
-                )
-                continue
-            seen.add(key)
             label = _parse_label(rec["target"])
+            if key in first:
+                earlier, line = first[key], f"{self.train_csv} line {order + 2}"
+                if label is not None and earlier.label >= 0 and label != earlier.label:
+                    row.fail(
+                        CONFLICTING_LABELS,
+                        f"{line}: id {row.id!r} has target {label} here but {earlier.label} above "
+                        "(the first row is kept)",
+                    )
+                else:
+                    row.fail(DUPLICATE_ID, f"{line}: id {row.id!r} already listed above")
+                continue
+            first[key] = row
             if label is None:
                 row.fail(
                     BAD_LABEL, f"{self.train_csv} line {order + 2}: target {rec['target']!r} is not 0 or 1"

@@ -218,7 +218,9 @@ def rank(frame: pd.DataFrame, query: Query, experiment: str, *, strict: bool) ->
             raise LeaderboardError(what)
         return None
     logged = set().union(*jobs["metrics"].map(set))
-    if query.metric not in logged:
+    # runs that did not finish may never log the metric: listing them needs no metric (e.g. FAILED)
+    finished = jobs[jobs["status"] == "FINISHED"]
+    if query.metric not in logged and (query.status == "FINISHED" or not finished.empty):
         if strict:
             shown = sorted(m for m in logged if not m.endswith("_std"))
             listing = ", ".join(shown[:20]) + (", ..." if len(shown) > 20 else "") if shown else "none"
