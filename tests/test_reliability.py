@@ -264,3 +264,53 @@ def test_external_pickle_that_is_not_a_predictor_ends_in_one_line(isolated: Path
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and "not a fid_bench model" in err[0], err
         assert not (isolated / "p.csv").exists()
+
+
+# ----------------------------------------------------------------------------- 7. symbolic links
+def test_class_folder_linked_outside_the_root_is_read_but_links_below_it_stay_inside(tmp_path: Path) -> None:
+    from fid_bench.data.readers import FolderReader
+
+    elsewhere = tmp_path / "other_disk" / "real_images"
+    _png(elsewhere / "a.png", 10)
+    (elsewhere / "b.png").symlink_to("a.png")  # a link inside the linked class folder: allowed
+    secret = _png(tmp_path / "secret" / "x.png", 99)
+    root = tmp_path / "data"
+    root.mkdir()
+    (root / "real").symlink_to(elsewhere, target_is_directory=True)
+    _png(root / "fake" / "c.png", 200)
+    (root / "fake" / "evil.png").symlink_to(secret)  # leads outside root and class folder
+    samples = FolderReader(root).read()
+    assert sorted(samples.table["id"]) == ["fake/c.png", "real/a.png", "real/b.png"]
+    assert _reasons(samples) == {"fake/evil.png": "outside_root"}
+
+
+def test_kaggle_images_folder_may_be_a_link_to_another_disk(tmp_path: Path) -> None:
+    from fid_bench.data.readers import KaggleReader
+
+    disk = tmp_path / "disk2" / "images"
+    for name, value in (("a", 10), ("b", 200)):
+        _png(disk / f"{name}.png", value)
+    secret = _png(tmp_path / "secret" / "x.png", 99)
+    (disk / "c.png").symlink_to(secret)  # a file link below images/ leading elsewhere: refused
+    root = tmp_path / "data"
+    root.mkdir()
+    (root / "images").symlink_to(disk, target_is_directory=True)
+    (root / "train.csv").write_text("id,target\na,0\nb,1\nc,1\n")
+    samples = KaggleReader(root).read()
+    assert sorted(samples.table["id"]) == ["a", "b"]
+    assert _reasons(samples) == {"c": "outside_root"}
+    with pytest.raises(FidBenchError, match="outside_root"):
+        KaggleReader(root, strict=True).read()
+
+
+def test_predict_images_follow_the_same_link_rule(tmp_path: Path) -> None:
+    from fid_bench.predict import images_under
+
+    real = tmp_path / "real_dir"
+    _png(real / "a.png")
+    (real / "b.png").symlink_to("a.png")
+    (real / "leak.png").symlink_to(_png(tmp_path / "secret" / "x.png"))
+    (tmp_path / "linked").symlink_to(real, target_is_directory=True)  # DIR itself may be a link
+    inputs = images_under(tmp_path / "linked")
+    assert inputs.ids == ["a.png", "b.png", "leak.png"]  # never dropped: listed, scored with the prior
+    assert list(inputs.unreadable) == [2] and inputs.unreadable[2].startswith("outside_root:")

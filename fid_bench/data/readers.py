@@ -7,7 +7,9 @@ used is skipped and counted in ``Samples.skipped`` with one of these reasons, or
 
     missing_file   no file for the id, or the file is gone
     ambiguous_id   several files in images/ share the id's stem
-    outside_root   the id or a symbolic link leads outside the data root
+    outside_root   the id, or a link found below the folders the layout names, leads outside both
+                   the data root and that folder (the root itself, split and class folders and
+                   images/ may be links to anywhere: see ``layout_bases``)
     duplicate_id   the id already appeared earlier in the same CSV with the same label (the first
                    row is kept)
     conflicting_labels   the id already appeared earlier with the other label (the first row is
@@ -295,7 +297,8 @@ class FolderReader(ImageReader):
         for folder, split in parts:
             _warn_loose_images(folder)
             for class_dir, label in _class_folders(folder):
-                for path, reason in _walk_files(str(folder / class_dir), root_real):
+                top = folder / class_dir
+                for path, reason in walk_files(str(top), layout_bases(root_real, top)):
                     row = _Row(
                         id=_relative_id(path, prefix),
                         label=label,
@@ -305,7 +308,9 @@ class FolderReader(ImageReader):
                         resolved=not reason,
                     )
                     if reason:
-                        row.fail(reason, f"{path} is a link to {os.path.realpath(path)}, outside {root}")
+                        row.fail(
+                            reason, f"{path} is a link to {os.path.realpath(path)}, outside {root} and {top}"
+                        )
                     rows.append(row)
         return rows
 
@@ -347,7 +352,7 @@ class _IdResolver:
 
     def __init__(self, images: Path, root: Path) -> None:
         self.images = os.path.abspath(images)
-        self.root_real = os.path.realpath(root)
+        self.bases = layout_bases(root, images)
         self._listings: dict[str, tuple[frozenset[str], dict[str, list[str]]]] = {}
 
     def resolve(self, row: _Row) -> _Row:
@@ -381,8 +386,10 @@ class _IdResolver:
             name = matches[0]
         row.path = os.path.join(folder, name)
         real = os.path.realpath(row.path)
-        if not _inside(real, self.root_real):
-            return row.fail(OUTSIDE_ROOT, f"{row.path} is a link to {real}, outside the data root")
+        if not inside_bases(real, self.bases):
+            return row.fail(
+                OUTSIDE_ROOT, f"{row.path} is a link to {real}, outside the data root and images/"
+            )
         row.resolved = True
         return row
 
@@ -425,6 +432,20 @@ def _parse_label(value: str) -> int | None:
     except ValueError:
         return None
     return int(number) if number in (0.0, 1.0) else None
+
+
+def layout_bases(root: str | Path, folder: str | Path) -> tuple[str, ...]:
+    """Where files found below ``folder`` may resolve to: the resolved data root or the resolved
+    ``folder`` (a folder the layout names: a class folder, a split folder, Kaggle's images/).
+
+    The symlink rule: the data root and the folders the layout names may be links to anywhere
+    (e.g. images/ on another disk); files and folders found below them may not lead elsewhere.
+    """
+    return tuple(dict.fromkeys((os.path.realpath(root), os.path.realpath(folder))))
+
+
+def inside_bases(real: str, bases: tuple[str, ...]) -> bool:
+    return any(_inside(real, base) for base in bases)
 
 
 def _inside(path: str, base: str) -> bool:
@@ -470,9 +491,10 @@ def _warn_loose_images(folder: Path) -> None:
         )
 
 
-def _walk_files(top: str, root_real: str) -> list[tuple[str, str]]:
+def walk_files(top: str, bases: tuple[str, ...]) -> list[tuple[str, str]]:
     """Every non-hidden file below ``top`` as (path, reason); reason is ``outside_root`` for links that
-    leave the data root. Links to folders inside the root are followed once each."""
+    resolve outside every one of ``bases`` (resolved folders). Links to folders inside them are
+    followed once each. ``top`` itself may be a link: the symlink rule (see ``inside_bases``)."""
     out: list[tuple[str, str]] = []
     stack, visited = [top], {os.path.realpath(top)}
     while stack:
@@ -485,7 +507,7 @@ def _walk_files(top: str, root_real: str) -> list[tuple[str, str]]:
         for entry in entries:
             if entry.name.startswith("."):
                 continue
-            if entry.is_symlink() and not _inside(os.path.realpath(entry.path), root_real):
+            if entry.is_symlink() and not inside_bases(os.path.realpath(entry.path), bases):
                 out.append((entry.path, OUTSIDE_ROOT))
             elif entry.is_dir():
                 real = os.path.realpath(entry.path)
