@@ -25,7 +25,13 @@ log = logging.getLogger(__name__)
 
 
 def load_samples(cfg: DictConfig):
-    """Read the configured data set into a samples table (bad rows counted in ``skipped``)."""
+    """Read the configured data set into a samples table (bad rows counted in ``skipped``).
+
+    Also sets ``data.max_pixels`` for every later decode of the job (extraction, fine-tuning).
+    """
+    from fid_bench.data.decode import set_max_pixels
+
+    set_max_pixels(cfg.data.get("max_pixels"))
     reader = instantiate(cfg.data.reader)
     return reader.read()
 

@@ -314,3 +314,43 @@ def test_predict_images_follow_the_same_link_rule(tmp_path: Path) -> None:
     inputs = images_under(tmp_path / "linked")
     assert inputs.ids == ["a.png", "b.png", "leak.png"]  # never dropped: listed, scored with the prior
     assert list(inputs.unreadable) == [2] and inputs.unreadable[2].startswith("outside_root:")
+
+
+# ----------------------------------------------------------------------------- 9. pixel limit
+def _huge_png(path: Path, size: tuple[int, int] = (8000, 6000)) -> Path:
+    """48 million pixels (above the default limit, below Pillow's own) in a few kilobytes."""
+    from PIL import Image
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.new("1", size).save(path, optimize=True)
+    return path
+
+
+def test_huge_image_is_too_large_before_decoding_on_every_path(
+    compose_cfg, isolated: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from fid_bench.data import decode
+    from fid_bench.data.readers import KaggleReader
+    from fid_bench.data.validation import validate_files
+    from fid_bench.experiment import load_samples
+
+    monkeypatch.setenv(decode.MAX_PIXELS_ENV, "")  # restored after the test, whatever sets it
+    root = _kaggle(isolated / "k", [("bomb", 1), ("ok", 0)])
+    bomb = _huge_png(root / "images" / "bomb.png")
+    _png(root / "images" / "ok.png")
+    assert bomb.stat().st_size < 100_000
+    # readers (validation), and load_rgb: what extraction, fine-tuning and predict decode with
+    assert _reasons(KaggleReader(root).read()) == {"bomb": "too_large"}
+    with pytest.raises(decode.ImageDecodeError, match=r"8000x6000 = 48000000 pixels, above data.max_pixels"):
+        decode.load_rgb(bomb)
+
+    # configurable, and a cached "ok" under a higher limit does not survive a lower one
+    small = _png(isolated / "small.png", size=100)
+    decode.set_max_pixels(20_000)
+    assert validate_files([str(small)], cache_dir=isolated / "c")[0].ok
+    cfg = compose_cfg("data=kaggle", f"data.root={root}", "data.max_pixels=100", tiny=False)
+    samples = load_samples(cfg)
+    assert len(samples.table) == 0 and set(samples.skipped["reason"]) == {"too_large"}
+    assert validate_files([str(small)], cache_dir=isolated / "c")[0].reason == "too_large"
+    with pytest.raises(FidBenchError, match="data.max_pixels must be a positive number"):
+        decode.set_max_pixels(0)
