@@ -14,10 +14,10 @@ the same pixels for the same file:
 * CMYK, YCbCr and the other colour modes through Pillow's own conversion.
 
 Pillow's decompression-bomb guard stays on and truncated files are rejected
-(``ImageFile.LOAD_TRUNCATED_IMAGES`` is never set): both become an ``ImageDecodeError``. Below
-Pillow's own limit (about 179 million pixels, a 13000x13000 1-bit PNG of 37 KB decodes to 2.4 GB
-of working memory) our own limit applies: an image whose header announces more than
-``max_pixels()`` pixels is refused as ``too_large`` before a single pixel is decoded.
+(``ImageFile.LOAD_TRUNCATED_IMAGES`` is never set): both become an ``ImageDecodeError``. Pillow
+refuses only above about 179 million pixels (a 13000x13000 1-bit PNG of 21 KB still decodes), so
+our own, lower limit applies first: an image whose header announces more than ``max_pixels()``
+pixels is refused as ``too_large`` before a single pixel is decoded.
 """
 
 from __future__ import annotations
@@ -49,8 +49,8 @@ TRUNCATED = "truncated"
 UNDECODABLE = "undecodable"
 TOO_LARGE = "too_large"
 
-#: default pixel limit (``data.max_pixels``): above every common camera up to 36 MP and 8K video
-#: frames (33 MP), while one decode stays near half a gigabyte of working memory
+#: default pixel limit (``data.max_pixels``): room for 36 MP camera photos and 8K frames (33 MP),
+#: a quarter of Pillow's refusal point; every decode thread and loader worker holds one such image
 DEFAULT_MAX_PIXELS = 40_000_000
 #: the limit in force; an environment variable so DataLoader and DDP worker processes share it
 MAX_PIXELS_ENV = "FID_BENCH_MAX_PIXELS"
