@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import logging
 import math
+import signal
+import sys
 
 import hydra
 from omegaconf import DictConfig
@@ -20,25 +22,41 @@ def main(cfg: DictConfig) -> float:
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
 
-    from fid_bench.errors import FidBenchError
+    from fid_bench import signals
+    from fid_bench.errors import user_error
     from fid_bench.experiment import run_job
 
     multirun = HydraConfig.get().mode == RunMode.MULTIRUN
+    # SIGTERM (SLURM, Kubernetes, timeout) unwinds the job like Ctrl-C: caches flush, run KILLED
+    signals.install()
     try:
         if cfg.get("hparams_search"):
             from fid_bench.search.study import run_study
 
             return run_study(cfg)
         return run_job(cfg)
-    except FidBenchError as err:
-        # bad input or config: one line, no traceback
-        if not multirun:
-            raise SystemExit(f"error: {err}") from None
-        log.error("job failed: %s", err)
-    except Exception as err:  # noqa: BLE001 - a failing job must not stop the sweep
-        if not multirun:
+    except BaseException as err:
+        signum = signals.received()
+        # Lightning turns an interrupt during fit into SystemExit(1): the signal tells them apart
+        if isinstance(err, KeyboardInterrupt) or (signum is not None and isinstance(err, SystemExit)):
+            name = signals.signal_name(signum)
+            print(
+                f"error: interrupted by {name}; the job's MLflow run (if started) is marked KILLED",
+                file=sys.stderr,
+                flush=True,
+            )
+            # the whole sweep stops too: the user (or the scheduler) asked for it
+            raise SystemExit(128 + (signum or signal.SIGINT)) from None
+        problem = user_error(err)  # bad input or config, possibly wrapped by hydra.utils.instantiate
+        if problem is not None:
+            message = " ".join(str(problem).split())
+            if not multirun:
+                raise SystemExit(f"error: {message}") from None
+            log.error("job failed: %s", message)
+        elif multirun and isinstance(err, Exception):  # a failing job must not stop the sweep
+            log.exception("job failed: %s: %s", type(err).__name__, err)
+        else:
             raise
-        log.exception("job failed: %s: %s", type(err).__name__, err)
     # the run was already marked FAILED; NaN tells a sweeper this point has no value
     return math.nan
 

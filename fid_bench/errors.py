@@ -16,3 +16,18 @@ def one_line(err: BaseException, limit: int | None = None) -> str:
     if limit is not None and len(text) > limit:
         text = text[: max(limit - 3, 0)] + "..."
     return text
+
+
+def user_error(err: BaseException | None) -> FidBenchError | None:
+    """The ``FidBenchError`` behind ``err``: itself, or the cause a wrapper raised it ``from``.
+
+    Hydra's ``instantiate`` wraps whatever a constructor raises in an ``InstantiationException``
+    whose message repeats the cause; the user needs the cause's one line.
+    """
+    seen: set[int] = set()
+    while err is not None and id(err) not in seen:
+        if isinstance(err, FidBenchError):
+            return err
+        seen.add(id(err))
+        err = err.__cause__
+    return None

@@ -12,7 +12,7 @@ import pandas as pd
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 
-from fid_bench.audit import audit_from_config
+from fid_bench.audit import SKIP_WARNING, audit_from_config
 from fid_bench.data.readers import read_samples
 from fid_bench.detector import Detector, Job
 from fid_bench.errors import FidBenchError
@@ -72,6 +72,8 @@ def log_audit(cfg: DictConfig, samples: Samples, run: TrackedRun) -> None:
         for path in report.write(Path(tmp)):
             run.log_artifact(path, "audit")
     for warning in report.warnings:
+        if warning.startswith(SKIP_WARNING):
+            continue  # the run already said which rows were skipped (one line, see log_samples)
         log.warning("audit: %s", warning)
 
 

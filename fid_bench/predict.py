@@ -524,27 +524,41 @@ class Inputs:
 
 
 def images_under(folder: str | Path, cache_dir: str | Path | None = None) -> Inputs:
-    """Every image file under ``folder`` (by suffix, recursively); ids are POSIX relative paths.
+    """Every image file under ``folder`` (by suffix, recursively; hidden files and folders ignored, as
+    in the readers); ids are POSIX relative paths. ``folder`` may be a link; a link below it that leads
+    outside it is listed as unreadable (``outside_root``), never followed.
 
     Files are checked (fully decoded, results cached in ``cache_dir``) before scoring, so unreadable
     ones are known and reported whichever predictor scores the rest.
     """
+    from fid_bench.data.readers import OUTSIDE_ROOT, layout_bases, walk_files
     from fid_bench.data.validation import validate_files
 
     root = Path(folder).expanduser()
     if not root.is_dir():
         raise FidBenchError(f"--images {folder}: not a folder")
-    files = sorted(
-        (p for p in root.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and not p.is_dir()),
-        key=lambda p: p.relative_to(root).as_posix(),
+    # the readers' symlink rule: DIR may be a link, links found below it may not lead outside it
+    top = str(root.absolute())
+    found = sorted(
+        (Path(p).relative_to(top).as_posix(), p, reason)
+        for p, reason in walk_files(top, layout_bases(top, top))
+        if Path(p).suffix.lower() in IMAGE_SUFFIXES
     )
-    if not files:
+    if not found:
         raise FidBenchError(f"--images {folder}: no image files ({', '.join(sorted(IMAGE_SUFFIXES))})")
-    ids = [p.relative_to(root).as_posix() for p in files]
-    paths = [str(p.absolute()) for p in files]
+    ids = [i for i, _, _ in found]
+    paths = [p for _, p, _ in found]
     inputs = Inputs(ids=ids, paths=paths, kind="images", expected_ids=ids)
-    checks = validate_files(paths, cache_dir=cache_dir, desc="checking images")
-    inputs.unreadable = {i: c.message or c.reason for i, c in enumerate(checks) if not c.ok}
+    inside = [i for i, (_, _, reason) in enumerate(found) if not reason]
+    checks = validate_files([paths[i] for i in inside], cache_dir=cache_dir, desc="checking images")
+    inputs.unreadable = {
+        i: f"{OUTSIDE_ROOT}: {paths[i]} is a link to {os.path.realpath(paths[i])}, outside {top}"
+        for i, (_, _, reason) in enumerate(found)
+        if reason
+    }
+    inputs.unreadable.update(
+        {i: c.message or c.reason for i, c in zip(inside, checks, strict=True) if not c.ok}
+    )
     return inputs
 
 
@@ -855,6 +869,8 @@ def _choose_feature_cache(predictor: Predictor, explicit: Path | None) -> None:
 
 
 def check_arguments(args: argparse.Namespace) -> None:
+    if args.run is not None and not args.run.strip():
+        raise UsageError("--run is empty: give a run id (see fid-bench leaderboard) or 'best'")
     if args.data and not args.root:
         raise UsageError(f"--data {args.data} needs --root")
     if args.root and not args.data:

@@ -107,7 +107,7 @@ def kaggle(tmp_path: Path) -> Path:
             ("../escape", 0),
             ("/etc/passwd", 0),
             ("link", 1),
-            ("c.png", 0),  # duplicate id
+            ("c.png", 0),  # duplicate id, other label
             ("bad2", 2),
             ("badtxt", "yes"),
             ("badempty", ""),
@@ -145,7 +145,7 @@ TRAIN_SKIPPED = {
     ("bad2", "bad_label"),
     ("badempty", "bad_label"),
     ("badtxt", "bad_label"),
-    ("c.png", "duplicate_id"),
+    ("c.png", "conflicting_labels"),
     ("empty", "empty_file"),
     ("ghost", "missing_file"),
     ("junk", "undecodable"),
@@ -155,7 +155,7 @@ TRAIN_SKIPPED = {
 
 
 def test_kaggle_layout(kaggle: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
-    caplog.set_level(logging.WARNING, logger="fid_bench.data.readers")
+    caplog.set_level(logging.DEBUG, logger="fid_bench.data.readers")
     samples = make_reader("kaggle", kaggle, tmp_path / "cache").read()
     table = samples.table
     assert list(table.columns) == SAMPLE_COLUMNS and list(samples.skipped.columns) == SKIP_COLUMNS
@@ -201,15 +201,21 @@ def test_kaggle_layout(kaggle: Path, tmp_path: Path, caplog: pytest.LogCaptureFi
         "../a": "outside_root",
     }
 
-    # one warning line per kind, with counts per reason
-    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
-    assert len(warnings) == 2 and all("\n" not in w for w in warnings)
-    assert "skipped 12 of 21 labelled rows" in warnings[0]
+    # one line per kind, with counts per reason; the skipped rows at debug level only, because the
+    # run that reads them states them once (TrackedRun.log_samples), with skipped.csv
+    summaries = [
+        r for r in caplog.records if "labelled rows" in r.getMessage() or "predict rows" in r.getMessage()
+    ]
+    assert len(summaries) == 2 and all("\n" not in r.getMessage() for r in summaries)
     assert (
-        "ambiguous_id=1, bad_label=3, duplicate_id=1, empty_file=1, missing_file=1, outside_root=3, "
-        "truncated=1, undecodable=1" in warnings[0]
+        summaries[0].levelno == logging.DEBUG
+        and "skipped 12 of 21 labelled rows" in summaries[0].getMessage()
     )
-    assert "4 of 6 predict rows" in warnings[1]
+    assert (
+        "ambiguous_id=1, bad_label=3, conflicting_labels=1, empty_file=1, missing_file=1, outside_root=3, "
+        "truncated=1, undecodable=1" in summaries[0].getMessage()
+    )
+    assert summaries[1].levelno == logging.WARNING and "4 of 6 predict rows" in summaries[1].getMessage()
 
 
 def test_strict_mode_one_line_errors(kaggle: Path, tmp_path: Path) -> None:

@@ -35,11 +35,18 @@ The package stands above ``fid_bench.data`` and ``fid_bench.evaluation``: it may
 (``fid_bench.commands.audit``) import it.
 """
 
-from fid_bench.audit.core import audit_from_config, audit_samples, audit_settings, check_settings
+from fid_bench.audit.core import (
+    SKIP_WARNING,
+    audit_from_config,
+    audit_samples,
+    audit_settings,
+    check_settings,
+)
 from fid_bench.audit.fix import clean_manifest
 from fid_bench.audit.report import AuditReport
 
 __all__ = [
+    "SKIP_WARNING",
     "AuditReport",
     "audit_from_config",
     "audit_samples",

@@ -26,6 +26,9 @@ from fid_bench.errors import FidBenchError
 
 log = logging.getLogger(__name__)
 
+#: start of the audit warning about skipped or unreadable rows (a run states those itself)
+SKIP_WARNING = "skipped or unreadable:"
+
 
 def check_settings(shortcut_auc: float | None = None, near_dup_threshold: int | None = None) -> None:
     """One-line errors for settings out of range (checked before any data is read; None is not checked)."""
@@ -126,7 +129,7 @@ def audit_samples(
     if len(unreadable):
         per = unreadable.groupby("reason").size().sort_values(ascending=False)
         detail = ", ".join(f"{k} {v}" for k, v in per.head(5).items())
-        warnings.append(f"skipped or unreadable: {len(unreadable)} rows ({detail})")
+        warnings.append(f"{SKIP_WARNING} {len(unreadable)} rows ({detail})")
     if table.empty:
         warnings.append("the data set has no rows")
     elif len(table[table["label"].isin((0, 1))]["label"].unique()) < 2:

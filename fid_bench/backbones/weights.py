@@ -185,6 +185,31 @@ def hub_offline() -> bool:
     return bool(constants.HF_HUB_OFFLINE)
 
 
+_HUB_PROBES: dict[str, str | None] = {}
+
+
+def hub_unreachable() -> str | None:
+    """Why the hub endpoint cannot be reached (None when it answers at all): one request without
+    retries, ``HUB_TIMEOUT`` seconds at most, remembered for the life of the process."""
+    import urllib.error
+    import urllib.request
+
+    from huggingface_hub import constants
+
+    endpoint = str(constants.ENDPOINT).rstrip("/")
+    if endpoint not in _HUB_PROBES:
+        try:
+            with urllib.request.urlopen(urllib.request.Request(endpoint, method="HEAD"), timeout=HUB_TIMEOUT):
+                pass
+            _HUB_PROBES[endpoint] = None
+        except urllib.error.HTTPError:  # an HTTP answer, even an error status: the hub is there
+            _HUB_PROBES[endpoint] = None
+        except (OSError, ValueError) as err:  # URLError, timeouts, refused connections, bad URLs
+            detail = getattr(err, "reason", None) or err
+            _HUB_PROBES[endpoint] = f"{endpoint} unreachable: {' '.join(str(detail).split())[:120]}"
+    return _HUB_PROBES[endpoint]
+
+
 @dataclass(frozen=True)
 class HubFile:
     """A weights file resolved from the hub cache: where it is and which commit it came from."""
@@ -214,6 +239,10 @@ def hub_file(repo_id: str, filenames: Iterable[str], *, model: str, revision: st
             return HubFile(Path(found), repo_id, name, Path(found).parent.name)
     if hub_offline():
         raise missing_weights_error(model, repo_id, filenames[0], offline=True)
+    down = hub_unreachable()
+    if down is not None:
+        # the hub client retries each file for about 25 s before giving up: ask once, briefly
+        raise missing_weights_error(model, repo_id, filenames[0], reason=down)
     reasons = []
     for name in filenames:
         try:

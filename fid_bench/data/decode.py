@@ -14,7 +14,10 @@ the same pixels for the same file:
 * CMYK, YCbCr and the other colour modes through Pillow's own conversion.
 
 Pillow's decompression-bomb guard stays on and truncated files are rejected
-(``ImageFile.LOAD_TRUNCATED_IMAGES`` is never set): both become an ``ImageDecodeError``.
+(``ImageFile.LOAD_TRUNCATED_IMAGES`` is never set): both become an ``ImageDecodeError``. Pillow
+refuses only above about 179 million pixels (a 13000x13000 1-bit PNG of 21 KB still decodes), so
+our own, lower limit applies first: an image whose header announces more than ``max_pixels()``
+pixels is refused as ``too_large`` before a single pixel is decoded.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import io
+import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -44,6 +48,32 @@ EMPTY_FILE = "empty_file"
 TRUNCATED = "truncated"
 UNDECODABLE = "undecodable"
 TOO_LARGE = "too_large"
+
+#: default pixel limit (``data.max_pixels``): room for 36 MP camera photos and 8K frames (33 MP),
+#: a quarter of Pillow's refusal point; every decode thread and loader worker holds one such image
+DEFAULT_MAX_PIXELS = 40_000_000
+#: the limit in force; an environment variable so DataLoader and DDP worker processes share it
+MAX_PIXELS_ENV = "FID_BENCH_MAX_PIXELS"
+
+
+def max_pixels() -> int:
+    """The pixel limit in force (``set_max_pixels``, else ``$FID_BENCH_MAX_PIXELS``, else the default)."""
+    value = os.environ.get(MAX_PIXELS_ENV, "")
+    try:
+        return int(float(value)) if value.strip() else DEFAULT_MAX_PIXELS
+    except ValueError:
+        raise FidBenchError(f"{MAX_PIXELS_ENV}={value!r} is not a number of pixels") from None
+
+
+def set_max_pixels(limit: int | float | None) -> None:
+    """Set the pixel limit for this process and the worker processes it starts (None: the default)."""
+    if limit is None:
+        os.environ.pop(MAX_PIXELS_ENV, None)
+        return
+    if isinstance(limit, bool) or not isinstance(limit, (int, float)) or limit < 1:
+        raise FidBenchError(f"data.max_pixels must be a positive number of pixels, got {limit!r}")
+    os.environ[MAX_PIXELS_ENV] = str(int(limit))
+
 
 # EXIF orientation tag value -> the transpose that undoes it
 _ORIENTATION = {
@@ -117,6 +147,12 @@ def _decode(fp: BinaryIO, name: str) -> tuple[Image.Image, str]:
     try:
         with Image.open(fp) as img:
             fmt = img.format or ""
+            width, height = img.size  # from the header: nothing decoded yet
+            limit = max_pixels()
+            if width * height > limit:
+                raise ImageDecodeError(
+                    f"{width}x{height} = {width * height} pixels, above data.max_pixels={limit}", TOO_LARGE
+                )
             img.load()  # full decode now: truncated or corrupt data fails here, not later
             orientation = _orientation(img)
             rgb = _to_rgb(img)

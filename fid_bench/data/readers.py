@@ -7,8 +7,13 @@ used is skipped and counted in ``Samples.skipped`` with one of these reasons, or
 
     missing_file   no file for the id, or the file is gone
     ambiguous_id   several files in images/ share the id's stem
-    outside_root   the id or a symbolic link leads outside the data root
-    duplicate_id   the id already appeared earlier in the same CSV (the first row is kept)
+    outside_root   the id, or a link found below the folders the layout names, leads outside both
+                   the data root and that folder (the root itself, split and class folders and
+                   images/ may be links to anywhere: see ``layout_bases``)
+    duplicate_id   the id already appeared earlier in the same CSV with the same label (the first
+                   row is kept)
+    conflicting_labels   the id already appeared earlier with the other label (the first row is
+                   kept; fix the CSV if it is the wrong one)
     bad_label      target not 0 or 1
     empty_file, truncated, undecodable, too_large   the file itself is broken (see ``decode``)
 
@@ -33,18 +38,21 @@ from typing import Any
 
 import pandas as pd
 
-from fid_bench.data.decode import MISSING_FILE
+from fid_bench.data.decode import MISSING_FILE, set_max_pixels
 from fid_bench.data.samples import LABELLED_SPLITS, SAMPLE_COLUMNS, SKIP_COLUMNS, Samples
 from fid_bench.data.validation import validate_files
 from fid_bench.errors import FidBenchError
 
 log = logging.getLogger(__name__)
 
-IMAGE_EXTENSIONS = frozenset({".png", ".jpg", ".jpeg", ".jfif", ".webp", ".gif", ".bmp", ".tif", ".tiff"})
+IMAGE_EXTENSIONS = frozenset(
+    {".png", ".jpg", ".jpeg", ".jfif", ".webp", ".gif", ".bmp", ".tif", ".tiff", ".avif"}
+)
 
 OUTSIDE_ROOT = "outside_root"
 AMBIGUOUS_ID = "ambiguous_id"
 DUPLICATE_ID = "duplicate_id"
+CONFLICTING_LABELS = "conflicting_labels"
 BAD_LABEL = "bad_label"
 
 #: class folder names (compared lower-cased) -> label
@@ -153,7 +161,8 @@ class ImageReader(ABC):
             log.debug("%s row %r: %s: %s", row.split, row.id, row.reason, row.message)
         if skipped:
             n_labelled = sum(r.split != "predict" for r in rows)
-            log.warning(
+            # debug only: the run (``TrackedRun.log_samples``) says it once, with skipped.csv
+            log.debug(
                 "%s: skipped %d of %d labelled rows (%s); listed in Samples.skipped",
                 self.name,
                 len(skipped),
@@ -221,19 +230,25 @@ class KaggleReader(ImageReader):
 
         train = _read_csv(train_file, ("id", "target"))
         has_group = "group" in train.columns
-        seen: set[str] = set()
+        first: dict[str, _Row] = {}  # id -> its first row
         for order, rec in enumerate(train.to_dict("records")):
             row = _Row(id=rec["id"], label=-1, split="train", order=order)
             row.group = rec["group"] if has_group else ""
             rows.append(row)
             key = row.id.strip()
-            if key in seen:
-                row.fail(
-                    DUPLICATE_ID, f"{self.train_csv} line {order + 2}: id {row.id!r} already listed above"
-                )
-                continue
-            seen.add(key)
             label = _parse_label(rec["target"])
+            if key in first:
+                earlier, line = first[key], f"{self.train_csv} line {order + 2}"
+                if label is not None and earlier.label >= 0 and label != earlier.label:
+                    row.fail(
+                        CONFLICTING_LABELS,
+                        f"{line}: id {row.id!r} has target {label} here but {earlier.label} above "
+                        "(the first row is kept)",
+                    )
+                else:
+                    row.fail(DUPLICATE_ID, f"{line}: id {row.id!r} already listed above")
+                continue
+            first[key] = row
             if label is None:
                 row.fail(
                     BAD_LABEL, f"{self.train_csv} line {order + 2}: target {rec['target']!r} is not 0 or 1"
@@ -283,7 +298,8 @@ class FolderReader(ImageReader):
         for folder, split in parts:
             _warn_loose_images(folder)
             for class_dir, label in _class_folders(folder):
-                for path, reason in _walk_files(str(folder / class_dir), root_real):
+                top = folder / class_dir
+                for path, reason in walk_files(str(top), layout_bases(root_real, top)):
                     row = _Row(
                         id=_relative_id(path, prefix),
                         label=label,
@@ -293,7 +309,9 @@ class FolderReader(ImageReader):
                         resolved=not reason,
                     )
                     if reason:
-                        row.fail(reason, f"{path} is a link to {os.path.realpath(path)}, outside {root}")
+                        row.fail(
+                            reason, f"{path} is a link to {os.path.realpath(path)}, outside {root} and {top}"
+                        )
                     rows.append(row)
         return rows
 
@@ -335,7 +353,7 @@ class _IdResolver:
 
     def __init__(self, images: Path, root: Path) -> None:
         self.images = os.path.abspath(images)
-        self.root_real = os.path.realpath(root)
+        self.bases = layout_bases(root, images)
         self._listings: dict[str, tuple[frozenset[str], dict[str, list[str]]]] = {}
 
     def resolve(self, row: _Row) -> _Row:
@@ -369,8 +387,10 @@ class _IdResolver:
             name = matches[0]
         row.path = os.path.join(folder, name)
         real = os.path.realpath(row.path)
-        if not _inside(real, self.root_real):
-            return row.fail(OUTSIDE_ROOT, f"{row.path} is a link to {real}, outside the data root")
+        if not inside_bases(real, self.bases):
+            return row.fail(
+                OUTSIDE_ROOT, f"{row.path} is a link to {real}, outside the data root and images/"
+            )
         row.resolved = True
         return row
 
@@ -413,6 +433,20 @@ def _parse_label(value: str) -> int | None:
     except ValueError:
         return None
     return int(number) if number in (0.0, 1.0) else None
+
+
+def layout_bases(root: str | Path, folder: str | Path) -> tuple[str, ...]:
+    """Where files found below ``folder`` may resolve to: the resolved data root or the resolved
+    ``folder`` (a folder the layout names: a class folder, a split folder, Kaggle's images/).
+
+    The symlink rule: the data root and the folders the layout names may be links to anywhere
+    (e.g. images/ on another disk); files and folders found below them may not lead elsewhere.
+    """
+    return tuple(dict.fromkeys((os.path.realpath(root), os.path.realpath(folder))))
+
+
+def inside_bases(real: str, bases: tuple[str, ...]) -> bool:
+    return any(_inside(real, base) for base in bases)
 
 
 def _inside(path: str, base: str) -> bool:
@@ -458,9 +492,10 @@ def _warn_loose_images(folder: Path) -> None:
         )
 
 
-def _walk_files(top: str, root_real: str) -> list[tuple[str, str]]:
+def walk_files(top: str, bases: tuple[str, ...]) -> list[tuple[str, str]]:
     """Every non-hidden file below ``top`` as (path, reason); reason is ``outside_root`` for links that
-    leave the data root. Links to folders inside the root are followed once each."""
+    resolve outside every one of ``bases`` (resolved folders). Links to folders inside them are
+    followed once each. ``top`` itself may be a link: the symlink rule (see ``inside_bases``)."""
     out: list[tuple[str, str]] = []
     stack, visited = [top], {os.path.realpath(top)}
     while stack:
@@ -473,7 +508,7 @@ def _walk_files(top: str, root_real: str) -> list[tuple[str, str]]:
         for entry in entries:
             if entry.name.startswith("."):
                 continue
-            if entry.is_symlink() and not _inside(os.path.realpath(entry.path), root_real):
+            if entry.is_symlink() and not inside_bases(os.path.realpath(entry.path), bases):
                 out.append((entry.path, OUTSIDE_ROOT))
             elif entry.is_dir():
                 real = os.path.realpath(entry.path)
@@ -512,8 +547,10 @@ def read_samples(data_cfg: Any) -> Samples:
     """Read the data set a composed config's ``data`` node describes (its ``reader`` is instantiated).
 
     Bad rows are counted in ``Samples.skipped``; config errors (a missing ``data.root``, an
-    unknown reader) propagate as Hydra/OmegaConf exceptions for the caller to word.
+    unknown reader) propagate as Hydra/OmegaConf exceptions for the caller to word. Also sets
+    ``data.max_pixels`` for every later decode of the process (extraction, fine-tuning, the audit).
     """
     from hydra.utils import instantiate
 
+    set_max_pixels(data_cfg.get("max_pixels"))
     return instantiate(data_cfg.reader).read()

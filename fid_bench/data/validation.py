@@ -2,7 +2,7 @@
 
 Decoding every file is the only way to know which are broken, and it is the slow part of reading a
 data set. Successful checks are cached in a small SQLite file under ``cache_dir``, keyed by
-(absolute path, size, mtime_ns, decoder version), so a second read of 120k files costs a ``stat``
+(absolute path, size, mtime_ns, decoder version and pixel limit), so a second read of 120k files costs a ``stat``
 each. Failures are not cached: they are few, and a fixed file must be seen as fixed.
 Checks run in a thread pool: Pillow's decoders and hashlib release the GIL.
 """
@@ -27,12 +27,19 @@ from fid_bench.data.decode import (
     UNDECODABLE,
     ImageDecodeError,
     check_image,
+    max_pixels,
 )
 
 log = logging.getLogger(__name__)
 
 CACHE_FILE = "image_checks.sqlite"
-_DECODER = f"{DECODER_VERSION}/pillow-{PIL.__version__}"
+
+
+def _decoder() -> str:
+    """What a cached "ok" depends on: our decoding rules, Pillow, and the pixel limit in force."""
+    return f"{DECODER_VERSION}/pillow-{PIL.__version__}/max-{max_pixels()}"
+
+
 _CHUNK = 256  # files per pool task: amortises scheduling overhead on tiny images
 
 
@@ -154,7 +161,7 @@ class _CheckCache:
             try:
                 rows = con.execute(
                     "SELECT path, size, mtime_ns, sha1 FROM checks WHERE path >= ? AND path < ? AND decoder = ?",
-                    (prefix, upper, _DECODER),
+                    (prefix, upper, _decoder()),
                 ).fetchall()
             finally:
                 con.close()
@@ -164,6 +171,7 @@ class _CheckCache:
         return {p: (size, mtime, sha1) for p, size, mtime, sha1 in rows if p in wanted}
 
     def store(self, rows: list[tuple[str, int, int, str]]) -> None:
+        decoder = _decoder()
         try:
             con = self._connect()
             try:
@@ -171,7 +179,7 @@ class _CheckCache:
                     con.executemany(
                         "INSERT OR REPLACE INTO checks (path, size, mtime_ns, decoder, sha1)"
                         " VALUES (?, ?, ?, ?, ?)",
-                        [(p, size, mtime, _DECODER, sha1) for p, size, mtime, sha1 in rows],
+                        [(p, size, mtime, decoder, sha1) for p, size, mtime, sha1 in rows],
                     )
             finally:
                 con.close()

@@ -24,6 +24,7 @@ from fid_bench.tracking.store import (
     DEFAULT_TRACKING_URI,
     first_line,
     local_store_path,
+    probe_server,
     resolve_tracking_uri,
 )
 
@@ -121,13 +122,10 @@ def _check_mlflow_sqlite(path: Any) -> None:
 
 
 def _probe_server(uri: str) -> None:
-    """Fail fast on a server that is down (MLflow itself retries for minutes)."""
-    import requests
-
     try:
-        requests.get(uri.rstrip("/") + "/health", timeout=5)
-    except requests.RequestException as err:
-        raise LeaderboardError(f"cannot reach tracking server {uri}: {type(err).__name__}") from None
+        probe_server(uri)
+    except FidBenchError as err:
+        raise LeaderboardError(str(err)) from None
 
 
 def fetch_runs(client: MlflowClient, experiment_ids: list[str], filter_string: str = "") -> list[Run]:
@@ -220,7 +218,9 @@ def rank(frame: pd.DataFrame, query: Query, experiment: str, *, strict: bool) ->
             raise LeaderboardError(what)
         return None
     logged = set().union(*jobs["metrics"].map(set))
-    if query.metric not in logged:
+    # runs that did not finish may never log the metric: listing them needs no metric (e.g. FAILED)
+    finished = jobs[jobs["status"] == "FINISHED"]
+    if query.metric not in logged and (query.status == "FINISHED" or not finished.empty):
         if strict:
             shown = sorted(m for m in logged if not m.endswith("_std"))
             listing = ", ".join(shown[:20]) + (", ..." if len(shown) > 20 else "") if shown else "none"

@@ -158,7 +158,12 @@ def load_predictor(ref: str, tracking_uri: str | None = None) -> Predictor:
         model = mlflow.pyfunc.load_model(uri)
     except Exception as err:  # noqa: BLE001 - a missing run/model is a one-line user error
         raise FidBenchError(f"cannot load the model {uri}: {first_line(err)}") from None
-    wrapper = model.unwrap_python_model()
-    if not isinstance(wrapper, PredictorModel) or wrapper.predictor is None:
-        raise FidBenchError(f"{uri} is not a fid_bench model")
-    return wrapper.predictor
+    try:
+        wrapper = model.unwrap_python_model()
+    except Exception:  # noqa: BLE001 - another flavour (e.g. a plain scikit-learn model) has no wrapper
+        wrapper = None
+    predictor = wrapper.predictor if isinstance(wrapper, PredictorModel) else None
+    # duck-typed like the rest of prediction: an unpickled dict or estimator would fail later, deep inside
+    if predictor is None or not callable(getattr(predictor, "predict_paths", None)):
+        raise FidBenchError(f"{uri} is not a fid_bench model (no predictor with predict_paths inside)")
+    return predictor

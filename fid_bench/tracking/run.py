@@ -27,8 +27,9 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
+from fid_bench import signals
 from fid_bench.data.samples import LABEL_NAMES
-from fid_bench.errors import FidBenchError
+from fid_bench.errors import FidBenchError, user_error
 from fid_bench.tracking.store import DEFAULT_TRACKING_URI, first_line, open_experiment, original_cwd
 
 if TYPE_CHECKING:
@@ -420,7 +421,8 @@ class TrackedRun:
     # ---- lifecycle (used by tracked_run)
     def _record_error(self, err: BaseException) -> None:
         try:
-            self.set_tags({"error": first_line(err)})
+            # the user's error, not the wrapper around it (e.g. Hydra's InstantiationException)
+            self.set_tags({"error": first_line(user_error(err) or err)})
             self.log_text("".join(traceback.format_exception(err)), "traceback.txt")
         except Exception as log_err:  # noqa: BLE001 - never hide the job's own error
             log.warning("could not record the error in MLflow run %s: %s", self.run_id, first_line(log_err))
@@ -513,11 +515,10 @@ def tracked_run(cfg: DictConfig, *, parent_run_id: str | None = None) -> Iterato
         run.log_text(OmegaConf.to_yaml(OmegaConf.create(resolved_config(cfg))), "config.yaml")
         yield run
         status = "FINISHED"
-    except KeyboardInterrupt as err:
-        status = "KILLED"
-        run._record_error(err)
-        raise
     except BaseException as err:
+        # Ctrl-C or SIGTERM (see fid_bench.signals); Lightning re-raises either as SystemExit
+        if isinstance(err, KeyboardInterrupt) or signals.received() is not None:
+            status = "KILLED"
         run._record_error(err)
         raise
     finally:

@@ -124,10 +124,24 @@ def first_line(err: BaseException) -> str:
     return f"{type(err).__name__}: {msg}" if msg else type(err).__name__
 
 
+def probe_server(uri: str, timeout: float = 5.0) -> None:
+    """Fail fast on a tracking server that is down: one request, no retries (MLflow's own client
+    retries for minutes before giving up). Any HTTP answer counts as reachable."""
+    import requests
+
+    try:
+        requests.get(uri.rstrip("/") + "/health", timeout=timeout)
+    except requests.RequestException as err:
+        raise FidBenchError(f"cannot reach tracking server {uri}: {type(err).__name__}") from None
+
+
 def connect(uri: str) -> MlflowClient:
-    """A client for ``uri`` (already resolved); a local store and its folder are created if needed."""
+    """A client for ``uri`` (already resolved); a local store and its folder are created if needed,
+    a tracking server is probed first."""
     from mlflow.tracking import MlflowClient
 
+    if uri.startswith(("http://", "https://")):
+        probe_server(uri)
     _prepare_local_store(uri)
     try:
         with _store_lock(uri):
