@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from fid_bench.features.encoders import SpectrumEncoder
+from fid_bench.features.spectrum import SpectrumEncoder
 
 #: file the encoder appends one line to per encoded batch (the test waits for it to grow)
 MARKER_ENV = "FID_BENCH_TEST_ENCODED"

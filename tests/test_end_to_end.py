@@ -182,7 +182,7 @@ def test_demo_grid_experiment_composes_the_make_run_grid(compose_cfg):
     assert str(cfg.hydra.mode) == "RunMode.MULTIRUN"
     params = dict(cfg.hydra.sweeper.params)
     assert params == {"classifier": "logreg,rf,lightgbm", "balance": "none,class_weight"}
-    assert cfg.model.encoder._target_.endswith("SpectrumEncoder")
+    assert cfg.model.backbone._target_.endswith("SpectrumEncoder")
 
 
 def test_bad_config_value_is_one_line_error(isolated):

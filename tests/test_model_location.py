@@ -415,7 +415,9 @@ def test_model_stored_outside_the_store_is_refused_unless_allowed(tmp_path: Path
     (outside / "artifacts" / "predictor.pkl").write_bytes(pickle.dumps(_Payload(canary)))
     code, err = _predict(["--run", run_id, "--allow-external"], images, out, capsys)
     assert canary.exists() and code == 1
-    assert err == [f"fid-bench predict: error: runs:/{run_id}/model is not a fid_bench model"]
+    assert err == [
+        f"fid-bench predict: error: runs:/{run_id}/model is not a fid_bench model (no predictor with predict_paths inside)"
+    ]
 
 
 # --------------------------------------------------------------------------- genuine models load anywhere

@@ -69,7 +69,7 @@ def test_missing_weights_in_a_multirun_is_one_line_per_job(isolated: Path) -> No
 def test_unreachable_hub_is_asked_once_without_retries(monkeypatch: pytest.MonkeyPatch) -> None:
     from huggingface_hub import constants
 
-    from fid_bench.features import weights as W
+    from fid_bench.backbones import weights as W
 
     monkeypatch.delenv("HF_HUB_OFFLINE")
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
@@ -93,7 +93,7 @@ def _interrupt_during_extraction(isolated: Path, signum: int) -> tuple[subproces
     args = [
         *TINY,
         "features.batch_size=8",
-        "model.encoder._target_=tests.signal_support.SlowSpectrumEncoder",
+        "model.backbone._target_=tests.signal_support.SlowSpectrumEncoder",
         "tracking.log_model=false",
     ]
     proc = subprocess.Popen(
