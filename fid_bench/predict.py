@@ -338,6 +338,25 @@ def model_uri_locations(client: MlflowClient, model_uri: str, depth: int = 0) ->
     return [model_uri], None
 
 
+def pin_alias(client: MlflowClient, model_uri: str) -> str:
+    """``models:/NAME@ALIAS`` -> ``models:/NAME/VERSION``, the version the alias points at now, so the
+    version whose files are checked is the version loaded; any other URI is returned unchanged."""
+    from mlflow.exceptions import MlflowException
+
+    parsed = urlparse(model_uri)
+    ref = parsed.path.lstrip("/") or parsed.netloc
+    if parsed.scheme != "models" or "@" not in ref or "/" in ref:
+        return model_uri
+    name, alias = ref.split("@", 1)
+    try:
+        version = client.get_model_version_by_alias(name, alias).version
+    except MlflowException as err:
+        msg = str(err).splitlines()[0] if str(err) else type(err).__name__
+        raise FidBenchError(f"model URI {model_uri!r} not found in {client.tracking_uri}: {msg}") from None
+    log.info("%s is version %s", model_uri, version)
+    return f"models:/{name}/{version}"
+
+
 # --------------------------------------------------------------------------- loading the predictor
 
 
@@ -625,7 +644,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     model = p.add_mutually_exclusive_group(required=True)
     model.add_argument("--run", help="run id, or 'best': the best finished run of --experiment by --metric")
     model.add_argument(
-        "--model-uri", help="an MLflow model URI (runs:/, models:/) or a model folder inside the store"
+        "--model-uri",
+        "--model",
+        help="an MLflow model URI (runs:/RUN/model, models:/NAME/VERSION, models:/NAME@ALIAS) "
+        "or a model folder inside the store",
     )
     data = p.add_mutually_exclusive_group(required=True)
     data.add_argument(
@@ -727,7 +749,7 @@ def predict(args: argparse.Namespace) -> pd.DataFrame:
         model_uri = f"runs:/{run.info.run_id}/{MODEL_NAME}"
         locations = logged_model_locations(client, run)
     else:
-        model_uri = args.model_uri
+        model_uri = pin_alias(client, args.model_uri)
         locations, _ = model_uri_locations(client, model_uri)
     predictor = load_checked_predictor(model_uri, locations, uri, allow_external=args.allow_external)
     _choose_feature_cache(predictor, args.cache_dir)
