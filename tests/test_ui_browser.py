@@ -170,8 +170,11 @@ class Page:
         return self.text()
 
     def shot(self, name: str) -> Path:
+        """Save a screenshot under tmp_path, and a copy for CI to keep (failures included)."""
         path = self.shots / f"{name}.png"
         self.driver.save_screenshot(str(path))
+        ARTIFACTS.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(path, ARTIFACTS / path.name)
         return path
 
     def click_text(self, text: str) -> None:
@@ -266,7 +269,6 @@ def test_a_person_picks_the_best_run_and_finds_the_champion(isolated, server, br
     text = page.wait_for(MODEL_NAME, "champion", f"Version {champion.version}")
     page.shot("4-registered-model")
 
-    ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    for shot in sorted(page.shots.glob("*.png")):
-        shutil.copy2(shot, ARTIFACTS / shot.name)
-    assert len(list(page.shots.glob("[1-4]-*.png"))) == 4
+    assert sorted(p.name for p in page.shots.glob("[1-4]-*.png")) == [
+        "1-runs-table.png", "2-best-run-roc.png", "3-sweep-comparison.png", "4-registered-model.png",
+    ]  # fmt: skip
