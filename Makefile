@@ -8,10 +8,10 @@ PYTEST_ARGS ?=
 MUTANTS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help install run test test-all lint format ui bench mutate clean
+.PHONY: help install install-browser run test test-all test-browser lint format ui bench mutate clean
 
 help: ## list every target with a one-line description
-	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  %-10s %s\n", $$1, $$2}'
+	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  %-15s %s\n", $$1, $$2}'
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -19,6 +19,14 @@ $(STAMP): pyproject.toml
 	@touch $(STAMP)
 
 install: $(STAMP) ## create .venv with the system python3 and install fid_bench (editable, dev extras)
+
+install-browser: ## install Debian's chromium and chromium-driver for the UI test (skipped when present)
+	@if [ -x /usr/bin/chromium ] && [ -x /usr/bin/chromedriver ]; then \
+		echo "chromium and chromedriver already installed"; \
+	else \
+		SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+		$$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq chromium chromium-driver; \
+	fi
 
 run: $(STAMP) ## build the offline demo data, run the demo grid into mlruns/, print a leaderboard
 	HF_HUB_OFFLINE=1 $(BIN)/python -m fid_bench experiment=demo_grid
@@ -29,6 +37,9 @@ test: $(STAMP) ## run the test suite (without the slow tests)
 test-all: $(STAMP) ## run every test, slow ones included
 	HF_HUB_OFFLINE=1 $(BIN)/pytest $(PYTEST_ARGS)
 
+test-browser: $(STAMP) ## the MLflow UI path in headless Chromium (needs make install-browser)
+	FID_BENCH_REQUIRE_BROWSER=1 HF_HUB_OFFLINE=1 $(BIN)/pytest -m browser $(PYTEST_ARGS)
+
 lint: $(STAMP) ## ruff check and ruff format --check
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
@@ -37,7 +48,8 @@ format: $(STAMP) ## apply ruff's fixes and formatting
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format .
 
-ui: $(STAMP) ## open the MLflow UI on http://127.0.0.1:5000 over mlruns/
+ui: $(STAMP) ## open the MLflow UI on http://127.0.0.1:5000 over mlruns/ (prints each experiment's runs link)
+	@$(BIN)/python -m fid_bench.tracking.ui --tracking-uri sqlite:///mlruns/mlflow.db --url http://127.0.0.1:5000
 	$(BIN)/mlflow ui --backend-store-uri sqlite:///mlruns/mlflow.db --default-artifact-root ./mlruns/artifacts --host 127.0.0.1 --port 5000
 
 bench: $(STAMP) ## run the speed benchmarks (figures go to docs/BENCHMARKS.md by hand)

@@ -59,6 +59,17 @@ def _predict(commands: Subcommands) -> None:
     predict.add_arguments(parser)
 
 
+def _promote(commands: Subcommands) -> None:
+    from fid_bench.commands import promote
+
+    parser = commands.add_parser(
+        "promote",
+        help="register a run's model in the model registry and set an alias (champion)",
+        description=promote.DESCRIPTION,
+    )
+    promote.add_arguments(parser)
+
+
 def _audit(commands: Subcommands) -> None:
     parser = commands.add_parser(
         "audit",
@@ -69,7 +80,7 @@ def _audit(commands: Subcommands) -> None:
     parser.add_argument("rest", nargs=argparse.REMAINDER)  # listed here; main() hands it to commands.audit
 
 
-COMMANDS: list[Callable[[Subcommands], None]] = [_leaderboard, _compare, _predict, _audit]
+COMMANDS: list[Callable[[Subcommands], None]] = [_leaderboard, _compare, _predict, _promote, _audit]
 
 
 def build_parser() -> OneLineParser:

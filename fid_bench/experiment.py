@@ -10,12 +10,13 @@ from typing import TYPE_CHECKING
 
 import pandas as pd
 from hydra.utils import instantiate
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from fid_bench.audit import SKIP_WARNING, audit_from_config
 from fid_bench.data.readers import read_samples
 from fid_bench.detector import Detector, Job
 from fid_bench.errors import FidBenchError
+from fid_bench.tracking.lineage import DatasetPart, data_source, fold_parts
 
 if TYPE_CHECKING:
     from fid_bench.data.samples import Samples
@@ -107,7 +108,12 @@ def beyond_holdout(
     out: dict[str, float] = {}
     work = job.output_dir / "eval"
     if cfg.eval.extra:
-        extra, _ = generalisation.extra_set_metrics(cfg, predictor, work)
+
+        def log_extra(spec: DictConfig, table: pd.DataFrame) -> None:
+            part = DatasetPart("extra", str(spec.name), data_source(spec.get("root")), table)
+            run.log_datasets([part])
+
+        extra, _ = generalisation.extra_set_metrics(cfg, predictor, work, on_read=log_extra)
         out.update(extra)
     if cfg.eval.perturb:
         perturbed, curve = generalisation.perturbation_metrics(
@@ -153,6 +159,8 @@ def run_job(
         if final and cfg.audit.enabled:
             log_audit(cfg, samples, run)
         folds = make_job_folds(cfg, samples)
+        source = data_source(OmegaConf.select(cfg, "data.root", default=None))
+        run.log_datasets(fold_parts(samples.table, folds, name=samples.name, source=source, final=final))
         if not final:
             # the validation rows stand in for the test rows, so a search never sees test labels
             folds = [dataclasses.replace(fold, test=fold.val) for fold in folds]

@@ -797,7 +797,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     model = p.add_mutually_exclusive_group(required=True)
     model.add_argument("--run", help="run id, or 'best': the best finished run of --experiment by --metric")
     model.add_argument(
-        "--model-uri", help="an MLflow model URI (runs:/, models:/) or a model folder inside the store"
+        "--model-uri",
+        "--model",
+        help="an MLflow model URI (runs:/RUN/model, models:/NAME/VERSION, models:/NAME@ALIAS) "
+        "or a model folder inside the store",
     )
     data = p.add_mutually_exclusive_group(required=True)
     data.add_argument(

@@ -510,8 +510,8 @@ def test_experiment_created_by_another_job_in_between_is_reused(client):
                 return None
             return client.get_experiment_by_name(name)
 
-        def create_experiment(self, name, artifact_location=None):
-            return client.create_experiment(name, artifact_location)
+        def create_experiment(self, name, artifact_location=None, tags=None):
+            return client.create_experiment(name, artifact_location, tags)
 
     assert ensure_experiment(RacingClient(), "contested") == other_id
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -79,14 +79,22 @@ def normalise_images(
 
 
 def extra_set_metrics(
-    cfg: DictConfig, predictor: Predictor, work_dir: Path
+    cfg: DictConfig,
+    predictor: Predictor,
+    work_dir: Path,
+    on_read: Callable[[DictConfig, pd.DataFrame], None] | None = None,
 ) -> tuple[dict[str, float], dict[str, pd.DataFrame]]:
-    """Metrics on every ``eval.extra`` data set, each under its own prefix, and their scores frames."""
+    """Metrics on every ``eval.extra`` data set, each under its own prefix, and their scores frames.
+
+    ``on_read(spec, table)`` sees each set's labelled rows as read (e.g. to log them as a run input).
+    """
     metrics: dict[str, float] = {}
     frames: dict[str, pd.DataFrame] = {}
     norm = cfg.eval.get("normalise_extra") or {}
     for spec in cfg.eval.extra:
         table = read_extra_set(spec, cfg.features)
+        if on_read is not None:
+            on_read(spec, table)
         paths = table["path"].tolist()
         if norm:
             paths = normalise_images(

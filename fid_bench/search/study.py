@@ -73,6 +73,12 @@ def check_search_config(cfg: DictConfig) -> DictConfig:
         isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or timeout <= 0
     ):
         raise FidBenchError(f"hparams_search.timeout must be positive seconds or null, got {timeout!r}")
+    if hs.get("promote"):
+        from fid_bench.tracking.registry import check_name
+
+        check_name(str(hs.promote), "hparams_search.promote")
+        if not hs.get("refit", True):
+            raise FidBenchError("hparams_search.promote registers the refit run's model; it needs refit=true")
     if not str(hs.get("metric") or ""):
         raise FidBenchError("hparams_search.metric is empty; name the metric to optimise, e.g. roc_auc")
     # build sampler and pruner once now, so a typo fails before a study or run is created
@@ -412,7 +418,10 @@ def refit_best(
     with open_dict(refit_cfg):
         refit_cfg.optimized_metric = metric
 
+    refit_runs: list[str] = []
+
     def tag(run: Any) -> Any:
+        refit_runs.append(run.run_id)
         run.set_tags(
             {
                 "hparams_search": "refit",
@@ -439,7 +448,20 @@ def refit_best(
         raise
     log_parent_metrics(client, parent_run_id, {f"refit_{metric}": value})
     set_parent_tags(client, parent_run_id, {"refit_trial": best.number})
+    name = cfg.hparams_search.get("promote")
+    if name and refit_runs:
+        promote_refit(client, refit_runs[-1], str(name), parent_run_id)
     return value
+
+
+def promote_refit(client: MlflowClient, run_id: str, name: str, parent_run_id: str) -> None:
+    """``hparams_search.promote=NAME``: the refit's model becomes NAME's champion version."""
+    from fid_bench.search.report import set_parent_tags
+    from fid_bench.tracking.registry import promote_run
+
+    promotion = promote_run(client, client.get_run(run_id), name)
+    set_parent_tags(client, parent_run_id, {"promoted": f"{promotion.name}/{promotion.version}"})
+    log.info("refit run %s promoted: %s (version %s)", run_id, promotion.uri, promotion.version)
 
 
 # --------------------------------------------------------------------------- entry point

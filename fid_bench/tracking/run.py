@@ -18,7 +18,7 @@ import re
 import subprocess
 import tempfile
 import traceback
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from numbers import Number
 from pathlib import Path
@@ -38,6 +38,7 @@ if TYPE_CHECKING:
 
     from fid_bench.data.samples import Samples
     from fid_bench.detector import Predictor
+    from fid_bench.tracking.lineage import DatasetPart
 
 log = logging.getLogger(__name__)
 
@@ -162,14 +163,27 @@ def git_state() -> tuple[str | None, bool | None]:
     return commit, (bool(status) if status is not None else None)
 
 
+#: what the UI's Source column shows for runs of the benchmark (parents, jobs, studies, trials)
+ENTRY_POINT = "python -m fid_bench"
+
+
 def common_tags() -> dict[str, str]:
-    """Tags every run carries: package version and git state."""
+    """Tags every run carries: package version, git state, and MLflow's source tags.
+
+    MLflow fills its source tags only for runs started through its fluent API in the main
+    process; setting them here gives parent runs and worker-process jobs a Source too.
+    """
     from fid_bench import __version__
 
-    tags = {"fid_bench_version": __version__}
+    tags = {
+        "fid_bench_version": __version__,
+        "mlflow.source.name": ENTRY_POINT,
+        "mlflow.source.type": "LOCAL",
+    }
     commit, dirty = git_state()
     if commit is not None:
         tags["git_commit"] = commit
+        tags["mlflow.source.git.commit"] = commit
         if dirty is not None:
             tags["git_dirty"] = "true" if dirty else "false"
     return tags
@@ -374,6 +388,12 @@ class TrackedRun:
                     len(samples.unreadable_predict),
                 )
 
+    def log_datasets(self, parts: Sequence[DatasetPart]) -> None:
+        """The rows a run used, as MLflow dataset inputs (see ``fid_bench.tracking.lineage``)."""
+        from fid_bench.tracking.lineage import log_dataset_parts
+
+        log_dataset_parts(self.client, self.run_id, parts)
+
     def log_scores(self, scores: pd.DataFrame, metrics: Mapping[str, Any]) -> None:
         """``predictions.csv`` plus ROC, PR and confusion-matrix PNGs under ``plots/``."""
         with tempfile.TemporaryDirectory() as tmp:
@@ -504,6 +524,8 @@ def tracked_run(cfg: DictConfig, *, parent_run_id: str | None = None) -> Iterato
             parent_run_id=parent_run_id,
             tags=tags,
             nested=mlflow.active_run() is not None,
+            # CPU, memory (and GPU with pynvml) every few seconds, for long runs: tracking.system_metrics
+            log_system_metrics=bool(tracking.get("system_metrics", False)),
         )
     except Exception as err:  # noqa: BLE001 - a store failure is one readable line
         raise FidBenchError(f"cannot start an MLflow run in {uri}: {first_line(err)}") from None

@@ -166,11 +166,14 @@ def ensure_experiment(client: MlflowClient, name: str, artifact_root: Path | Non
     """
     from mlflow.exceptions import MlflowException
 
+    from fid_bench.tracking.ui import experiment_tags
+
     experiment = client.get_experiment_by_name(name)
     if experiment is None:
         location = (artifact_root / experiment_slug(name)).as_uri() if artifact_root is not None else None
         try:
-            return client.create_experiment(name, artifact_location=location)
+            # the kind tag and a saved runs view make the UI open on the runs table (tracking.ui)
+            return client.create_experiment(name, artifact_location=location, tags=experiment_tags())
         except MlflowException as err:
             if err.error_code != "RESOURCE_ALREADY_EXISTS" and "already exists" not in str(err):
                 raise
