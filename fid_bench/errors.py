@@ -16,3 +16,9 @@ def one_line(err: BaseException, limit: int | None = None) -> str:
     if limit is not None and len(text) > limit:
         text = text[: max(limit - 3, 0)] + "..."
     return text
+
+
+class UsageError(FidBenchError):
+    """Arguments that do not fit together (exit code 2, like argparse's own errors)."""
+
+    exit_code = 2

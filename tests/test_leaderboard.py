@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from fid_bench import cli
-from fid_bench import leaderboard as leaderboard_module
+from fid_bench.commands import leaderboard as leaderboard_module
 from fid_bench.tracking.leaderboard import format_duration
 from tests.conftest import REPO
 from tests.tracking_support import install_store, make_template_store
@@ -267,7 +267,7 @@ def test_bad_requests_exit_2_with_one_line(runs, capsys, argv, message):
     code, out, err = lb(capsys, *argv)
     assert code == 2 and out == ""
     assert len(err.strip().splitlines()) == 1
-    assert err.startswith("python -m fid_bench.leaderboard: error: ") and message in err
+    assert err.startswith("python -m fid_bench.commands.leaderboard: error: ") and message in err
 
 
 def test_unreachable_server_and_foreign_database(runs, capsys, tmp_path):
@@ -343,7 +343,7 @@ def test_help_everywhere(capsys):
 def test_module_entry_points_in_a_subprocess(runs, isolated):
     env = dict(os.environ, PYTHONPATH=str(REPO))
     ok = subprocess.run(
-        [sys.executable, "-m", "fid_bench.leaderboard", "-e", "exp_a", "-f", "markdown"],
+        [sys.executable, "-m", "fid_bench.commands.leaderboard", "-e", "exp_a", "-f", "markdown"],
         cwd=isolated,
         env=env,
         capture_output=True,

@@ -87,7 +87,7 @@ def start_parent_run(config: DictConfig) -> ParentRun:
 
 def child_runs(client: MlflowClient, parent_id: str) -> list[Run]:
     """Every run nested under ``parent_id``, in any experiment (jobs may sweep over data sets)."""
-    from fid_bench.tracking.leaderboard import fetch_runs
+    from fid_bench.tracking.runs import fetch_runs
 
     ids = [e.experiment_id for e in client.search_experiments()]
     return fetch_runs(client, ids, f"tags.`{PARENT_TAG}` = '{parent_id}'") if ids else []
@@ -142,7 +142,8 @@ def finish_parent_run(config: DictConfig, parent: ParentRun, *, interrupted: boo
 
 def children_leaderboard(parent: ParentRun, metric: str, top: int) -> str:
     """The leaderboard of the parent's finished children, as a text table."""
-    from fid_bench.tracking.leaderboard import Query, leaderboard, open_store, render
+    from fid_bench.tracking.leaderboard import Query, leaderboard, render
+    from fid_bench.tracking.runs import open_store
 
     client = open_store(parent.tracking_uri)
     boards = leaderboard(client, Query(metric=metric, top=top, parent=parent.run_id))

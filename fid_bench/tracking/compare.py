@@ -67,8 +67,8 @@ class Comparison:
 
 
 def _client(tracking_uri: str | None) -> MlflowClient:
-    from fid_bench.predict import make_client
-    from fid_bench.predict import tracking_uri as resolve_uri
+    from fid_bench.tracking.runs import make_client
+    from fid_bench.tracking.runs import tracking_uri as resolve_uri
 
     # one small CSV per run: MLflow's per-download progress bars would only be noise
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
@@ -247,7 +247,7 @@ def compare_children(
     (losses ascend). Never raises a ``FidBenchError`` (a sweep's end must not fail over a figure):
     returns None, with a log line, when there is nothing to compare or the comparison fails.
     """
-    from fid_bench.predict import lower_is_better as loss_like
+    from fid_bench.evaluation.registry import lower_is_better as loss_like
     from fid_bench.tracking.leaderboard import Query, leaderboard
 
     client = _client(tracking_uri)

@@ -13,13 +13,13 @@ import argparse
 import sys
 from pathlib import Path
 
-from fid_bench.predict import UsageError
+from fid_bench.errors import UsageError
 
 PROG = "fid-bench compare"
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    """The options of ``fid-bench compare`` (also ``python -m fid_bench.compare``)."""
+    """The options of ``fid-bench compare`` (also ``python -m fid_bench.commands.compare``)."""
     p.add_argument("run_ids", nargs="*", metavar="RUN_ID", help="runs to compare (at least one)")
     p.add_argument(
         "--top", type=int, metavar="N", help="compare the N best finished runs by --metric instead"
@@ -44,8 +44,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run_command(args: argparse.Namespace) -> int:
-    from fid_bench.predict import make_client, rank_runs, tracking_uri
     from fid_bench.tracking.compare import compare_runs
+    from fid_bench.tracking.runs import make_client, rank_runs, tracking_uri
 
     if args.top is not None and args.run_ids:
         raise UsageError("give RUN_IDs or --top N, not both")
@@ -73,8 +73,8 @@ DESCRIPTION = "Overlay the test ROC and precision-recall curves of runs and tabu
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m fid_bench.compare``; returns the exit code (2 for bad arguments, 1 for other errors)."""
-    from fid_bench.cli import run_standalone
+    """``python -m fid_bench.commands.compare``; returns the exit code (2 for bad arguments, 1 for other errors)."""
+    from fid_bench.commands.common import run_standalone
 
     return run_standalone(PROG, DESCRIPTION, add_arguments, argv)
 

@@ -1,0 +1,56 @@
+"""What every ``fid-bench`` command shares: the one-line argument parser and error handling."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable, Sequence
+from typing import Any, NoReturn
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """An ArgumentParser whose usage errors are one line on stderr (exit code 2)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+
+
+Subcommands = Any  # argparse's private _SubParsersAction
+
+
+def run_handler(
+    handler: Callable[[argparse.Namespace], int | None], args: argparse.Namespace, prog: str
+) -> int:
+    """Call a subcommand's handler; user errors become one line on stderr and an exit code."""
+    from fid_bench.errors import FidBenchError
+
+    try:
+        return int(handler(args) or 0)
+    except FidBenchError as err:
+        message = " ".join(str(err).split())
+        print(f"{prog}: error: {message}", file=sys.stderr)
+        return int(getattr(err, "exit_code", 1))
+    except KeyboardInterrupt:
+        print(f"{prog}: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:  # output piped into e.g. `head`
+        return 0
+
+
+def run_standalone(
+    prog: str,
+    description: str,
+    add_arguments: Callable[[argparse.ArgumentParser], None],
+    argv: Sequence[str] | None,
+) -> int:
+    """``python -m fid_bench.<command>``: the subcommand's own parser, with the CLI's one-line errors."""
+    import logging
+
+    parser = OneLineParser(prog=prog, description=description)
+    add_arguments(parser)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exit_:  # --help, or a bad argument already reported on one line
+        return int(exit_.code or 0)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    return run_handler(args.handler, args, prog)
