@@ -13,10 +13,10 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from fid_bench.detector import Predictor
-from fid_bench.errors import FidBenchError
 from fid_bench.commands.predict import main
 from fid_bench.data.inputs import Inputs, images_under
+from fid_bench.detector import Predictor
+from fid_bench.errors import FidBenchError
 from fid_bench.predict import predict_all
 from fid_bench.submission import write_output
 from fid_bench.tracking.model_location import StoreRoots, check_model_location, location_problem, store_roots
@@ -497,8 +497,8 @@ def test_run_selection_errors_are_one_line(store: Path, capsys, tmp_path: Path) 
 
 
 def test_best_is_the_leaderboards_first_row_even_on_ties(store: Path) -> None:
-    from fid_bench.tracking.runs import make_client, resolve_run, tracking_uri
     from fid_bench.tracking.leaderboard import Query, leaderboard
+    from fid_bench.tracking.runs import make_client, resolve_run, tracking_uri
 
     ids = [_log_model_run("tie", store / "mlruns" / "artifacts" / "tie", {"roc_auc": 1.0}) for _ in range(3)]
     client = make_client(tracking_uri())
