@@ -20,8 +20,9 @@ from fid_bench.data.inputs import folder_inputs, images_under, kaggle_inputs
 from fid_bench.errors import UsageError
 from fid_bench.predict import _choose_feature_cache, _default_cache_dir, load_checked_predictor, predict_all
 from fid_bench.submission import build_output, report_unreadable, write_output
+from fid_bench.tracking.kinds import MODEL_NAME
 from fid_bench.tracking.model_location import logged_model_locations, model_uri_locations
-from fid_bench.tracking.runs import MODEL_NAME, make_client, resolve_run, tracking_uri
+from fid_bench.tracking.runs import make_client, resolve_run, tracking_uri
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:

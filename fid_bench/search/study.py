@@ -43,8 +43,6 @@ log = logging.getLogger(__name__)
 PARENT_ATTR = "mlflow_parent_run"
 #: how long a process that did not create the study waits for the creator to record the parent run
 PARENT_WAIT_S = 60.0
-STUDY_KIND = "study"
-TRIAL_KIND = "trial"
 #: states counted by ``hparams_search.max_trials``
 CAPPED_STATES = ("COMPLETE", "PRUNED")
 
@@ -177,7 +175,8 @@ def parent_run(
     cfg: DictConfig, study: optuna.Study, created: bool, storage_text: str, space: list[Param]
 ) -> tuple[MlflowClient, str, str]:
     """(client, parent run id, experiment id) of the study's MLflow run, created on first use."""
-    from fid_bench.tracking.run import KIND_TAG, common_tags, group_names, multirun_parent
+    from fid_bench.tracking.kinds import KIND_TAG, RunKind
+    from fid_bench.tracking.run import common_tags, group_names, multirun_parent
     from fid_bench.tracking.store import DEFAULT_TRACKING_URI, open_experiment, original_cwd
 
     tracking = cfg.get("tracking") or {}
@@ -209,7 +208,7 @@ def parent_run(
     hs = cfg.hparams_search
     names = group_names(cfg)
     tags = {
-        KIND_TAG: STUDY_KIND,
+        KIND_TAG: RunKind.STUDY.value,
         **names,
         **common_tags(),
         "optuna_study": study.study_name,
@@ -293,7 +292,7 @@ class Objective:
 
         from fid_bench.experiment import output_dir, run_job
         from fid_bench.search.trial_logger import TrialLogger, pruned_in_chain
-        from fid_bench.tracking.run import KIND_TAG
+        from fid_bench.tracking.kinds import KIND_TAG, RunKind
 
         values = {p.key: p.suggest(trial) for p in self.space}
         cfg = trial_config(self.cfg, values)
@@ -301,7 +300,7 @@ class Objective:
             trial,
             self.report_key,
             tags={
-                KIND_TAG: TRIAL_KIND,
+                KIND_TAG: RunKind.TRIAL.value,
                 "hparams_search": "trial",
                 "optuna_study": self.study_name,
                 "optuna_trial": str(trial.number),

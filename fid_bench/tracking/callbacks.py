@@ -21,8 +21,8 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
 from fid_bench.errors import FidBenchError
+from fid_bench.tracking.kinds import KIND_TAG, RunKind
 from fid_bench.tracking.run import (
-    KIND_TAG,
     common_tags,
     resolved_config,
     sweep_dir_of,
@@ -65,7 +65,7 @@ def start_parent_run(config: DictConfig) -> ParentRun:
     overrides = " ".join(str(o) for o in (OmegaConf.select(hydra, "overrides.task", default=[]) or []))
     task_name = str(config.get("task_name") or "multirun")
     tags = {
-        KIND_TAG: "parent",
+        KIND_TAG: RunKind.PARENT.value,
         "sweep_dir": str(sweep_dir),
         "overrides": overrides,
         "task_name": task_name,

@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 import pandas as pd
 
 from fid_bench.errors import FidBenchError
-from fid_bench.tracking.run import KIND_TAG
+from fid_bench.tracking.kinds import KIND_TAG, RunKind
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
@@ -171,7 +171,7 @@ def _new_comparison_run(client: MlflowClient, runs: Sequence[Run]) -> str:
     run = client.create_run(
         runs[0].info.experiment_id,
         run_name=f"compare-{len(ids)}-runs",
-        tags={KIND_TAG: "comparison", COMPARED_TAG: ",".join(ids)},
+        tags={KIND_TAG: RunKind.COMPARISON.value, COMPARED_TAG: ",".join(ids)},
     )
     return run.info.run_id
 

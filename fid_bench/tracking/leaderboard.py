@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
-from fid_bench.tracking.run import KIND_TAG
+from fid_bench.tracking.kinds import KIND_TAG, NO_MODEL_KINDS, SUMMARY_KINDS
 from fid_bench.tracking.runs import LeaderboardError, fetch_runs
 
 if TYPE_CHECKING:
@@ -23,8 +23,6 @@ if TYPE_CHECKING:
     from mlflow.tracking import MlflowClient
 
 PARENT_TAG = "mlflow.parentRunId"
-# runs that hold no detector of their own: sweep parents, studies, search trials, comparisons
-NOT_RANKED = frozenset({"parent", "study", "trial", "comparison"})
 GROUP_COLUMNS = ["model", "classifier", "balance", "data"]
 KEY_METRICS = ["roc_auc", "f1", "average_precision"]
 FORMATS = ("table", "markdown", "csv")
@@ -98,7 +96,7 @@ def runs_frame(runs: Sequence[Run], experiment_names: Mapping[str, str]) -> pd.D
 
 def _ranked_runs(frame: pd.DataFrame, query: Query) -> pd.DataFrame:
     """The runs a board ranks: jobs; under ``--parent`` also its children of any kind (e.g. trials)."""
-    skip = {"parent", "comparison"} if query.parent else NOT_RANKED
+    skip = SUMMARY_KINDS if query.parent else NO_MODEL_KINDS
     return frame[frame["tags"].map(lambda t: t.get(KIND_TAG) not in skip)]
 
 

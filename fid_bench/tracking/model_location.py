@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 from urllib.parse import unquote, urlparse
 
 from fid_bench.errors import FidBenchError
-from fid_bench.tracking.runs import MODEL_NAME
+from fid_bench.tracking.kinds import MODEL_NAME
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient

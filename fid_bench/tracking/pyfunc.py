@@ -28,11 +28,11 @@ import pandas as pd
 
 from fid_bench.detector import Predictor
 from fid_bench.errors import FidBenchError
+from fid_bench.tracking.kinds import MODEL_NAME
 from fid_bench.tracking.store import first_line, resolve_tracking_uri
 
 log = logging.getLogger(__name__)
 
-MODEL_NAME = "model"
 PREDICTOR_ARTIFACT = "predictor"
 
 # distributions a predictor may need at load time, keyed by the module that shows they are in use

@@ -29,6 +29,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from fid_bench.data.samples import LABEL_NAMES
 from fid_bench.errors import FidBenchError
+from fid_bench.tracking.kinds import KIND_TAG, RunKind
 from fid_bench.tracking.store import DEFAULT_TRACKING_URI, first_line, open_experiment, original_cwd
 
 if TYPE_CHECKING:
@@ -42,8 +43,6 @@ log = logging.getLogger(__name__)
 
 #: written into the sweep dir by ``ParentRunCallback``; read by every job of the multirun
 PARENT_RUN_FILE = "mlflow_parent_run.json"
-#: tag telling parent runs (one per multirun) from job runs
-KIND_TAG = "fid_bench.kind"
 
 # MLflow's limits (mlflow.utils.validation), repeated so that importing this module stays cheap
 MAX_PARAM_VAL_LENGTH = 6000
@@ -206,7 +205,7 @@ def track_tags(cfg: DictConfig, overrides: str) -> dict[str, str]:
 def job_tags(cfg: DictConfig) -> dict[str, str]:
     names = group_names(cfg)
     overrides = hydra_overrides()
-    tags = {KIND_TAG: "job", **names, **track_tags(cfg, overrides), **common_tags()}
+    tags = {KIND_TAG: RunKind.JOB.value, **names, **track_tags(cfg, overrides), **common_tags()}
     if overrides:
         tags["overrides"] = _truncate(overrides, MAX_TAG_VAL_LENGTH)
     task_name = OmegaConf.select(cfg, "task_name", default=None, throw_on_resolution_failure=False)

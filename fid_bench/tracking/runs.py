@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from fid_bench.errors import FidBenchError
 from fid_bench.evaluation.registry import lower_is_better
-from fid_bench.tracking.run import KIND_TAG
+from fid_bench.tracking.kinds import KIND_TAG, MODEL_NAME, NO_MODEL_KINDS
 from fid_bench.tracking.store import (
     DEFAULT_TRACKING_URI,
     first_line,
@@ -26,12 +26,6 @@ if TYPE_CHECKING:
     from mlflow.tracking import MlflowClient
 
 log = logging.getLogger(__name__)
-
-MODEL_NAME = "model"
-
-
-#: run kinds that never hold a model of their own (sweep and study parents, search trials, comparisons)
-NON_MODEL_KINDS = frozenset({"parent", "sweep", "study", "trial", "comparison"})
 
 
 class LeaderboardError(FidBenchError):
@@ -159,7 +153,7 @@ def model_runs(client: MlflowClient, experiment_id: str) -> list[Run]:
         for r in runs
         if r.info.status == "FINISHED"
         and r.info.run_id not in parents
-        and r.data.tags.get(KIND_TAG, "") not in NON_MODEL_KINDS
+        and r.data.tags.get(KIND_TAG, "") not in NO_MODEL_KINDS
     ]
 
 
@@ -237,7 +231,7 @@ def resolve_run(client: MlflowClient, spec: str, *, experiment: str | None, metr
     except MlflowException:
         raise FidBenchError(f"unknown run {spec!r} in the tracking store {client.tracking_uri}") from None
     kind = run.data.tags.get(KIND_TAG, "")
-    if kind in NON_MODEL_KINDS:
+    if kind in NO_MODEL_KINDS:
         raise FidBenchError(
             f"run {spec} is a {kind} run and holds no model; give one of its job runs or --run best"
         )
