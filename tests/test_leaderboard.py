@@ -115,8 +115,14 @@ def test_sort_by_another_metric_and_ascending(runs, capsys):
     assert [r["run_id"] for r in csv_rows(out)] == [runs["clip"], runs["resnet"], runs["resnet_over"]]
     _, out, _ = lb(capsys, "-e", "exp_b", "-m", "log_loss", "--ascending", "-f", "csv")
     assert [r["run_id"] for r in csv_rows(out)] == [runs["loss_lo"], runs["loss_hi"]]
+    # a loss ranks lowest first by default (the metric registry), --descending overrides it
     _, out, _ = lb(capsys, "-e", "exp_b", "-m", "log_loss", "-f", "csv")
+    assert [r["run_id"] for r in csv_rows(out)] == [runs["loss_lo"], runs["loss_hi"]]
+    _, out, _ = lb(capsys, "-e", "exp_b", "-m", "log_loss", "--descending", "-f", "csv")
     assert [r["run_id"] for r in csv_rows(out)] == [runs["loss_hi"], runs["loss_lo"]]
+    # ... and a score largest first unless --ascending
+    _, out, _ = lb(capsys, "-e", "exp_a", "-m", "f1", "--ascending", "-f", "csv")
+    assert [r["run_id"] for r in csv_rows(out)] == [runs["resnet_over"], runs["resnet"], runs["clip"]]
 
 
 def test_top_limits_rows(runs, capsys):

@@ -41,8 +41,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--metric", "-m", default="roc_auc", help="logged metric to sort by (default: roc_auc)"
     )
-    parser.add_argument(
-        "--ascending", action="store_true", help="smallest first (for losses and error rates)"
+    order = parser.add_mutually_exclusive_group()
+    order.add_argument(
+        "--ascending",
+        action="store_const",
+        const=True,
+        help="smallest first (default: the metric's own direction: losses smallest first, scores largest)",
+    )
+    order.add_argument(
+        "--descending", dest="ascending", action="store_const", const=False, help="largest first"
     )
     parser.add_argument(
         "--top", "-n", type=_top_arg, default=10, metavar="N", help="runs per table (default: 10; 0 = all)"

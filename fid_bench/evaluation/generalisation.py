@@ -21,12 +21,13 @@ from omegaconf import DictConfig, OmegaConf
 from fid_bench.config import load_option
 from fid_bench.detector import Predictor
 from fid_bench.errors import FidBenchError
+from fid_bench.evaluation import registry
 from fid_bench.evaluation.metrics import compute_metrics
 
 log = logging.getLogger(__name__)
 
 # The metrics repeated under each prefix: the threshold-free ones plus F1 at the stored threshold.
-PREFIXED = ("roc_auc", "average_precision", "f1", "accuracy", "balanced_accuracy", "log_loss", "n")
+PREFIXED = registry.names(per_prefix=True)
 
 
 def prefixed(prefix: str, metrics: dict[str, float]) -> dict[str, float]:

@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from fid_bench.errors import FidBenchError
+from fid_bench.evaluation import registry
 from fid_bench.search.space import Param, apply_params, parse_space
 from fid_bench.tracking.store import first_line
 
@@ -60,8 +61,10 @@ def check_search_config(cfg: DictConfig) -> DictConfig:
             f"this search space is written for classifier={expected}, but classifier={actual} was chosen; "
             f"use the hparams_search file for {actual} (or drop the classifier override)"
         )
-    if hs.direction not in ("maximize", "minimize"):
-        raise FidBenchError(f"hparams_search.direction must be maximize or minimize, got {hs.direction!r}")
+    if hs.get("direction") is not None and hs.direction not in ("maximize", "minimize"):
+        raise FidBenchError(
+            f"hparams_search.direction must be maximize, minimize or null, got {hs.direction!r}"
+        )
     for key in ("n_trials", "max_trials"):
         value = hs.get(key)
         if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
@@ -133,6 +136,12 @@ def make_pruner(hs: DictConfig) -> optuna.pruners.BasePruner:
     return _instantiate(hs.pruner, "pruner") if hs.get("pruner") is not None else optuna.pruners.NopPruner()
 
 
+def objective_direction(hs: DictConfig) -> str:
+    """``hparams_search.direction``, or the metric's direction from the registry when it is null."""
+    explicit = hs.get("direction")
+    return str(explicit) if explicit is not None else registry.direction(str(hs.metric))
+
+
 def open_study(cfg: DictConfig, storage: Any, study_name: str) -> tuple[optuna.Study, bool]:
     """Create the study or load it; returns (study, created_by_this_process).
 
@@ -142,16 +151,17 @@ def open_study(cfg: DictConfig, storage: Any, study_name: str) -> tuple[optuna.S
     import optuna
 
     hs = cfg.hparams_search
+    direction = objective_direction(hs)
     try:
-        optuna.create_study(storage=storage, study_name=study_name, direction=hs.direction)
+        optuna.create_study(storage=storage, study_name=study_name, direction=direction)
         created = True
     except optuna.exceptions.DuplicatedStudyError:
         created = False
     probe = optuna.load_study(study_name=study_name, storage=storage)
     stored = probe.direction.name.lower()
-    if stored != hs.direction:
+    if stored != direction:
         raise FidBenchError(
-            f"study {study_name!r} was created to {stored} its objective, not {hs.direction}; "
+            f"study {study_name!r} was created to {stored} its objective, not {direction}; "
             "set hparams_search.study_name to start a new study"
         )
     n_existing = len(probe.get_trials(deepcopy=False))
@@ -224,7 +234,7 @@ def parent_run(
 
     params = {
         "study_name": study.study_name,
-        "direction": hs.direction,
+        "direction": objective_direction(hs),
         "metric": f"val_{hs.metric}",
         "sampler": OmegaConf.select(hs, "sampler._target_", default="null"),
         "pruner": OmegaConf.select(hs, "pruner._target_", default="null"),

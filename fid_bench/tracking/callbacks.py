@@ -21,6 +21,7 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
 from fid_bench.errors import FidBenchError
+from fid_bench.evaluation import registry
 from fid_bench.tracking.kinds import KIND_TAG, RunKind
 from fid_bench.tracking.run import (
     common_tags,
@@ -93,10 +94,13 @@ def child_runs(client: MlflowClient, parent_id: str) -> list[Run]:
     return fetch_runs(client, ids, f"tags.`{PARENT_TAG}` = '{parent_id}'") if ids else []
 
 
-def _direction(config: DictConfig) -> str:
-    direction = OmegaConf.select(config, "hydra.sweeper.direction", default="maximize")
-    if not isinstance(direction, str):  # multi-objective studies: the first objective
-        direction = str(list(direction)[0]) if direction else "maximize"
+def _direction(config: DictConfig, metric: str) -> str:
+    """The sweeper's direction when it declares one, else the metric's direction in the registry."""
+    direction = OmegaConf.select(config, "hydra.sweeper.direction", default=None)
+    if direction is not None and not isinstance(direction, str):  # multi-objective: the first objective
+        direction = str(list(direction)[0]) if direction else None
+    if not direction:
+        return registry.direction(metric)
     return "minimize" if direction.lower().startswith("min") else "maximize"
 
 
@@ -128,7 +132,7 @@ def finish_parent_run(config: DictConfig, parent: ParentRun, *, interrupted: boo
         if metric in r.data.metrics and not math.isnan(r.data.metrics[metric])
     ]
     if scored:
-        pick = min if _direction(config) == "minimize" else max
+        pick = min if _direction(config, metric) == "minimize" else max
         value, best = pick(scored, key=lambda pair: pair[0])
         client.log_metric(parent.run_id, f"best_{metric}", value)
         client.set_tag(parent.run_id, "best_run_id", best.info.run_id)

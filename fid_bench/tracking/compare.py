@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 import pandas as pd
 
 from fid_bench.errors import FidBenchError
+from fid_bench.evaluation import registry
 from fid_bench.tracking.kinds import KIND_TAG, RunKind
 
 if TYPE_CHECKING:
@@ -38,18 +39,7 @@ ARTIFACT_DIR = "comparison"
 PREDICTIONS = "predictions.csv"
 COMPARED_TAG = "fid_bench.compared_runs"
 #: metric columns of the table, in this order, when any compared run logged them
-TABLE_METRICS = (
-    "roc_auc",
-    "average_precision",
-    "f1",
-    "f1_at_threshold",
-    "accuracy",
-    "balanced_accuracy",
-    "precision",
-    "recall",
-    "log_loss",
-    "threshold",
-)
+TABLE_METRICS = registry.names(tabulated=True)
 #: tags written by the tracker that say what a run was (shown when present)
 TABLE_TAGS = ("model", "classifier", "balance")
 
@@ -243,15 +233,14 @@ def compare_children(
 ) -> Comparison | None:
     """Compare the ``top`` best finished children of a multirun's parent run and log it to that parent.
 
-    The ranking is the leaderboard's (``--parent``); ``lower_is_better`` defaults by the metric's name
-    (losses ascend). Never raises a ``FidBenchError`` (a sweep's end must not fail over a figure):
+    The ranking is the leaderboard's (``--parent``); ``lower_is_better`` defaults to the metric's direction
+    in the registry (losses ascend). Never raises a ``FidBenchError`` (a sweep's end must not fail over a figure):
     returns None, with a log line, when there is nothing to compare or the comparison fails.
     """
-    from fid_bench.evaluation.registry import lower_is_better as loss_like
     from fid_bench.tracking.leaderboard import Query, leaderboard
 
     client = _client(tracking_uri)
-    ascending = loss_like(metric) if lower_is_better is None else lower_is_better
+    ascending = registry.lower_is_better(metric) if lower_is_better is None else lower_is_better
     try:
         boards = leaderboard(client, Query(metric=metric, top=0, parent=parent_run_id, ascending=ascending))
     except FidBenchError as err:

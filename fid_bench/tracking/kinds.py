@@ -37,4 +37,3 @@ MODEL_KINDS = frozenset({RunKind.JOB})
 NO_MODEL_KINDS = frozenset(RunKind) - MODEL_KINDS
 #: kinds that only summarise other runs: left out even when listing a parent run's children
 SUMMARY_KINDS = frozenset({RunKind.PARENT, RunKind.COMPARISON})
-

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
+from fid_bench.evaluation import registry
 from fid_bench.tracking.kinds import KIND_TAG, NO_MODEL_KINDS, SUMMARY_KINDS
 from fid_bench.tracking.runs import LeaderboardError, fetch_runs
 
@@ -24,7 +25,7 @@ if TYPE_CHECKING:
 
 PARENT_TAG = "mlflow.parentRunId"
 GROUP_COLUMNS = ["model", "classifier", "balance", "data"]
-KEY_METRICS = ["roc_auc", "f1", "average_precision"]
+KEY_METRICS = list(registry.headline())
 FORMATS = ("table", "markdown", "csv")
 STATUSES = ("FINISHED", "FAILED", "KILLED", "RUNNING", "SCHEDULED", "ALL")
 MISSING = "-"
@@ -40,7 +41,11 @@ class Query:
     filters: Mapping[str, Sequence[str]] = field(default_factory=dict)
     status: str = "FINISHED"
     parent: str | None = None
-    ascending: bool = False
+    ascending: bool | None = None  # None: the metric's direction in the registry (losses ascend)
+
+    def is_ascending(self) -> bool:
+        """Smallest first? An explicit ``ascending`` wins over the metric registry."""
+        return registry.lower_is_better(self.metric) if self.ascending is None else self.ascending
 
 
 @dataclass
@@ -152,7 +157,7 @@ def rank(frame: pd.DataFrame, query: Query, experiment: str, *, strict: bool) ->
     order = (
         keep.assign(_value=values, _missing=values.isna())
         .sort_values(
-            ["_missing", "_value", "run_id"], ascending=[True, query.ascending, True], kind="mergesort"
+            ["_missing", "_value", "run_id"], ascending=[True, query.is_ascending(), True], kind="mergesort"
         )
         .drop(columns=["_value", "_missing"])
     )
