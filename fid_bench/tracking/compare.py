@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
+from fid_bench import markdown
 from fid_bench.errors import FidBenchError
 from fid_bench.evaluation import registry
 from fid_bench.tracking.kinds import KIND_TAG, RunKind
@@ -136,19 +137,16 @@ def metric_table(runs: Sequence[Run], labels: Sequence[str], n_test: Sequence[in
 
 
 def table_markdown(table: pd.DataFrame) -> str:
-    """The table as GitHub Markdown (floats to 4 decimals, NaN as a dash)."""
+    """The table as GitHub Markdown (floats to 4 decimals, NaN as a dash; numbers right-aligned)."""
 
-    def cell(v: Any) -> str:
+    def text(v: Any) -> str:
         if isinstance(v, float):
             return "-" if math.isnan(v) else f"{v:.4f}"
-        return str(v).replace("|", "\\|")
+        return str(v)
 
-    lines = [
-        "| " + " | ".join(table.columns) + " |",
-        "|" + "|".join("---" for _ in table.columns) + "|",
-    ]
-    lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in table.itertuples(index=False)]
-    return "\n".join(lines) + "\n"
+    numeric = [pd.api.types.is_numeric_dtype(dtype) for dtype in table.dtypes]
+    rows = [[text(v) for v in row] for row in table.itertuples(index=False)]
+    return markdown.table([str(c) for c in table.columns], rows, numeric) + "\n"
 
 
 def _shared_parent(runs: Sequence[Run]) -> str | None:

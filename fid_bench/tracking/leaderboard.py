@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
+from fid_bench import markdown
 from fid_bench.evaluation import registry
 from fid_bench.tracking.kinds import KIND_TAG, NO_MODEL_KINDS, SUMMARY_KINDS
 from fid_bench.tracking.runs import LeaderboardError, fetch_runs
@@ -299,18 +300,6 @@ def render_table(header: list[str], rows: list[list[str]], numeric: list[bool]) 
     return "\n".join([line(header), line(["-" * w for w in widths]), *(line(r) for r in rows)])
 
 
-def _md_cell(text: str) -> str:
-    return text.replace("\\", "\\\\").replace("|", "\\|").replace("\n", " ")
-
-
-def render_markdown(header: list[str], rows: list[list[str]], numeric: list[bool]) -> str:
-    """A GitHub-flavoured Markdown table (numbers right-aligned)."""
-    lines = ["| " + " | ".join(_md_cell(h) for h in header) + " |"]
-    lines.append("|" + "|".join("---:" if num else ":---" for num in numeric) + "|")
-    lines += ["| " + " | ".join(_md_cell(c) for c in row) + " |" for row in rows]
-    return "\n".join(lines)
-
-
 def csv_frame(boards: Sequence[Board]) -> pd.DataFrame:
     """Machine-readable leaderboard: full ids, raw numbers, ``<m>_std`` as its own column."""
     records = []
@@ -352,8 +341,8 @@ def render(
         shown = f"top {len(rows)} of {board.total}" if len(rows) < board.total else f"{board.total} runs"
         if fmt == "markdown":
             if headings:
-                parts.append(f"### {_md_cell(board.experiment)} ({shown}, by {board.metric})\n")
-            parts.append(render_markdown(header, rows, numeric))
+                parts.append(f"### {markdown.cell(board.experiment)} ({shown}, by {board.metric})\n")
+            parts.append(markdown.table(header, rows, numeric))
         else:
             if headings:
                 parts.append(f"experiment: {board.experiment} ({shown}, by {board.metric})")
