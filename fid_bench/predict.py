@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from fid_bench.data.inputs import Inputs
-from fid_bench.errors import FidBenchError
+from fid_bench.errors import FidBenchError, one_line
 from fid_bench.tracking.model_location import check_model_location, store_roots
 
 if TYPE_CHECKING:
@@ -91,7 +91,7 @@ def _note_reported_unreadable(predictor: Predictor, inputs: Inputs, batch: list[
         by_path.setdefault(inputs.paths[i], []).append(i)
     for path, reason in reported:
         for i in by_path.get(str(path), []):
-            inputs.unreadable[i] = " ".join(str(reason).split())
+            inputs.unreadable[i] = one_line(reason)
 
 
 def _checked(out: Any, n: int) -> np.ndarray:
@@ -105,7 +105,7 @@ def _predict_one(predictor: Predictor, inputs: Inputs, i: int) -> float:
     try:
         return float(_checked(predictor.predict_paths([inputs.paths[i]]), 1)[0])
     except _DECODE_FAILURES as err:
-        inputs.unreadable[i] = " ".join(str(err).split()) or type(err).__name__
+        inputs.unreadable[i] = one_line(err)
         return math.nan
 
 

@@ -31,7 +31,7 @@ from sklearn.base import BaseEstimator, ClassifierMixin, clone
 
 from fid_bench.data.samples import LABELLED_SPLITS
 from fid_bench.detector import Detector, Job, Predictor, scores_frame
-from fid_bench.errors import FidBenchError
+from fid_bench.errors import FidBenchError, one_line
 
 if TYPE_CHECKING:
     from sklearn.pipeline import Pipeline
@@ -99,7 +99,7 @@ def _positive_proba(name: str, pipeline: Pipeline, X: np.ndarray, threads: int |
             proba = pipeline.predict_proba(X)
     except Exception as err:  # noqa: BLE001 - estimators raise many types; the user needs one line
         log.debug("predict_proba failed", exc_info=True)
-        raise FidBenchError(f"classifier={name}: prediction failed: {_one_line(err)}") from err
+        raise FidBenchError(f"classifier={name}: prediction failed: {one_line(err)}") from err
     col = list(pipeline.classes_).index(POSITIVE)
     return np.asarray(proba[:, col], dtype=np.float64)
 
@@ -110,10 +110,6 @@ def _val_threshold(val_scores: pd.DataFrame) -> float:
 
     threshold = best_f1_threshold(val_scores["label"].to_numpy(), val_scores["score"].to_numpy())
     return 0.5 if math.isnan(threshold) else threshold
-
-
-def _one_line(err: BaseException) -> str:
-    return " ".join(str(err).split()) or type(err).__name__
 
 
 def extract_unique(
@@ -333,7 +329,7 @@ class FeatureDetector(Detector):
         except Exception as err:  # noqa: BLE001 - sklearn/LightGBM raise many types; the user needs one line
             log.debug("fit failed", exc_info=True)
             raise FidBenchError(
-                f"classifier={self.name}: fit failed on fold {fold.index}: {_one_line(err)}"
+                f"classifier={self.name}: fit failed on fold {fold.index}: {one_line(err)}"
             ) from err
         fit_seconds = time.perf_counter() - t0
         job.logger.log_metrics(
@@ -438,7 +434,7 @@ class FeaturePredictor(Predictor):
             try:
                 info = check_image(path)
             except (ImageDecodeError, OSError) as err:  # OSError: e.g. a name too long for the filesystem
-                self.unreadable.append((path, " ".join(str(err).split())))
+                self.unreadable.append((path, one_line(err)))
                 continue
             ok.append(i)
             ok_sha1.append(info.sha1)

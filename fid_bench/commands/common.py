@@ -7,6 +7,8 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import Any, NoReturn
 
+from fid_bench.errors import FidBenchError, one_line
+
 
 class OneLineParser(argparse.ArgumentParser):
     """An ArgumentParser whose usage errors are one line on stderr (exit code 2)."""
@@ -22,13 +24,10 @@ def run_handler(
     handler: Callable[[argparse.Namespace], int | None], args: argparse.Namespace, prog: str
 ) -> int:
     """Call a subcommand's handler; user errors become one line on stderr and an exit code."""
-    from fid_bench.errors import FidBenchError
-
     try:
         return int(handler(args) or 0)
     except FidBenchError as err:
-        message = " ".join(str(err).split())
-        print(f"{prog}: error: {message}", file=sys.stderr)
+        print(f"{prog}: error: {one_line(err)}", file=sys.stderr)
         return int(getattr(err, "exit_code", 1))
     except KeyboardInterrupt:
         print(f"{prog}: interrupted", file=sys.stderr)

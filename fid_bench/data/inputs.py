@@ -12,7 +12,7 @@ from typing import Any
 
 import pandas as pd
 
-from fid_bench.errors import FidBenchError
+from fid_bench.errors import FidBenchError, one_line
 
 #: suffixes taken by ``--images`` (any case)
 IMAGE_SUFFIXES = frozenset(
@@ -61,7 +61,7 @@ def _read_test_ids(test_csv: Path) -> list[str]:
     try:
         frame = pd.read_csv(test_csv, dtype=str, keep_default_na=False, encoding="utf-8-sig")
     except (OSError, UnicodeDecodeError, pd.errors.ParserError, pd.errors.EmptyDataError) as err:
-        raise FidBenchError(f"{test_csv}: not a readable CSV ({' '.join(str(err).split())})") from None
+        raise FidBenchError(f"{test_csv}: not a readable CSV ({one_line(err)})") from None
     frame.columns = [str(c).strip().lower() for c in frame.columns]
     if "id" not in frame.columns:
         raise FidBenchError(f"{test_csv}: no 'id' column (found: {', '.join(frame.columns) or 'none'})")

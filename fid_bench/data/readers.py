@@ -35,7 +35,7 @@ import pandas as pd
 from fid_bench.data.decode import MISSING_FILE
 from fid_bench.data.samples import LABELLED_SPLITS, SAMPLE_COLUMNS, SKIP_COLUMNS, Samples
 from fid_bench.data.validation import validate_files
-from fid_bench.errors import FidBenchError
+from fid_bench.errors import FidBenchError, one_line
 
 log = logging.getLogger(__name__)
 
@@ -395,8 +395,7 @@ def _read_csv(path: Path, required: tuple[str, ...]) -> pd.DataFrame:
     try:
         frame = pd.read_csv(path, dtype=str, keep_default_na=False, encoding="utf-8-sig")
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as err:
-        detail = " ".join(str(err).split())
-        raise FidBenchError(f"{path}: not a readable CSV ({detail})") from None
+        raise FidBenchError(f"{path}: not a readable CSV ({one_line(err)})") from None
     frame.columns = [str(c).strip().lower() for c in frame.columns]
     missing = [c for c in required if c not in frame.columns]
     if missing:

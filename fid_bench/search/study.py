@@ -27,10 +27,9 @@ from typing import TYPE_CHECKING, Any
 
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from fid_bench.errors import FidBenchError
+from fid_bench.errors import FidBenchError, first_line
 from fid_bench.evaluation import registry
 from fid_bench.search.space import Param, apply_params, parse_space
-from fid_bench.tracking.store import first_line
 
 if TYPE_CHECKING:
     import optuna

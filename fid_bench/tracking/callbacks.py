@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
-from fid_bench.errors import FidBenchError
+from fid_bench.errors import FidBenchError, first_line
 from fid_bench.evaluation import registry
 from fid_bench.tracking.kinds import KIND_TAG, RunKind
 from fid_bench.tracking.run import (
@@ -29,7 +29,7 @@ from fid_bench.tracking.run import (
     sweep_dir_of,
     write_parent_file,
 )
-from fid_bench.tracking.store import DEFAULT_TRACKING_URI, first_line, open_experiment, original_cwd
+from fid_bench.tracking.store import DEFAULT_TRACKING_URI, open_experiment, original_cwd
 
 if TYPE_CHECKING:
     from mlflow.entities import Run

@@ -27,9 +27,9 @@ import numpy as np
 import pandas as pd
 
 from fid_bench.detector import Predictor
-from fid_bench.errors import FidBenchError
+from fid_bench.errors import FidBenchError, first_line
 from fid_bench.tracking.kinds import MODEL_NAME
-from fid_bench.tracking.store import first_line, resolve_tracking_uri
+from fid_bench.tracking.store import resolve_tracking_uri
 
 log = logging.getLogger(__name__)
 

@@ -28,9 +28,9 @@ import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
 from fid_bench.data.samples import LABEL_NAMES
-from fid_bench.errors import FidBenchError
+from fid_bench.errors import FidBenchError, first_line
 from fid_bench.tracking.kinds import KIND_TAG, RunKind
-from fid_bench.tracking.store import DEFAULT_TRACKING_URI, first_line, open_experiment, original_cwd
+from fid_bench.tracking.store import DEFAULT_TRACKING_URI, open_experiment, original_cwd
 
 if TYPE_CHECKING:
     import pandas as pd

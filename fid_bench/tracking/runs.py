@@ -11,15 +11,10 @@ import os
 import sqlite3
 from typing import TYPE_CHECKING, Any
 
-from fid_bench.errors import FidBenchError
+from fid_bench.errors import FidBenchError, first_line
 from fid_bench.evaluation.registry import lower_is_better
 from fid_bench.tracking.kinds import KIND_TAG, MODEL_NAME, NO_MODEL_KINDS
-from fid_bench.tracking.store import (
-    DEFAULT_TRACKING_URI,
-    first_line,
-    local_store_path,
-    resolve_tracking_uri,
-)
+from fid_bench.tracking.store import DEFAULT_TRACKING_URI, local_store_path, resolve_tracking_uri
 
 if TYPE_CHECKING:
     from mlflow.entities import Run

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlparse
 
-from fid_bench.errors import FidBenchError
+from fid_bench.errors import FidBenchError, first_line
 
 if TYPE_CHECKING:
     from mlflow.tracking import MlflowClient
@@ -115,13 +115,6 @@ def _prepare_local_store(uri: str) -> None:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as err:
         raise FidBenchError(f"cannot create the tracking store folder {folder}: {err.strerror}") from None
-
-
-def first_line(err: BaseException) -> str:
-    """``Type: message`` on one line (the first line of the message)."""
-    text = str(err).strip()
-    msg = text.splitlines()[0] if text else ""
-    return f"{type(err).__name__}: {msg}" if msg else type(err).__name__
 
 
 def connect(uri: str) -> MlflowClient:
