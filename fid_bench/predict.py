@@ -112,13 +112,14 @@ def _predict_one(predictor: Predictor, inputs: Inputs, i: int) -> float:
 # --------------------------------------------------------------------------- feature cache
 
 
-def _default_cache_dir() -> Path:
+def default_cache_dir() -> Path:
+    """The feature cache of ``features.cache_dir``'s default: $FID_BENCH_CACHE_DIR or ~/.cache/fid_bench."""
     return Path(os.environ.get("FID_BENCH_CACHE_DIR") or Path.home() / ".cache" / "fid_bench")
 
 
-def _choose_feature_cache(predictor: Predictor, explicit: Path | None) -> None:
+def choose_feature_cache(predictor: Predictor, explicit: Path | None) -> None:
     """Embedding models extract features for new images through the training run's cache folder;
-    ``--cache-dir`` overrides it, and an unusable stored folder (another machine) falls back to the
+    ``explicit`` (``--cache-dir``) overrides it, and an unusable stored folder (another machine) falls back to the
     default cache."""
     stored = getattr(predictor, "cache_dir", None)
     if stored is None:
@@ -130,6 +131,6 @@ def _choose_feature_cache(predictor: Predictor, explicit: Path | None) -> None:
         Path(stored).mkdir(parents=True, exist_ok=True)
     except OSError as err:
         log.warning(
-            "feature cache %s of the run is unusable here (%s); using %s", stored, err, _default_cache_dir()
+            "feature cache %s of the run is unusable here (%s); using %s", stored, err, default_cache_dir()
         )
-        predictor.cache_dir = str(_default_cache_dir())
+        predictor.cache_dir = str(default_cache_dir())

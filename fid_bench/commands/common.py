@@ -1,8 +1,13 @@
-"""What every ``fid-bench`` command shares: the one-line argument parser and error handling."""
+"""What every ``fid-bench`` command shares: the one-line argument parser and the error handling.
+
+Exit codes: 0 done, 1 a user error (``FidBenchError``, shown as one line), 2 bad arguments (argparse,
+or an error whose ``exit_code`` is 2), 130 interrupted (Ctrl-C).
+"""
 
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 from collections.abc import Callable, Sequence
 from typing import Any, NoReturn
@@ -42,9 +47,7 @@ def run_standalone(
     add_arguments: Callable[[argparse.ArgumentParser], None],
     argv: Sequence[str] | None,
 ) -> int:
-    """``python -m fid_bench.<command>``: the subcommand's own parser, with the CLI's one-line errors."""
-    import logging
-
+    """``python -m fid_bench.commands.<command>``: the command's own parser, with the CLI's one-line errors."""
     parser = OneLineParser(prog=prog, description=description)
     add_arguments(parser)
     try:

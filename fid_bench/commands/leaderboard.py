@@ -6,11 +6,17 @@ import argparse
 import sys
 from collections.abc import Sequence
 
+from fid_bench.commands.common import run_standalone
 from fid_bench.tracking.leaderboard import FORMATS, STATUSES, Query, leaderboard, render
 from fid_bench.tracking.runs import default_tracking_uri, open_store
 from fid_bench.tracking.store import DEFAULT_TRACKING_URI
 
-PROG = "python -m fid_bench.commands.leaderboard"
+NAME = "leaderboard"
+PROG = "fid-bench leaderboard"
+HELP = "rank tracked runs by a metric"
+DESCRIPTION = (
+    "Rank the runs of the MLflow tracking store by a logged metric (parent runs of multiruns are left out)."
+)
 
 
 def _filter_arg(text: str) -> tuple[str, list[str]]:
@@ -31,7 +37,7 @@ def _top_arg(text: str) -> int:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """The leaderboard's options (shared by ``fid-bench leaderboard`` and ``python -m fid_bench.leaderboard``)."""
+    """The options of ``fid-bench leaderboard`` (also ``python -m fid_bench.commands.leaderboard``)."""
     parser.add_argument(
         "--experiment",
         "-e",
@@ -80,7 +86,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="run status to show (default: FINISHED; ALL shows every status)",
     )
     parser.add_argument("--parent", metavar="RUN_ID", help="only the child runs of this multirun parent run")
-    parser.set_defaults(handler=run_command)
+    parser.set_defaults(handler=run)
 
 
 def query_from_args(args: argparse.Namespace) -> Query:
@@ -99,7 +105,8 @@ def query_from_args(args: argparse.Namespace) -> Query:
     )
 
 
-def run_command(args: argparse.Namespace) -> int:
+def run(args: argparse.Namespace) -> int:
+    """The command for parsed ``args``; its exit code."""
     query = query_from_args(args)
     client = open_store(args.tracking_uri or default_tracking_uri())
     boards = leaderboard(client, query)
@@ -109,14 +116,8 @@ def run_command(args: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from fid_bench.commands.common import OneLineParser, run_handler
-
-    parser = OneLineParser(
-        prog=PROG, description="Rank the runs of the MLflow tracking store by a logged metric."
-    )
-    add_arguments(parser)
-    args = parser.parse_args(argv)
-    return run_handler(args.handler, args, PROG)
+    """``python -m fid_bench.commands.leaderboard``; returns the exit code (2 for bad arguments)."""
+    return run_standalone(PROG, DESCRIPTION, add_arguments, argv)
 
 
 if __name__ == "__main__":

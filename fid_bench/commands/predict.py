@@ -12,17 +12,24 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 
 import pandas as pd
 
+from fid_bench.commands.common import run_standalone
 from fid_bench.data.inputs import folder_inputs, images_under, kaggle_inputs
 from fid_bench.errors import UsageError
-from fid_bench.predict import _choose_feature_cache, _default_cache_dir, load_checked_predictor, predict_all
+from fid_bench.predict import choose_feature_cache, default_cache_dir, load_checked_predictor, predict_all
 from fid_bench.submission import build_output, report_unreadable, write_output
 from fid_bench.tracking.kinds import MODEL_NAME
 from fid_bench.tracking.model_location import logged_model_locations, model_uri_locations
 from fid_bench.tracking.runs import make_client, resolve_run, tracking_uri
+
+NAME = "predict"
+PROG = "fid-bench predict"
+HELP = "score images (or write a Kaggle submission) with a logged run's model"
+DESCRIPTION = "Score images with the model logged in a run (either track) and write a CSV."
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -75,7 +82,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="feature cache for embedding models (default: the training run's cache folder)",
     )
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
-    p.set_defaults(handler=run_command)
+    p.set_defaults(handler=run)
 
 
 def check_arguments(args: argparse.Namespace) -> None:
@@ -93,7 +100,7 @@ def predict(args: argparse.Namespace) -> pd.DataFrame:
     """Run the command for parsed ``args``; returns the written table."""
     check_arguments(args)
     uri = tracking_uri(args.tracking_uri)
-    cache_dir = (args.cache_dir or _default_cache_dir()).expanduser()
+    cache_dir = (args.cache_dir or default_cache_dir()).expanduser()
 
     # data problems show before any model is downloaded
     if args.images:
@@ -112,7 +119,7 @@ def predict(args: argparse.Namespace) -> pd.DataFrame:
         model_uri = args.model_uri
         locations, _ = model_uri_locations(client, model_uri)
     predictor = load_checked_predictor(model_uri, locations, uri, allow_external=args.allow_external)
-    _choose_feature_cache(predictor, args.cache_dir)
+    choose_feature_cache(predictor, args.cache_dir)
 
     scores = predict_all(predictor, inputs, batch_size=args.batch_size, progress=not args.no_progress)
     prior = float(getattr(predictor, "prior", 0.5))
@@ -124,21 +131,14 @@ def predict(args: argparse.Namespace) -> pd.DataFrame:
     return table
 
 
-def run_command(args: argparse.Namespace) -> int:
+def run(args: argparse.Namespace) -> int:
+    """The command for parsed ``args``; its exit code."""
     predict(args)
     return 0
 
 
-PROG = "fid-bench predict"
-
-
-DESCRIPTION = "Score images with the model logged in a run (either track) and write a CSV."
-
-
-def main(argv: list[str] | None = None) -> int:
+def main(argv: Sequence[str] | None = None) -> int:
     """``python -m fid_bench.commands.predict``; returns the exit code (2 for bad arguments, 1 for other errors)."""
-    from fid_bench.commands.common import run_standalone
-
     return run_standalone(PROG, DESCRIPTION, add_arguments, argv)
 
 
