@@ -12,6 +12,10 @@ import math
 import hydra
 from omegaconf import DictConfig
 
+from fid_bench.errors import FidBenchError
+from fid_bench.experiment import run_job
+from fid_bench.search.study import run_study
+
 log = logging.getLogger("fid_bench")
 
 
@@ -20,14 +24,9 @@ def main(cfg: DictConfig) -> float:
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
 
-    from fid_bench.errors import FidBenchError
-    from fid_bench.experiment import run_job
-
     multirun = HydraConfig.get().mode == RunMode.MULTIRUN
     try:
         if cfg.get("hparams_search"):
-            from fid_bench.search.study import run_study
-
             return run_study(cfg)
         return run_job(cfg)
     except FidBenchError as err:

@@ -40,7 +40,7 @@ def load_checked_predictor(
 ) -> Predictor:
     """Check where the model's files come from, then unpickle its ``Predictor``."""
     check_model_location(locations, store_roots(uri), allow_external=allow_external)
-    from fid_bench.tracking.pyfunc import load_predictor
+    from fid_bench.tracking.pyfunc import load_predictor  # imports mlflow: only when a model is loaded
 
     return load_predictor(model_uri, tracking_uri=uri)
 

@@ -29,9 +29,12 @@ import numpy as np
 import pandas as pd
 from sklearn.base import BaseEstimator, ClassifierMixin, clone
 
+from fid_bench.data.decode import ImageDecodeError, check_image
 from fid_bench.data.samples import LABELLED_SPLITS
 from fid_bench.detector import Detector, Job, Predictor, scores_frame
 from fid_bench.errors import FidBenchError, one_line
+from fid_bench.evaluation.metrics import best_f1_threshold
+from fid_bench.features.extract import extract_features
 
 if TYPE_CHECKING:
     from sklearn.pipeline import Pipeline
@@ -106,8 +109,6 @@ def _positive_proba(name: str, pipeline: Pipeline, X: np.ndarray, threads: int |
 
 def _val_threshold(val_scores: pd.DataFrame) -> float:
     """The threshold the shared metrics choose on these validation scores; 0.5 when undefined."""
-    from fid_bench.evaluation.metrics import best_f1_threshold
-
     threshold = best_f1_threshold(val_scores["label"].to_numpy(), val_scores["score"].to_numpy())
     return 0.5 if math.isnan(threshold) else threshold
 
@@ -124,8 +125,6 @@ def extract_unique(
     Returns ``(features, inverse, stats)``: one float32 row per distinct image, and for every input
     position the row holding its features (``features[inverse]`` is aligned with ``paths``).
     """
-    from fid_bench.features.extract import extract_features
-
     sha1_arr = np.asarray(sha1s, dtype=object)
     uniq, first, inverse = np.unique(sha1_arr.astype(str), return_index=True, return_inverse=True)
     feats, stats = extract_features(
@@ -424,7 +423,6 @@ class FeaturePredictor(Predictor):
         return self._encoder
 
     def predict_paths(self, paths: list[str]) -> np.ndarray:
-        from fid_bench.data.decode import ImageDecodeError, check_image
 
         paths = [str(p) for p in paths]
         scores = np.full(len(paths), self.prior, dtype=np.float64)

@@ -12,6 +12,8 @@ from typing import Any
 
 import pandas as pd
 
+from fid_bench.data.readers import FolderReader, KaggleReader
+from fid_bench.data.validation import validate_files
 from fid_bench.errors import FidBenchError, one_line
 
 #: suffixes taken by ``--images`` (any case)
@@ -37,8 +39,6 @@ def images_under(folder: str | Path, cache_dir: str | Path | None = None) -> Inp
     Files are checked (fully decoded, results cached in ``cache_dir``) before scoring, so unreadable
     ones are known and reported whichever predictor scores the rest.
     """
-    from fid_bench.data.validation import validate_files
-
     root = Path(folder).expanduser()
     if not root.is_dir():
         raise FidBenchError(f"--images {folder}: not a folder")
@@ -71,7 +71,6 @@ def _read_test_ids(test_csv: Path) -> list[str]:
 def _kaggle_predict_reader(root: Path, cache_dir: Path) -> Any:
     """``KaggleReader`` limited to the test.csv rows: only the images to score are decoded and checked
     (the training images are not needed to predict)."""
-    from fid_bench.data.readers import KaggleReader
 
     class PredictRowsReader(KaggleReader):
         def rows(self) -> list:
@@ -116,8 +115,6 @@ def kaggle_inputs(root: str | Path, cache_dir: str | Path) -> Inputs:
 def folder_inputs(root: str | Path, cache_dir: str | Path) -> Inputs:
     """Every image of a class-folder data set (``FolderReader``), ids as the reader gives them (relative
     paths); files the reader skipped stay in, as unreadable."""
-    from fid_bench.data.readers import FolderReader
-
     samples = FolderReader(root=Path(root).expanduser(), strict=False, cache_dir=Path(cache_dir)).read()
     good = samples.table[["id", "path"]].assign(reason="")
     bad = samples.skipped[["id", "path", "reason"]]

@@ -33,6 +33,7 @@ from pathlib import Path
 import pandas as pd
 
 from fid_bench.data.decode import MISSING_FILE
+from fid_bench.data.demo import ensure_demo
 from fid_bench.data.samples import LABELLED_SPLITS, SAMPLE_COLUMNS, SKIP_COLUMNS, Samples
 from fid_bench.data.validation import validate_files
 from fid_bench.errors import FidBenchError, one_line
@@ -323,7 +324,6 @@ class DemoReader(KaggleReader):
         self.params = {"n_real": n_real, "n_fake": n_fake, "n_predict": n_predict, "size": size, "seed": seed}
 
     def rows(self) -> list[_Row]:
-        from fid_bench.data.demo import ensure_demo
 
         ensure_demo(self.root, **self.params)
         return super().rows()

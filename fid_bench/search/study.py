@@ -27,9 +27,17 @@ from typing import TYPE_CHECKING, Any
 
 from omegaconf import DictConfig, OmegaConf, open_dict
 
+from fid_bench.detector import Job, NullLogger
 from fid_bench.errors import FidBenchError, first_line
 from fid_bench.evaluation import registry
+from fid_bench.experiment import load_samples, output_dir, run_job
+from fid_bench.search.report import ProgressCallback, log_parent_metrics, set_parent_tags, summarize
 from fid_bench.search.space import Param, apply_params, parse_space
+from fid_bench.search.storage import display_url, open_storage, resolve_storage_url
+from fid_bench.search.trial_logger import TrialLogger, pruned_in_chain
+from fid_bench.tracking.kinds import KIND_TAG, RunKind
+from fid_bench.tracking.run import common_tags, group_names, multirun_parent
+from fid_bench.tracking.store import DEFAULT_TRACKING_URI, open_experiment, original_cwd
 
 if TYPE_CHECKING:
     import optuna
@@ -83,8 +91,6 @@ def check_search_config(cfg: DictConfig) -> DictConfig:
 
 def default_study_name(cfg: DictConfig, samples: Samples) -> str:
     """``<data>-<model>-<classifier>-<balance>-<fingerprint>``: the same command on the same data resumes."""
-    from fid_bench.tracking.run import group_names
-
     names = group_names(cfg)
     return "-".join(
         [names["data"], names["model"], names["classifier"], names["balance"], samples.fingerprint()[:8]]
@@ -184,10 +190,6 @@ def parent_run(
     cfg: DictConfig, study: optuna.Study, created: bool, storage_text: str, space: list[Param]
 ) -> tuple[MlflowClient, str, str]:
     """(client, parent run id, experiment id) of the study's MLflow run, created on first use."""
-    from fid_bench.tracking.kinds import KIND_TAG, RunKind
-    from fid_bench.tracking.run import common_tags, group_names, multirun_parent
-    from fid_bench.tracking.store import DEFAULT_TRACKING_URI, open_experiment, original_cwd
-
     tracking = cfg.get("tracking") or {}
     client, experiment_id, uri = open_experiment(
         str(tracking.get("uri") or DEFAULT_TRACKING_URI),
@@ -259,9 +261,6 @@ def warm_cache(cfg: DictConfig, samples: Samples) -> dict[str, float]:
     """Run the detector's shared setup once (feature extraction into the cache) before any trial."""
     from hydra.utils import instantiate
 
-    from fid_bench.detector import Job, NullLogger
-    from fid_bench.experiment import output_dir
-
     start = time.perf_counter()
     detector = instantiate(cfg.classifier)
     job = Job(
@@ -298,10 +297,6 @@ class Objective:
 
     def __call__(self, trial: optuna.Trial) -> float:
         import optuna
-
-        from fid_bench.experiment import output_dir, run_job
-        from fid_bench.search.trial_logger import TrialLogger, pruned_in_chain
-        from fid_bench.tracking.kinds import KIND_TAG, RunKind
 
         values = {p.key: p.suggest(trial) for p in self.space}
         cfg = trial_config(self.cfg, values)
@@ -398,9 +393,6 @@ def refit_best(
     Returns the test metric, or None when there is nothing to refit or another process (or an
     earlier run) already refit this trial.
     """
-    from fid_bench.experiment import output_dir, run_job
-    from fid_bench.search.report import log_parent_metrics, set_parent_tags
-
     try:
         best = study.best_trial
     except ValueError:
@@ -458,11 +450,6 @@ def run_study(cfg: DictConfig) -> float:
     """Run (or resume) the configured study; return the best validation value found so far."""
     import optuna
 
-    from fid_bench.experiment import load_samples
-    from fid_bench.search.report import ProgressCallback, summarize
-    from fid_bench.search.storage import display_url, open_storage, resolve_storage_url
-    from fid_bench.tracking.store import original_cwd
-
     hs = check_search_config(cfg)
     space = parse_space(cfg)
     storage_url = resolve_storage_url(str(hs.storage), original_cwd())  # checked before reading data
@@ -484,8 +471,6 @@ def run_study(cfg: DictConfig) -> float:
     client, parent_id, _ = parent_run(cfg, study, created, storage_text, space)
     status = "FAILED"
     try:
-        from fid_bench.search.report import log_parent_metrics
-
         n_before = len(study.get_trials(deepcopy=False))
         log.info(
             "study %s in %s: %d trials stored, running %s more",

@@ -22,14 +22,17 @@ from omegaconf import DictConfig, OmegaConf
 
 from fid_bench.errors import FidBenchError, first_line
 from fid_bench.evaluation import registry
+from fid_bench.tracking.compare import compare_children
 from fid_bench.tracking.kinds import KIND_TAG, RunKind
+from fid_bench.tracking.leaderboard import Query, leaderboard, render
 from fid_bench.tracking.run import (
     common_tags,
     resolved_config,
     sweep_dir_of,
     write_parent_file,
 )
-from fid_bench.tracking.store import DEFAULT_TRACKING_URI, open_experiment, original_cwd
+from fid_bench.tracking.runs import fetch_runs, open_store
+from fid_bench.tracking.store import DEFAULT_TRACKING_URI, connect, open_experiment, original_cwd
 
 if TYPE_CHECKING:
     from mlflow.entities import Run
@@ -88,8 +91,6 @@ def start_parent_run(config: DictConfig) -> ParentRun:
 
 def child_runs(client: MlflowClient, parent_id: str) -> list[Run]:
     """Every run nested under ``parent_id``, in any experiment (jobs may sweep over data sets)."""
-    from fid_bench.tracking.runs import fetch_runs
-
     ids = [e.experiment_id for e in client.search_experiments()]
     return fetch_runs(client, ids, f"tags.`{PARENT_TAG}` = '{parent_id}'") if ids else []
 
@@ -106,8 +107,6 @@ def _direction(config: DictConfig, metric: str) -> str:
 
 def finish_parent_run(config: DictConfig, parent: ParentRun, *, interrupted: bool = False) -> dict[str, Any]:
     """Summarise the children on the parent and end it; returns the summary."""
-    from fid_bench.tracking.store import connect
-
     client = connect(parent.tracking_uri)
     children = child_runs(client, parent.run_id)
     for run in children:
@@ -146,9 +145,6 @@ def finish_parent_run(config: DictConfig, parent: ParentRun, *, interrupted: boo
 
 def children_leaderboard(parent: ParentRun, metric: str, top: int) -> str:
     """The leaderboard of the parent's finished children, as a text table."""
-    from fid_bench.tracking.leaderboard import Query, leaderboard, render
-    from fid_bench.tracking.runs import open_store
-
     client = open_store(parent.tracking_uri)
     boards = leaderboard(client, Query(metric=metric, top=top, parent=parent.run_id))
     return render(boards, "table", headings=len(boards) > 1)
@@ -199,8 +195,6 @@ class ParentRunCallback(Callback):
     @staticmethod
     def _compare_top(parent: ParentRun, metric: str) -> None:
         """The parent gets one figure overlaying the curves of its five best children."""
-        from fid_bench.tracking.compare import compare_children
-
         try:
             compare_children(
                 parent.run_id, parent.sweep_dir / "compare_top5.png", metric=metric, top=5,

@@ -28,7 +28,11 @@ import pandas as pd
 from fid_bench import markdown
 from fid_bench.errors import FidBenchError
 from fid_bench.evaluation import registry
+from fid_bench.evaluation.plots import overlay_curves_png
 from fid_bench.tracking.kinds import KIND_TAG, RunKind
+from fid_bench.tracking.leaderboard import Query, leaderboard
+from fid_bench.tracking.runs import make_client
+from fid_bench.tracking.runs import tracking_uri as resolve_uri
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
@@ -58,8 +62,6 @@ class Comparison:
 
 
 def _client(tracking_uri: str | None) -> MlflowClient:
-    from fid_bench.tracking.runs import make_client
-    from fid_bench.tracking.runs import tracking_uri as resolve_uri
 
     # one small CSV per run: MLflow's per-download progress bars would only be noise
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
@@ -177,8 +179,6 @@ def compare_runs(
     ``log_to_run_id``: the run that receives the ``comparison/`` artifacts (see the module docstring
     for the default); ``log_artifacts=False`` only writes the files.
     """
-    from fid_bench.evaluation.plots import overlay_curves_png
-
     client = _client(tracking_uri)
     runs = get_runs(client, list(run_ids))
     out = Path(out_path)
@@ -235,8 +235,6 @@ def compare_children(
     in the registry (losses ascend). Never raises a ``FidBenchError`` (a sweep's end must not fail over a figure):
     returns None, with a log line, when there is nothing to compare or the comparison fails.
     """
-    from fid_bench.tracking.leaderboard import Query, leaderboard
-
     client = _client(tracking_uri)
     ascending = registry.lower_is_better(metric) if lower_is_better is None else lower_is_better
     try:

@@ -27,8 +27,11 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
+import fid_bench
+from fid_bench import __version__
 from fid_bench.data.samples import LABEL_NAMES
 from fid_bench.errors import FidBenchError, first_line
+from fid_bench.evaluation import plots
 from fid_bench.tracking.kinds import KIND_TAG, RunKind
 from fid_bench.tracking.store import DEFAULT_TRACKING_URI, open_experiment, original_cwd
 
@@ -140,8 +143,6 @@ def group_names(cfg: DictConfig) -> dict[str, str]:
 @functools.lru_cache(maxsize=1)
 def git_state() -> tuple[str | None, bool | None]:
     """(commit, dirty) of the git checkout holding the fid_bench package; (None, None) without git."""
-    import fid_bench
-
     repo = Path(fid_bench.__file__).resolve().parent
 
     def git(*args: str) -> str | None:
@@ -162,8 +163,6 @@ def git_state() -> tuple[str | None, bool | None]:
 
 def common_tags() -> dict[str, str]:
     """Tags every run carries: package version and git state."""
-    from fid_bench import __version__
-
     tags = {"fid_bench_version": __version__}
     commit, dirty = git_state()
     if commit is not None:
@@ -387,11 +386,6 @@ class TrackedRun:
                 self.set_tags({"plot_errors": "; ".join(failed)})
 
     def _draw_plots(self, scores: pd.DataFrame, metrics: Mapping[str, Any], out: Path) -> list[str]:
-        try:
-            from fid_bench.evaluation import plots
-        except ImportError as err:
-            log.warning("plots not drawn: %s", err)
-            return [first_line(err)]
         jobs = [
             ("roc.png", lambda p: plots.roc_curve_png(scores, p, f"ROC {self.name}")),
             ("pr.png", lambda p: plots.pr_curve_png(scores, p, f"PR {self.name}")),
@@ -412,7 +406,7 @@ class TrackedRun:
 
     def log_predictor(self, predictor: Predictor) -> str:
         """Log the fitted model in MLflow format (artifact ``model``); returns its model URI."""
-        from fid_bench.tracking.pyfunc import log_predictor_model
+        from fid_bench.tracking.pyfunc import log_predictor_model  # imports mlflow's model flavours
 
         return log_predictor_model(predictor, self.run_id)
 
