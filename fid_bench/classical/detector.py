@@ -34,7 +34,7 @@ from fid_bench.data.samples import LABELLED_SPLITS
 from fid_bench.detector import Detector, Job, Predictor, scores_frame
 from fid_bench.errors import FidBenchError, one_line
 from fid_bench.evaluation.metrics import best_f1_threshold
-from fid_bench.features.extract import extract_features
+from fid_bench.features import extract  # called as extract.extract_features: one place to stub it
 
 if TYPE_CHECKING:
     from sklearn.pipeline import Pipeline
@@ -127,7 +127,7 @@ def extract_unique(
     """
     sha1_arr = np.asarray(sha1s, dtype=object)
     uniq, first, inverse = np.unique(sha1_arr.astype(str), return_index=True, return_inverse=True)
-    feats, stats = extract_features(
+    feats, stats = extract.extract_features(
         encoder, [paths[i] for i in first], [str(s) for s in uniq], Path(cache_dir), **kwargs
     )
     feats = np.asarray(feats, dtype=np.float32)
