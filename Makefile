@@ -49,7 +49,7 @@ format: $(STAMP) ## apply ruff's fixes and formatting
 	$(BIN)/ruff format .
 
 ui: $(STAMP) ## open the MLflow UI on http://127.0.0.1:5000 over mlruns/ (prints each experiment's runs link)
-	@$(BIN)/python -m fid_bench.tracking.ui --tracking-uri sqlite:///mlruns/mlflow.db --url http://127.0.0.1:5000
+	@$(BIN)/python -m fid_bench.commands.ui --tracking-uri sqlite:///mlruns/mlflow.db --url http://127.0.0.1:5000
 	$(BIN)/mlflow ui --backend-store-uri sqlite:///mlruns/mlflow.db --default-artifact-root ./mlruns/artifacts --host 127.0.0.1 --port 5000
 
 bench: $(STAMP) ## run the speed benchmarks (figures go to docs/BENCHMARKS.md by hand)

@@ -14,6 +14,11 @@ import sys
 import hydra
 from omegaconf import DictConfig
 
+from fid_bench import signals
+from fid_bench.errors import user_error
+from fid_bench.experiment import run_job
+from fid_bench.search.study import run_study
+
 log = logging.getLogger("fid_bench")
 
 
@@ -22,17 +27,11 @@ def main(cfg: DictConfig) -> float:
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
 
-    from fid_bench import signals
-    from fid_bench.errors import user_error
-    from fid_bench.experiment import run_job
-
     multirun = HydraConfig.get().mode == RunMode.MULTIRUN
     # SIGTERM (SLURM, Kubernetes, timeout) unwinds the job like Ctrl-C: caches flush, run KILLED
     signals.install()
     try:
         if cfg.get("hparams_search"):
-            from fid_bench.search.study import run_study
-
             return run_study(cfg)
         return run_job(cfg)
     except BaseException as err:

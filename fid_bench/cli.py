@@ -1,73 +1,24 @@
 """``fid-bench``: tools around the benchmark (the benchmark itself runs as ``python -m fid_bench``).
 
-Each subcommand is one function below that adds its parser to ``commands`` and sets
-``handler`` (a function of the parsed args returning an exit code); list it in ``COMMANDS``.
-Handlers raise ``FidBenchError`` for anything the user can fix: it is printed as one line and
-the exit code is the error's ``exit_code`` (1 by default, 2 for bad arguments; see
-``fid_bench.commands.base``). ``audit`` is its own module, ``fid_bench.commands.audit``.
+This module only assembles the commands of ``fid_bench.commands``: each module there has a ``NAME``,
+``HELP``, ``DESCRIPTION``, ``add_arguments(parser)`` (which sets ``handler``) and ``run(args) -> int``.
+Handlers raise ``FidBenchError`` for anything the user can fix: it is printed as one line and the
+exit code is the error's ``exit_code`` (1 by default, 2 for bad arguments; 130 after Ctrl-C).
+``audit`` parses its own arguments (Hydra-style overrides), so ``main`` hands it its argv whole.
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Callable, Sequence
-from typing import Any
+from collections.abc import Sequence
 
-from fid_bench.commands import audit as audit_command
-from fid_bench.commands.base import OneLineParser, run_handler, run_standalone
-
-__all__ = ["OneLineParser", "build_parser", "main", "run_handler", "run_standalone"]
+from fid_bench.commands import audit, compare, leaderboard, predict, promote
+from fid_bench.commands.common import OneLineParser, Subcommands, run_handler
 
 PROG = "fid-bench"
-
-
-Subcommands = Any  # argparse's private _SubParsersAction
-
-
-def _leaderboard(commands: Subcommands) -> None:
-    from fid_bench.tracking import leaderboard
-
-    parser = commands.add_parser(
-        "leaderboard",
-        help="rank tracked runs by a metric",
-        description="Rank the runs of the MLflow tracking store by a logged metric "
-        "(parent runs of multiruns are left out).",
-    )
-    leaderboard.add_arguments(parser)
-
-
-def _compare(commands: Subcommands) -> None:
-    from fid_bench import compare
-
-    parser = commands.add_parser(
-        "compare",
-        help="overlay the ROC and PR curves of several runs",
-        description=compare.DESCRIPTION,
-    )
-    compare.add_arguments(parser)
-
-
-def _predict(commands: Subcommands) -> None:
-    from fid_bench import predict
-
-    parser = commands.add_parser(
-        "predict",
-        help="score images (or write a Kaggle submission) with a logged run's model",
-        description=predict.DESCRIPTION,
-    )
-    predict.add_arguments(parser)
-
-
-def _promote(commands: Subcommands) -> None:
-    from fid_bench.commands import promote
-
-    parser = commands.add_parser(
-        "promote",
-        help="register a run's model in the model registry and set an alias (champion)",
-        description=promote.DESCRIPTION,
-    )
-    promote.add_arguments(parser)
+#: the commands with a parser of their own, in ``--help`` order (the audit is dispatched in ``main``)
+COMMANDS = (leaderboard, compare, predict, promote)
 
 
 def _audit(commands: Subcommands) -> None:
@@ -80,14 +31,14 @@ def _audit(commands: Subcommands) -> None:
     parser.add_argument("rest", nargs=argparse.REMAINDER)  # listed here; main() hands it to commands.audit
 
 
-COMMANDS: list[Callable[[Subcommands], None]] = [_leaderboard, _compare, _predict, _promote, _audit]
-
-
 def build_parser() -> OneLineParser:
     parser = OneLineParser(prog=PROG, description="Tools for the fid_bench fake image detection benchmark.")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for add in COMMANDS:
-        add(commands)
+    for command in COMMANDS:
+        command.add_arguments(
+            commands.add_parser(command.NAME, help=command.HELP, description=command.DESCRIPTION)
+        )
+    _audit(commands)
     return parser
 
 
@@ -95,7 +46,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["audit"]:
         # argparse's REMAINDER drops a leading option such as --help: hand the audit its argv whole
-        return audit_command.main(argv[1:])
+        return audit.main(argv[1:])
     args = build_parser().parse_args(argv)
     return run_handler(args.handler, args, f"{PROG} {args.command}")
 

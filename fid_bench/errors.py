@@ -31,3 +31,17 @@ def user_error(err: BaseException | None) -> FidBenchError | None:
         seen.add(id(err))
         err = err.__cause__
     return None
+
+
+def first_line(err: BaseException) -> str:
+    """``Type: message`` with only the message's first line: for errors of libraries (MLflow, Optuna,
+    SQLAlchemy) whose messages run on with tracebacks or server pages; the type says which library."""
+    text = str(err).strip()
+    msg = text.splitlines()[0] if text else ""
+    return f"{type(err).__name__}: {msg}" if msg else type(err).__name__
+
+
+class UsageError(FidBenchError):
+    """Arguments that do not fit together (exit code 2, like argparse's own errors)."""
+
+    exit_code = 2

@@ -14,9 +14,15 @@ from omegaconf import DictConfig, OmegaConf
 
 from fid_bench.audit import SKIP_WARNING, audit_from_config
 from fid_bench.data.readers import read_samples
+from fid_bench.data.splits import leave_one_group_out, make_folds
 from fid_bench.detector import Detector, Job
 from fid_bench.errors import FidBenchError
+from fid_bench.evaluation import generalisation
+from fid_bench.evaluation.generalisation import group_metrics, prefixed
+from fid_bench.evaluation.metrics import aggregate_folds, evaluate_scores
+from fid_bench.evaluation.uncertainty import bootstrap_metrics
 from fid_bench.tracking.lineage import DatasetPart, data_source, fold_parts
+from fid_bench.tracking.run import tracked_run
 
 if TYPE_CHECKING:
     from fid_bench.data.samples import Samples
@@ -43,8 +49,6 @@ def output_dir() -> Path:
 
 def make_job_folds(cfg: DictConfig, samples: Samples) -> list[Fold]:
     """Hold-out, K-fold or leave-one-group-out folds, as the config says."""
-    from fid_bench.data.splits import leave_one_group_out, make_folds
-
     if cfg.cv.leave_one_group_out:
         if cfg.cv.folds:
             raise FidBenchError("cv.folds and cv.leave_one_group_out exclude each other; set one of them")
@@ -80,9 +84,6 @@ def log_audit(cfg: DictConfig, samples: Samples, run: TrackedRun) -> None:
 
 def held_out_extras(cfg: DictConfig, fold_scores: pd.DataFrame, threshold: float) -> dict[str, float]:
     """Bootstrap intervals and per-group metrics on one fold's test scores."""
-    from fid_bench.evaluation.generalisation import group_metrics
-    from fid_bench.evaluation.uncertainty import bootstrap_metrics
-
     out = group_metrics(fold_scores, threshold)
     if cfg.eval.bootstrap:
         out.update(bootstrap_metrics(fold_scores, threshold, n_boot=int(cfg.eval.bootstrap), seed=cfg.seed))
@@ -91,8 +92,6 @@ def held_out_extras(cfg: DictConfig, fold_scores: pd.DataFrame, threshold: float
 
 def per_group_fold(folds: list[Fold], per_fold: list[dict[str, float]]) -> dict[str, float]:
     """Leave-one-group-out: each fold's metrics under ``logo/<held-out group>/``."""
-    from fid_bench.evaluation.generalisation import prefixed
-
     out: dict[str, float] = {}
     for fold, m in zip(folds, per_fold, strict=True):
         out.update(prefixed(f"logo/{fold.name}", m))
@@ -103,8 +102,6 @@ def beyond_holdout(
     cfg: DictConfig, predictor: Predictor, test_rows: pd.DataFrame, metrics: dict, run: TrackedRun, job: Job
 ) -> dict[str, float]:
     """``eval.extra`` data sets and ``eval.perturb`` perturbations, each under its own metric prefix."""
-    from fid_bench.evaluation import generalisation
-
     out: dict[str, float] = {}
     work = job.output_dir / "eval"
     if cfg.eval.extra:
@@ -146,9 +143,6 @@ def run_job(
     ``job_dir`` replaces the Hydra output folder for the detector's files (e.g. checkpoints), so
     jobs sharing one Hydra run cannot overwrite each other's.
     """
-    from fid_bench.evaluation.metrics import aggregate_folds, evaluate_scores
-    from fid_bench.tracking.run import tracked_run
-
     if holdout not in ("test", "val"):
         raise FidBenchError(f"holdout must be 'test' or 'val', got {holdout!r}")
     final = holdout == "test"  # a search trial (holdout="val") skips everything that reads test rows

@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from fid_bench.compare import main
+from fid_bench.commands.compare import main
 from fid_bench.errors import FidBenchError
 from fid_bench.tracking.compare import compare_runs
 
@@ -145,7 +145,7 @@ def test_runs_without_a_common_parent_get_a_comparison_run(sweep, isolated: Path
     }
 
     # the comparison run never competes with real runs for "best"
-    from fid_bench.predict import rank_runs
+    from fid_bench.tracking.runs import rank_runs
 
     _, ranked = rank_runs(_client(), "demo", "roc_auc")
     assert target.info.run_id not in {r.info.run_id for r in ranked}

@@ -20,17 +20,17 @@ from types import SimpleNamespace
 import pandas as pd
 import pytest
 
+from fid_bench.commands.predict import main
 from fid_bench.errors import FidBenchError
-from fid_bench.predict import (
+from fid_bench.tracking.kinds import KIND_TAG
+from fid_bench.tracking.model_location import (
     StoreRoots,
     check_model_location,
     declared_artifact_locations,
     location_problem,
-    main,
     model_uri_locations,
     store_roots,
 )
-from fid_bench.tracking.run import KIND_TAG
 from tests.tracking_support import BrightnessPredictor, grey_image
 
 #: what BrightnessPredictor gives for the images of ``_images`` (dark, light), with the prior (0.25)
@@ -377,7 +377,8 @@ def test_links_out_of_a_declared_root_are_refused(tmp_path: Path, capsys) -> Non
 def test_the_load_reads_the_checked_locations_not_the_uri_again(tmp_path: Path) -> None:
     """The predictor is loaded from copies of the locations that were checked: a store changed between
     the check and the load (the logged model redirected elsewhere) cannot slip another pickle in."""
-    from fid_bench.predict import load_checked_predictor, make_client
+    from fid_bench.predict import load_checked_predictor
+    from fid_bench.tracking.runs import make_client
 
     exp = _experiment("race", tmp_path / "mlruns" / "artifacts" / "race")
     run_id, model_id, model_dir = _log_run(exp, {"roc_auc": 0.9})

@@ -13,15 +13,12 @@ import pandas as pd
 import pytest
 from PIL import Image
 
+from fid_bench.commands.predict import main
+from fid_bench.data.inputs import Inputs, images_under
 from fid_bench.detector import Predictor
 from fid_bench.errors import FidBenchError
-from fid_bench.predict import (
-    Inputs,
-    images_under,
-    main,
-    predict_all,
-    write_output,
-)
+from fid_bench.predict import predict_all
+from fid_bench.submission import write_output
 
 
 @pytest.fixture(autouse=True)
@@ -430,7 +427,7 @@ def test_run_selection_errors_are_one_line(store: Path, capsys, tmp_path: Path) 
     )
 
     # best by roc_auc (higher) and by log_loss (lower) pick different runs
-    from fid_bench.predict import make_client, rank_runs, resolve_run, tracking_uri
+    from fid_bench.tracking.runs import make_client, rank_runs, resolve_run, tracking_uri
 
     client = make_client(tracking_uri())
     assert rank_runs(client, "a", "roc_auc")[1][0].info.run_id == best_a
@@ -447,8 +444,8 @@ def test_run_selection_errors_are_one_line(store: Path, capsys, tmp_path: Path) 
 
 
 def test_best_is_the_leaderboards_first_row_even_on_ties(store: Path) -> None:
-    from fid_bench.predict import make_client, resolve_run, tracking_uri
     from fid_bench.tracking.leaderboard import Query, leaderboard
+    from fid_bench.tracking.runs import make_client, resolve_run, tracking_uri
 
     ids = [_log_model_run("tie", store / "mlruns" / "artifacts" / "tie", {"roc_auc": 1.0}) for _ in range(3)]
     client = make_client(tracking_uri())
@@ -479,7 +476,7 @@ def test_kaggle_test_csv_problems_are_reported_before_any_model_is_loaded(isolat
 
 
 def test_module_entry_points(isolated: Path) -> None:
-    """``python -m fid_bench.predict`` / ``fid_bench.compare``: help, and one-line errors without a traceback."""
+    """``python -m fid_bench.commands.predict`` / ``.compare``: help, and one-line errors without a traceback."""
     import subprocess
     import sys
 
@@ -492,9 +489,9 @@ def test_module_entry_points(isolated: Path) -> None:
             [sys.executable, "-m", *args], cwd=isolated, env=env, capture_output=True, text=True, timeout=300
         )
 
-    for module in ("fid_bench.predict", "fid_bench.compare"):
+    for module in ("fid_bench.commands.predict", "fid_bench.commands.compare"):
         done = run(module, "--help")
         assert done.returncode == 0 and "--tracking-uri" in done.stdout
-    done = run("fid_bench.predict", "--run", "best", "--images", str(isolated), "--out", "o.csv")
+    done = run("fid_bench.commands.predict", "--run", "best", "--images", str(isolated), "--out", "o.csv")
     assert done.returncode != 0 and "Traceback" not in done.stderr
     assert [ln for ln in done.stderr.splitlines() if "error:" in ln] == done.stderr.strip().splitlines()[-1:]

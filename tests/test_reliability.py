@@ -228,7 +228,7 @@ def test_leaderboard_lists_failed_runs_of_a_store_without_finished_ones(isolated
 
 
 def test_predict_with_an_empty_run_id_says_so(isolated: Path, capsys) -> None:
-    from fid_bench.predict import main
+    from fid_bench.commands.predict import main
 
     images = _png(isolated / "imgs" / "a.png").parent
     assert main(["--run", "", "--images", str(images), "--out", str(isolated / "p.csv")]) == 2
@@ -242,7 +242,7 @@ def test_external_pickle_that_is_not_a_predictor_ends_in_one_line(isolated: Path
     import mlflow
     from sklearn.dummy import DummyClassifier
 
-    from fid_bench.predict import main
+    from fid_bench.commands.predict import main
     from fid_bench.tracking.pyfunc import _MODEL_CODE, PREDICTOR_ARTIFACT
 
     images = _png(isolated / "imgs" / "a.png").parent
@@ -304,7 +304,7 @@ def test_kaggle_images_folder_may_be_a_link_to_another_disk(tmp_path: Path) -> N
 
 
 def test_predict_images_follow_the_same_link_rule(tmp_path: Path) -> None:
-    from fid_bench.predict import images_under
+    from fid_bench.data.inputs import images_under
 
     real = tmp_path / "real_dir"
     _png(real / "a.png")

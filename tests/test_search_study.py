@@ -208,7 +208,10 @@ def test_max_trials_caps_the_study_over_all_processes(compose_cfg):
     ("overrides", "fragment"),
     [
         (["hparams_search=lightgbm", "classifier=rf"], "written for classifier=lightgbm, but classifier=rf"),
-        (["hparams_search=logreg", "hparams_search.direction=up"], "direction must be maximize or minimize"),
+        (
+            ["hparams_search=logreg", "hparams_search.direction=up"],
+            "direction must be maximize, minimize or null",
+        ),
         (["hparams_search=logreg", "hparams_search.n_trials=0"], "n_trials must be a positive integer"),
         (["hparams_search=logreg", "hparams_search.storage=sqlite:///:memory:"], "cannot be resumed"),
         (

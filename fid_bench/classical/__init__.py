@@ -1,1 +1,5 @@
-"""The frozen-encoder track: classifiers fitted on cached feature matrices (``detector.FeatureDetector``)."""
+"""The frozen-encoder track: classifiers fitted on cached feature matrices (``detector.FeatureDetector``).
+
+May import: ``features``, ``backbones``, ``balance``, ``evaluation``, ``data``, ``detector`` and the
+foundations; never tracking, jobs or commands.
+"""

@@ -31,9 +31,12 @@ import numpy as np
 import pandas as pd
 from sklearn.base import BaseEstimator, ClassifierMixin, clone
 
+from fid_bench.data.decode import ImageDecodeError, check_image
 from fid_bench.data.samples import LABELLED_SPLITS
 from fid_bench.detector import Detector, Job, Predictor, scores_frame
-from fid_bench.errors import FidBenchError
+from fid_bench.errors import FidBenchError, one_line
+from fid_bench.evaluation.metrics import best_f1_threshold
+from fid_bench.features import extract  # called as extract.extract_features: one place to stub it
 from fid_bench.features.encoders import build_encoder
 
 if TYPE_CHECKING:
@@ -102,15 +105,13 @@ def _positive_proba(name: str, pipeline: Pipeline, X: np.ndarray, threads: int |
             proba = pipeline.predict_proba(X)
     except Exception as err:  # noqa: BLE001 - estimators raise many types; the user needs one line
         log.debug("predict_proba failed", exc_info=True)
-        raise FidBenchError(f"classifier={name}: prediction failed: {_one_line(err)}") from err
+        raise FidBenchError(f"classifier={name}: prediction failed: {one_line(err)}") from err
     col = list(pipeline.classes_).index(POSITIVE)
     return np.asarray(proba[:, col], dtype=np.float64)
 
 
 def _val_threshold(val_scores: pd.DataFrame) -> float:
     """The threshold the shared metrics choose on these validation scores; 0.5 when undefined."""
-    from fid_bench.evaluation.metrics import best_f1_threshold
-
     threshold = best_f1_threshold(val_scores["label"].to_numpy(), val_scores["score"].to_numpy())
     return 0.5 if math.isnan(threshold) else threshold
 
@@ -122,10 +123,6 @@ def _plain(value: Any) -> Any:
     if isinstance(value, (DictConfig, ListConfig)):
         return OmegaConf.to_container(value, resolve=True)
     return value
-
-
-def _one_line(err: BaseException) -> str:
-    return " ".join(str(err).split()) or type(err).__name__
 
 
 def extract_unique(
@@ -140,11 +137,9 @@ def extract_unique(
     Returns ``(features, inverse, stats)``: one float32 row per distinct image, and for every input
     position the row holding its features (``features[inverse]`` is aligned with ``paths``).
     """
-    from fid_bench.features.extract import extract_features
-
     sha1_arr = np.asarray(sha1s, dtype=object)
     uniq, first, inverse = np.unique(sha1_arr.astype(str), return_index=True, return_inverse=True)
-    feats, stats = extract_features(
+    feats, stats = extract.extract_features(
         encoder, [paths[i] for i in first], [str(s) for s in uniq], Path(cache_dir), **kwargs
     )
     feats = np.asarray(feats, dtype=np.float32)
@@ -346,7 +341,7 @@ class FeatureDetector(Detector):
         except Exception as err:  # noqa: BLE001 - sklearn/LightGBM raise many types; the user needs one line
             log.debug("fit failed", exc_info=True)
             raise FidBenchError(
-                f"classifier={self.name}: fit failed on fold {fold.index}: {_one_line(err)}"
+                f"classifier={self.name}: fit failed on fold {fold.index}: {one_line(err)}"
             ) from err
         fit_seconds = time.perf_counter() - t0
         job.logger.log_metrics(
@@ -459,7 +454,6 @@ class FeaturePredictor(Predictor):
         return self._encoder
 
     def predict_paths(self, paths: list[str]) -> np.ndarray:
-        from fid_bench.data.decode import ImageDecodeError, check_image
 
         paths = [str(p) for p in paths]
         scores = np.full(len(paths), self.prior, dtype=np.float64)
@@ -469,7 +463,7 @@ class FeaturePredictor(Predictor):
             try:
                 info = check_image(path)
             except (ImageDecodeError, OSError) as err:  # OSError: e.g. a name too long for the filesystem
-                self.unreadable.append((path, " ".join(str(err).split())))
+                self.unreadable.append((path, one_line(err)))
                 continue
             ok.append(i)
             ok_sha1.append(info.sha1)

@@ -9,7 +9,7 @@ Exit status: 0 when the audit ran (warnings or not; 1 with ``--strict`` when it 
 user error (bad config, unreadable data set, a file that cannot be written), 2 on bad arguments;
 errors are one line on stderr.
 
-May import: ``fid_bench.audit``, ``fid_bench.data``, ``fid_bench.errors``, ``fid_bench.commands.base``.
+May import: ``fid_bench.audit``, ``fid_bench.data``, ``fid_bench.errors``, ``fid_bench.commands.common``.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from fid_bench.audit import AuditReport, audit_samples, audit_settings, check_settings, clean_manifest
-from fid_bench.commands.base import OneLineParser, run_handler
+from fid_bench.commands.common import OneLineParser, run_handler
 from fid_bench.config import compose, conf_dir
 from fid_bench.data.readers import read_samples
 from fid_bench.data.samples import LABEL_NAMES, Samples

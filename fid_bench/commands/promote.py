@@ -9,8 +9,11 @@ from __future__ import annotations
 
 import argparse
 
-from fid_bench.tracking.registry import DEFAULT_ALIAS
+from fid_bench.tracking.registry import DEFAULT_ALIAS, check_name, promote_run
+from fid_bench.tracking.runs import make_client, resolve_run, tracking_uri
 
+NAME = "promote"
+HELP = "register a run's model in the model registry and set an alias (champion)"
 DESCRIPTION = (
     "Register the model of a run (a run id, or 'best': the best finished run of --experiment by "
     "--metric) as a new version of a registered model, tag the version with the run's headline "
@@ -33,13 +36,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         metavar="URI",
         help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI or sqlite:///mlruns/mlflow.db)",
     )
-    p.set_defaults(handler=run_command)
+    p.set_defaults(handler=run)
 
 
-def run_command(args: argparse.Namespace) -> int:
-    from fid_bench.predict import make_client, resolve_run, tracking_uri
-    from fid_bench.tracking.registry import check_name, promote_run
-
+def run(args: argparse.Namespace) -> int:
     check_name(args.name)
     check_name(args.alias, "alias")
     client = make_client(tracking_uri(args.tracking_uri))

@@ -34,7 +34,7 @@ from typing import BinaryIO
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from fid_bench.errors import FidBenchError
+from fid_bench.errors import FidBenchError, one_line
 
 #: colour transparent pixels are composited on (documented, fixed: white)
 BACKGROUND = (255, 255, 255)
@@ -165,7 +165,7 @@ def _decode(fp: BinaryIO, name: str) -> tuple[Image.Image, str]:
     except ImageDecodeError as err:
         raise ImageDecodeError(f"{name}: {err}", err.reason) from None
     except Exception as err:  # noqa: BLE001 - image plugins raise many types on corrupt input
-        detail = " ".join(str(err).split()) or type(err).__name__
+        detail = one_line(err)
         reason = TRUNCATED if "truncat" in detail.lower() else UNDECODABLE
         raise ImageDecodeError(f"{name}: {reason} ({detail})", reason) from None
     if orientation in _ORIENTATION:

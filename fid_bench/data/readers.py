@@ -39,9 +39,10 @@ from typing import Any
 import pandas as pd
 
 from fid_bench.data.decode import MISSING_FILE, set_max_pixels
+from fid_bench.data.demo import ensure_demo
 from fid_bench.data.samples import LABELLED_SPLITS, SAMPLE_COLUMNS, SKIP_COLUMNS, Samples
 from fid_bench.data.validation import validate_files
-from fid_bench.errors import FidBenchError
+from fid_bench.errors import FidBenchError, one_line
 
 log = logging.getLogger(__name__)
 
@@ -342,7 +343,6 @@ class DemoReader(KaggleReader):
         self.params = {"n_real": n_real, "n_fake": n_fake, "n_predict": n_predict, "size": size, "seed": seed}
 
     def rows(self) -> list[_Row]:
-        from fid_bench.data.demo import ensure_demo
 
         ensure_demo(self.root, **self.params)
         return super().rows()
@@ -416,8 +416,7 @@ def _read_csv(path: Path, required: tuple[str, ...]) -> pd.DataFrame:
     try:
         frame = pd.read_csv(path, dtype=str, keep_default_na=False, encoding="utf-8-sig")
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as err:
-        detail = " ".join(str(err).split())
-        raise FidBenchError(f"{path}: not a readable CSV ({detail})") from None
+        raise FidBenchError(f"{path}: not a readable CSV ({one_line(err)})") from None
     frame.columns = [str(c).strip().lower() for c in frame.columns]
     missing = [c for c in required if c not in frame.columns]
     if missing:

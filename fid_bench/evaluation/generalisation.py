@@ -19,14 +19,17 @@ import pandas as pd
 from omegaconf import DictConfig, OmegaConf
 
 from fid_bench.config import load_option
+from fid_bench.data.decode import load_rgb
 from fid_bench.detector import Predictor
 from fid_bench.errors import FidBenchError
+from fid_bench.evaluation import registry
 from fid_bench.evaluation.metrics import compute_metrics
+from fid_bench.evaluation.perturb import parse_perturbation
 
 log = logging.getLogger(__name__)
 
 # The metrics repeated under each prefix: the threshold-free ones plus F1 at the stored threshold.
-PREFIXED = ("roc_auc", "average_precision", "f1", "accuracy", "balanced_accuracy", "log_loss", "n")
+PREFIXED = registry.names(per_prefix=True)
 
 
 def prefixed(prefix: str, metrics: dict[str, float]) -> dict[str, float]:
@@ -61,8 +64,6 @@ def normalise_images(
     paths: Sequence[str], out_dir: Path, size: int | None, jpeg_quality: int | None
 ) -> list[str]:
     """Re-encode images at one size and JPEG quality, so a format difference cannot decide the score."""
-    from fid_bench.data.decode import load_rgb
-
     out_dir.mkdir(parents=True, exist_ok=True)
     out = []
     for i, path in enumerate(paths):
@@ -119,9 +120,6 @@ def perturbation_metrics(
     Perturbed images are written once (JPEG re-compression as JPEG, the rest lossless as PNG) and
     scored through the predictor, so both tracks see the same pixels and their own preprocessing.
     """
-    from fid_bench.data.decode import load_rgb
-    from fid_bench.evaluation.perturb import parse_perturbation
-
     parsed = [parse_perturbation(name) for name in perturbations]  # fail fast on a bad name
     y = test_rows["label"].to_numpy(dtype=int)
     metrics: dict[str, float] = {}

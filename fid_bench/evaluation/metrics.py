@@ -23,15 +23,17 @@ import numpy as np
 import pandas as pd
 
 from fid_bench.errors import FidBenchError
+from fid_bench.evaluation import registry
 
 log = logging.getLogger(__name__)
 
 LOG_LOSS_EPS = 1e-7
 NAN = float("nan")
 
-#: keys of ``compute_metrics``; ``evaluate_scores`` reports them for the test rows
-CURVE_METRICS = ("roc_auc", "average_precision", "log_loss")
-THRESHOLD_METRICS = ("accuracy", "balanced_accuracy", "precision", "recall", "f1")
+#: keys of ``compute_metrics`` (besides ``n`` and ``positive_rate``); ``evaluate_scores`` reports them
+#: for the test rows
+CURVE_METRICS = registry.names(source=registry.CURVE)
+THRESHOLD_METRICS = registry.names(source=registry.AT_THRESHOLD)
 
 
 def _as_arrays(y_true: Sequence[int] | np.ndarray, score: Sequence[float] | np.ndarray) -> tuple:

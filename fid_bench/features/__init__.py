@@ -2,7 +2,9 @@
 frozen, or a hand-made encoder such as ``spectrum``), the content-addressed cache and streaming
 extraction (``extract.extract_features``).
 
-May import ``fid_bench.backbones``, ``fid_bench.data`` and ``fid_bench.errors``. Import the
-submodules directly; this package imports nothing heavy so that a job whose features are all cached
-never imports torch.
+Import the submodules directly; this package imports nothing heavy so that a job whose features
+are all cached never imports torch.
+
+May import: ``backbones``, ``data``, ``detector``, ``config`` and the foundations; never tracking,
+jobs or commands.
 """

@@ -52,6 +52,9 @@ from typing import Any
 
 import numpy as np
 
+from fid_bench import __version__
+from fid_bench.errors import FidBenchError
+
 log = logging.getLogger(__name__)
 
 FORMAT_VERSION = 1
@@ -178,8 +181,6 @@ class FeatureCache:
         self._index_files: list[_File] = []
         meta_on_disk = self.read_meta()
         if meta_on_disk is not None and meta_on_disk.get("identity") != identity:
-            from fid_bench.errors import FidBenchError
-
             raise FidBenchError(
                 f"feature cache folder {self.dir} belongs to another encoder identity "
                 f"({meta_on_disk.get('identity')!r}); remove the folder"
@@ -332,7 +333,6 @@ class FeatureCache:
         return len(keep)
 
     def _write_meta(self, dim: int) -> None:
-        from fid_bench import __version__
 
         meta = {
             "identity": self.identity,

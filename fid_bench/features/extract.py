@@ -33,6 +33,7 @@ from typing import Any
 
 import numpy as np
 
+from fid_bench.data.decode import ImageDecodeError, load_rgb
 from fid_bench.errors import FidBenchError
 from fid_bench.features.cache import FeatureCache
 from fid_bench.features.encoders import Encoder
@@ -231,7 +232,6 @@ class _Images:
         return len(self.paths)
 
     def __getitem__(self, i: int) -> tuple[int, Any, str | None]:
-        from fid_bench.data.decode import ImageDecodeError, load_rgb
 
         path = self.paths[i]
         try:

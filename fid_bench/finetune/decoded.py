@@ -22,7 +22,9 @@ from pathlib import Path
 
 import numpy as np
 
+from fid_bench.data.decode import DECODER_VERSION, load_rgb
 from fid_bench.errors import FidBenchError
+from fid_bench.errors import FidBenchError as _Err
 from fid_bench.finetune.augment import PREPARE_VERSION, square_uint8
 
 log = logging.getLogger(__name__)
@@ -46,9 +48,6 @@ class DecodedImages:
 
 def prepare_file(path: str, size: int) -> np.ndarray | None:
     """Decode ``path`` and prepare it; None when it cannot be read (counted by the caller)."""
-    from fid_bench.data.decode import load_rgb
-    from fid_bench.errors import FidBenchError as _Err
-
     try:
         return square_uint8(load_rgb(path), size)
     except (_Err, OSError) as err:
@@ -67,7 +66,6 @@ def choose_mode(mode: str, n_images: int, size: int, max_memory_gb: float) -> st
 
 
 def cache_key(sha1s: Sequence[str], size: int) -> str:
-    from fid_bench.data.decode import DECODER_VERSION
 
     h = hashlib.sha1(f"decoded:v{PREPARE_VERSION}:dec{DECODER_VERSION}:size{size}:n{len(sha1s)}\n".encode())
     for s in sha1s:

@@ -29,6 +29,9 @@ import pandas as pd
 from fid_bench.backbones.base import Backbone
 from fid_bench.detector import Detector, Job, Predictor, scores_frame
 from fid_bench.errors import FidBenchError
+from fid_bench.evaluation.metrics import best_f1_threshold
+from fid_bench.finetune.augment import Augment
+from fid_bench.finetune.decoded import MODES, prepare_file
 
 if TYPE_CHECKING:
     from fid_bench.data.splits import Fold
@@ -79,8 +82,6 @@ class FinetuneDetector(Detector):
         decoded_cache: str = "auto",
         decoded_cache_max_gb: float = 2.0,
     ) -> None:
-        from fid_bench.finetune.augment import Augment
-        from fid_bench.finetune.decoded import MODES
 
         self.name = name
         self.backbone_cfg: dict[str, Any] | None = _plain(backbone)
@@ -146,6 +147,7 @@ class FinetuneDetector(Detector):
         import torch
         from hydra.utils import instantiate
 
+        # these modules import torch / Lightning at their top: only a fine-tuning job pays for them
         from fid_bench.finetune.callbacks import EpochMetrics
         from fid_bench.finetune.datamodule import FinetuneDataModule
         from fid_bench.finetune.module import BinaryNet, FinetuneModule
@@ -350,8 +352,6 @@ class FinetuneDetector(Detector):
 
 def _val_threshold(labels: np.ndarray, scores: np.ndarray) -> float:
     """The decision threshold the shared metrics module would choose on these validation scores."""
-    from fid_bench.evaluation.metrics import best_f1_threshold
-
     threshold = best_f1_threshold(labels, scores) if len(labels) else math.nan
     return 0.5 if threshold is None or math.isnan(threshold) else float(threshold)
 
@@ -450,8 +450,6 @@ class FinetunePredictor(Predictor):
 
     def predict_paths(self, paths: list[str]) -> np.ndarray:
         import torch
-
-        from fid_bench.finetune.decoded import prepare_file
 
         size = int(self.preprocessing["image_size"])
         out = np.full(len(paths), self.prior, dtype=np.float64)

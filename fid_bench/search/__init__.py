@@ -6,4 +6,9 @@ Modules (optuna and mlflow are imported inside their functions):
     storage       the Optuna RDB storage (SQLite file by default, any SQLAlchemy URL)
     trial_logger  per-epoch metrics -> trial reports -> pruning
     report        the study's parent MLflow run: progress, summary, plots
+
+The objective's direction defaults to the metric's direction in ``evaluation.registry``.
+
+May import: ``experiment``, ``tracking``, ``evaluation``, ``data``, ``detector`` and the foundations;
+never ``commands``.
 """

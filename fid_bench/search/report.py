@@ -11,7 +11,7 @@ import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from fid_bench.tracking.store import first_line
+from fid_bench.errors import first_line
 
 if TYPE_CHECKING:
     import optuna

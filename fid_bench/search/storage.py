@@ -9,8 +9,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from fid_bench.errors import FidBenchError
-from fid_bench.tracking.store import first_line
+from fid_bench.errors import FidBenchError, first_line
 
 if TYPE_CHECKING:
     import optuna

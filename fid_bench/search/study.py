@@ -27,9 +27,17 @@ from typing import TYPE_CHECKING, Any
 
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from fid_bench.errors import FidBenchError
+from fid_bench.detector import Job, NullLogger
+from fid_bench.errors import FidBenchError, first_line
+from fid_bench.evaluation import registry
+from fid_bench.experiment import load_samples, output_dir, run_job
+from fid_bench.search.report import ProgressCallback, log_parent_metrics, set_parent_tags, summarize
 from fid_bench.search.space import Param, apply_params, parse_space
-from fid_bench.tracking.store import first_line
+from fid_bench.search.storage import display_url, open_storage, resolve_storage_url
+from fid_bench.search.trial_logger import TrialLogger, pruned_in_chain
+from fid_bench.tracking.kinds import KIND_TAG, RunKind
+from fid_bench.tracking.run import common_tags, group_names, multirun_parent
+from fid_bench.tracking.store import DEFAULT_TRACKING_URI, open_experiment, original_cwd
 
 if TYPE_CHECKING:
     import optuna
@@ -43,8 +51,6 @@ log = logging.getLogger(__name__)
 PARENT_ATTR = "mlflow_parent_run"
 #: how long a process that did not create the study waits for the creator to record the parent run
 PARENT_WAIT_S = 60.0
-STUDY_KIND = "study"
-TRIAL_KIND = "trial"
 #: states counted by ``hparams_search.max_trials``
 CAPPED_STATES = ("COMPLETE", "PRUNED")
 
@@ -62,8 +68,10 @@ def check_search_config(cfg: DictConfig) -> DictConfig:
             f"this search space is written for classifier={expected}, but classifier={actual} was chosen; "
             f"use the hparams_search file for {actual} (or drop the classifier override)"
         )
-    if hs.direction not in ("maximize", "minimize"):
-        raise FidBenchError(f"hparams_search.direction must be maximize or minimize, got {hs.direction!r}")
+    if hs.get("direction") is not None and hs.direction not in ("maximize", "minimize"):
+        raise FidBenchError(
+            f"hparams_search.direction must be maximize, minimize or null, got {hs.direction!r}"
+        )
     for key in ("n_trials", "max_trials"):
         value = hs.get(key)
         if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
@@ -89,8 +97,6 @@ def check_search_config(cfg: DictConfig) -> DictConfig:
 
 def default_study_name(cfg: DictConfig, samples: Samples) -> str:
     """``<data>-<model>-<classifier>-<balance>-<fingerprint>``: the same command on the same data resumes."""
-    from fid_bench.tracking.run import group_names
-
     names = group_names(cfg)
     return "-".join(
         [names["data"], names["model"], names["classifier"], names["balance"], samples.fingerprint()[:8]]
@@ -141,6 +147,12 @@ def make_pruner(hs: DictConfig) -> optuna.pruners.BasePruner:
     return _instantiate(hs.pruner, "pruner") if hs.get("pruner") is not None else optuna.pruners.NopPruner()
 
 
+def objective_direction(hs: DictConfig) -> str:
+    """``hparams_search.direction``, or the metric's direction from the registry when it is null."""
+    explicit = hs.get("direction")
+    return str(explicit) if explicit is not None else registry.direction(str(hs.metric))
+
+
 def open_study(cfg: DictConfig, storage: Any, study_name: str) -> tuple[optuna.Study, bool]:
     """Create the study or load it; returns (study, created_by_this_process).
 
@@ -150,16 +162,17 @@ def open_study(cfg: DictConfig, storage: Any, study_name: str) -> tuple[optuna.S
     import optuna
 
     hs = cfg.hparams_search
+    direction = objective_direction(hs)
     try:
-        optuna.create_study(storage=storage, study_name=study_name, direction=hs.direction)
+        optuna.create_study(storage=storage, study_name=study_name, direction=direction)
         created = True
     except optuna.exceptions.DuplicatedStudyError:
         created = False
     probe = optuna.load_study(study_name=study_name, storage=storage)
     stored = probe.direction.name.lower()
-    if stored != hs.direction:
+    if stored != direction:
         raise FidBenchError(
-            f"study {study_name!r} was created to {stored} its objective, not {hs.direction}; "
+            f"study {study_name!r} was created to {stored} its objective, not {direction}; "
             "set hparams_search.study_name to start a new study"
         )
     n_existing = len(probe.get_trials(deepcopy=False))
@@ -183,9 +196,6 @@ def parent_run(
     cfg: DictConfig, study: optuna.Study, created: bool, storage_text: str, space: list[Param]
 ) -> tuple[MlflowClient, str, str]:
     """(client, parent run id, experiment id) of the study's MLflow run, created on first use."""
-    from fid_bench.tracking.run import KIND_TAG, common_tags, group_names, multirun_parent
-    from fid_bench.tracking.store import DEFAULT_TRACKING_URI, open_experiment, original_cwd
-
     tracking = cfg.get("tracking") or {}
     client, experiment_id, uri = open_experiment(
         str(tracking.get("uri") or DEFAULT_TRACKING_URI),
@@ -215,7 +225,7 @@ def parent_run(
     hs = cfg.hparams_search
     names = group_names(cfg)
     tags = {
-        KIND_TAG: STUDY_KIND,
+        KIND_TAG: RunKind.STUDY.value,
         **names,
         **common_tags(),
         "optuna_study": study.study_name,
@@ -231,7 +241,7 @@ def parent_run(
 
     params = {
         "study_name": study.study_name,
-        "direction": hs.direction,
+        "direction": objective_direction(hs),
         "metric": f"val_{hs.metric}",
         "sampler": OmegaConf.select(hs, "sampler._target_", default="null"),
         "pruner": OmegaConf.select(hs, "pruner._target_", default="null"),
@@ -256,9 +266,6 @@ def _space_text(p: Param) -> str:
 def warm_cache(cfg: DictConfig, samples: Samples) -> dict[str, float]:
     """Run the detector's shared setup once (feature extraction into the cache) before any trial."""
     from hydra.utils import instantiate
-
-    from fid_bench.detector import Job, NullLogger
-    from fid_bench.experiment import output_dir
 
     start = time.perf_counter()
     detector = instantiate(cfg.classifier)
@@ -296,17 +303,13 @@ class Objective:
     def __call__(self, trial: optuna.Trial) -> float:
         import optuna
 
-        from fid_bench.experiment import output_dir, run_job
-        from fid_bench.search.trial_logger import TrialLogger, pruned_in_chain
-        from fid_bench.tracking.run import KIND_TAG
-
         values = {p.key: p.suggest(trial) for p in self.space}
         cfg = trial_config(self.cfg, values)
         logger = TrialLogger(
             trial,
             self.report_key,
             tags={
-                KIND_TAG: TRIAL_KIND,
+                KIND_TAG: RunKind.TRIAL.value,
                 "hparams_search": "trial",
                 "optuna_study": self.study_name,
                 "optuna_trial": str(trial.number),
@@ -395,9 +398,6 @@ def refit_best(
     Returns the test metric, or None when there is nothing to refit or another process (or an
     earlier run) already refit this trial.
     """
-    from fid_bench.experiment import output_dir, run_job
-    from fid_bench.search.report import log_parent_metrics, set_parent_tags
-
     try:
         best = study.best_trial
     except ValueError:
@@ -471,11 +471,6 @@ def run_study(cfg: DictConfig) -> float:
     """Run (or resume) the configured study; return the best validation value found so far."""
     import optuna
 
-    from fid_bench.experiment import load_samples
-    from fid_bench.search.report import ProgressCallback, summarize
-    from fid_bench.search.storage import display_url, open_storage, resolve_storage_url
-    from fid_bench.tracking.store import original_cwd
-
     hs = check_search_config(cfg)
     space = parse_space(cfg)
     storage_url = resolve_storage_url(str(hs.storage), original_cwd())  # checked before reading data
@@ -497,8 +492,6 @@ def run_study(cfg: DictConfig) -> float:
     client, parent_id, _ = parent_run(cfg, study, created, storage_text, space)
     status = "FAILED"
     try:
-        from fid_bench.search.report import log_parent_metrics
-
         n_before = len(study.get_trials(deepcopy=False))
         log.info(
             "study %s in %s: %d trials stored, running %s more",

@@ -16,7 +16,7 @@ import math
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-from fid_bench.tracking.store import first_line
+from fid_bench.errors import first_line
 
 if TYPE_CHECKING:
     import optuna

@@ -1,9 +1,17 @@
-"""MLflow tracking: one run per job, a parent run per multirun, logged models and the leaderboard.
+"""MLflow tracking: one run per job, a parent run per multirun, logged models, and reading runs back.
 
-Modules (mlflow is imported only inside their functions, so importing this package is cheap):
-    store        tracking URI resolution, race-safe store and experiment creation
-    run          ``tracked_run(cfg)``: the run context every job goes through
-    callbacks    ``ParentRunCallback``: the Hydra callback that owns a multirun's parent run
-    pyfunc       the MLflow model wrapping a fitted ``Predictor``; ``load_predictor``
-    leaderboard  ranking runs from the tracking store (``fid-bench leaderboard``)
+Modules (mlflow is imported only inside their functions, except ``pyfunc``, so importing the package
+is cheap):
+    kinds           the run-kind enum (job, parent, study, trial, comparison) and the model's name
+    store           tracking URI resolution, race-safe store and experiment creation
+    runs            run queries: which store, opening it, reading runs, resolving a run id or ``best``
+    model_location  where a model may be loaded from (only inside the store that logged it)
+    run             ``tracked_run(cfg)``: the run context every job goes through
+    callbacks       ``ParentRunCallback``: the Hydra callback that owns a multirun's parent run
+    pyfunc          the MLflow model wrapping a fitted ``Predictor``; ``load_predictor`` (imports mlflow)
+    leaderboard     ranking runs (the library of ``fid-bench leaderboard``)
+    compare         overlaid curves and a metric table of several runs (the library of ``fid-bench compare``)
+
+May import: ``evaluation``, ``data``, ``detector`` and the foundations. Never imports ``predict``,
+``experiment``, ``search`` or ``commands``; holds no argparse.
 """

@@ -20,15 +20,19 @@ from typing import TYPE_CHECKING, Any
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
-from fid_bench.errors import FidBenchError
+from fid_bench.errors import FidBenchError, first_line
+from fid_bench.evaluation import registry
+from fid_bench.tracking.compare import compare_children
+from fid_bench.tracking.kinds import KIND_TAG, RunKind
+from fid_bench.tracking.leaderboard import Query, leaderboard, render
 from fid_bench.tracking.run import (
-    KIND_TAG,
     common_tags,
     resolved_config,
     sweep_dir_of,
     write_parent_file,
 )
-from fid_bench.tracking.store import DEFAULT_TRACKING_URI, first_line, open_experiment, original_cwd
+from fid_bench.tracking.runs import fetch_runs, open_store
+from fid_bench.tracking.store import DEFAULT_TRACKING_URI, connect, open_experiment, original_cwd
 
 if TYPE_CHECKING:
     from mlflow.entities import Run
@@ -65,7 +69,7 @@ def start_parent_run(config: DictConfig) -> ParentRun:
     overrides = " ".join(str(o) for o in (OmegaConf.select(hydra, "overrides.task", default=[]) or []))
     task_name = str(config.get("task_name") or "multirun")
     tags = {
-        KIND_TAG: "parent",
+        KIND_TAG: RunKind.PARENT.value,
         "sweep_dir": str(sweep_dir),
         "overrides": overrides,
         "task_name": task_name,
@@ -87,23 +91,22 @@ def start_parent_run(config: DictConfig) -> ParentRun:
 
 def child_runs(client: MlflowClient, parent_id: str) -> list[Run]:
     """Every run nested under ``parent_id``, in any experiment (jobs may sweep over data sets)."""
-    from fid_bench.tracking.leaderboard import fetch_runs
-
     ids = [e.experiment_id for e in client.search_experiments()]
     return fetch_runs(client, ids, f"tags.`{PARENT_TAG}` = '{parent_id}'") if ids else []
 
 
-def _direction(config: DictConfig) -> str:
-    direction = OmegaConf.select(config, "hydra.sweeper.direction", default="maximize")
-    if not isinstance(direction, str):  # multi-objective studies: the first objective
-        direction = str(list(direction)[0]) if direction else "maximize"
+def _direction(config: DictConfig, metric: str) -> str:
+    """The sweeper's direction when it declares one, else the metric's direction in the registry."""
+    direction = OmegaConf.select(config, "hydra.sweeper.direction", default=None)
+    if direction is not None and not isinstance(direction, str):  # multi-objective: the first objective
+        direction = str(list(direction)[0]) if direction else None
+    if not direction:
+        return registry.direction(metric)
     return "minimize" if direction.lower().startswith("min") else "maximize"
 
 
 def finish_parent_run(config: DictConfig, parent: ParentRun, *, interrupted: bool = False) -> dict[str, Any]:
     """Summarise the children on the parent and end it; returns the summary."""
-    from fid_bench.tracking.store import connect
-
     client = connect(parent.tracking_uri)
     children = child_runs(client, parent.run_id)
     for run in children:
@@ -128,7 +131,7 @@ def finish_parent_run(config: DictConfig, parent: ParentRun, *, interrupted: boo
         if metric in r.data.metrics and not math.isnan(r.data.metrics[metric])
     ]
     if scored:
-        pick = min if _direction(config) == "minimize" else max
+        pick = min if _direction(config, metric) == "minimize" else max
         value, best = pick(scored, key=lambda pair: pair[0])
         client.log_metric(parent.run_id, f"best_{metric}", value)
         client.set_tag(parent.run_id, "best_run_id", best.info.run_id)
@@ -142,8 +145,6 @@ def finish_parent_run(config: DictConfig, parent: ParentRun, *, interrupted: boo
 
 def children_leaderboard(parent: ParentRun, metric: str, top: int) -> str:
     """The leaderboard of the parent's finished children, as a text table."""
-    from fid_bench.tracking.leaderboard import Query, leaderboard, open_store, render
-
     client = open_store(parent.tracking_uri)
     boards = leaderboard(client, Query(metric=metric, top=top, parent=parent.run_id))
     return render(boards, "table", headings=len(boards) > 1)
@@ -194,8 +195,6 @@ class ParentRunCallback(Callback):
     @staticmethod
     def _compare_top(parent: ParentRun, metric: str) -> None:
         """The parent gets one figure overlaying the curves of its five best children."""
-        from fid_bench.tracking.compare import compare_children
-
         try:
             compare_children(
                 parent.run_id, parent.sweep_dir / "compare_top5.png", metric=metric, top=5,

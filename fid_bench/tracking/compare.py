@@ -25,8 +25,14 @@ from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
+from fid_bench import markdown
 from fid_bench.errors import FidBenchError
-from fid_bench.tracking.run import KIND_TAG
+from fid_bench.evaluation import registry
+from fid_bench.evaluation.plots import overlay_curves_png
+from fid_bench.tracking.kinds import KIND_TAG, RunKind
+from fid_bench.tracking.leaderboard import Query, leaderboard
+from fid_bench.tracking.runs import make_client
+from fid_bench.tracking.runs import tracking_uri as resolve_uri
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
@@ -38,18 +44,7 @@ ARTIFACT_DIR = "comparison"
 PREDICTIONS = "predictions.csv"
 COMPARED_TAG = "fid_bench.compared_runs"
 #: metric columns of the table, in this order, when any compared run logged them
-TABLE_METRICS = (
-    "roc_auc",
-    "average_precision",
-    "f1",
-    "f1_at_threshold",
-    "accuracy",
-    "balanced_accuracy",
-    "precision",
-    "recall",
-    "log_loss",
-    "threshold",
-)
+TABLE_METRICS = registry.names(tabulated=True)
 #: tags written by the tracker that say what a run was (shown when present)
 TABLE_TAGS = ("model", "classifier", "balance")
 
@@ -67,8 +62,6 @@ class Comparison:
 
 
 def _client(tracking_uri: str | None) -> MlflowClient:
-    from fid_bench.predict import make_client
-    from fid_bench.predict import tracking_uri as resolve_uri
 
     # one small CSV per run: MLflow's per-download progress bars would only be noise
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
@@ -146,19 +139,16 @@ def metric_table(runs: Sequence[Run], labels: Sequence[str], n_test: Sequence[in
 
 
 def table_markdown(table: pd.DataFrame) -> str:
-    """The table as GitHub Markdown (floats to 4 decimals, NaN as a dash)."""
+    """The table as GitHub Markdown (floats to 4 decimals, NaN as a dash; numbers right-aligned)."""
 
-    def cell(v: Any) -> str:
+    def text(v: Any) -> str:
         if isinstance(v, float):
             return "-" if math.isnan(v) else f"{v:.4f}"
-        return str(v).replace("|", "\\|")
+        return str(v)
 
-    lines = [
-        "| " + " | ".join(table.columns) + " |",
-        "|" + "|".join("---" for _ in table.columns) + "|",
-    ]
-    lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in table.itertuples(index=False)]
-    return "\n".join(lines) + "\n"
+    numeric = [pd.api.types.is_numeric_dtype(dtype) for dtype in table.dtypes]
+    rows = [[text(v) for v in row] for row in table.itertuples(index=False)]
+    return markdown.table([str(c) for c in table.columns], rows, numeric) + "\n"
 
 
 def _shared_parent(runs: Sequence[Run]) -> str | None:
@@ -171,7 +161,7 @@ def _new_comparison_run(client: MlflowClient, runs: Sequence[Run]) -> str:
     run = client.create_run(
         runs[0].info.experiment_id,
         run_name=f"compare-{len(ids)}-runs",
-        tags={KIND_TAG: "comparison", COMPARED_TAG: ",".join(ids)},
+        tags={KIND_TAG: RunKind.COMPARISON.value, COMPARED_TAG: ",".join(ids)},
     )
     return run.info.run_id
 
@@ -189,8 +179,6 @@ def compare_runs(
     ``log_to_run_id``: the run that receives the ``comparison/`` artifacts (see the module docstring
     for the default); ``log_artifacts=False`` only writes the files.
     """
-    from fid_bench.evaluation.plots import overlay_curves_png
-
     client = _client(tracking_uri)
     runs = get_runs(client, list(run_ids))
     out = Path(out_path)
@@ -243,15 +231,12 @@ def compare_children(
 ) -> Comparison | None:
     """Compare the ``top`` best finished children of a multirun's parent run and log it to that parent.
 
-    The ranking is the leaderboard's (``--parent``); ``lower_is_better`` defaults by the metric's name
-    (losses ascend). Never raises a ``FidBenchError`` (a sweep's end must not fail over a figure):
+    The ranking is the leaderboard's (``--parent``); ``lower_is_better`` defaults to the metric's direction
+    in the registry (losses ascend). Never raises a ``FidBenchError`` (a sweep's end must not fail over a figure):
     returns None, with a log line, when there is nothing to compare or the comparison fails.
     """
-    from fid_bench.predict import lower_is_better as loss_like
-    from fid_bench.tracking.leaderboard import Query, leaderboard
-
     client = _client(tracking_uri)
-    ascending = loss_like(metric) if lower_is_better is None else lower_is_better
+    ascending = registry.lower_is_better(metric) if lower_is_better is None else lower_is_better
     try:
         boards = leaderboard(client, Query(metric=metric, top=0, parent=parent_run_id, ascending=ascending))
     except FidBenchError as err:

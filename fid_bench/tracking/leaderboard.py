@@ -1,4 +1,4 @@
-"""Rank tracked runs: the ``fid-bench leaderboard`` command and the table printed after a multirun.
+"""Rank tracked runs: the library behind ``fid-bench leaderboard`` and the table printed after a multirun.
 
 Runs are read from the tracking store (local SQLite/file store or a server), parent runs are left
 out, runs are filtered by status and tags, sorted by one logged metric and shown with the columns
@@ -7,10 +7,7 @@ that identify a job. Cross-validated metrics (``<m>`` with ``<m>_std``) show as 
 
 from __future__ import annotations
 
-import argparse
 import math
-import os
-import sqlite3
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -18,34 +15,21 @@ from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
-from fid_bench.errors import FidBenchError
-from fid_bench.tracking.run import KIND_TAG
-from fid_bench.tracking.store import (
-    DEFAULT_TRACKING_URI,
-    first_line,
-    local_store_path,
-    probe_server,
-    resolve_tracking_uri,
-)
+from fid_bench import markdown
+from fid_bench.evaluation import registry
+from fid_bench.tracking.kinds import KIND_TAG, NO_MODEL_KINDS, SUMMARY_KINDS
+from fid_bench.tracking.runs import LeaderboardError, fetch_runs
 
 if TYPE_CHECKING:
     from mlflow.entities import Run
     from mlflow.tracking import MlflowClient
 
 PARENT_TAG = "mlflow.parentRunId"
-# runs that hold no detector of their own: sweep parents, studies, search trials, comparisons
-NOT_RANKED = frozenset({"parent", "study", "trial", "comparison"})
 GROUP_COLUMNS = ["model", "classifier", "balance", "data"]
-KEY_METRICS = ["roc_auc", "f1", "average_precision"]
+KEY_METRICS = list(registry.headline())
 FORMATS = ("table", "markdown", "csv")
 STATUSES = ("FINISHED", "FAILED", "KILLED", "RUNNING", "SCHEDULED", "ALL")
 MISSING = "-"
-
-
-class LeaderboardError(FidBenchError):
-    """A leaderboard request that cannot be answered (shown as one line, exit code 2)."""
-
-    exit_code = 2
 
 
 @dataclass
@@ -58,7 +42,11 @@ class Query:
     filters: Mapping[str, Sequence[str]] = field(default_factory=dict)
     status: str = "FINISHED"
     parent: str | None = None
-    ascending: bool = False
+    ascending: bool | None = None  # None: the metric's direction in the registry (losses ascend)
+
+    def is_ascending(self) -> bool:
+        """Smallest first? An explicit ``ascending`` wins over the metric registry."""
+        return registry.lower_is_better(self.metric) if self.ascending is None else self.ascending
 
 
 @dataclass
@@ -72,74 +60,6 @@ class Board:
 
 
 # --------------------------------------------------------------------------- reading the store
-
-
-def default_tracking_uri() -> str:
-    return os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_TRACKING_URI
-
-
-def open_store(uri: str) -> MlflowClient:
-    """A client for an existing store; a clear error when there is none or it cannot be reached.
-
-    Reading must not create anything: MLflow would happily create an empty database (or run its
-    migrations on an unrelated SQLite file) at a mistyped path.
-    """
-    from mlflow.tracking import MlflowClient
-
-    uri = resolve_tracking_uri(uri)
-    path = local_store_path(uri)
-    if uri.startswith("sqlite:///") and path is not None:
-        if not path.is_file():
-            raise LeaderboardError(
-                f"no tracking store at {path} (pass --tracking-uri or set MLFLOW_TRACKING_URI)"
-            )
-        _check_mlflow_sqlite(path)
-    elif path is not None:
-        if not path.is_dir():
-            raise LeaderboardError(
-                f"no tracking store at {path} (pass --tracking-uri or set MLFLOW_TRACKING_URI)"
-            )
-    elif uri.startswith(("http://", "https://")):
-        _probe_server(uri)
-    try:
-        client = MlflowClient(tracking_uri=uri)
-        client.search_experiments(max_results=1)
-    except Exception as err:  # noqa: BLE001 - any store failure becomes one line
-        raise LeaderboardError(f"cannot read tracking store {uri}: {first_line(err)}") from None
-    return client
-
-
-def _check_mlflow_sqlite(path: Any) -> None:
-    try:
-        with sqlite3.connect(f"file:{path}?mode=ro", uri=True) as conn:
-            row = conn.execute(
-                "SELECT name FROM sqlite_master WHERE type='table' AND name='experiments'"
-            ).fetchone()
-    except sqlite3.Error as err:
-        raise LeaderboardError(f"cannot read tracking store {path}: {err}") from None
-    if row is None:
-        raise LeaderboardError(f"{path} is not an MLflow tracking database")
-
-
-def _probe_server(uri: str) -> None:
-    try:
-        probe_server(uri)
-    except FidBenchError as err:
-        raise LeaderboardError(str(err)) from None
-
-
-def fetch_runs(client: MlflowClient, experiment_ids: list[str], filter_string: str = "") -> list[Run]:
-    """All active runs of the experiments matching ``filter_string`` (every page)."""
-    runs: list[Run] = []
-    token = None
-    while True:
-        page = client.search_runs(
-            experiment_ids, filter_string=filter_string, max_results=1000, page_token=token
-        )
-        runs.extend(page)
-        token = page.token
-        if not token:
-            return runs
 
 
 def runs_frame(runs: Sequence[Run], experiment_names: Mapping[str, str]) -> pd.DataFrame:
@@ -182,7 +102,7 @@ def runs_frame(runs: Sequence[Run], experiment_names: Mapping[str, str]) -> pd.D
 
 def _ranked_runs(frame: pd.DataFrame, query: Query) -> pd.DataFrame:
     """The runs a board ranks: jobs; under ``--parent`` also its children of any kind (e.g. trials)."""
-    skip = {"parent", "comparison"} if query.parent else NOT_RANKED
+    skip = SUMMARY_KINDS if query.parent else NO_MODEL_KINDS
     return frame[frame["tags"].map(lambda t: t.get(KIND_TAG) not in skip)]
 
 
@@ -240,7 +160,7 @@ def rank(frame: pd.DataFrame, query: Query, experiment: str, *, strict: bool) ->
     order = (
         keep.assign(_value=values, _missing=values.isna())
         .sort_values(
-            ["_missing", "_value", "run_id"], ascending=[True, query.ascending, True], kind="mergesort"
+            ["_missing", "_value", "run_id"], ascending=[True, query.is_ascending(), True], kind="mergesort"
         )
         .drop(columns=["_value", "_missing"])
     )
@@ -382,18 +302,6 @@ def render_table(header: list[str], rows: list[list[str]], numeric: list[bool]) 
     return "\n".join([line(header), line(["-" * w for w in widths]), *(line(r) for r in rows)])
 
 
-def _md_cell(text: str) -> str:
-    return text.replace("\\", "\\\\").replace("|", "\\|").replace("\n", " ")
-
-
-def render_markdown(header: list[str], rows: list[list[str]], numeric: list[bool]) -> str:
-    """A GitHub-flavoured Markdown table (numbers right-aligned)."""
-    lines = ["| " + " | ".join(_md_cell(h) for h in header) + " |"]
-    lines.append("|" + "|".join("---:" if num else ":---" for num in numeric) + "|")
-    lines += ["| " + " | ".join(_md_cell(c) for c in row) + " |" for row in rows]
-    return "\n".join(lines)
-
-
 def csv_frame(boards: Sequence[Board]) -> pd.DataFrame:
     """Machine-readable leaderboard: full ids, raw numbers, ``<m>_std`` as its own column."""
     records = []
@@ -435,102 +343,11 @@ def render(
         shown = f"top {len(rows)} of {board.total}" if len(rows) < board.total else f"{board.total} runs"
         if fmt == "markdown":
             if headings:
-                parts.append(f"### {_md_cell(board.experiment)} ({shown}, by {board.metric})\n")
-            parts.append(render_markdown(header, rows, numeric))
+                parts.append(f"### {markdown.cell(board.experiment)} ({shown}, by {board.metric})\n")
+            parts.append(markdown.table(header, rows, numeric))
         else:
             if headings:
                 parts.append(f"experiment: {board.experiment} ({shown}, by {board.metric})")
             parts.append(render_table(header, rows, numeric))
         parts.append("")
     return "\n".join(parts).rstrip("\n")
-
-
-# --------------------------------------------------------------------------- command line
-
-
-def _filter_arg(text: str) -> tuple[str, list[str]]:
-    key, sep, value = text.partition("=")
-    if not sep or not key.strip() or not value:
-        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
-    return key.strip(), [v.strip() for v in value.split(",")]
-
-
-def _top_arg(text: str) -> int:
-    try:
-        top = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if top < 0:
-        raise argparse.ArgumentTypeError("must be >= 0 (0 shows every run)")
-    return top
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """The leaderboard's options (shared by ``fid-bench leaderboard`` and ``python -m fid_bench.leaderboard``)."""
-    parser.add_argument(
-        "--experiment",
-        "-e",
-        metavar="NAME",
-        help="experiment to rank (default: every experiment, one table each)",
-    )
-    parser.add_argument(
-        "--metric", "-m", default="roc_auc", help="logged metric to sort by (default: roc_auc)"
-    )
-    parser.add_argument(
-        "--ascending", action="store_true", help="smallest first (for losses and error rates)"
-    )
-    parser.add_argument(
-        "--top", "-n", type=_top_arg, default=10, metavar="N", help="runs per table (default: 10; 0 = all)"
-    )
-    parser.add_argument(
-        "--format", "-f", dest="fmt", choices=FORMATS, default="table", help="output format (default: table)"
-    )
-    parser.add_argument(
-        "--tracking-uri",
-        metavar="URI",
-        help=f"MLflow tracking URI (default: $MLFLOW_TRACKING_URI or {DEFAULT_TRACKING_URI})",
-    )
-    parser.add_argument(
-        "--filter",
-        dest="filters",
-        type=_filter_arg,
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="keep runs whose tag KEY (or params.KEY) equals VALUE; VALUE may list alternatives "
-        "a,b; repeat for several keys (e.g. --filter model=resnet50 --filter balance=none)",
-    )
-    parser.add_argument(
-        "--status",
-        type=str.upper,
-        choices=STATUSES,
-        default="FINISHED",
-        help="run status to show (default: FINISHED; ALL shows every status)",
-    )
-    parser.add_argument("--parent", metavar="RUN_ID", help="only the child runs of this multirun parent run")
-    parser.set_defaults(handler=run_command)
-
-
-def query_from_args(args: argparse.Namespace) -> Query:
-    filters: dict[str, list[str]] = {}
-    for key, values in args.filters:
-        # a key given twice narrows to values allowed by both
-        filters[key] = [v for v in filters[key] if v in values] if key in filters else values
-    return Query(
-        experiment=args.experiment,
-        metric=args.metric,
-        top=args.top,
-        filters=filters,
-        status=args.status,
-        parent=args.parent,
-        ascending=args.ascending,
-    )
-
-
-def run_command(args: argparse.Namespace) -> int:
-    query = query_from_args(args)
-    client = open_store(args.tracking_uri or default_tracking_uri())
-    boards = leaderboard(client, query)
-    text = render(boards, args.fmt, headings=query.experiment is None, show_status=query.status != "FINISHED")
-    print(text)
-    return 0

@@ -26,13 +26,14 @@ import mlflow.pyfunc
 import numpy as np
 import pandas as pd
 
+from fid_bench import __version__
 from fid_bench.detector import Predictor
-from fid_bench.errors import FidBenchError
-from fid_bench.tracking.store import first_line, resolve_tracking_uri
+from fid_bench.errors import FidBenchError, first_line
+from fid_bench.tracking.kinds import MODEL_NAME
+from fid_bench.tracking.store import resolve_tracking_uri
 
 log = logging.getLogger(__name__)
 
-MODEL_NAME = "model"
 PREDICTOR_ARTIFACT = "predictor"
 
 # distributions a predictor may need at load time, keyed by the module that shows they are in use
@@ -82,8 +83,6 @@ def predict_frame(predictor: Predictor, frame: pd.DataFrame) -> pd.DataFrame:
 
 def requirements() -> list[str]:
     """Pinned requirements, listed explicitly so MLflow does not infer them by importing the model."""
-    from fid_bench import __version__
-
     names = ["mlflow", "numpy", "pandas"]
     names += [dist for module, dist in _OPTIONAL_REQUIREMENTS.items() if module in sys.modules]
     pins = [f"fid_bench=={__version__}"]

@@ -27,10 +27,13 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
-from fid_bench import signals
+import fid_bench
+from fid_bench import __version__, signals
 from fid_bench.data.samples import LABEL_NAMES
-from fid_bench.errors import FidBenchError, user_error
-from fid_bench.tracking.store import DEFAULT_TRACKING_URI, first_line, open_experiment, original_cwd
+from fid_bench.errors import FidBenchError, first_line, user_error
+from fid_bench.evaluation import plots
+from fid_bench.tracking.kinds import KIND_TAG, RunKind
+from fid_bench.tracking.store import DEFAULT_TRACKING_URI, open_experiment, original_cwd
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -44,8 +47,6 @@ log = logging.getLogger(__name__)
 
 #: written into the sweep dir by ``ParentRunCallback``; read by every job of the multirun
 PARENT_RUN_FILE = "mlflow_parent_run.json"
-#: tag telling parent runs (one per multirun) from job runs
-KIND_TAG = "fid_bench.kind"
 
 # MLflow's limits (mlflow.utils.validation), repeated so that importing this module stays cheap
 MAX_PARAM_VAL_LENGTH = 6000
@@ -143,8 +144,6 @@ def group_names(cfg: DictConfig) -> dict[str, str]:
 @functools.lru_cache(maxsize=1)
 def git_state() -> tuple[str | None, bool | None]:
     """(commit, dirty) of the git checkout holding the fid_bench package; (None, None) without git."""
-    import fid_bench
-
     repo = Path(fid_bench.__file__).resolve().parent
 
     def git(*args: str) -> str | None:
@@ -173,8 +172,6 @@ def common_tags() -> dict[str, str]:
     MLflow fills its source tags only for runs started through its fluent API in the main
     process; setting them here gives parent runs and worker-process jobs a Source too.
     """
-    from fid_bench import __version__
-
     tags = {
         "fid_bench_version": __version__,
         "mlflow.source.name": ENTRY_POINT,
@@ -221,7 +218,7 @@ def track_tags(cfg: DictConfig, overrides: str) -> dict[str, str]:
 def job_tags(cfg: DictConfig) -> dict[str, str]:
     names = group_names(cfg)
     overrides = hydra_overrides()
-    tags = {KIND_TAG: "job", **names, **track_tags(cfg, overrides), **common_tags()}
+    tags = {KIND_TAG: RunKind.JOB.value, **names, **track_tags(cfg, overrides), **common_tags()}
     if overrides:
         tags["overrides"] = _truncate(overrides, MAX_TAG_VAL_LENGTH)
     task_name = OmegaConf.select(cfg, "task_name", default=None, throw_on_resolution_failure=False)
@@ -409,11 +406,6 @@ class TrackedRun:
                 self.set_tags({"plot_errors": "; ".join(failed)})
 
     def _draw_plots(self, scores: pd.DataFrame, metrics: Mapping[str, Any], out: Path) -> list[str]:
-        try:
-            from fid_bench.evaluation import plots
-        except ImportError as err:
-            log.warning("plots not drawn: %s", err)
-            return [first_line(err)]
         jobs = [
             ("roc.png", lambda p: plots.roc_curve_png(scores, p, f"ROC {self.name}")),
             ("pr.png", lambda p: plots.pr_curve_png(scores, p, f"PR {self.name}")),
@@ -434,7 +426,7 @@ class TrackedRun:
 
     def log_predictor(self, predictor: Predictor) -> str:
         """Log the fitted model in MLflow format (artifact ``model``); returns its model URI."""
-        from fid_bench.tracking.pyfunc import log_predictor_model
+        from fid_bench.tracking.pyfunc import log_predictor_model  # imports mlflow's model flavours
 
         return log_predictor_model(predictor, self.run_id)
 

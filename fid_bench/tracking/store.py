@@ -10,7 +10,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlparse
 
-from fid_bench.errors import FidBenchError
+from fid_bench.errors import FidBenchError, first_line
+from fid_bench.tracking.ui import experiment_tags
 
 if TYPE_CHECKING:
     from mlflow.tracking import MlflowClient
@@ -117,13 +118,6 @@ def _prepare_local_store(uri: str) -> None:
         raise FidBenchError(f"cannot create the tracking store folder {folder}: {err.strerror}") from None
 
 
-def first_line(err: BaseException) -> str:
-    """``Type: message`` on one line (the first line of the message)."""
-    text = str(err).strip()
-    msg = text.splitlines()[0] if text else ""
-    return f"{type(err).__name__}: {msg}" if msg else type(err).__name__
-
-
 def probe_server(uri: str, timeout: float = 5.0) -> None:
     """Fail fast on a tracking server that is down: one request, no retries (MLflow's own client
     retries for minutes before giving up). Any HTTP answer counts as reachable."""
@@ -165,8 +159,6 @@ def ensure_experiment(client: MlflowClient, name: str, artifact_root: Path | Non
     ``artifact_root/<name>`` so that one folder holds the whole store.
     """
     from mlflow.exceptions import MlflowException
-
-    from fid_bench.tracking.ui import experiment_tags
 
     experiment = client.get_experiment_by_name(name)
     if experiment is None:

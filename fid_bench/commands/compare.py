@@ -11,15 +11,22 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 
-from fid_bench.predict import UsageError
+from fid_bench.commands.common import run_standalone
+from fid_bench.errors import UsageError
+from fid_bench.tracking.compare import compare_runs
+from fid_bench.tracking.runs import make_client, rank_runs, tracking_uri
 
+NAME = "compare"
 PROG = "fid-bench compare"
+HELP = "overlay the ROC and PR curves of several runs"
+DESCRIPTION = "Overlay the test ROC and precision-recall curves of runs and tabulate their metrics."
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    """The options of ``fid-bench compare`` (also ``python -m fid_bench.compare``)."""
+    """The options of ``fid-bench compare`` (also ``python -m fid_bench.commands.compare``)."""
     p.add_argument("run_ids", nargs="*", metavar="RUN_ID", help="runs to compare (at least one)")
     p.add_argument(
         "--top", type=int, metavar="N", help="compare the N best finished runs by --metric instead"
@@ -40,13 +47,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         metavar="URI",
         help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI or sqlite:///mlruns/mlflow.db)",
     )
-    p.set_defaults(handler=run_command)
+    p.set_defaults(handler=run)
 
 
-def run_command(args: argparse.Namespace) -> int:
-    from fid_bench.predict import make_client, rank_runs, tracking_uri
-    from fid_bench.tracking.compare import compare_runs
-
+def run(args: argparse.Namespace) -> int:
+    """The command for parsed ``args``; its exit code."""
     if args.top is not None and args.run_ids:
         raise UsageError("give RUN_IDs or --top N, not both")
     if args.top is None and not args.run_ids:
@@ -69,13 +74,8 @@ def run_command(args: argparse.Namespace) -> int:
     return 0
 
 
-DESCRIPTION = "Overlay the test ROC and precision-recall curves of runs and tabulate their metrics."
-
-
-def main(argv: list[str] | None = None) -> int:
-    """``python -m fid_bench.compare``; returns the exit code (2 for bad arguments, 1 for other errors)."""
-    from fid_bench.cli import run_standalone
-
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m fid_bench.commands.compare``; returns the exit code (2 for bad arguments, 1 for other errors)."""
     return run_standalone(PROG, DESCRIPTION, add_arguments, argv)
 
 

@@ -1,20 +1,18 @@
-"""What every ``fid-bench`` command shares: a parser whose usage errors are one line, and the runner.
+"""What every ``fid-bench`` command shares: the one-line argument parser and the error handling.
 
-``run_handler`` calls a command's handler: a ``FidBenchError`` becomes one line on stderr and the
-error's ``exit_code`` (1 by default: something the user can fix; 2 for bad arguments, like
-argparse's own usage errors).
-
-May import: ``fid_bench.errors``.
+Exit codes: 0 done, 1 a user error (``FidBenchError``, shown as one line), 2 bad arguments (argparse,
+or an error whose ``exit_code`` is 2), 130 interrupted (Ctrl-C).
 """
 
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 from collections.abc import Callable, Sequence
-from typing import NoReturn
+from typing import Any, NoReturn
 
-from fid_bench.errors import FidBenchError
+from fid_bench.errors import FidBenchError, one_line
 
 
 class OneLineParser(argparse.ArgumentParser):
@@ -24,6 +22,9 @@ class OneLineParser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
 
 
+Subcommands = Any  # argparse's private _SubParsersAction
+
+
 def run_handler(
     handler: Callable[[argparse.Namespace], int | None], args: argparse.Namespace, prog: str
 ) -> int:
@@ -31,8 +32,7 @@ def run_handler(
     try:
         return int(handler(args) or 0)
     except FidBenchError as err:
-        message = " ".join(str(err).split())
-        print(f"{prog}: error: {message}", file=sys.stderr)
+        print(f"{prog}: error: {one_line(err)}", file=sys.stderr)
         return int(getattr(err, "exit_code", 1))
     except KeyboardInterrupt:
         print(f"{prog}: interrupted", file=sys.stderr)
@@ -47,9 +47,7 @@ def run_standalone(
     add_arguments: Callable[[argparse.ArgumentParser], None],
     argv: Sequence[str] | None,
 ) -> int:
-    """``python -m fid_bench.<command>``: the subcommand's own parser, with the CLI's one-line errors."""
-    import logging
-
+    """``python -m fid_bench.commands.<command>``: the command's own parser, with the CLI's one-line errors."""
     parser = OneLineParser(prog=prog, description=description)
     add_arguments(parser)
     try:

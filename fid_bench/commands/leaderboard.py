@@ -1,0 +1,124 @@
+"""``fid-bench leaderboard`` (also ``python -m fid_bench.commands.leaderboard``): rank tracked runs."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from fid_bench.commands.common import run_standalone
+from fid_bench.tracking.leaderboard import FORMATS, STATUSES, Query, leaderboard, render
+from fid_bench.tracking.runs import default_tracking_uri, open_store
+from fid_bench.tracking.store import DEFAULT_TRACKING_URI
+
+NAME = "leaderboard"
+PROG = "fid-bench leaderboard"
+HELP = "rank tracked runs by a metric"
+DESCRIPTION = (
+    "Rank the runs of the MLflow tracking store by a logged metric (parent runs of multiruns are left out)."
+)
+
+
+def _filter_arg(text: str) -> tuple[str, list[str]]:
+    key, sep, value = text.partition("=")
+    if not sep or not key.strip() or not value:
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
+    return key.strip(), [v.strip() for v in value.split(",")]
+
+
+def _top_arg(text: str) -> int:
+    try:
+        top = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if top < 0:
+        raise argparse.ArgumentTypeError("must be >= 0 (0 shows every run)")
+    return top
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options of ``fid-bench leaderboard`` (also ``python -m fid_bench.commands.leaderboard``)."""
+    parser.add_argument(
+        "--experiment",
+        "-e",
+        metavar="NAME",
+        help="experiment to rank (default: every experiment, one table each)",
+    )
+    parser.add_argument(
+        "--metric", "-m", default="roc_auc", help="logged metric to sort by (default: roc_auc)"
+    )
+    order = parser.add_mutually_exclusive_group()
+    order.add_argument(
+        "--ascending",
+        action="store_const",
+        const=True,
+        help="smallest first (default: the metric's own direction: losses smallest first, scores largest)",
+    )
+    order.add_argument(
+        "--descending", dest="ascending", action="store_const", const=False, help="largest first"
+    )
+    parser.add_argument(
+        "--top", "-n", type=_top_arg, default=10, metavar="N", help="runs per table (default: 10; 0 = all)"
+    )
+    parser.add_argument(
+        "--format", "-f", dest="fmt", choices=FORMATS, default="table", help="output format (default: table)"
+    )
+    parser.add_argument(
+        "--tracking-uri",
+        metavar="URI",
+        help=f"MLflow tracking URI (default: $MLFLOW_TRACKING_URI or {DEFAULT_TRACKING_URI})",
+    )
+    parser.add_argument(
+        "--filter",
+        dest="filters",
+        type=_filter_arg,
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="keep runs whose tag KEY (or params.KEY) equals VALUE; VALUE may list alternatives "
+        "a,b; repeat for several keys (e.g. --filter model=resnet50 --filter balance=none)",
+    )
+    parser.add_argument(
+        "--status",
+        type=str.upper,
+        choices=STATUSES,
+        default="FINISHED",
+        help="run status to show (default: FINISHED; ALL shows every status)",
+    )
+    parser.add_argument("--parent", metavar="RUN_ID", help="only the child runs of this multirun parent run")
+    parser.set_defaults(handler=run)
+
+
+def query_from_args(args: argparse.Namespace) -> Query:
+    filters: dict[str, list[str]] = {}
+    for key, values in args.filters:
+        # a key given twice narrows to values allowed by both
+        filters[key] = [v for v in filters[key] if v in values] if key in filters else values
+    return Query(
+        experiment=args.experiment,
+        metric=args.metric,
+        top=args.top,
+        filters=filters,
+        status=args.status,
+        parent=args.parent,
+        ascending=args.ascending,
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    """The command for parsed ``args``; its exit code."""
+    query = query_from_args(args)
+    client = open_store(args.tracking_uri or default_tracking_uri())
+    boards = leaderboard(client, query)
+    text = render(boards, args.fmt, headings=query.experiment is None, show_status=query.status != "FINISHED")
+    print(text)
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m fid_bench.commands.leaderboard``; returns the exit code (2 for bad arguments)."""
+    return run_standalone(PROG, DESCRIPTION, add_arguments, argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,160 @@
+"""``fid-bench predict``: score new images with the model logged in any run, either track.
+
+    fid-bench predict --run RUN_ID --data kaggle --root /data/generated-or-not --out submission.csv
+    fid-bench predict --run best --images /some/folder --out predictions.csv
+
+The model is the MLflow model ``model`` of a run (``fid_bench.predict`` loads and applies it); the
+inputs come from ``fid_bench.data.inputs``, the run from ``fid_bench.tracking.runs``, the location
+check from ``fid_bench.tracking.model_location`` and the written file from ``fid_bench.submission``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from urllib.parse import urlparse
+
+import pandas as pd
+
+from fid_bench.commands.common import run_standalone
+from fid_bench.data.inputs import folder_inputs, images_under, kaggle_inputs
+from fid_bench.errors import UsageError
+from fid_bench.predict import choose_feature_cache, default_cache_dir, load_checked_predictor, predict_all
+from fid_bench.submission import build_output, report_unreadable, write_output
+from fid_bench.tracking.kinds import MODEL_NAME
+from fid_bench.tracking.model_location import local_path, model_uri_locations
+from fid_bench.tracking.runs import make_client, resolve_run, tracking_uri
+
+NAME = "predict"
+PROG = "fid-bench predict"
+HELP = "score images (or write a Kaggle submission) with a logged run's model"
+DESCRIPTION = "Score images with the model logged in a run (either track) and write a CSV."
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    """The options of ``fid-bench predict`` (also ``python -m fid_bench.commands.predict``)."""
+    model = p.add_mutually_exclusive_group(required=True)
+    model.add_argument("--run", help="run id, or 'best': the best finished run of --experiment by --metric")
+    model.add_argument(
+        "--model-uri",
+        "--model",
+        help="an MLflow model URI (runs:/RUN/model, models:/NAME/VERSION, models:/NAME@ALIAS) "
+        "or a model folder inside the store",
+    )
+    data = p.add_mutually_exclusive_group(required=True)
+    data.add_argument(
+        "--images", metavar="DIR", help="score every image file under DIR (ids = relative paths)"
+    )
+    data.add_argument("--data", choices=("kaggle", "folder"), help="read --root with this data set's reader")
+    p.add_argument("--root", metavar="DIR", help="data set folder for --data")
+    p.add_argument("--out", required=True, type=Path, help="CSV to write")
+    p.add_argument(
+        "--labels",
+        action="store_true",
+        help="Kaggle submission: target = 0/1 label at the run's stored threshold instead of the probability",
+    )
+    p.add_argument(
+        "--experiment", metavar="NAME", help="experiment of --run best (default: the only one with runs)"
+    )
+    p.add_argument(
+        "--metric",
+        default="roc_auc",
+        help="metric ranking --run best (default: roc_auc; losses such as log_loss rank lowest first)",
+    )
+    p.add_argument(
+        "--tracking-uri",
+        metavar="URI",
+        help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI or sqlite:///mlruns/mlflow.db)",
+    )
+    p.add_argument(
+        "--allow-external",
+        action="store_true",
+        help="load a model stored outside the tracking store (a pickle can run code: only if you trust it)",
+    )
+    p.add_argument(
+        "--batch-size",
+        type=int,
+        default=1024,
+        help="images per call to the model (default: 1024; the model batches internally as in training)",
+    )
+    p.add_argument(
+        "--cache-dir",
+        type=Path,
+        default=None,
+        help="feature cache for embedding models (default: the training run's cache folder)",
+    )
+    p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    p.set_defaults(handler=run)
+
+
+def check_arguments(args: argparse.Namespace) -> None:
+    if args.run is not None and not args.run.strip():
+        raise UsageError("--run is empty: give a run id (see fid-bench leaderboard) or 'best'")
+    if args.data and not args.root:
+        raise UsageError(f"--data {args.data} needs --root")
+    if args.root and not args.data:
+        raise UsageError("--root is read only with --data")
+    if args.batch_size < 1:
+        raise UsageError("--batch-size must be at least 1")
+    if args.out.is_dir():
+        raise UsageError(f"--out {args.out} is a folder; name the CSV file to write")
+
+
+def _absolute_if_path(model_uri: str) -> str:
+    """``--model-uri`` naming a folder: made absolute here, from the working directory the user typed it
+    in (a URI with a scheme is left as it is)."""
+    path = local_path(model_uri)
+    if path is None or urlparse(model_uri).scheme == "file":
+        return model_uri
+    return str(Path(path).expanduser().absolute())
+
+
+def predict(args: argparse.Namespace) -> pd.DataFrame:
+    """Run the command for parsed ``args``; returns the written table."""
+    check_arguments(args)
+    uri = tracking_uri(args.tracking_uri)
+    cache_dir = (args.cache_dir or default_cache_dir()).expanduser()
+
+    # data problems show before any model is downloaded
+    if args.images:
+        inputs = images_under(args.images, cache_dir)
+    elif args.data == "kaggle":
+        inputs = kaggle_inputs(args.root, cache_dir)
+    else:
+        inputs = folder_inputs(args.root, cache_dir)
+
+    client = make_client(uri)
+    if args.run:
+        run = resolve_run(client, args.run, experiment=args.experiment, metric=args.metric)
+        model_uri = f"runs:/{run.info.run_id}/{MODEL_NAME}"
+    else:
+        model_uri = _absolute_if_path(args.model_uri)
+    locations = model_uri_locations(client, model_uri)
+    predictor = load_checked_predictor(model_uri, locations, client, uri, allow_external=args.allow_external)
+    choose_feature_cache(predictor, args.cache_dir)
+
+    scores = predict_all(predictor, inputs, batch_size=args.batch_size, progress=not args.no_progress)
+    prior = float(getattr(predictor, "prior", 0.5))
+    table = build_output(inputs, scores, predictor, labels=args.labels)
+    write_output(table, args.out, inputs.expected_ids or inputs.ids, labels=args.labels)
+    report_unreadable(inputs, args.out, prior)
+    what = "0/1 labels" if args.labels and inputs.kind == "kaggle" else "scores"
+    print(f"wrote {len(table)} {what} from {model_uri} to {args.out}")
+    return table
+
+
+def run(args: argparse.Namespace) -> int:
+    """The command for parsed ``args``; its exit code."""
+    predict(args)
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m fid_bench.commands.predict``; returns the exit code (2 for bad arguments, 1 for other errors)."""
+    return run_standalone(PROG, DESCRIPTION, add_arguments, argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,231 @@
+"""Run queries: which tracking store, opening it, reading its runs, resolving a run id or ``best``.
+
+Used by the leaderboard, ``compare`` and ``predict``; reading never creates a store.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import sqlite3
+from typing import TYPE_CHECKING, Any
+
+from fid_bench.errors import FidBenchError, first_line
+from fid_bench.evaluation.registry import lower_is_better
+from fid_bench.tracking.kinds import KIND_TAG, MODEL_NAME, NO_MODEL_KINDS
+from fid_bench.tracking.store import (
+    DEFAULT_TRACKING_URI,
+    local_store_path,
+    probe_server,
+    resolve_tracking_uri,
+)
+
+if TYPE_CHECKING:
+    from mlflow.entities import Run
+    from mlflow.tracking import MlflowClient
+
+log = logging.getLogger(__name__)
+
+
+class LeaderboardError(FidBenchError):
+    """A leaderboard request that cannot be answered (shown as one line, exit code 2)."""
+
+    exit_code = 2
+
+
+def default_tracking_uri() -> str:
+    return os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_TRACKING_URI
+
+
+def open_store(uri: str) -> MlflowClient:
+    """A client for an existing store; a clear error when there is none or it cannot be reached.
+
+    Reading must not create anything: MLflow would happily create an empty database (or run its
+    migrations on an unrelated SQLite file) at a mistyped path.
+    """
+    from mlflow.tracking import MlflowClient
+
+    uri = resolve_tracking_uri(uri)
+    path = local_store_path(uri)
+    if uri.startswith("sqlite:///") and path is not None:
+        if not path.is_file():
+            raise LeaderboardError(
+                f"no tracking store at {path} (pass --tracking-uri or set MLFLOW_TRACKING_URI)"
+            )
+        _check_mlflow_sqlite(path)
+    elif path is not None:
+        if not path.is_dir():
+            raise LeaderboardError(
+                f"no tracking store at {path} (pass --tracking-uri or set MLFLOW_TRACKING_URI)"
+            )
+    elif uri.startswith(("http://", "https://")):
+        try:
+            probe_server(uri)  # the one probe jobs use too (tracking.store)
+        except FidBenchError as err:
+            raise LeaderboardError(str(err)) from None
+    try:
+        client = MlflowClient(tracking_uri=uri)
+        client.search_experiments(max_results=1)
+    except Exception as err:  # noqa: BLE001 - any store failure becomes one line
+        raise LeaderboardError(f"cannot read tracking store {uri}: {first_line(err)}") from None
+    return client
+
+
+def _check_mlflow_sqlite(path: Any) -> None:
+    try:
+        with sqlite3.connect(f"file:{path}?mode=ro", uri=True) as conn:
+            row = conn.execute(
+                "SELECT name FROM sqlite_master WHERE type='table' AND name='experiments'"
+            ).fetchone()
+    except sqlite3.Error as err:
+        raise LeaderboardError(f"cannot read tracking store {path}: {err}") from None
+    if row is None:
+        raise LeaderboardError(f"{path} is not an MLflow tracking database")
+
+
+def fetch_runs(client: MlflowClient, experiment_ids: list[str], filter_string: str = "") -> list[Run]:
+    """All active runs of the experiments matching ``filter_string`` (every page)."""
+    runs: list[Run] = []
+    token = None
+    while True:
+        page = client.search_runs(
+            experiment_ids, filter_string=filter_string, max_results=1000, page_token=token
+        )
+        runs.extend(page)
+        token = page.token
+        if not token:
+            return runs
+
+
+def tracking_uri(explicit: str | None = None) -> str:
+    """``--tracking-uri``, else MLFLOW_TRACKING_URI, else the project's default store; local paths made
+    absolute (the same resolution as the jobs that wrote the runs)."""
+    return resolve_tracking_uri(explicit or default_tracking_uri())
+
+
+def make_client(uri: str) -> MlflowClient:
+    """A client for an existing store (reading never creates an empty store at a mistyped path)."""
+    return open_store(uri)
+
+
+def _experiment_ids_with_runs(client: MlflowClient) -> dict[str, str]:
+    """``{name: experiment_id}`` of the active experiments that hold at least one run."""
+    out = {}
+    for exp in client.search_experiments():
+        if client.search_runs([exp.experiment_id], max_results=1):
+            out[exp.name] = exp.experiment_id
+    return out
+
+
+def resolve_experiment(client: MlflowClient, name: str | None) -> tuple[str, str]:
+    """``(name, experiment_id)``: the named experiment, or the only one that holds runs."""
+    if name is not None:
+        exp = client.get_experiment_by_name(name)
+        if exp is None or exp.lifecycle_stage != "active":
+            choices = sorted(_experiment_ids_with_runs(client))
+            raise FidBenchError(f"no experiment named {name!r}; experiments with runs: {choices or 'none'}")
+        return exp.name, exp.experiment_id
+    with_runs = _experiment_ids_with_runs(client)
+    if not with_runs:
+        raise FidBenchError("the tracking store holds no runs yet; run `python -m fid_bench` first")
+    if len(with_runs) > 1:
+        raise FidBenchError(
+            f"several experiments hold runs, choose one with --experiment: {sorted(with_runs)}"
+        )
+    ((exp_name, exp_id),) = with_runs.items()
+    return exp_name, exp_id
+
+
+def model_runs(client: MlflowClient, experiment_id: str) -> list[Run]:
+    """Finished runs of an experiment that can hold a model (sweep parents and comparisons left out)."""
+    runs = fetch_runs(client, [experiment_id])
+    parents = {r.data.tags.get("mlflow.parentRunId") for r in runs}
+    return [
+        r
+        for r in runs
+        if r.info.status == "FINISHED"
+        and r.info.run_id not in parents
+        and r.data.tags.get(KIND_TAG, "") not in NO_MODEL_KINDS
+    ]
+
+
+def rank_runs(client: MlflowClient, experiment: str | None, metric: str) -> tuple[str, list[Run]]:
+    """The finished model runs of an experiment, best first by ``metric`` (NaN values left out)."""
+    exp_name, exp_id = resolve_experiment(client, experiment)
+    runs = model_runs(client, exp_id)
+    if not runs:
+        raise FidBenchError(f"experiment {exp_name!r} has no finished runs")
+    scored = [r for r in runs if not math.isnan(r.data.metrics.get(metric, math.nan))]
+    if not scored:
+        # the headline metrics only: per-group and audit metrics ("a/b") and "_std" would drown them
+        logged = sorted({k for r in runs for k in r.data.metrics if "/" not in k and not k.endswith("_std")})
+        shown = ", ".join(logged[:20]) + (", ..." if len(logged) > 20 else "")
+        raise FidBenchError(
+            f"metric {metric!r} was never logged in experiment {exp_name!r} (logged: {shown or 'none'})"
+        )
+    sign = 1.0 if lower_is_better(metric) else -1.0
+    # ties broken by run id, as the leaderboard breaks them: its first row is what "best" picks
+    scored.sort(key=lambda r: (sign * r.data.metrics[metric], r.info.run_id))
+    return exp_name, scored
+
+
+def runs_with_models(client: MlflowClient, experiment_id: str, name: str = MODEL_NAME) -> set[str] | None:
+    """Ids of the runs of an experiment that logged a model called ``name``; None if the store cannot tell."""
+    ids: set[str] = set()
+    token = None
+    try:
+        while True:
+            page = client.search_logged_models(
+                experiment_ids=[experiment_id], filter_string=f"name = '{name}'", page_token=token
+            )
+            ids.update(m.source_run_id for m in page if m.source_run_id)
+            token = page.token
+            if not token:
+                return ids
+    except Exception as err:  # noqa: BLE001 - a store without the logged-model API: do not filter
+        log.debug("logged-model search failed: %s", err)
+        return None
+
+
+def resolve_run(client: MlflowClient, spec: str, *, experiment: str | None, metric: str) -> Run:
+    """A run id, or ``best``: the best finished run of the experiment by ``metric``."""
+    from mlflow.exceptions import MlflowException
+
+    if spec == "best":
+        exp_name, ranked = rank_runs(client, experiment, metric)
+        with_model = runs_with_models(client, ranked[0].info.experiment_id)
+        if with_model:  # empty or None: the store cannot tell (models logged another way); load will say
+            usable = [r for r in ranked if r.info.run_id in with_model]
+            if not usable:
+                raise FidBenchError(
+                    f"no finished run of experiment {exp_name!r} ranked by {metric} logged a model "
+                    "(tracking.log_model=false?)"
+                )
+            if usable[0] is not ranked[0]:
+                log.warning(
+                    "best run by %s, %s, logged no model; using the best run that did",
+                    metric,
+                    ranked[0].info.run_id,
+                )
+            ranked = usable
+        best = ranked[0]
+        log.info(
+            "best run of %r by %s: %s (%s=%.4f)",
+            exp_name,
+            metric,
+            best.info.run_id,
+            metric,
+            best.data.metrics[metric],
+        )
+        return best
+    try:
+        run = client.get_run(spec)
+    except MlflowException:
+        raise FidBenchError(f"unknown run {spec!r} in the tracking store {client.tracking_uri}") from None
+    kind = run.data.tags.get(KIND_TAG, "")
+    if kind in NO_MODEL_KINDS:
+        raise FidBenchError(
+            f"run {spec} is a {kind} run and holds no model; give one of its job runs or --run best"
+        )
+    return run
