@@ -147,7 +147,7 @@ def test_every_command_ranks_by_the_registry(
     loaded: list[str] = []
 
     def fake_load(
-        model_uri: str, locations: list[str], uri: str, *, allow_external: bool
+        model_uri: str, locations: list[str], client: object, uri: str, *, allow_external: bool
     ) -> BrightnessPredictor:
         loaded.append(model_uri)
         return BrightnessPredictor()

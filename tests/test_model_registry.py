@@ -191,12 +191,13 @@ def test_harness_experiments_open_on_a_flat_runs_view_with_headline_columns(comp
 
 
 def test_make_ui_prints_the_runs_link_of_each_experiment(compose_cfg, isolated: Path, capsys) -> None:
+    from fid_bench.commands import ui as ui_command
     from fid_bench.tracking import ui
     from fid_bench.tracking.run import tracked_run
 
     with tracked_run(compose_cfg()) as run:
         experiment_id = run.experiment_id
-    assert ui.main(["--tracking-uri", f"sqlite:///{isolated / 'mlruns' / 'mlflow.db'}"]) == 0
+    assert ui_command.main(["--tracking-uri", f"sqlite:///{isolated / 'mlruns' / 'mlflow.db'}"]) == 0
     out = capsys.readouterr().out
     assert f"demo: {ui.runs_url('http://127.0.0.1:5000', experiment_id)}" in out
 

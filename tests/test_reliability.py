@@ -213,7 +213,7 @@ def test_one_skipped_rows_line_per_run(compose_cfg, isolated: Path, caplog) -> N
 def test_leaderboard_lists_failed_runs_of_a_store_without_finished_ones(isolated: Path, capsys) -> None:
     import mlflow
 
-    from fid_bench import leaderboard
+    from fid_bench.commands import leaderboard
 
     client = mlflow.MlflowClient()
     exp = client.create_experiment("demo")
