@@ -113,7 +113,7 @@ def audit_samples(
         warnings.append(
             f"shortcut: '{r.attribute}' alone separates real from generated (ROC-AUC {r.auc:.3f} >= "
             f"{shortcut_auc:g}; {shortcuts.describe_split(attrs, r.attribute)}): a detector can learn it instead of "
-            "the image content"
+            f"the image content{shortcuts.remedy(r.attribute)}"
         )
     if near is not None:
         cross = int(near["labels"].map(lambda s: {0, 1} <= set(s)).sum())

@@ -89,3 +89,20 @@ def describe_split(attrs: pd.DataFrame, attr: str) -> str:
             top = vals.astype(str).replace("", "-").value_counts(normalize=True)
             parts.append(f"{LABEL_NAMES[label]} mostly {top.index[0]} ({top.iloc[0]:.0%})")
     return ", ".join(parts)
+
+
+#: attributes a format alignment (``data.align``) takes away: the last encoding of every image
+FORMAT_ATTRIBUTES = ("format", "jpeg_quality", "jpeg_qtables", "jpeg_subsampling", "file_size")
+SIZE_ATTRIBUTES = ("size", "pixels")
+
+
+def remedy(attribute: str) -> str:
+    """The option that removes a shortcut in ``attribute`` before training, for the warning line ("" if none)."""
+    if attribute in FORMAT_ATTRIBUTES:
+        return (
+            "; set data.align='{format: jpeg, quality: 96}' to re-encode every image the same way "
+            "before any encoder sees it"
+        )
+    if attribute in SIZE_ATTRIBUTES:
+        return "; set data.align='{format: jpeg, quality: 96, size: 256}' to bring every image to one size and format"
+    return ""

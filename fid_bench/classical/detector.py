@@ -32,6 +32,8 @@ from sklearn.base import BaseEstimator, ClassifierMixin, clone
 from fid_bench.data.samples import LABELLED_SPLITS
 from fid_bench.detector import Detector, Job, Predictor, scores_frame
 from fid_bench.errors import FidBenchError
+from fid_bench.features.aligned import with_alignment
+from fid_bench.features.concat import expand_members
 
 if TYPE_CHECKING:
     from sklearn.pipeline import Pipeline
@@ -128,11 +130,14 @@ def extract_unique(
     Returns ``(features, inverse, stats)``: one float32 row per distinct image, and for every input
     position the row holding its features (``features[inverse]`` is aligned with ``paths``).
     """
+    from fid_bench.features.concat import ConcatEncoder, extract_concat
     from fid_bench.features.extract import extract_features
 
     sha1_arr = np.asarray(sha1s, dtype=object)
     uniq, first, inverse = np.unique(sha1_arr.astype(str), return_index=True, return_inverse=True)
-    feats, stats = extract_features(
+    # a concatenation extracts each member through its own cache (model=concat)
+    extract = extract_concat if isinstance(encoder, ConcatEncoder) else extract_features
+    feats, stats = extract(
         encoder, [paths[i] for i in first], [str(s) for s in uniq], Path(cache_dir), **kwargs
     )
     feats = np.asarray(feats, dtype=np.float32)
@@ -213,8 +218,13 @@ class FeatureDetector(Detector):
         if enc_node is None:
             model = OmegaConf.select(cfg, "model.name", default="?")
             raise FidBenchError(f"model={model} has no frozen encoder; use classifier=finetune")
-        self._encoder_cfg = OmegaConf.to_container(enc_node, resolve=True)
-        encoder = instantiate(enc_node)
+        # data.align wraps every encoder, so features (and their cache key) are of aligned images
+        enc_cfg = expand_members(
+            OmegaConf.to_container(enc_node, resolve=True),
+            OmegaConf.select(cfg, "data.image_size", default=None),
+        )
+        self._encoder_cfg = with_alignment(enc_cfg, OmegaConf.select(cfg, "data.align", default=None))
+        encoder = instantiate(self._encoder_cfg)
         self._cache_dir = Path(job.cache_dir)
         self._extract_kwargs = {
             "batch_size": int(cfg.features.batch_size),

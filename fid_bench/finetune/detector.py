@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
+from fid_bench.data.decode import parse_alignment
 from fid_bench.detector import Detector, Job, Predictor, scores_frame
 from fid_bench.errors import FidBenchError
 
@@ -151,7 +152,10 @@ class FinetuneDetector(Detector):
                 "(see fid_bench.finetune.networks)"
             )
         net = BinaryNet(backbone, head_dropout=self.head_dropout)
-        preprocessing = backbone.preprocessing()
+        preprocessing = dict(backbone.preprocessing())
+        # data.align: training, evaluation and the predictor decode through the same alignment
+        alignment = parse_alignment(job.cfg.data.get("align") if "data" in job.cfg else None)
+        preprocessing["align"] = alignment.as_dict() if alignment is not None else None
         if hw["channels_last"]:
             net = net.to(memory_format=torch.channels_last)
             net.channels_last = True
@@ -170,6 +174,7 @@ class FinetuneDetector(Detector):
             decoded_cache_max_gb=self.decoded_cache_max_gb,
             cache_dir=job.cache_dir,
             seed=self.seed,
+            align=preprocessing["align"],
         )
         y_train = table["label"].to_numpy()[fold.train]
         prior = float(np.mean(y_train)) if len(y_train) else 0.5
@@ -423,7 +428,8 @@ class FinetunePredictor(Predictor):
         out = np.full(len(paths), self.prior, dtype=np.float64)
         net = self.build_net()
         for start in range(0, len(paths), self.batch_size):
-            chunk = [prepare_file(str(p), size) for p in paths[start : start + self.batch_size]]
+            align = self.preprocessing.get("align")
+            chunk = [prepare_file(str(p), size, align) for p in paths[start : start + self.batch_size]]
             idx = [i for i, arr in enumerate(chunk) if arr is not None]
             if not idx:
                 continue
