@@ -96,13 +96,18 @@ FORMAT_ATTRIBUTES = ("format", "jpeg_quality", "jpeg_qtables", "jpeg_subsampling
 SIZE_ATTRIBUTES = ("size", "pixels")
 
 
-def remedy(attribute: str) -> str:
-    """The option that removes a shortcut in ``attribute`` before training, for the warning line ("" if none)."""
+def remedy(attribute: str, min_jpeg_quality: float | None = None) -> str:
+    """The option that removes a shortcut in ``attribute`` before training, for the warning line ("" if none).
+
+    The suggested quality is the lowest JPEG quality in the data (96 without JPEGs): re-encoding
+    above a file's own quality leaves its earlier, coarser compression visible to a detector.
+    """
+    q = int(min_jpeg_quality) if min_jpeg_quality is not None and min_jpeg_quality == min_jpeg_quality else 96
     if attribute in FORMAT_ATTRIBUTES:
         return (
-            "; set data.align='{format: jpeg, quality: 96}' to re-encode every image the same way "
+            f"; set data.align='{{format: jpeg, quality: {q}}}' to re-encode every image the same way "
             "before any encoder sees it"
         )
     if attribute in SIZE_ATTRIBUTES:
-        return "; set data.align='{format: jpeg, quality: 96, size: 256}' to bring every image to one size and format"
+        return f"; set data.align='{{format: jpeg, quality: {q}, size: 256}}' to bring every image to one size and format"
     return ""
