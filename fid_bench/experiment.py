@@ -19,7 +19,7 @@ from fid_bench.detector import Detector, Job
 from fid_bench.errors import FidBenchError
 from fid_bench.evaluation import generalisation
 from fid_bench.evaluation.generalisation import group_metrics, prefixed
-from fid_bench.evaluation.metrics import aggregate_folds, evaluate_scores
+from fid_bench.evaluation.metrics import CALIBRATION_BINS, aggregate_folds, evaluate_scores
 from fid_bench.evaluation.uncertainty import bootstrap_metrics
 from fid_bench.tracking.lineage import DatasetPart, data_source, fold_parts
 from fid_bench.tracking.run import tracked_run
@@ -167,11 +167,12 @@ def run_job(
             logger=on_run(run) if on_run is not None else run,
         )
         detector.setup(job)
+        calibration_bins = int(cfg.eval.get("calibration_bins", CALIBRATION_BINS))
         scores, per_fold = [], []
         for fold in folds:
             fold_scores = detector.fit_predict(job, fold)
             scores.append(fold_scores)
-            fold_metrics = evaluate_scores(fold_scores)
+            fold_metrics = evaluate_scores(fold_scores, calibration_bins=calibration_bins)
             if final:
                 fold_metrics.update(held_out_extras(cfg, fold_scores, fold_metrics["threshold"]))
             per_fold.append(fold_metrics)
@@ -183,7 +184,7 @@ def run_job(
         metrics.update(extra)
         run.log_metrics({**logged, **extra})
         if final:
-            run.log_scores(pd.concat(scores, ignore_index=True), metrics)
+            run.log_scores(pd.concat(scores, ignore_index=True), metrics, calibration_bins=calibration_bins)
         if final or cfg.tracking.log_model:
             predictor = detector.predictor()
         if final:

@@ -110,3 +110,21 @@ def cifake_unpacked(cifake_archive: Path) -> Path:
                 tf.extractall(partial, filter="data")
             os.replace(partial, target)
     return target
+
+
+@pytest.fixture(scope="session")
+def cifake_small(cifake_archive: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A CIFAKE-layout folder with the first 200 train and 100 test images of each class."""
+    import tarfile
+
+    root = tmp_path_factory.mktemp("cifake_small")
+    want = {"train/FAKE": 200, "train/REAL": 200, "test/FAKE": 100, "test/REAL": 100}
+    with tarfile.open(cifake_archive) as tar:
+        for member in tar:
+            folder = member.name.rsplit("/", 1)[0]
+            if member.isfile() and want.get(folder, 0) > 0:
+                want[folder] -= 1
+                tar.extract(member, root, filter="data")
+                if not any(want.values()):
+                    break
+    return root

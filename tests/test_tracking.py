@@ -296,7 +296,7 @@ def test_log_scores_writes_predictions_and_plots(compose_cfg, client):
     back = pd.read_csv(client.download_artifacts(run.run_id, "predictions.csv"), keep_default_na=False)
     pd.testing.assert_frame_equal(back, scores, check_dtype=False)
     plots = {a.path for a in client.list_artifacts(run.run_id, "plots")}
-    assert plots == {"plots/roc.png", "plots/pr.png", "plots/confusion.png"}
+    assert plots == {"plots/roc.png", "plots/pr.png", "plots/reliability.png", "plots/confusion.png"}
     png = Path(client.download_artifacts(run.run_id, "plots/roc.png")).read_bytes()
     assert png.startswith(b"\x89PNG")
     assert "plot_errors" not in only_run(client).data.tags
@@ -316,6 +316,7 @@ def test_a_broken_plot_does_not_fail_the_run(compose_cfg, client, monkeypatch):
     assert logged.data.tags["plot_errors"] == "pr.png: RuntimeError: no display"
     assert {a.path for a in client.list_artifacts(run.run_id, "plots")} == {
         "plots/roc.png",
+        "plots/reliability.png",
         "plots/confusion.png",
     }
 

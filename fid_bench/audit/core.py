@@ -112,11 +112,13 @@ def audit_samples(
             f"exact duplicates: {int(dup['extra'].sum())} extra copies within a split and class ({detail}); "
             "copies in the train pool can land on both sides of a validation/test split made from it"
         )
+    qualities = attrs["jpeg_quality"].dropna() if "jpeg_quality" in attrs.columns else pd.Series(dtype=float)
+    min_quality = float(qualities.min()) if len(qualities) else None
     for r in shortcut_rows[shortcut_rows["warn"]].itertuples():
         warnings.append(
             f"shortcut: '{r.attribute}' alone separates real from generated (ROC-AUC {r.auc:.3f} >= "
             f"{shortcut_auc:g}; {shortcuts.describe_split(attrs, r.attribute)}): a detector can learn it instead of "
-            "the image content"
+            f"the image content{shortcuts.remedy(r.attribute, min_quality)}"
         )
     if near is not None:
         cross = int(near["labels"].map(lambda s: {0, 1} <= set(s)).sum())

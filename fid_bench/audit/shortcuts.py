@@ -89,3 +89,25 @@ def describe_split(attrs: pd.DataFrame, attr: str) -> str:
             top = vals.astype(str).replace("", "-").value_counts(normalize=True)
             parts.append(f"{LABEL_NAMES[label]} mostly {top.index[0]} ({top.iloc[0]:.0%})")
     return ", ".join(parts)
+
+
+#: attributes a format alignment (``data.align``) takes away: the last encoding of every image
+FORMAT_ATTRIBUTES = ("format", "jpeg_quality", "jpeg_qtables", "jpeg_subsampling", "file_size")
+SIZE_ATTRIBUTES = ("size", "pixels")
+
+
+def remedy(attribute: str, min_jpeg_quality: float | None = None) -> str:
+    """The option that removes a shortcut in ``attribute`` before training, for the warning line ("" if none).
+
+    The suggested quality is the lowest JPEG quality in the data (96 without JPEGs): re-encoding
+    above a file's own quality leaves its earlier, coarser compression visible to a detector.
+    """
+    q = int(min_jpeg_quality) if min_jpeg_quality is not None and min_jpeg_quality == min_jpeg_quality else 96
+    if attribute in FORMAT_ATTRIBUTES:
+        return (
+            f"; set data.align='{{format: jpeg, quality: {q}}}' to re-encode every image the same way "
+            "before any encoder sees it"
+        )
+    if attribute in SIZE_ATTRIBUTES:
+        return f"; set data.align='{{format: jpeg, quality: {q}, size: 256}}' to bring every image to one size and format"
+    return ""

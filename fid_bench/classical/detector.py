@@ -37,6 +37,8 @@ from fid_bench.detector import Detector, Job, Predictor, scores_frame
 from fid_bench.errors import FidBenchError, one_line
 from fid_bench.evaluation.metrics import best_f1_threshold
 from fid_bench.features import extract  # called as extract.extract_features: one place to stub it
+from fid_bench.features.aligned import with_alignment
+from fid_bench.features.concat import ConcatEncoder, expand_members, extract_concat
 from fid_bench.features.encoders import build_encoder
 
 if TYPE_CHECKING:
@@ -139,7 +141,9 @@ def extract_unique(
     """
     sha1_arr = np.asarray(sha1s, dtype=object)
     uniq, first, inverse = np.unique(sha1_arr.astype(str), return_index=True, return_inverse=True)
-    feats, stats = extract.extract_features(
+    # a concatenation extracts each member through its own cache (model=concat)
+    extract_fn = extract_concat if isinstance(encoder, ConcatEncoder) else extract.extract_features
+    feats, stats = extract_fn(
         encoder, [paths[i] for i in first], [str(s) for s in uniq], Path(cache_dir), **kwargs
     )
     feats = np.asarray(feats, dtype=np.float32)
@@ -170,6 +174,7 @@ class FeatureDetector(Detector):
         encoder: the ``model.backbone`` node: a backbone (frozen here) or a hand-made encoder;
             ``None`` refuses to run (a model with no frozen encoder).
         features: the ``features`` node: ``batch_size``, ``num_workers``, ``device`` of extraction.
+        align: the ``data.align`` node (``{format, quality, size}`` or null): images re-encoded first.
         **unused: other keys under ``classifier`` are ignored with a warning. A model config may
             carry a fine-tuning recipe there (epochs, batch size, ...) that means nothing to a
             feature classifier; mistyped command-line keys never get here (Hydra rejects them).
@@ -183,6 +188,7 @@ class FeatureDetector(Detector):
         threads: int | None = None,
         encoder: Any = None,
         features: Any = None,
+        align: Any = None,
         **unused: Any,
     ) -> None:
         if unused:
@@ -214,6 +220,7 @@ class FeatureDetector(Detector):
         self._row_index: np.ndarray | None = None
         self._stats: dict[str, float] = {}
         self._encoder_cfg: dict[str, Any] | None = _plain(encoder)
+        self.align = _plain(align)  # data.align: every image re-encoded the same way first
         feats = _plain(features) or {}
         self._extract_kwargs: dict[str, Any] = {
             "batch_size": int(feats.get("batch_size", 64)),
@@ -227,6 +234,9 @@ class FeatureDetector(Detector):
 
     # -- setup: features for every labelled row, once per job --------------------------------------
     def setup(self, job: Job) -> None:
+        if self._encoder_cfg is not None:
+            # data.align wraps every encoder, so features (and their cache key) are of aligned images
+            self._encoder_cfg = with_alignment(expand_members(self._encoder_cfg), self.align)
         encoder = build_encoder(self._encoder_cfg)
         self._cache_dir = Path(job.cache_dir)
 

@@ -18,6 +18,14 @@ Pillow's decompression-bomb guard stays on and truncated files are rejected
 refuses only above about 179 million pixels (a 13000x13000 1-bit PNG of 21 KB still decodes), so
 our own, lower limit applies first: an image whose header announces more than ``max_pixels()``
 pixels is refused as ``too_large`` before a single pixel is decoded.
+
+**Format alignment** (``data.align``, ``Alignment``): ``load_rgb(path, align)`` re-encodes the
+decoded image in memory -- optionally resized to ``size`` x ``size`` first (bicubic), then saved as
+``format`` (``jpeg``/``webp`` at ``quality``, or lossless ``png``) and decoded again -- so every
+image of every class carries the same last compression before an encoder or network sees it,
+and a JPEG-versus-PNG or quality difference between the classes cannot decide a score. Both
+tracks, prediction and the extra data sets decode through here with the run's alignment; its
+``key`` enters every cache key of what is computed from the pixels.
 """
 
 from __future__ import annotations
@@ -107,11 +115,92 @@ class ImageInfo:
     format: str
 
 
-def load_rgb(path: str | Path) -> Image.Image:
-    """Decode ``path`` into an RGB image (see the module docstring for the exact rules)."""
+#: bump when aligned pixels could change for the same alignment (invalidates caches keyed on it)
+ALIGN_VERSION = 1
+ALIGN_FORMATS = {"jpeg": "JPEG", "png": "PNG", "webp": "WEBP"}
+
+
+@dataclass(frozen=True)
+class Alignment:
+    """One re-encoding applied to every image (see the module docstring)."""
+
+    format: str = "jpeg"
+    quality: int | None = 96
+    size: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.format not in ALIGN_FORMATS:
+            raise FidBenchError(
+                f"data.align.format must be one of {sorted(ALIGN_FORMATS)}, got {self.format!r}"
+            )
+        lossy = self.format in ("jpeg", "webp")
+        if lossy and not (isinstance(self.quality, int) and 1 <= self.quality <= 100):
+            raise FidBenchError(
+                f"data.align.quality must be an integer in 1..100 for {self.format}, got {self.quality!r}"
+            )
+        if not lossy and self.quality is not None:
+            raise FidBenchError(f"data.align.quality must be null for the lossless {self.format} format")
+        if self.size is not None and not (isinstance(self.size, int) and self.size >= 8):
+            raise FidBenchError(f"data.align.size must be null or an integer >= 8, got {self.size!r}")
+
+    @property
+    def key(self) -> str:
+        """What cache keys record: the alignment, its version and the Pillow that encodes it."""
+        from importlib.metadata import version
+
+        return f"align:v{ALIGN_VERSION}:{self.format}:q{self.quality}:s{self.size}:pillow{version('pillow')}"
+
+    def as_dict(self) -> dict[str, object]:
+        return {"format": self.format, "quality": self.quality, "size": self.size}
+
+    def apply(self, img: Image.Image) -> Image.Image:
+        """``img`` (RGB) resized when asked, re-encoded in memory and decoded again."""
+        if self.size is not None and img.size != (self.size, self.size):
+            img = img.resize((self.size, self.size), Image.Resampling.BICUBIC)
+        buf = io.BytesIO()
+        options: dict[str, object] = {}
+        if self.format == "jpeg":
+            # fixed 4:2:0 chroma subsampling and standard tables: the same encoder settings for every image
+            options = {"quality": self.quality, "subsampling": 2}
+        elif self.format == "webp":
+            options = {"quality": self.quality, "method": 4}
+        img.save(buf, ALIGN_FORMATS[self.format], **options)
+        buf.seek(0)
+        return _decode(buf, f"<aligned {self.format}>")[0]
+
+
+def parse_alignment(node: object) -> Alignment | None:
+    """``data.align`` as an ``Alignment``; ``None`` (or an empty mapping) means no alignment.
+
+    Accepts a mapping with ``format``, ``quality``, ``size`` (missing keys take the defaults:
+    jpeg, 96, null) or an ``Alignment``; anything else is one clear error.
+    """
+    if node is None or isinstance(node, Alignment):
+        return node
+    try:
+        items = dict(node)  # DictConfig and plain dicts alike
+    except (TypeError, ValueError):
+        raise FidBenchError(
+            f"data.align must be null or a mapping like {{format: jpeg, quality: 96, size: null}}, got {node!r}"
+        ) from None
+    if not items:
+        return None
+    unknown = sorted(set(items) - {"format", "quality", "size"})
+    if unknown:
+        raise FidBenchError(f"data.align: unknown key(s) {unknown}; expected format, quality, size")
+    fmt = str(items.get("format", "jpeg")).lower().replace("jpg", "jpeg")
+    default_quality = 96 if fmt in ("jpeg", "webp") else None
+    return Alignment(format=fmt, quality=items.get("quality", default_quality), size=items.get("size"))
+
+
+def load_rgb(path: str | Path, align: Alignment | dict | None = None) -> Image.Image:
+    """Decode ``path`` into an RGB image (see the module docstring for the exact rules), then apply
+    the format alignment when one is given."""
     path = Path(path)
     with _file_errors(path), open(path, "rb") as fp:
-        return _decode(fp, str(path))[0]
+        img = _decode(fp, str(path))[0]
+    alignment = parse_alignment(align)
+    return alignment.apply(img) if alignment is not None else img
 
 
 @contextlib.contextmanager

@@ -17,6 +17,11 @@ distribution of per-channel mean and contrast (each image is normalised to rando
 sensor noise, size and format (lossless PNG). A log-power spectrum separates them; mean colour, contrast,
 size, format and file size do not.
 
+On request (``confound="format"``) the real images are stored as JPEG (quality ``CONFOUND_QUALITY``)
+and the generated ones stay PNG: a data set with a built-in format shortcut, as many public ones
+have, to show what ``data.align`` changes; ``"format_reversed"`` stores the generated images as
+JPEG instead, the same shortcut pointing the other way.
+
 Layout (Kaggle-like, read by ``readers.DemoReader``)::
 
     root/train.csv      id,target,group   labelled rows (split "train"; make_folds draws val/test)
@@ -62,8 +67,17 @@ _CONTRAST = (0.10, 0.20)
 _MATCH = 0.5
 
 
-def demo_manifest(*, n_real: int, n_fake: int, n_predict: int, size: int, seed: int) -> dict:
+#: values of ``confound``: which class is stored as JPEG
+CONFOUNDS = {"format": 0, "format_reversed": 1}
+CONFOUND_QUALITY = 90
+
+
+def demo_manifest(
+    *, n_real: int, n_fake: int, n_predict: int, size: int, seed: int, confound: str | None = None
+) -> dict:
+    extra = {"confound": confound, "confound_quality": CONFOUND_QUALITY} if confound else {}
     return {
+        **extra,
         "generator": "fid_bench.data.demo",
         "version": GENERATOR_VERSION,
         "n_real": int(n_real),
@@ -83,6 +97,7 @@ def ensure_demo(
     n_predict: int = 20,
     size: int = 64,
     seed: int = 0,
+    confound: str | None = None,
 ) -> Path:
     """Make sure ``root`` holds the demo set for these parameters; generate it if not. Returns ``root``."""
     if n_real < 1 or n_fake < 1 or n_predict < 0:
@@ -91,8 +106,12 @@ def ensure_demo(
         )
     if size < 16 or size % 4:
         raise FidBenchError(f"demo image size must be a multiple of 4 and at least 16, got {size}")
+    if confound is not None and confound not in CONFOUNDS:
+        raise FidBenchError(f"demo confound must be null or one of {sorted(CONFOUNDS)}, got {confound!r}")
     root = Path(root).expanduser().absolute()
-    manifest = demo_manifest(n_real=n_real, n_fake=n_fake, n_predict=n_predict, size=size, seed=seed)
+    manifest = demo_manifest(
+        n_real=n_real, n_fake=n_fake, n_predict=n_predict, size=size, seed=seed, confound=confound
+    )
     if _read_manifest(root) == manifest:
         return root
     root.parent.mkdir(parents=True, exist_ok=True)
@@ -146,11 +165,15 @@ def _generate(out: Path, manifest: dict) -> None:
     images = out / "images"
     images.mkdir()
     width = len(str(n_labelled + n_predict - 1))
+    jpeg_label = CONFOUNDS.get(manifest.get("confound") or "", -1)
     rows = []
     for k in range(n_labelled + n_predict):
         image_id = f"demo_{order[k]:0{width}d}"  # ids are shuffled so they say nothing of the label
         pixels, group = render_image(np.random.default_rng([seed, 2, k]), size, fake=bool(labels[k]))
-        Image.fromarray(pixels).save(images / f"{image_id}.png", format="PNG")
+        if labels[k] == jpeg_label:
+            Image.fromarray(pixels).save(images / f"{image_id}.jpg", format="JPEG", quality=CONFOUND_QUALITY)
+        else:
+            Image.fromarray(pixels).save(images / f"{image_id}.png", format="PNG")
         rows.append((image_id, int(labels[k]), group, k >= n_labelled))
     train = sorted((r for r in rows if not r[3]), key=lambda r: r[0])
     test = sorted((r for r in rows if r[3]), key=lambda r: r[0])

@@ -334,13 +334,21 @@ class DemoReader(KaggleReader):
         n_predict: int = 20,
         size: int = 64,
         seed: int = 0,
+        confound: str | None = None,
         strict: bool = False,
         cache_dir: str | Path | None = None,
         workers: int | None = None,
         name: str | None = None,
     ) -> None:
         super().__init__(root, strict=strict, cache_dir=cache_dir, workers=workers, name=name)
-        self.params = {"n_real": n_real, "n_fake": n_fake, "n_predict": n_predict, "size": size, "seed": seed}
+        self.params = {
+            "n_real": n_real,
+            "n_fake": n_fake,
+            "n_predict": n_predict,
+            "size": size,
+            "seed": seed,
+            "confound": confound,
+        }
 
     def rows(self) -> list[_Row]:
 

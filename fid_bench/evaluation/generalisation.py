@@ -47,6 +47,9 @@ def read_extra_set(spec: DictConfig | dict[str, Any], features_cfg: DictConfig) 
     data_cfg = load_option("data", str(spec.data), what=f"eval.extra {spec.name!r}")
     data_cfg.root = str(spec.root)
     data_cfg.strict = bool(spec.get("strict", False))
+    # reader settings of the extra set, e.g. {reader: {confound: format_reversed}} for a demo set
+    for key, value in (spec.get("reader") or {}).items():
+        data_cfg.reader[key] = value
     # resolve the reader's interpolations (${..root}, ${features.cache_dir}) in a small config of its own
     cfg = OmegaConf.create({"data": data_cfg, "features": OmegaConf.to_container(features_cfg)})
     from hydra.utils import instantiate

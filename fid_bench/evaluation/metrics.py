@@ -11,6 +11,19 @@ Conventions:
   with no positive prediction) is NaN and logged as a warning, never an exception;
 * ``log_loss`` clips probabilities to ``[LOG_LOSS_EPS, 1 - LOG_LOSS_EPS]`` so one overconfident
   mistake costs at most ~16 nats instead of dominating the mean.
+
+Operating-point and calibration metrics (directions: higher is better for ``tpr_at_fpr_*``,
+lower is better for ``eer``, ``ece`` and ``brier``):
+
+* ``tpr_at_fpr_1pct`` / ``tpr_at_fpr_5pct``: the true positive rate of the most permissive rule
+  ``score >= t`` whose false positive rate does not exceed 1 % / 5 %, i.e. the share of generated
+  images scoring strictly above the ``(k + 1)``-th highest real score, ``k = floor(fpr * n_real)``
+  (the budget of false accusations is never exceeded, ties included);
+* ``eer``: the equal error rate, where the false positive rate equals the false negative rate on
+  the ROC curve (linear interpolation between its two nearest points);
+* ``ece``: expected calibration error of the score as a probability of "generated", with
+  ``calibration_bins`` equal-width bins: ``sum_b n_b / n * |positive rate_b - mean score_b|``;
+* ``brier``: mean squared difference between score and label.
 """
 
 from __future__ import annotations
@@ -29,6 +42,11 @@ log = logging.getLogger(__name__)
 
 LOG_LOSS_EPS = 1e-7
 NAN = float("nan")
+
+#: the false positive rates of the ``tpr_at_fpr_*`` metrics, by metric name
+OPERATING_FPRS = {"tpr_at_fpr_1pct": 0.01, "tpr_at_fpr_5pct": 0.05}
+#: equal-width bins of ``ece`` and the reliability diagram (``eval.calibration_bins``)
+CALIBRATION_BINS = 15
 
 #: keys of ``compute_metrics`` (besides ``n`` and ``positive_rate``); ``evaluate_scores`` reports them
 #: for the test rows
@@ -87,6 +105,91 @@ def best_f1_threshold(y_true: Sequence[int] | np.ndarray, score: Sequence[float]
     return float((s_sorted[cut] + s_sorted[cut + 1]) / 2)
 
 
+def tpr_at_fpr(y_true: Sequence[int] | np.ndarray, score: Sequence[float] | np.ndarray, fpr: float) -> float:
+    """True positive rate of the most permissive ``score >= t`` with false positive rate <= ``fpr``.
+
+    With ``k = floor(fpr * n_neg)`` false positives allowed, the rule must leave out the
+    ``(k + 1)``-th highest negative score, so the rate is the share of positives scoring strictly
+    above it (1.0 when ``k >= n_neg``). NaN when a class is missing.
+    """
+    if not 0.0 <= fpr <= 1.0:
+        raise FidBenchError(f"tpr_at_fpr: fpr must be in [0, 1], got {fpr}")
+    y, s = _as_arrays(y_true, score)
+    neg = np.sort(s[y == 0])[::-1]
+    pos = s[y == 1]
+    if neg.size == 0 or pos.size == 0:
+        return NAN
+    # a small tolerance: 0.07 * 100 is 7.000000000000001 in floating point, 0.29 * 100 is 28.999...
+    k = int(math.floor(fpr * neg.size + 1e-9))
+    if k >= neg.size:
+        return 1.0
+    return float((pos > neg[k]).mean())
+
+
+def equal_error_rate(y_true: Sequence[int] | np.ndarray, score: Sequence[float] | np.ndarray) -> float:
+    """Where the ROC curve's false positive rate equals its false negative rate; NaN without both classes."""
+    from sklearn.metrics import roc_curve
+
+    y, s = _as_arrays(y_true, score)
+    if y.size == 0 or y.min() == y.max():
+        return NAN
+    fpr, tpr, _ = roc_curve(y, s, drop_intermediate=False)
+    d = (1.0 - tpr) - fpr  # from 1 at (0, 0) down to -1 at (1, 1)
+    i = int(np.argmax(d <= 0))
+    if d[i] == 0 or i == 0:
+        return float(fpr[i])
+    a = d[i - 1] / (d[i - 1] - d[i])
+    return float(fpr[i - 1] + a * (fpr[i] - fpr[i - 1]))
+
+
+def reliability_bins(
+    y_true: Sequence[int] | np.ndarray, score: Sequence[float] | np.ndarray, n_bins: int = CALIBRATION_BINS
+) -> pd.DataFrame:
+    """Per equal-width score bin: ``low``, ``high``, ``n``, ``mean_score``, ``positive_rate`` (NaN if empty).
+
+    Bin ``b`` holds scores in ``[b / n_bins, (b + 1) / n_bins)``; the last bin includes 1.0.
+    """
+    if isinstance(n_bins, bool) or not isinstance(n_bins, (int, np.integer)) or n_bins < 1:
+        raise FidBenchError(f"eval.calibration_bins must be a positive integer, got {n_bins!r}")
+    y, s = _as_arrays(y_true, score)
+    b = np.minimum((s * n_bins).astype(np.int64), n_bins - 1)
+    n = np.bincount(b, minlength=n_bins).astype(np.float64)
+    sum_s = np.bincount(b, weights=s, minlength=n_bins)
+    sum_y = np.bincount(b, weights=y.astype(np.float64), minlength=n_bins)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mean_s = np.where(n > 0, sum_s / n, NAN)
+        rate = np.where(n > 0, sum_y / n, NAN)
+    edges = np.arange(n_bins + 1) / n_bins
+    return pd.DataFrame(
+        {
+            "low": edges[:-1],
+            "high": edges[1:],
+            "n": n.astype(np.int64),
+            "mean_score": mean_s,
+            "positive_rate": rate,
+        }
+    )
+
+
+def expected_calibration_error(
+    y_true: Sequence[int] | np.ndarray, score: Sequence[float] | np.ndarray, n_bins: int = CALIBRATION_BINS
+) -> float:
+    """``sum_b n_b / n * |positive rate_b - mean score_b|`` over equal-width bins; NaN without rows."""
+    bins = reliability_bins(y_true, score, n_bins)
+    used = bins[bins["n"] > 0]
+    total = int(used["n"].sum())
+    if total == 0:
+        return NAN
+    gap = (used["positive_rate"] - used["mean_score"]).abs()
+    return float((used["n"] * gap).sum() / total)
+
+
+def brier_score(y_true: Sequence[int] | np.ndarray, score: Sequence[float] | np.ndarray) -> float:
+    """Mean of ``(score - label)^2``; NaN without rows."""
+    y, s = _as_arrays(y_true, score)
+    return float(np.mean((s - y) ** 2)) if y.size else NAN
+
+
 def _ratio(num: float, den: float) -> float:
     return float(num / den) if den else NAN
 
@@ -97,10 +200,12 @@ def compute_metrics(
     threshold: float = 0.5,
     *,
     warn: bool = True,
+    calibration_bins: int = CALIBRATION_BINS,
 ) -> dict[str, float]:
     """All metrics of ``score`` against ``y_true``; threshold-dependent ones use ``score >= threshold``.
 
-    Keys: ``n``, ``positive_rate``, ``roc_auc``, ``average_precision``, ``log_loss``, ``accuracy``,
+    Keys: ``n``, ``positive_rate``, ``roc_auc``, ``average_precision``, ``log_loss``,
+    ``tpr_at_fpr_1pct``, ``tpr_at_fpr_5pct``, ``eer``, ``ece``, ``brier``, ``accuracy``,
     ``balanced_accuracy``, ``precision``, ``recall``, ``f1``. Undefined values are NaN; pass
     ``warn=False`` to silence the warnings (e.g. inside a bootstrap loop).
     """
@@ -127,6 +232,13 @@ def compute_metrics(
         out["log_loss"] = float(-np.mean(y * np.log(p) + (1 - y) * np.log1p(-p)))
     else:
         out["log_loss"] = NAN
+    for name, fpr in OPERATING_FPRS.items():
+        out[name] = tpr_at_fpr(y, s, fpr)
+    out["eer"] = equal_error_rate(y, s)
+    if not (n_pos and n_neg):
+        undefined += [*OPERATING_FPRS, "eer"]
+    out["ece"] = expected_calibration_error(y, s, calibration_bins)
+    out["brier"] = brier_score(y, s)
 
     if math.isnan(threshold):
         out.update(dict.fromkeys(THRESHOLD_METRICS, NAN))
@@ -160,12 +272,13 @@ def _check_scores(scores: pd.DataFrame) -> None:
         )
 
 
-def evaluate_scores(scores: pd.DataFrame) -> dict[str, float]:
+def evaluate_scores(scores: pd.DataFrame, *, calibration_bins: int = CALIBRATION_BINS) -> dict[str, float]:
     """Threshold from the ``val`` rows, every metric on the ``test`` rows (see module docstring).
 
     Keys: ``threshold``, ``roc_auc`` (primary), ``average_precision``, ``f1`` (at 0.5),
     ``f1_at_threshold``, ``accuracy``, ``balanced_accuracy``, ``precision``, ``recall`` (at 0.5),
-    ``log_loss``, ``n_test``, ``n_val``, ``test_positive_rate``.
+    ``log_loss``, ``tpr_at_fpr_1pct``, ``tpr_at_fpr_5pct``, ``eer``, ``ece``, ``brier``, ``n_test``,
+    ``n_val``, ``test_positive_rate``.
     """
     _check_scores(scores)
     val = scores[scores["split"] == "val"]
@@ -174,7 +287,7 @@ def evaluate_scores(scores: pd.DataFrame) -> dict[str, float]:
     y_test, s_test = test["label"].to_numpy(), test["score"].to_numpy()
     if test.empty:
         log.warning("metrics: no test rows; test metrics are NaN")
-    at_half = compute_metrics(y_test, s_test, 0.5)
+    at_half = compute_metrics(y_test, s_test, 0.5, calibration_bins=calibration_bins)
     if math.isnan(threshold):
         f1_at_threshold = NAN
     else:

@@ -1,4 +1,5 @@
-"""PNG plots of a scores frame (test-split rows only): ROC, precision-recall, confusion, overlays.
+"""PNG plots of a scores frame (test-split rows only): ROC, precision-recall, confusion,
+reliability, overlays.
 
 matplotlib is imported inside each function and driven through its object API (``Figure`` +
 the Agg canvas) rather than ``pyplot``: no global figure state and no backend switch, so plotting
@@ -206,3 +207,32 @@ def overlay_curves_png(
         fig.suptitle(title)
     _save(fig, path)
     return curves
+
+
+def reliability_png(
+    scores: pd.DataFrame, path: str | Path, n_bins: int = 15, title: str = "Reliability (test)"
+) -> pd.DataFrame:
+    """Write the test rows' reliability diagram: positive rate against mean score per bin.
+
+    The bins are ``metrics.reliability_bins`` (the ones ``ece`` is computed on); the lower panel
+    shows how many rows each bin holds. Returns the bins drawn.
+    """
+    from fid_bench.evaluation.metrics import expected_calibration_error, reliability_bins
+
+    y, s = _test_rows(scores)
+    bins = reliability_bins(y, s, n_bins)
+    fig = _new_figure(5, 6)
+    top, bottom = fig.subplots(2, 1, height_ratios=[3, 1], sharex=True)
+    top.plot([0, 1], [0, 1], linestyle=":", color="grey", linewidth=1, label="perfectly calibrated")
+    used = bins[bins["n"] > 0]
+    if len(used):
+        ece = expected_calibration_error(y, s, n_bins)
+        top.plot(used["mean_score"], used["positive_rate"], marker="o", label=f"model (ECE {ece:.3f})")
+        top.legend(loc="upper left", fontsize="small")
+    else:
+        top.text(0.5, 0.5, "reliability undefined\n(no test rows)", ha="center", va="center")
+    top.set(xlim=(0, 1), ylim=(0, 1.01), ylabel="share generated", title=title)
+    bottom.bar(bins["low"], bins["n"], width=1.0 / n_bins, align="edge", edgecolor="white")
+    bottom.set(xlabel="score (probability of generated)", ylabel="rows")
+    _save(fig, path)
+    return bins

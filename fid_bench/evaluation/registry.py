@@ -62,6 +62,12 @@ _ALL = (
     Metric("precision", True, AT_THRESHOLD, tabulated=True),
     Metric("recall", True, AT_THRESHOLD, tabulated=True),
     Metric("log_loss", False, CURVE, per_prefix=True, tabulated=True),
+    # the operating points a user cares about (few false accusations) and calibration
+    Metric("tpr_at_fpr_1pct", True, CURVE, tabulated=True),
+    Metric("tpr_at_fpr_5pct", True, CURVE, tabulated=True),
+    Metric("eer", False, CURVE, tabulated=True),
+    Metric("ece", False, CURVE, tabulated=True),
+    Metric("brier", False, CURVE, tabulated=True),
     Metric("threshold", None, EVALUATION, tabulated=True),
     Metric("n", None, COUNTS, per_prefix=True),
     Metric("positive_rate", None, COUNTS),
@@ -71,10 +77,7 @@ _ALL = (
     Metric("n_folds", None, FOLDS),
     Metric("loss", False, TRAINING),
     Metric("audit/n_warnings", False, AUDIT),
-    Metric("brier", False, EXTERNAL),
     Metric("brier_score", False, EXTERNAL),
-    Metric("ece", False, EXTERNAL),
-    Metric("eer", False, EXTERNAL),
 )
 #: name -> metric, in the order above (the order of every list read from here)
 METRICS: dict[str, Metric] = {m.name: m for m in _ALL}

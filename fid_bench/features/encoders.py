@@ -301,9 +301,14 @@ def build_encoder(node: Mapping[str, Any] | None) -> Any:
 
     if node is None:
         raise FidBenchError("model.backbone is null: no frozen encoder; use classifier=finetune")
-    built = instantiate(node)
+    return as_encoder(instantiate(node))
+
+
+def as_encoder(built: Any) -> Any:
+    """A built backbone frozen, anything else as it is (extraction checks the interface it needs);
+    also used by encoders that wrap others (alignment, concatenation)."""
     if isinstance(built, Backbone):
         if not built.frozen_features:
             raise FidBenchError(f"model={built.name} has no frozen encoder; use classifier=finetune")
         return FrozenEncoder(built)
-    return built  # an encoder as it is (extraction checks the interface it needs)
+    return built

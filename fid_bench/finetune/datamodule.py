@@ -57,8 +57,10 @@ class ImageRows(Dataset):
         decoded: DecodedImages | None = None,
         decoded_index: np.ndarray | None = None,
         augment: Augment | None = None,
+        align: dict | None = None,
     ) -> None:
         self.paths = paths
+        self.align = align
         self.labels = labels.astype(np.float32)
         self.size = size
         self.decoded = decoded
@@ -84,7 +86,7 @@ class ImageRows(Dataset):
             ok = bool(self.decoded.ok[k])
             arr = np.array(self.decoded.pixels[k])
         else:
-            prepared = prepare_file(self.paths[i], self.size)
+            prepared = prepare_file(self.paths[i], self.size, self.align)
             ok = prepared is not None
             arr = prepared if ok else np.zeros((self.size, self.size, 3), dtype=np.uint8)
         if ok and self.augment is not None:
@@ -111,8 +113,10 @@ class FinetuneDataModule(pl.LightningDataModule):
         decoded_cache_max_gb: float = 2.0,
         cache_dir: Path | None = None,
         seed: int = 0,
+        align: dict | None = None,
     ) -> None:
         super().__init__()
+        self.align = align  # data.align: every image re-encoded the same way before the network
         self.table = table
         self.fold = fold
         self.image_size = int(image_size)
@@ -166,6 +170,7 @@ class FinetuneDataModule(pl.LightningDataModule):
             mode=self.decoded_mode,
             cache_dir=self.cache_dir,
             num_workers=self.num_workers,
+            align=self.align,
         )
         n_bad = int((~self.decoded.ok).sum())
         if n_bad:
@@ -189,6 +194,7 @@ class FinetuneDataModule(pl.LightningDataModule):
             decoded=self.decoded,
             decoded_index=index,
             augment=self.augment if train else None,
+            align=self.align,
         )
 
     def _loader(self, dataset: Dataset, **kwargs: Any) -> DataLoader:

@@ -22,9 +22,8 @@ from pathlib import Path
 
 import numpy as np
 
-from fid_bench.data.decode import DECODER_VERSION, load_rgb
+from fid_bench.data.decode import DECODER_VERSION, load_rgb, parse_alignment
 from fid_bench.errors import FidBenchError
-from fid_bench.errors import FidBenchError as _Err
 from fid_bench.finetune.augment import PREPARE_VERSION, square_uint8
 
 log = logging.getLogger(__name__)
@@ -46,11 +45,12 @@ class DecodedImages:
         return len(self.ok)
 
 
-def prepare_file(path: str, size: int) -> np.ndarray | None:
-    """Decode ``path`` and prepare it; None when it cannot be read (counted by the caller)."""
+def prepare_file(path: str, size: int, align: dict | None = None) -> np.ndarray | None:
+    """Decode ``path`` (format-aligned by ``align``, ``data.align``) and prepare it; None when it
+    cannot be read (counted by the caller)."""
     try:
-        return square_uint8(load_rgb(path), size)
-    except (_Err, OSError) as err:
+        return square_uint8(load_rgb(path, align), size)
+    except (FidBenchError, OSError) as err:
         log.warning("unreadable image %s: %s", path, err)
         return None
 
@@ -65,9 +65,13 @@ def choose_mode(mode: str, n_images: int, size: int, max_memory_gb: float) -> st
     return "memory" if nbytes <= max_memory_gb * 2**30 else "memmap"
 
 
-def cache_key(sha1s: Sequence[str], size: int) -> str:
+def cache_key(sha1s: Sequence[str], size: int, align: dict | None = None) -> str:
 
-    h = hashlib.sha1(f"decoded:v{PREPARE_VERSION}:dec{DECODER_VERSION}:size{size}:n{len(sha1s)}\n".encode())
+    alignment = parse_alignment(align)
+    aligned = f":{alignment.key}" if alignment is not None else ""
+    h = hashlib.sha1(
+        f"decoded:v{PREPARE_VERSION}:dec{DECODER_VERSION}:size{size}{aligned}:n{len(sha1s)}\n".encode()
+    )
     for s in sha1s:
         h.update(s.encode())
         h.update(b"\n")
@@ -82,6 +86,7 @@ def decode_images(
     mode: str,
     cache_dir: Path | None = None,
     num_workers: int = 0,
+    align: dict | None = None,
 ) -> DecodedImages:
     """Decode and prepare every image once (``mode`` is ``memory`` or ``memmap``)."""
     if mode not in ("memory", "memmap"):
@@ -94,7 +99,7 @@ def decode_images(
             raise FidBenchError("decoded_cache=memmap needs a cache folder (features.cache_dir)")
         folder = Path(cache_dir) / "decoded"
         folder.mkdir(parents=True, exist_ok=True)
-        key = cache_key(sha1s, size)
+        key = cache_key(sha1s, size, align)
         data_path, meta_path = folder / f"{key}.u8", folder / f"{key}.json"
         if meta_path.exists() and data_path.exists():
             meta = json.loads(meta_path.read_text())
@@ -106,7 +111,7 @@ def decode_images(
         pixels = np.empty((n, size, size, 3), dtype=np.uint8)
     ok = np.zeros(n, dtype=bool)
     t0 = time.perf_counter()
-    for start, batch in _prepared_batches(paths, size, num_workers):
+    for start, batch in _prepared_batches(paths, size, num_workers, align):
         for j, arr in enumerate(batch):
             if arr is not None:
                 pixels[start + j] = arr
@@ -129,23 +134,23 @@ def decode_images(
 class _PreparedFiles:
     """Map-style dataset of prepared images (module level, so worker processes can pickle it)."""
 
-    def __init__(self, paths: Sequence[str], size: int) -> None:
-        self.paths, self.size = list(paths), size
+    def __init__(self, paths: Sequence[str], size: int, align: dict | None = None) -> None:
+        self.paths, self.size, self.align = list(paths), size, align
 
     def __len__(self) -> int:
         return len(self.paths)
 
     def __getitem__(self, i: int) -> np.ndarray | None:
-        return prepare_file(self.paths[i], self.size)
+        return prepare_file(self.paths[i], self.size, self.align)
 
 
-def _prepared_batches(paths: Sequence[str], size: int, num_workers: int):
+def _prepared_batches(paths: Sequence[str], size: int, num_workers: int, align: dict | None = None):
     """Yield ``(start, [array | None, ...])`` in order, decoding in DataLoader worker processes."""
     from torch.utils.data import DataLoader
 
     chunk = 256
     loader = DataLoader(
-        _PreparedFiles(paths, size), batch_size=chunk, num_workers=num_workers, collate_fn=list
+        _PreparedFiles(paths, size, align), batch_size=chunk, num_workers=num_workers, collate_fn=list
     )
     for b, batch in enumerate(loader):
         yield b * chunk, batch

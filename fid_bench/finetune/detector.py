@@ -27,6 +27,7 @@ import numpy as np
 import pandas as pd
 
 from fid_bench.backbones.base import Backbone
+from fid_bench.data.decode import parse_alignment
 from fid_bench.detector import Detector, Job, Predictor, scores_frame
 from fid_bench.errors import FidBenchError
 from fid_bench.evaluation.metrics import best_f1_threshold
@@ -64,6 +65,7 @@ class FinetuneDetector(Detector):
         backbone: Any = None,
         trainer: Any = None,
         folds: int | None = None,
+        align: Any = None,
         max_epochs: int = 10,
         batch_size: int = 64,
         eval_batch_size: int = 256,
@@ -87,6 +89,7 @@ class FinetuneDetector(Detector):
         self.backbone_cfg: dict[str, Any] | None = _plain(backbone)
         self.trainer_cfg: dict[str, Any] = dict(_plain(trainer) or {})
         self.folds = int(folds or 1)
+        self.align = _plain(align)  # data.align: every image re-encoded the same way first
         self.max_epochs = int(max_epochs)
         self.batch_size = int(batch_size)
         self.eval_batch_size = int(eval_batch_size)
@@ -162,6 +165,9 @@ class FinetuneDetector(Detector):
         built = backbone.build()
         net = BinaryNet(built, head_dropout=self.head_dropout)
         preprocessing = built.preprocessing.finetune_dict()
+        # data.align: training, evaluation and the predictor decode through the same alignment
+        alignment = parse_alignment(self.align)
+        preprocessing["align"] = alignment.as_dict() if alignment is not None else None
         if hw["channels_last"]:
             net = net.to(memory_format=torch.channels_last)
             net.channels_last = True
@@ -180,6 +186,7 @@ class FinetuneDetector(Detector):
             decoded_cache_max_gb=self.decoded_cache_max_gb,
             cache_dir=job.cache_dir,
             seed=self.seed,
+            align=preprocessing["align"],
         )
         y_train = table["label"].to_numpy()[fold.train]
         prior = float(np.mean(y_train)) if len(y_train) else 0.5
@@ -455,7 +462,8 @@ class FinetunePredictor(Predictor):
         out = np.full(len(paths), self.prior, dtype=np.float64)
         net = self.build_net()
         for start in range(0, len(paths), self.batch_size):
-            chunk = [prepare_file(str(p), size) for p in paths[start : start + self.batch_size]]
+            align = self.preprocessing.get("align")
+            chunk = [prepare_file(str(p), size, align) for p in paths[start : start + self.batch_size]]
             idx = [i for i, arr in enumerate(chunk) if arr is not None]
             if not idx:
                 continue

@@ -391,24 +391,37 @@ class TrackedRun:
 
         log_dataset_parts(self.client, self.run_id, parts)
 
-    def log_scores(self, scores: pd.DataFrame, metrics: Mapping[str, Any]) -> None:
-        """``predictions.csv`` plus ROC, PR and confusion-matrix PNGs under ``plots/``."""
+    def log_scores(
+        self, scores: pd.DataFrame, metrics: Mapping[str, Any], *, calibration_bins: int = 15
+    ) -> None:
+        """``predictions.csv`` plus ROC, PR, reliability and confusion-matrix PNGs under ``plots/``.
+
+        ``predictions.csv`` holds the validation rows next to the test rows (``split`` tells them
+        apart): the threshold was chosen on them, and a stacked ensemble learns its combiner on
+        them later without touching a test label.
+        """
         with tempfile.TemporaryDirectory() as tmp:
             path = Path(tmp) / "predictions.csv"
             scores.to_csv(path, index=False)
             self.log_artifact(path)
             plot_dir = Path(tmp) / "plots"
             plot_dir.mkdir()
-            failed = self._draw_plots(scores, metrics, plot_dir)
+            failed = self._draw_plots(scores, metrics, plot_dir, calibration_bins)
             if any(plot_dir.iterdir()):
                 self.log_artifact(plot_dir, "plots")
             if failed:
                 self.set_tags({"plot_errors": "; ".join(failed)})
 
-    def _draw_plots(self, scores: pd.DataFrame, metrics: Mapping[str, Any], out: Path) -> list[str]:
+    def _draw_plots(
+        self, scores: pd.DataFrame, metrics: Mapping[str, Any], out: Path, calibration_bins: int = 15
+    ) -> list[str]:
         jobs = [
             ("roc.png", lambda p: plots.roc_curve_png(scores, p, f"ROC {self.name}")),
             ("pr.png", lambda p: plots.pr_curve_png(scores, p, f"PR {self.name}")),
+            (
+                "reliability.png",
+                lambda p: plots.reliability_png(scores, p, calibration_bins, f"Reliability {self.name}"),
+            ),
         ]
         threshold = _metric_value(metrics.get("threshold"))
         if threshold is None or math.isnan(threshold):

@@ -1,0 +1,87 @@
+"""An encoder that sees every image through the run's format alignment (``data.align``).
+
+``AlignedEncoder`` wraps any encoder of the ``Encoder`` contract: ``transform`` re-encodes the
+decoded image with ``data.decode.Alignment`` before the wrapped encoder's own preprocessing, and
+``identity`` (the feature-cache key) adds the alignment's key, so aligned and unaligned features
+never mix. The embedding track builds its encoder from ``with_alignment(model.backbone, data.align)``,
+and its predictor keeps that config, so ``predict``, extra data sets and perturbations are aligned
+the same way as training.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from fid_bench.data.decode import Alignment, parse_alignment
+from fid_bench.features.concat import CONCAT_TARGET
+from fid_bench.features.encoders import Encoder, as_encoder
+
+if TYPE_CHECKING:
+    from PIL import Image
+
+ALIGNED_TARGET = "fid_bench.features.aligned.AlignedEncoder"
+
+
+class AlignedEncoder(Encoder):
+    """``encoder`` applied to images re-encoded by ``align`` (see the module docstring)."""
+
+    def __init__(self, encoder: Any, align: Alignment | dict) -> None:
+        super().__init__()
+        alignment = parse_alignment(align)
+        if alignment is None:
+            raise ValueError("AlignedEncoder needs an alignment")
+        self.inner = as_encoder(encoder)  # a backbone config arrives built by Hydra: frozen here
+        self.align = alignment
+
+    @property
+    def name(self) -> str:
+        return f"{self.inner.name}@{self.align.format}{self.align.quality or ''}"
+
+    @property
+    def identity(self) -> str:
+        return f"{self.inner.identity} {self.align.key}"
+
+    def _identity_fields(self) -> dict[str, Any]:
+        return {}
+
+    @property
+    def compute_dtype(self) -> str:
+        return getattr(self.inner, "compute_dtype", "float32")
+
+    def describe(self) -> dict[str, Any]:
+        inner = self.inner.describe() if hasattr(self.inner, "describe") else {}
+        return {**inner, "name": self.name, "identity": self.identity, "align": self.align.as_dict()}
+
+    def prepare(self, device: str) -> None:
+        self.inner.prepare(device)
+        self.device = getattr(self.inner, "device", device)
+
+    def load(self) -> None:
+        self.inner.load()
+
+    def transform(self, img: Image.Image) -> Any:
+        return self.inner.transform(self.align.apply(img))
+
+    def encode(self, batch: Any) -> np.ndarray:
+        return self.inner.encode(batch)
+
+    def __getstate__(self) -> dict[str, Any]:
+        return dict(self.__dict__)  # the inner encoder drops its own network when pickled
+
+
+def with_alignment(encoder_cfg: dict[str, Any], align: Any) -> dict[str, Any]:
+    """The encoder config (a plain ``_target_`` mapping) with ``align`` applied to every encoder in it.
+
+    No alignment: the config unchanged. A concatenation gets each member aligned, so every member
+    keeps its own (aligned) feature cache.
+    """
+    alignment = parse_alignment(align)
+    if alignment is None:
+        return encoder_cfg
+    if encoder_cfg.get("_target_") == CONCAT_TARGET:
+        return {**encoder_cfg, "members": [with_alignment(dict(m), align) for m in encoder_cfg["members"]]}
+    if encoder_cfg.get("_target_") == ALIGNED_TARGET:
+        return encoder_cfg
+    return {"_target_": ALIGNED_TARGET, "encoder": encoder_cfg, "align": alignment.as_dict()}
