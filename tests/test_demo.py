@@ -24,8 +24,7 @@ from sklearn.preprocessing import StandardScaler
 from fid_bench.data import demo
 from fid_bench.data.demo import MANIFEST, ensure_demo
 from fid_bench.errors import FidBenchError
-
-REPO = Path(__file__).resolve().parents[1]
+from tests.conftest import CONF_DIR
 
 
 def tree_digest(root: Path) -> dict[str, str]:
@@ -213,7 +212,7 @@ def test_bad_parameters() -> None:
 
 
 def test_demo_reader_from_config(tmp_path: Path) -> None:
-    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         cfg = compose(
             "config",
             overrides=[

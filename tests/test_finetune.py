@@ -18,8 +18,9 @@ from PIL import Image
 from fid_bench.data.samples import Samples
 from fid_bench.detector import Job
 from fid_bench.errors import FidBenchError
+from tests.conftest import CONF_DIR
 
-TRAINER_CPU = Path(__file__).resolve().parents[1] / "conf" / "trainer" / "cpu.yaml"
+TRAINER_CPU = CONF_DIR / "trainer" / "cpu.yaml"
 
 
 # -- fakes and helpers ------------------------------------------------------------------------------

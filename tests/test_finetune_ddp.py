@@ -15,7 +15,7 @@ import sys
 import textwrap
 from pathlib import Path
 
-from tests.conftest import REPO
+from tests.conftest import CONF_DIR, REPO
 
 SCRIPT = textwrap.dedent(
     """
@@ -83,7 +83,7 @@ def test_ddp_two_cpu_processes_share_the_data_and_the_weights(tmp_path: Path):
     script.write_text(SCRIPT)
     env = dict(os.environ, PYTHONPATH=str(REPO), OMP_NUM_THREADS="1")
     proc = subprocess.run(
-        [sys.executable, str(script), str(tmp_path), str(REPO / "conf" / "trainer" / "ddp.yaml")],
+        [sys.executable, str(script), str(tmp_path), str(CONF_DIR / "trainer" / "ddp.yaml")],
         cwd=tmp_path,
         env=env,
         capture_output=True,

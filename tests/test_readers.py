@@ -19,6 +19,7 @@ from fid_bench.data import validation
 from fid_bench.data.readers import FolderReader, KaggleReader
 from fid_bench.data.samples import SAMPLE_COLUMNS, SKIP_COLUMNS
 from fid_bench.errors import FidBenchError
+from tests.conftest import CONF_DIR
 
 REPO = Path(__file__).resolve().parents[1]
 CIFAKE_ARCHIVE = REPO / ".." / "shared" / "data" / "cifake.tar.gz"
@@ -26,7 +27,7 @@ CIFAKE_ARCHIVE = REPO / ".." / "shared" / "data" / "cifake.tar.gz"
 
 def make_reader(kind: str, root: Path, cache_dir: Path | None, *overrides: str):
     """Build a reader the way a job does: compose the Hydra config, instantiate ``data.reader``."""
-    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         cfg = compose(
             "config",
             overrides=[f"data={kind}", f"data.root={root}", f"features.cache_dir={cache_dir}", *overrides],

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pandas as pd
 import pytest
@@ -12,8 +10,7 @@ from hydra import compose, initialize_config_dir
 from fid_bench.data.samples import SAMPLE_COLUMNS
 from fid_bench.data.splits import Fold, make_folds
 from fid_bench.errors import FidBenchError
-
-REPO = Path(__file__).resolve().parents[1]
+from tests.conftest import CONF_DIR
 
 
 def table(n_real: int, n_fake: int, *, n_test: tuple[int, int] = (0, 0), n_predict: int = 0) -> pd.DataFrame:
@@ -174,7 +171,7 @@ def test_unlabelled_training_row_rejected() -> None:
 
 
 def test_fractions_from_composed_config() -> None:
-    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         cfg = compose("config", overrides=["data=demo", "data.val_fraction=0.25", "cv.folds=3"])
     t = table(60, 30)
     folds = make_folds(
