@@ -70,7 +70,26 @@ def _audit(commands: Subcommands) -> None:
     parser.add_argument("rest", nargs=argparse.REMAINDER)  # listed here; main() dispatches it
 
 
-COMMANDS: list[Callable[[Subcommands], None]] = [_leaderboard, _compare, _predict, _audit]
+def _weights(commands: Subcommands) -> None:
+    from fid_bench.commands import weights
+
+    weights.register(commands)
+
+
+def _export_onnx(commands: Subcommands) -> None:
+    from fid_bench.commands import export_onnx
+
+    export_onnx.register(commands)
+
+
+COMMANDS: list[Callable[[Subcommands], None]] = [
+    _leaderboard,
+    _compare,
+    _predict,
+    _audit,
+    _weights,
+    _export_onnx,
+]
 
 
 def build_parser() -> OneLineParser:

@@ -197,6 +197,11 @@ class OnnxEncoder(Encoder):
     def name(self) -> str:
         return f"onnx:{self.file}" if self.file and not self.path else f"onnx:{Path(self.path or '').name}"
 
+    @property
+    def identity_name(self) -> str:
+        # content addressed: the same file under another name, path or preset shares its features
+        return f"onnx:{self.file_sha256()[:12]}"
+
     def file_path(self) -> Path:
         """The ONNX file: ``path``, or the known file in the weights cache (fetched when allowed)."""
         if self.path:

@@ -100,9 +100,14 @@ class Encoder(ABC):
             "dtype": self.compute_dtype,
             **self._identity_fields(),
         }
-        return f"{type(self).__name__}:{self.name} " + json.dumps(
+        return f"{type(self).__name__}:{self.identity_name} " + json.dumps(
             fields, sort_keys=True, separators=(",", ":")
         )
+
+    @property
+    def identity_name(self) -> str:
+        """The name in ``identity``: ``name``, unless that depends on something the outputs do not."""
+        return self.name
 
     @property
     def short(self) -> str:
