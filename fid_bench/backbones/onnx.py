@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -109,12 +110,16 @@ def preprocess_image(img: Image.Image, pp: dict[str, Any]) -> np.ndarray:
     if pp["resize"] == "squash":
         img = img.resize((size, size), resample)
     elif pp["resize"] == "shortest":
-        short = round(size / pp["crop_pct"])  # timm's crop_pct: resize beyond the crop, then cut
-        scale = short / min(w, h)
-        nw, nh = max(short, round(w * scale)), max(short, round(h * scale))
+        # sizes and offsets rounded as torchvision's Resize and CenterCrop round them (which timm and
+        # open_clip use), so an exported encoder sees the pixels its torch original saw
+        short = math.floor(size / pp["crop_pct"])  # timm's crop_pct: resize beyond the crop, then cut
+        if w <= h:
+            nw, nh = short, int(short * h / w)
+        else:
+            nw, nh = int(short * w / h), short
         if (nw, nh) != (w, h):
             img = img.resize((nw, nh), resample)
-        left, top = (nw - size) // 2, (nh - size) // 2
+        left, top = int(round((nw - size) / 2.0)), int(round((nh - size) / 2.0))
         img = img.crop((left, top, left + size, top + size))
     else:  # longest side to size, the rest padded with zeros (as open_clip's "longest" mode)
         scale = size / max(w, h)
