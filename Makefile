@@ -41,7 +41,7 @@ ui: $(STAMP) ## open the MLflow UI on http://127.0.0.1:5000 over mlruns/
 bench: $(STAMP) ## run the speed benchmarks (figures go to docs/BENCHMARKS.md by hand)
 	$(BIN)/python benchmarks/extraction.py
 	$(BIN)/python benchmarks/finetune.py
-	$(BIN)/python benchmarks/onnx.py
+	$(BIN)/python benchmarks/onnx_speed.py
 
 clean: ## remove Hydra outputs and caches (keeps mlruns/ and .venv)
 	rm -rf outputs multirun .pytest_cache .ruff_cache

@@ -401,6 +401,8 @@ def test_weights_command_gets_and_lists(
     assert "tiny\tcached" in capsys.readouterr().out
     assert main(["weights", "get", "spectrum"]) == 0
     assert "nothing to fetch" in capsys.readouterr().out
+    assert main(["weights", "get", "onnx"]) == 0
+    assert "model.path=FILE.onnx" in capsys.readouterr().out
     assert main(["weights", "get", "no_such_model"]) == 1
     assert "not a known ONNX file" in capsys.readouterr().err
     # a hub model offline and not cached: the hub's one error line

@@ -83,6 +83,8 @@ def fetch_hub_weights(option: str, overrides: list[str]) -> list[str]:
 
         path = onnx_files.fetch(str(model.file))
         return [f"{option}: {path} (sha256 verified)"]
+    if target.endswith("OnnxEncoder"):
+        return [f"model={option}: reads model.path=FILE.onnx; nothing to fetch"]
     if not model.get("pretrained", False) or model.get("weights"):
         return [
             f"model={option}: nothing to fetch (no hub weights: pretrained=false or a local weights file)"

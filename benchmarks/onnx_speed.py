@@ -1,7 +1,7 @@
 """CLIP ViT-B/16 image tower on the CPU: torch fp32 eager vs ONNX Runtime fp32 vs ONNX Runtime int8,
 and the harness's extraction vs the bare int8 session.
 
-    .venv/bin/python benchmarks/onnx.py [--n 128] [--batch 32] [--threads 2] [--rounds 3]
+    .venv/bin/python benchmarks/onnx_speed.py [--n 128] [--batch 32] [--threads 2] [--rounds 3]
 
 Same architecture and the same images for every variant: the first ``n/2`` of CIFAKE's test/REAL and
 test/FAKE (from ``../shared/data/cifake.tar.gz``, member by member into a temporary folder), 32 px
