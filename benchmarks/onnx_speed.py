@@ -68,6 +68,9 @@ def main() -> None:
     ap.add_argument("--workers", type=int, default=2, help="DataLoader workers of the harness")
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument(
+        "--int8-only", action="store_true", help="only the int8 session and the harness (e.g. on more images)"
+    )
+    ap.add_argument(
         "--fp32-file",
         default=str(Path(tempfile.gettempdir()) / "fid_bench_vit_b16_random.onnx"),
         help="the exported fp32 file (made when absent, reused afterwards)",
@@ -79,9 +82,7 @@ def main() -> None:
     from PIL import Image
 
     from fid_bench.backbones import onnx_files
-    from fid_bench.backbones.export import export_encoder
     from fid_bench.backbones.onnx import OnnxEncoder
-    from fid_bench.features.encoders import OpenClipEncoder
     from fid_bench.features.extract import extract_features
 
     print(load(), "(start)", flush=True)
@@ -95,6 +96,65 @@ def main() -> None:
     int8.prepare("cpu")
     int8.load()
     pixels = int8.normalise(np.stack([int8.transform(Image.open(p)) for p in paths]))  # [n, 3, 224, 224]
+
+    def session_run(enc: OnnxEncoder) -> float:
+        t0 = time.perf_counter()
+        for i in range(0, len(pixels), args.batch):
+            enc.run(pixels[i : i + args.batch])
+        return len(pixels) / (time.perf_counter() - t0)
+
+    def harness_run(r: int) -> float:
+        enc = OnnxEncoder(file="clip_vit_b16_int8", threads=args.threads, batch_size=args.batch)
+        _, stats = extract_features(
+            enc,
+            paths,
+            sha1s,
+            tmp / f"cache{r}",
+            batch_size=args.batch,
+            num_workers=args.workers,
+            device="cpu",
+        )
+        return stats["extract_images_per_s"]
+
+    variants = {"onnx int8 (clip_vit_b16_int8), bare session": lambda: session_run(int8)}
+    if not args.int8_only:
+        variants = {**torch_variants(args, pixels, session_run), **variants}
+    results: dict[str, list[float]] = {k: [] for k in [*variants, "harness extraction (clip_vit_b16_int8)"]}
+    for name, fn in variants.items():
+        if name.startswith("onnx"):
+            fn()  # warm-up: first-run allocations (torch warms up in round 1)
+    for r in range(args.rounds):
+        for name, fn in variants.items():
+            results[name].append(fn())
+            print(f"round {r + 1}: {name}: {results[name][-1]:.1f} images/s ({load()})", flush=True)
+        results["harness extraction (clip_vit_b16_int8)"].append(harness_run(r))
+        print(
+            f"round {r + 1}: harness: {results['harness extraction (clip_vit_b16_int8)'][-1]:.1f} images/s",
+            flush=True,
+        )
+
+    med = {k: statistics.median(v) for k, v in results.items()}
+    first = med[next(iter(results))]
+    bare = med["onnx int8 (clip_vit_b16_int8), bare session"]
+    print(
+        f"\n{args.n} CIFAKE images, batch {args.batch}, {args.threads} threads, {args.rounds} rounds; {load()} (end)"
+    )
+    print(f"| variant | best images/s | median images/s | vs {next(iter(results))} |")
+    print("|---|---|---|---|")
+    for name, vals in results.items():
+        print(f"| {name} | {max(vals):.1f} | {med[name]:.1f} | {med[name] / first:.2f}x |")
+    print(
+        f"harness / bare int8 session (medians): {med['harness extraction (clip_vit_b16_int8)'] / bare:.2f}"
+    )
+
+
+def torch_variants(args: argparse.Namespace, pixels, session_run) -> dict:
+    """torch fp32 eager and the fp32 ONNX file exported from it (made once, then reused)."""
+    import torch
+
+    from fid_bench.backbones.export import export_encoder
+    from fid_bench.backbones.onnx import OnnxEncoder
+    from fid_bench.features.encoders import OpenClipEncoder
 
     tower = OpenClipEncoder("ViT-B-16", pretrained=False)
     tower.prepare("cpu")
@@ -118,58 +178,10 @@ def main() -> None:
                 model(x[i : i + args.batch])
         return len(x) / (time.perf_counter() - t0)
 
-    def session_run(enc: OnnxEncoder) -> float:
-        t0 = time.perf_counter()
-        for i in range(0, len(pixels), args.batch):
-            enc.run(pixels[i : i + args.batch])
-        return len(pixels) / (time.perf_counter() - t0)
-
-    def harness_run(r: int) -> float:
-        enc = OnnxEncoder(file="clip_vit_b16_int8", threads=args.threads, batch_size=args.batch)
-        _, stats = extract_features(
-            enc,
-            paths,
-            sha1s,
-            tmp / f"cache{r}",
-            batch_size=args.batch,
-            num_workers=args.workers,
-            device="cpu",
-        )
-        return stats["extract_images_per_s"]
-
-    variants = {
+    return {
         "torch fp32 eager (open_clip ViT-B-16)": torch_run,
         "onnx fp32 (exported from it)": lambda: session_run(fp32),
-        "onnx int8 (clip_vit_b16_int8), bare session": lambda: session_run(int8),
     }
-    results: dict[str, list[float]] = {k: [] for k in [*variants, "harness extraction (clip_vit_b16_int8)"]}
-    for name, fn in variants.items():
-        fn() if name.startswith(
-            "onnx"
-        ) else None  # warm-up: first-run allocations (torch warms up in round 1)
-    for r in range(args.rounds):
-        for name, fn in variants.items():
-            results[name].append(fn())
-            print(f"round {r + 1}: {name}: {results[name][-1]:.1f} images/s ({load()})", flush=True)
-        results["harness extraction (clip_vit_b16_int8)"].append(harness_run(r))
-        print(
-            f"round {r + 1}: harness: {results['harness extraction (clip_vit_b16_int8)'][-1]:.1f} images/s",
-            flush=True,
-        )
-
-    med = {k: statistics.median(v) for k, v in results.items()}
-    torch_med = med["torch fp32 eager (open_clip ViT-B-16)"]
-    bare = med["onnx int8 (clip_vit_b16_int8), bare session"]
-    print(
-        f"\n{args.n} CIFAKE images, batch {args.batch}, {args.threads} threads, {args.rounds} rounds; {load()} (end)"
-    )
-    print("| variant | best images/s | median images/s | vs torch fp32 |")
-    print("|---|---|---|---|")
-    for name, vals in results.items():
-        print(f"| {name} | {max(vals):.1f} | {med[name]:.1f} | {med[name] / torch_med:.2f}x |")
-    print(
-        f"harness / bare int8 session (medians): {med['harness extraction (clip_vit_b16_int8)'] / bare:.2f}"
-    )
 
 
 if __name__ == "__main__":
