@@ -58,6 +58,7 @@ bench: $(STAMP) ## run the speed benchmarks (figures go to docs/BENCHMARKS.md by
 	$(BIN)/python benchmarks/extraction.py
 	$(BIN)/python benchmarks/finetune.py
 	$(BIN)/python benchmarks/core.py
+	$(BIN)/python benchmarks/onnx_speed.py
 
 mutate: $(STAMP) ## mutation testing of the promise-carrying modules (slow, not in CI; scores in docs/MUTATION.md)
 	HF_HUB_OFFLINE=1 nice -n 10 $(BIN)/mutmut run --max-children 2 $(MUTANTS)

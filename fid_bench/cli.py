@@ -13,12 +13,12 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from fid_bench.commands import audit, compare, leaderboard, predict, promote
+from fid_bench.commands import audit, compare, export_onnx, leaderboard, predict, promote, weights
 from fid_bench.commands.common import OneLineParser, Subcommands, run_handler
 
 PROG = "fid-bench"
 #: the commands with a parser of their own, in ``--help`` order (the audit is dispatched in ``main``)
-COMMANDS = (leaderboard, compare, predict, promote)
+COMMANDS = (leaderboard, compare, predict, promote, weights, export_onnx)
 
 
 def _audit(commands: Subcommands) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import math
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -21,6 +22,7 @@ from fid_bench.evaluation import generalisation
 from fid_bench.evaluation.generalisation import group_metrics, prefixed
 from fid_bench.evaluation.metrics import CALIBRATION_BINS, aggregate_folds, evaluate_scores
 from fid_bench.evaluation.uncertainty import bootstrap_metrics
+from fid_bench.features.shard import extract_shard, shard_settings
 from fid_bench.tracking.lineage import DatasetPart, data_source, fold_parts
 from fid_bench.tracking.run import tracked_run
 
@@ -150,6 +152,12 @@ def run_job(
         if samples is None:
             samples = load_samples(cfg)
         run.log_samples(samples)
+        sharded = shard_settings(cfg)
+        if sharded is not None:
+            # one shard of a split extraction: fill the cache and stop (see features.shard)
+            run.set_tags({"features_shard": f"{sharded[0]}/{sharded[1]}"})
+            run.log_metrics(extract_shard(cfg, samples))
+            return math.nan
         if final and cfg.audit.enabled:
             log_audit(cfg, samples, run)
         folds = make_job_folds(cfg, samples)

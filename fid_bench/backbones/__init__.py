@@ -11,9 +11,12 @@ node of a model YAML, so a new model family is one module here plus one ``conf/m
 ``open_clip``  the image tower of an open_clip CLIP model (``OpenClipBackbone``)
 ``small_cnn``  a compact CNN trained from scratch (``SmallCNN``)
 ``weights``    pretrained-weight resolution: the Hugging Face hub through its cache, or a local file
+``onnx``       any ONNX image encoder run by ONNX Runtime (frozen only; preprocessing in PIL + numpy)
+``onnx_files`` the known ONNX files (name, where to fetch, pinned sha256, provenance) and the fetch
+``export``     a torch backbone exported to ONNX, checked against torch before it is written
 
 May import ``fid_bench.errors`` and ``fid_bench.data`` only, never features, finetune, classical,
 evaluation or tracking (they sit above). Nothing here imports torch, timm or open_clip at module
 import time except ``small_cnn`` (a torch-only family), so a backbone's cache identity is computed
-without them.
+without them; nothing imports onnxruntime until a session is needed.
 """

@@ -87,9 +87,14 @@ class Encoder(ABC):
             "dtype": self.compute_dtype,
             **self._identity_fields(),
         }
-        return f"{cache_id.rsplit('.', 1)[-1]}:{self.name} " + json.dumps(
+        return f"{cache_id.rsplit('.', 1)[-1]}:{self.identity_name} " + json.dumps(
             fields, sort_keys=True, separators=(",", ":")
         )
+
+    @property
+    def identity_name(self) -> str:
+        """The name in ``identity``: ``name``, unless that depends on something the outputs do not."""
+        return self.name
 
     @property
     def short(self) -> str:
@@ -146,6 +151,7 @@ class FrozenEncoder(Encoder):
         self.amp = bool(amp)
         self.init_seed = int(init_seed)
         self._transform: Any = None
+        self.preprocessing: Any = None  # the backbone's Preprocessing, known once loaded
         self._channels_last = False
         self._micro = _MicroBatch()
 
@@ -172,6 +178,7 @@ class FrozenEncoder(Encoder):
         else:
             built = self.backbone.build()
         transform = self.backbone.eval_transform(built.preprocessing)
+        self.preprocessing = built.preprocessing  # declared by the backbone; export-onnx reads it
         model = built.network.eval().requires_grad_(False)
         self._channels_last = self.device.startswith("cuda") and self._is_cnn(model)
         if self._channels_last:

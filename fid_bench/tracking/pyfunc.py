@@ -42,6 +42,7 @@ _OPTIONAL_REQUIREMENTS = {
     "torchvision": "torchvision",
     "timm": "timm",
     "open_clip": "open_clip_torch",
+    "onnxruntime": "onnxruntime",
     "lightgbm": "lightgbm",
     "pytorch_lightning": "pytorch-lightning",
     "sklearn": "scikit-learn",

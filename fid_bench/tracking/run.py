@@ -221,10 +221,20 @@ def job_tags(cfg: DictConfig) -> dict[str, str]:
     tags = {KIND_TAG: RunKind.JOB.value, **names, **track_tags(cfg, overrides), **common_tags()}
     if overrides:
         tags["overrides"] = _truncate(overrides, MAX_TAG_VAL_LENGTH)
+    tags.update(provenance_tags(cfg))
     task_name = OmegaConf.select(cfg, "task_name", default=None, throw_on_resolution_failure=False)
     if task_name:
         tags["task_name"] = str(task_name)
     return tags
+
+
+def provenance_tags(cfg: DictConfig) -> dict[str, str]:
+    """``model.provenance`` (where a model file came from: upstream, conversion, licence) as
+    ``model_<key>`` tags, so a run says which weights its numbers belong to."""
+    node = OmegaConf.select(cfg, "model.provenance", default=None, throw_on_resolution_failure=False)
+    if not isinstance(node, DictConfig):
+        return {}
+    return {f"model_{k}": str(v) for k, v in node.items() if v is not None}
 
 
 def run_name_of(tags: Mapping[str, str]) -> str:

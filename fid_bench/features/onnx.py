@@ -1,0 +1,428 @@
+"""A frozen encoder that runs an ONNX file with ONNX Runtime: fast CPU inference, no torch involved.
+
+``OnnxEncoder`` implements the encoder contract extraction uses (``fid_bench.features.encoders``):
+
+* ``transform`` (DataLoader workers): decode-side preprocessing in PIL and numpy, as declared in
+  config -- resize (``shortest`` side to ``image_size / crop_pct`` then a centre crop, ``squash``
+  to a square, or ``longest`` side then zero padding) with a PIL filter. It returns ``uint8
+  [H, W, 3]``, a quarter of the float tensor, to ship from a worker.
+* ``encode`` (main process): scaling by ``mean``/``std`` and the session, in chunks of
+  ``batch_size``. The session is created on first use in the process that encodes, never in
+  workers, and never pickled (a predictor logged to MLflow carries the config, not the session).
+
+Input and output are found in the file: the single image input (``N x 3 x H x W``); as output the
+one named ``output`` when given, else one whose name contains ``embed`` (``image_embeds``), else
+the first 2-D output. ``token=cls`` (or ``mean``) takes the first hidden-state output
+(``N x T x D``) instead and keeps its first token (or the mean over tokens).
+
+The cache identity is the file's sha256 (for a known file, its pinned digest, so a fully cached job
+needs neither the file nor onnxruntime) + the preprocessing + the input/output choice, so features
+of different files, preprocessing or outputs never mix. Execution providers: CPU by default, CUDA
+when extraction runs on a GPU; ``providers=[tensorrt, cuda, cpu]`` asks for others, and one the
+installed onnxruntime does not offer is left out with one warning line.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from fid_bench.backbones import onnx_files
+from fid_bench.backbones.base import lib_version
+from fid_bench.errors import FidBenchError, one_line
+from fid_bench.features.encoders import Encoder
+
+if TYPE_CHECKING:
+    from PIL import Image
+
+log = logging.getLogger(__name__)
+
+#: OpenAI CLIP's normalisation (the defaults: the known files are CLIP towers)
+CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
+CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+RESIZE_MODES = ("shortest", "squash", "longest")
+TOKENS = (None, "cls", "mean")
+PROVIDER_ALIASES = {
+    "cpu": "CPUExecutionProvider",
+    "cuda": "CUDAExecutionProvider",
+    "tensorrt": "TensorrtExecutionProvider",
+    "trt": "TensorrtExecutionProvider",
+}
+#: key of the ONNX metadata entry where ``fid-bench export-onnx`` records the preprocessing
+PREPROCESS_META = "fid_bench.preprocess"
+_INTERPOLATIONS = ("nearest", "bilinear", "bicubic", "lanczos", "box", "hamming")
+
+
+def preprocess_config(
+    image_size: int,
+    resize: str,
+    crop_pct: float,
+    interpolation: str,
+    mean: Sequence[float],
+    std: Sequence[float],
+) -> dict[str, Any]:
+    """The preprocessing as one checked, JSON-ready dict (identity, metadata, export)."""
+    try:
+        size = int(image_size)
+        pct = float(crop_pct)
+        mean_l = [float(v) for v in mean]
+        std_l = [float(v) for v in std]
+    except (TypeError, ValueError):
+        raise FidBenchError(
+            f"model: image_size, crop_pct, mean and std must be numbers, got "
+            f"{image_size!r}, {crop_pct!r}, {mean!r}, {std!r}"
+        ) from None
+    if size < 1 or size != image_size:
+        raise FidBenchError(f"model.image_size must be a positive integer, got {image_size!r}")
+    if resize not in RESIZE_MODES:
+        raise FidBenchError(f"model.resize must be one of {', '.join(RESIZE_MODES)}, got {resize!r}")
+    if not 0.0 < pct <= 1.0:
+        raise FidBenchError(f"model.crop_pct must be in (0, 1], got {crop_pct!r}")
+    if str(interpolation) not in _INTERPOLATIONS:
+        raise FidBenchError(
+            f"model.interpolation must be one of {', '.join(_INTERPOLATIONS)}, got {interpolation!r}"
+        )
+    if len(mean_l) != 3 or len(std_l) != 3 or min(std_l) <= 0:
+        raise FidBenchError(f"model.mean and model.std need 3 values each (std > 0), got {mean!r}, {std!r}")
+    return {
+        "image_size": size,
+        "resize": resize,
+        "crop_pct": pct,
+        "interpolation": str(interpolation),
+        "mean": mean_l,
+        "std": std_l,
+    }
+
+
+def preprocess_image(img: Image.Image, pp: dict[str, Any]) -> np.ndarray:
+    """``img`` resized and cropped as ``pp`` says: ``uint8 [size, size, 3]``."""
+    from PIL import Image as PILImage
+
+    size = pp["image_size"]
+    resample = getattr(PILImage.Resampling, pp["interpolation"].upper())
+    img = img.convert("RGB")
+    w, h = img.size
+    if pp["resize"] == "squash":
+        img = img.resize((size, size), resample)
+    elif pp["resize"] == "shortest":
+        # sizes and offsets rounded as torchvision's Resize and CenterCrop round them (which timm and
+        # open_clip use), so an exported encoder sees the pixels its torch original saw
+        short = math.floor(size / pp["crop_pct"])  # timm's crop_pct: resize beyond the crop, then cut
+        if w <= h:
+            nw, nh = short, int(short * h / w)
+        else:
+            nw, nh = int(short * w / h), short
+        if (nw, nh) != (w, h):
+            img = img.resize((nw, nh), resample)
+        left, top = int(round((nw - size) / 2.0)), int(round((nh - size) / 2.0))
+        img = img.crop((left, top, left + size, top + size))
+    else:  # longest side to size, the rest padded with zeros (as open_clip's "longest" mode)
+        scale = size / max(w, h)
+        nw, nh = max(1, round(w * scale)), max(1, round(h * scale))
+        canvas = PILImage.new("RGB", (size, size))
+        canvas.paste(img.resize((nw, nh), resample), ((size - nw) // 2, (size - nh) // 2))
+        img = canvas
+    return np.asarray(img, dtype=np.uint8)
+
+
+class OnnxEncoder(Encoder):
+    """Any ONNX image encoder under ONNX Runtime (see the module docstring).
+
+    Args:
+        path: the ``.onnx`` file; wins over ``file``.
+        file: a known file's name (``fid_bench.backbones.onnx_files.KNOWN``), fetched into
+            ``weights_dir`` on first use unless fetching is off.
+        weights_dir: the weights cache (``None``: ``onnx_files.default_weights_dir()``).
+        input_name / output: names in the graph; ``None`` auto-detects.
+        token: ``cls`` or ``mean`` to pool a hidden-state output ``N x T x D``; ``None`` uses a 2-D output.
+        image_size, resize, crop_pct, interpolation, mean, std: the preprocessing.
+        providers: execution providers by name or alias (``cpu``, ``cuda``, ``tensorrt``);
+            ``None``: CUDA then CPU when extraction runs on a GPU, else CPU.
+        threads: ONNX Runtime intra-op threads (``None``: its default, one per core).
+        allow_spinning: let idle intra-op threads spin; off by default because spinning threads
+            compete with the DataLoader workers that decode images on the same cores.
+        batch_size: images per ``session.run`` call.
+    """
+
+    version = 1
+
+    def __init__(
+        self,
+        path: str | None = None,
+        file: str | None = None,
+        weights_dir: str | None = None,
+        input_name: str | None = None,
+        output: str | None = None,
+        token: str | None = None,
+        image_size: int = 224,
+        resize: str = "shortest",
+        crop_pct: float = 1.0,
+        interpolation: str = "bicubic",
+        mean: Sequence[float] = CLIP_MEAN,
+        std: Sequence[float] = CLIP_STD,
+        providers: Sequence[str] | None = None,
+        threads: int | None = None,
+        allow_spinning: bool = False,
+        batch_size: int = 32,
+    ) -> None:
+        super().__init__()
+        if file and not path:
+            onnx_files.known(str(file))  # an unknown name fails now, in one line
+        self.path = str(path) if path else None
+        self.file = str(file) if file else None
+        self.weights_dir = str(weights_dir) if weights_dir else None
+        self.input_name = input_name or None
+        self.output = output or None
+        if token not in TOKENS:
+            raise FidBenchError(f"model.token must be null, cls or mean, got {token!r}")
+        self.token = token
+        self.preprocess = preprocess_config(image_size, resize, crop_pct, interpolation, mean, std)
+        self.providers = [str(p) for p in providers] if providers else None
+        if threads is not None and (isinstance(threads, bool) or int(threads) < 1):
+            raise FidBenchError(f"model.threads must be a positive integer or null, got {threads!r}")
+        self.threads = int(threads) if threads is not None else None
+        self.allow_spinning = bool(allow_spinning)
+        if isinstance(batch_size, bool) or int(batch_size) < 1:
+            raise FidBenchError(f"model.batch_size must be a positive integer, got {batch_size!r}")
+        self.batch_size = int(batch_size)
+        self._io: dict[str, Any] = {}
+        mean_a = np.asarray(self.preprocess["mean"], dtype=np.float32)
+        std_a = np.asarray(self.preprocess["std"], dtype=np.float32)
+        # (x / 255 - mean) / std as one multiply-add per pixel
+        self._scale = (1.0 / (255.0 * std_a)).astype(np.float32)
+        self._offset = (-mean_a / std_a).astype(np.float32)
+
+    # -- identity -------------------------------------------------------------------------------
+    @property
+    def name(self) -> str:
+        return f"onnx:{self.file}" if self.file and not self.path else f"onnx:{Path(self.path or '').name}"
+
+    @property
+    def identity_name(self) -> str:
+        # content addressed: the same file under another name, path or preset shares its features
+        return f"onnx:{self.file_sha256()[:12]}"
+
+    def file_path(self) -> Path:
+        """The ONNX file: ``path``, or the known file in the weights cache (fetched when allowed)."""
+        if self.path:
+            p = Path(self.path).expanduser()
+            if not p.is_file():
+                raise FidBenchError(f"model.path={self.path}: no such ONNX file")
+            return p.resolve()
+        if not self.file:
+            raise FidBenchError("model=onnx needs the file: model.path=FILE.onnx")
+        return onnx_files.ensure(self.file, self.weights_dir)
+
+    def file_sha256(self) -> str:
+        """The file's sha256: pinned for a known file (checked on load), hashed once per process otherwise."""
+        if self.file and not self.path:
+            return onnx_files.known(self.file).sha256
+        from fid_bench.backbones.weights import file_sha256
+
+        return file_sha256(self.file_path())
+
+    def _identity_fields(self) -> dict[str, Any]:
+        return {
+            "file_sha256": self.file_sha256(),
+            "preprocess": self.preprocess,
+            # auto-detection is a fixed rule over a fixed file: the rule stands for its result
+            "input": self.input_name or "auto",
+            "output": self.output or "auto",
+            "token": self.token,
+        }
+
+    # -- loading --------------------------------------------------------------------------------
+    def chosen_providers(self) -> list[str]:
+        """The providers to ask for, restricted to what the installed onnxruntime offers (CPU last)."""
+        import onnxruntime as ort
+
+        available = list(ort.get_available_providers())
+        wanted = self.providers or (["cuda", "cpu"] if str(self.device).startswith("cuda") else ["cpu"])
+        names = [PROVIDER_ALIASES.get(p.lower(), p) for p in wanted]
+        chosen = [p for p in dict.fromkeys(names) if p in available]
+        missing = [p for p in dict.fromkeys(names) if p not in available]
+        if missing:
+            log.warning(
+                "onnx: %s not offered by this onnxruntime (it offers %s); running on %s",
+                ", ".join(missing),
+                ", ".join(available),
+                ", ".join(chosen or ["CPUExecutionProvider"]),
+            )
+        if "CPUExecutionProvider" not in chosen:
+            chosen.append("CPUExecutionProvider")
+        return chosen
+
+    def load(self) -> None:
+        if self._model is not None:
+            return
+        import onnxruntime as ort
+
+        path = self.file_path()
+        if self.file and not self.path:
+            from fid_bench.backbones.weights import file_sha256
+
+            actual = file_sha256(path)
+            expected = onnx_files.known(self.file).sha256
+            if actual != expected:
+                raise FidBenchError(
+                    f"{path}: sha256 {actual[:12]}... is not the pinned {expected[:12]}... of {self.file}; "
+                    f"delete it and run `fid-bench weights get {self.file}`, or pass model.path=FILE.onnx"
+                )
+        opts = ort.SessionOptions()
+        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        if self.threads is not None:
+            opts.intra_op_num_threads = self.threads
+        opts.add_session_config_entry("session.intra_op.allow_spinning", "1" if self.allow_spinning else "0")
+        opts.log_severity_level = 3  # onnxruntime's own warnings (e.g. unused initialisers) are noise here
+        try:
+            session = ort.InferenceSession(str(path), sess_options=opts, providers=self.chosen_providers())
+        except Exception as err:  # noqa: BLE001 - onnxruntime raises its own exception types for bad files
+            raise FidBenchError(f"{path}: onnxruntime cannot load it ({one_line(err, 200)})") from None
+        self._io = self._detect_io(session, path)
+        self._check_metadata(session, path)
+        self._model = session
+        self._loaded_info.update(
+            path=str(path),
+            providers=list(session.get_providers()),
+            onnxruntime=lib_version("onnxruntime"),
+            input=self._io["input"],
+            output=self._io["output"],
+            output_shape=self._io["output_shape"],
+            token=self.token,
+            preprocess=self.preprocess,
+            threads=self.threads,
+        )
+        log.info(
+            "onnx: %s on %s, input %s, output %s%s",
+            path.name,
+            ", ".join(session.get_providers()),
+            self._io["input"],
+            self._io["output"],
+            f" ({self.token} token)" if self.token else "",
+        )
+
+    def _detect_io(self, session: Any, path: Path) -> dict[str, Any]:
+        inputs = session.get_inputs()
+        if self.input_name:
+            match = [i for i in inputs if i.name == self.input_name]
+            if not match:
+                raise FidBenchError(
+                    f"{path.name}: no input {self.input_name!r}; it has {', '.join(i.name for i in inputs)}"
+                )
+            inp = match[0]
+        else:
+            images = [i for i in inputs if len(i.shape) == 4]
+            if len(images) != 1:
+                raise FidBenchError(
+                    f"{path.name}: cannot tell the image input among "
+                    f"{', '.join(f'{i.name}{list(i.shape)}' for i in inputs)}; set model.input_name"
+                )
+            inp = images[0]
+        shape = list(inp.shape)
+        if len(shape) != 4 or (isinstance(shape[1], int) and shape[1] != 3):
+            raise FidBenchError(
+                f"{path.name}: input {inp.name} has shape {shape}; an N x 3 x H x W image is needed"
+            )
+        size = self.preprocess["image_size"]
+        fixed = [d for d in shape[2:] if isinstance(d, int)]
+        if any(d != size for d in fixed):
+            raise FidBenchError(
+                f"{path.name}: input {inp.name} is {shape[2]} x {shape[3]} but model.image_size={size}"
+            )
+        outputs = session.get_outputs()
+        out = self._choose_output(outputs, path)
+        rank = len(out.shape)
+        if self.token and rank != 3:
+            raise FidBenchError(
+                f"{path.name}: model.token={self.token} needs a hidden-state output (N x T x D); "
+                f"{out.name} has shape {list(out.shape)}"
+            )
+        if not self.token and rank != 2:
+            raise FidBenchError(
+                f"{path.name}: output {out.name} has shape {list(out.shape)}; choose a 2-D output "
+                "(model.output=NAME) or pool a hidden state with model.token=cls"
+            )
+        batch = shape[0] if isinstance(shape[0], int) and shape[0] > 0 else None
+        return {"input": inp.name, "output": out.name, "output_shape": list(out.shape), "fixed_batch": batch}
+
+    def _choose_output(self, outputs: Sequence[Any], path: Path) -> Any:
+        listing = ", ".join(f"{o.name}{list(o.shape)}" for o in outputs)
+        if self.output:
+            match = [o for o in outputs if o.name == self.output]
+            if not match:
+                raise FidBenchError(f"{path.name}: no output {self.output!r}; it has {listing}")
+            return match[0]
+        if self.token:
+            hidden = [o for o in outputs if len(o.shape) == 3]
+            if not hidden:
+                raise FidBenchError(
+                    f"{path.name}: model.token={self.token} but no N x T x D output among {listing}"
+                )
+            return hidden[0]
+        named = [o for o in outputs if "embed" in o.name.lower() and len(o.shape) == 2]
+        flat = [o for o in outputs if len(o.shape) == 2]
+        if named or flat:
+            return (named or flat)[0]
+        raise FidBenchError(
+            f"{path.name}: no 2-D output among {listing}; set model.output=NAME, or model.token=cls "
+            "for the first token of a hidden-state output"
+        )
+
+    def _check_metadata(self, session: Any, path: Path) -> None:
+        """Warn when the file records (``export-onnx``) another preprocessing than the config's."""
+        meta = session.get_modelmeta().custom_metadata_map or {}
+        if PREPROCESS_META not in meta:
+            return
+        try:
+            recorded = json.loads(meta[PREPROCESS_META])
+        except ValueError:
+            return
+        differ = {k: v for k, v in recorded.items() if k in self.preprocess and self.preprocess[k] != v}
+        if differ:
+            log.warning(
+                "onnx: %s was exported with preprocessing %s; the config says %s (set model.%s=... to match)",
+                path.name,
+                json.dumps(differ),
+                json.dumps({k: self.preprocess[k] for k in differ}),
+                next(iter(differ)),
+            )
+
+    # -- per image and per batch --------------------------------------------------------------------
+    def transform(self, img: Image.Image) -> np.ndarray:
+        return preprocess_image(img, self.preprocess)
+
+    def normalise(self, batch: Any) -> np.ndarray:
+        """``uint8 [B, H, W, 3]`` (or a list of them) -> the float32 ``[B, 3, H, W]`` the session takes."""
+        arr = np.stack([np.asarray(b) for b in batch]) if not isinstance(batch, np.ndarray) else batch
+        x = arr.astype(np.float32) * self._scale + self._offset
+        return np.ascontiguousarray(x.transpose(0, 3, 1, 2))
+
+    def encode(self, batch: Any) -> np.ndarray:
+        if self._model is None:
+            self.load()
+        items = batch if isinstance(batch, np.ndarray) else np.stack([np.asarray(b) for b in batch])
+        step = self._io["fixed_batch"] or self.batch_size
+        outs = [self.run(self.normalise(items[i : i + step])) for i in range(0, len(items), step)]
+        return np.concatenate(outs) if outs else np.empty((0, 0), dtype=np.float32)
+
+    def run(self, x: np.ndarray) -> np.ndarray:
+        """The session on a normalised float32 batch -> ``[B, D]`` float32 (padded to a fixed batch)."""
+        if self._model is None:
+            self.load()
+        n = len(x)
+        fixed = self._io["fixed_batch"]
+        if fixed and n < fixed:
+            x = np.concatenate([x, np.zeros((fixed - n, *x.shape[1:]), dtype=x.dtype)])
+        (out,) = self._model.run([self._io["output"]], {self._io["input"]: x})
+        out = np.asarray(out)[:n]
+        if self.token == "cls":
+            out = out[:, 0]
+        elif self.token == "mean":
+            out = out.mean(axis=1)
+        return np.asarray(out, dtype=np.float32).reshape(n, -1)
