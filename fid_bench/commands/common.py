@@ -13,6 +13,7 @@ from collections.abc import Callable, Sequence
 from typing import Any, NoReturn
 
 from fid_bench.errors import FidBenchError, one_line
+from fid_bench.tracking.store import DEFAULT_TRACKING_URI
 
 
 class OneLineParser(argparse.ArgumentParser):
@@ -23,6 +24,15 @@ class OneLineParser(argparse.ArgumentParser):
 
 
 Subcommands = Any  # argparse's private _SubParsersAction
+
+
+def add_tracking_uri(parser: argparse.ArgumentParser) -> None:
+    """``--tracking-uri``, the same option and default for every command that reads the store."""
+    parser.add_argument(
+        "--tracking-uri",
+        metavar="URI",
+        help=f"MLflow tracking URI (default: $MLFLOW_TRACKING_URI or {DEFAULT_TRACKING_URI})",
+    )
 
 
 def run_handler(

@@ -14,7 +14,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from fid_bench.commands.common import run_standalone
+from fid_bench.commands.common import add_tracking_uri, run_standalone
 from fid_bench.errors import UsageError
 from fid_bench.tracking.compare import compare_runs
 from fid_bench.tracking.runs import make_client, rank_runs, tracking_uri
@@ -42,11 +42,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--log-to", metavar="RUN_ID", help="run that receives the comparison artifacts")
     p.add_argument("--no-log", action="store_true", help="only write the files; log nothing to MLflow")
-    p.add_argument(
-        "--tracking-uri",
-        metavar="URI",
-        help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI or sqlite:///mlruns/mlflow.db)",
-    )
+    add_tracking_uri(p)
     p.set_defaults(handler=run)
 
 

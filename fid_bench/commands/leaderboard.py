@@ -6,10 +6,9 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from fid_bench.commands.common import run_standalone
+from fid_bench.commands.common import add_tracking_uri, run_standalone
 from fid_bench.tracking.leaderboard import FORMATS, STATUSES, Query, leaderboard, render
 from fid_bench.tracking.runs import default_tracking_uri, open_store
-from fid_bench.tracking.store import DEFAULT_TRACKING_URI
 
 NAME = "leaderboard"
 PROG = "fid-bench leaderboard"
@@ -63,11 +62,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--format", "-f", dest="fmt", choices=FORMATS, default="table", help="output format (default: table)"
     )
-    parser.add_argument(
-        "--tracking-uri",
-        metavar="URI",
-        help=f"MLflow tracking URI (default: $MLFLOW_TRACKING_URI or {DEFAULT_TRACKING_URI})",
-    )
+    add_tracking_uri(parser)
     parser.add_argument(
         "--filter",
         dest="filters",

@@ -18,7 +18,7 @@ from urllib.parse import urlparse
 
 import pandas as pd
 
-from fid_bench.commands.common import run_standalone
+from fid_bench.commands.common import add_tracking_uri, run_standalone
 from fid_bench.data.inputs import folder_inputs, images_under, kaggle_inputs
 from fid_bench.errors import UsageError
 from fid_bench.predict import choose_feature_cache, default_cache_dir, load_checked_predictor, predict_all
@@ -63,11 +63,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         default="roc_auc",
         help="metric ranking --run best (default: roc_auc; losses such as log_loss rank lowest first)",
     )
-    p.add_argument(
-        "--tracking-uri",
-        metavar="URI",
-        help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI or sqlite:///mlruns/mlflow.db)",
-    )
+    add_tracking_uri(p)
     p.add_argument(
         "--allow-external",
         action="store_true",

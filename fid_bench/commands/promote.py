@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 
+from fid_bench.commands.common import add_tracking_uri
 from fid_bench.tracking.registry import DEFAULT_ALIAS, check_name, promote_run
 from fid_bench.tracking.runs import make_client, resolve_run, tracking_uri
 
@@ -31,11 +32,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "--experiment", metavar="NAME", help="experiment of --run best (default: the only one with runs)"
     )
     p.add_argument("--metric", default="roc_auc", help="metric ranking --run best (default: roc_auc)")
-    p.add_argument(
-        "--tracking-uri",
-        metavar="URI",
-        help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI or sqlite:///mlruns/mlflow.db)",
-    )
+    add_tracking_uri(p)
     p.set_defaults(handler=run)
 
 
