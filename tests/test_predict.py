@@ -495,3 +495,36 @@ def test_module_entry_points(isolated: Path) -> None:
     done = run("fid_bench.commands.predict", "--run", "best", "--images", str(isolated), "--out", "o.csv")
     assert done.returncode != 0 and "Traceback" not in done.stderr
     assert [ln for ln in done.stderr.splitlines() if "error:" in ln] == done.stderr.strip().splitlines()[-1:]
+
+
+def test_folder_inputs_keep_skipped_files_as_unreadable_in_id_order(tmp_path: Path) -> None:
+    from fid_bench.data.inputs import folder_inputs
+
+    root = tmp_path / "set"
+    _png(root / "real" / "a.png")
+    _png(root / "fake" / "b.png", value=30)
+    (root / "fake" / "a_broken.png").write_bytes(b"not an image")
+    inputs = folder_inputs(root, tmp_path / "cache")
+    assert inputs.ids == ["fake/a_broken.png", "fake/b.png", "real/a.png"] == inputs.expected_ids
+    assert inputs.paths == [str(root / i) for i in inputs.ids]
+    # only the broken file, with the reader's reason; readable files carry none
+    assert list(inputs.unreadable) == [0] and inputs.unreadable[0].startswith("undecodable")
+
+
+def test_kaggle_row_without_a_hash_or_a_reason_is_still_unreadable(tmp_path: Path, monkeypatch) -> None:
+    """A predict row the reader left without a content hash but gave no reason for is listed as such."""
+    from fid_bench.data import inputs as inputs_module
+    from fid_bench.data.samples import SAMPLE_COLUMNS, Samples
+
+    (tmp_path / "test.csv").write_text("id\nx\ny\n")
+    table = pd.DataFrame(
+        [("x", "/d/x.png", -1, "predict", "", "ab" * 20), ("y", "/d/y.png", -1, "predict", "", "")],
+        columns=SAMPLE_COLUMNS,
+    )
+
+    class Reader:
+        def read(self) -> Samples:
+            return Samples(table)
+
+    monkeypatch.setattr(inputs_module, "_kaggle_predict_reader", lambda root, cache_dir: Reader())
+    assert inputs_module.kaggle_inputs(tmp_path, tmp_path / "cache").unreadable == {1: "unreadable"}
