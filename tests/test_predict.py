@@ -528,3 +528,30 @@ def test_kaggle_row_without_a_hash_or_a_reason_is_still_unreadable(tmp_path: Pat
 
     monkeypatch.setattr(inputs_module, "_kaggle_predict_reader", lambda root, cache_dir: Reader())
     assert inputs_module.kaggle_inputs(tmp_path, tmp_path / "cache").unreadable == {1: "unreadable"}
+
+
+def test_nan_score_gets_the_default_prior_and_the_reason_no_score() -> None:
+    """A duck-typed predictor without ``prior``: images it gives NaN (or cannot read) get 0.5."""
+
+    class Plain:
+        def predict_paths(self, paths: list[str]) -> np.ndarray:
+            return np.array([0.9, np.nan, 0.2][: len(paths)])
+
+    inputs = Inputs(ids=["a", "b", "c", "d"], paths=["/a", "/b", "/c", "/d"], kind="images")
+    inputs.unreadable[3] = "missing_file"
+    scores = predict_all(Plain(), inputs, progress=False)
+    assert scores.tolist() == [0.9, 0.5, 0.2, 0.5]
+    assert inputs.unreadable == {3: "missing_file", 1: "no score"}
+
+
+def test_model_without_files_names_every_location_checked(monkeypatch) -> None:
+    import fid_bench.predict as predict_module
+
+    monkeypatch.setattr(predict_module, "store_roots", lambda uri, client: [])
+    monkeypatch.setattr(predict_module, "check_model_location", lambda *a, **k: None)
+    monkeypatch.setattr(predict_module, "fetch_checked_model", lambda *a, **k: False)
+    with pytest.raises(FidBenchError) as err:
+        predict_module.load_checked_predictor(
+            "runs:/r/model", ["/s/a", "/s/b"], None, "x", allow_external=False
+        )
+    assert str(err.value) == "cannot load the model runs:/r/model: no files at /s/a, /s/b"
