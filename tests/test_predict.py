@@ -555,3 +555,43 @@ def test_model_without_files_names_every_location_checked(monkeypatch) -> None:
             "runs:/r/model", ["/s/a", "/s/b"], None, "x", allow_external=False
         )
     assert str(err.value) == "cannot load the model runs:/r/model: no files at /s/a, /s/b"
+
+
+def test_output_labels_use_threshold_0_5_when_the_predictor_has_none() -> None:
+    from fid_bench.submission import build_output
+
+    class Plain:  # duck-typed: no stored threshold
+        pass
+
+    inputs = Inputs(ids=["a", "b", "c"], paths=["/a", "/b", "/c"], kind="images")
+    out = build_output(inputs, np.array([0.49, 0.5, 0.8]), Plain(), labels=True)
+    assert out["label"].tolist() == [0, 1, 1]
+
+
+def test_output_refuses_a_nan_threshold_naming_it() -> None:
+    from fid_bench.submission import build_output
+
+    class NoThreshold:
+        threshold = float("nan")
+
+    inputs = Inputs(ids=["a"], paths=["/a"], kind="kaggle")
+    with pytest.raises(FidBenchError) as err:
+        build_output(inputs, np.array([0.3]), NoThreshold(), labels=True)
+    assert str(err.value) == "the run's stored threshold is nan; cannot write 0/1 labels"
+
+
+@pytest.mark.parametrize(("n", "last"), [(20, "  i19: bad"), (23, "  ... and 3 more")])
+def test_unreadable_listing_shows_twenty_then_counts_the_rest(
+    tmp_path: Path, capsys, n: int, last: str
+) -> None:
+    from fid_bench.submission import SHOW_UNREADABLE, report_unreadable
+
+    assert SHOW_UNREADABLE == 20
+    ids = [f"i{k}" for k in range(n)]
+    inputs = Inputs(
+        ids=ids, paths=[f"/{i}" for i in ids], kind="images", unreadable=dict.fromkeys(range(n), "bad")
+    )
+    listing = report_unreadable(inputs, tmp_path / "out.csv", 0.5)
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[-1] == last and len(lines) == 1 + 20 + (n > 20)
+    assert len(pd.read_csv(listing)) == n  # the file lists every one
