@@ -85,6 +85,8 @@ def test_clean_data_raises_no_warning(tmp_path: Path) -> None:
     assert m["dup_extra"] == 0 and m["leak_test_rows"] == 0 and m["label_conflict_groups"] == 0
     assert report.shortcuts["auc"].max() < 0.8
     assert report.counts.loc["train", "real"] == 40 and report.counts.loc["total", "total"] == 104
+    # no duplicates: still the columns a non-empty table has, so callers can read report.duplicates["n"]
+    assert report.duplicates.columns.tolist() == ["split", "label", "sha1", "n", "ids", "paths"]
     # one value shared by both classes carries no information at all
     assert report.shortcuts.set_index("attribute").loc["format", "auc"] == 0.5
 
@@ -128,8 +130,12 @@ def test_train_test_leak_found(tmp_path: Path) -> None:
     assert sorted(report.leaks["id"]) == ["test/fake/leaked.jpg", "test/real/leaked.jpg"]
     assert report.leaks.set_index("id").loc["test/fake/leaked.jpg", "train_ids"] == ["train/fake/007.jpg"]
     assert report.metrics()["leak_test_rows"] == 2
-    assert any("train->test leakage: 2 test rows" in w for w in report.warnings)
+    assert report.warnings == [
+        "train->test leakage: 2 test rows are byte-identical to train rows (real 1, fake 1)"
+    ]
     assert report.metrics()["dup_extra"] == 0  # a copy across splits is a leak, not a duplicate
+    # splits in reading order (train before test), not alphabetical
+    assert report.counts.index.tolist() == ["train", "test", "total"]
 
 
 def test_leak_test_rows_counts_rows_not_distinct_images(tmp_path: Path) -> None:
@@ -154,6 +160,11 @@ def test_format_shortcut_warned(tmp_path: Path) -> None:
     assert bool(by.loc["format", "warn"])
     warning = next(w for w in report.warnings if "'format'" in w)
     assert "real mostly PNG (100%)" in warning and "fake mostly JPEG (100%)" in warning
+    # the fix re-encodes at the lowest quality found in the data (90 here), not the no-JPEG default 96
+    assert warning.endswith(
+        "set data.align='{format: jpeg, quality: 90}' to re-encode every image "
+        "the same way before any encoder sees it"
+    )
     assert report.distributions()["format"].loc["PNG", "real"] == 30
 
 

@@ -90,6 +90,12 @@ def test_single_class_or_empty_is_left_alone(cls: type) -> None:
     assert cls(seed=0).resample(np.array([], dtype=int)).size == 0
 
 
+def test_whole_float_labels_are_taken_as_integers() -> None:
+    # labels read from a CSV column with a missing value arrive as floats (0.0 / 1.0)
+    np.testing.assert_array_equal(NoBalance().resample(Y.astype(float)), np.arange(10))
+    assert ClassWeight().class_weights(np.array([0.0, 1.0, 1.0, 1.0])) == {0: 2.0, 1: 2 / 3}
+
+
 def test_unknown_labels_are_a_one_line_error() -> None:
     with pytest.raises(FidBenchError, match=r"got \[-1\]"):
         ClassWeight().class_weights(np.array([0, 1, -1]))

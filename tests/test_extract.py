@@ -309,6 +309,15 @@ def test_any_object_with_identity_transform_and_encode_is_accepted(tmp_path: Pat
     assert stats["n_extracted"] == 0 and stats["cache_hit_ratio"] == 1.0
 
 
+def test_minimal_encoder_in_this_process(tmp_path: Path) -> None:
+    """The same promise without worker processes, so the mutation run (which cannot use them) checks it."""
+    paths, sha1s = make_images(tmp_path / "img", 3)
+    feats, stats = extract_features(MinimalEncoder(), paths, sha1s, tmp_path / "cache", num_workers=0)
+    want = np.stack([np.asarray(load_rgb(p), dtype=np.float32).mean(axis=(0, 1)) for p in paths])
+    np.testing.assert_allclose(feats, want, rtol=1e-6)
+    assert stats["n_extracted"] == 3
+
+
 def test_encoders_sharing_a_name_never_share_cached_features(tmp_path: Path) -> None:
     """The cache is keyed by identity, not name: other weights or another image size mean other features."""
     import torch

@@ -244,3 +244,66 @@ def test_bad_perturbation_and_extra_set_are_one_line_errors(compose_cfg):
         run_job(compose_cfg("eval.perturb=[sharpen3]", "eval.bootstrap=0"))
     with pytest.raises(FidBenchError, match="unknown data"):
         run_job(compose_cfg("eval.extra=[{name: x, data: nope, root: /tmp}]", "eval.bootstrap=0"))
+
+
+def test_group_metrics_treat_a_missing_group_as_no_group():
+    """Real rows whose group is NaN (not "") are the shared reals, not a group called 'nan'."""
+    from fid_bench.evaluation.generalisation import group_metrics
+
+    scores = pd.DataFrame(
+        {
+            "split": ["test"] * 7,
+            "label": [0, 0, 0, 1, 1, 1, 1],
+            "group": [np.nan, np.nan, np.nan, "gan", "gan", "diffusion", "diffusion"],
+            "score": [0.1, 0.4, 0.35, 0.8, 0.3, 0.2, 0.9],
+        }
+    )
+    m = group_metrics(scores, threshold=0.5)
+    assert m["group/gan/roc_auc"] == pytest.approx(4 / 6) and m["group/gan/n"] == 5
+    assert not any(k.startswith("group/nan/") for k in m)
+
+
+def test_read_extra_set_honours_its_strict_setting(tmp_path):
+    from omegaconf import OmegaConf
+
+    from fid_bench.evaluation.generalisation import read_extra_set
+
+    root = _folder_set(tmp_path / "other", n=3)
+    (root / "fake" / "broken.png").write_bytes(b"not an image")
+    features = OmegaConf.create({"cache_dir": str(tmp_path / "cache")})
+    spec = {"name": "other", "data": "folder", "root": str(root)}
+    assert len(read_extra_set(spec, features)) == 6  # the broken file skipped
+    with pytest.raises(FidBenchError, match="broken.png"):
+        read_extra_set({**spec, "strict": True}, features)
+
+
+def test_normalise_images_writes_the_asked_jpeg_quality(tmp_path):
+    from fid_bench.data.jpeg_quality import estimate_quality
+    from fid_bench.evaluation.generalisation import normalise_images
+
+    root = _folder_set(tmp_path / "set", n=1)
+    for quality in (30, 95):
+        (out,) = normalise_images([str(root / "real" / "0.png")], tmp_path / f"q{quality}", 16, quality)
+        with Image.open(out) as img:
+            assert img.size == (16, 16) and estimate_quality(img.quantization) == quality
+
+
+def test_robustness_plot_names_each_family_in_the_legend(tmp_path, monkeypatch):
+    import matplotlib.pyplot as plt
+
+    from fid_bench.evaluation.generalisation import robustness_plot
+
+    closed = []
+    monkeypatch.setattr(plt, "close", closed.append)  # keep the figure to read its legend
+    curve = pd.DataFrame(
+        {
+            "family": ["jpeg", "jpeg", "blur"],
+            "perturbation": ["jpeg75", "jpeg50", "blur1"],
+            "severity": [0.25, 0.5, 1.0],
+            "roc_auc": [0.8, 0.7, 0.6],
+        }
+    )
+    robustness_plot(curve, 0.9, tmp_path / "r.png")
+    (fig,) = closed
+    legend = [t.get_text() for t in fig.axes[0].get_legend().get_texts()]
+    assert legend == ["blur", "jpeg", "clean"]

@@ -17,6 +17,7 @@ from fid_bench.evaluation.metrics import (
     best_f1_threshold,
     compute_metrics,
     evaluate_scores,
+    tpr_at_fpr,
 )
 
 
@@ -160,6 +161,14 @@ def test_one_class_in_test_gives_nan_not_crash(caplog: pytest.LogCaptureFixture)
     assert m["precision"] == 0.0
     assert math.isfinite(m["log_loss"])
     assert "roc_auc" in caplog.text
+    # said once: the second pass at the validation threshold does not repeat it
+    assert caplog.text.count("metrics undefined") == 1
+
+
+def test_tpr_at_fpr_with_a_single_negative() -> None:
+    # one negative (0.5), no false positive allowed: positives strictly above it count
+    assert tpr_at_fpr([0, 1, 1], [0.5, 0.2, 0.9], 0.0) == 0.5
+    assert tpr_at_fpr([0, 1, 1], [0.5, 0.2, 0.9], 1.0) == 1.0
 
 
 def test_empty_val_gives_nan_threshold_but_test_metrics(caplog: pytest.LogCaptureFixture) -> None:

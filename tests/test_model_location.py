@@ -460,3 +460,74 @@ def test_a_model_trained_in_one_folder_loads_from_any_other(
     run_id = train_in_a()
     store = ["--tracking-uri", f"sqlite:///{a / 'mlruns' / 'mlflow.db'}"]
     _assert_loads(["--run", run_id, *store], images, b / "p.csv", capsys)
+
+
+def test_roots_listing_names_three_then_counts_the_rest() -> None:
+    from fid_bench.tracking.model_location import _describe_roots
+
+    three = StoreRoots(remote=("s3://a", "s3://b", "s3://c"))
+    assert _describe_roots(three) == "s3://a, s3://b, s3://c"
+    assert (
+        _describe_roots(StoreRoots(remote=(*three.remote, "s3://d"))) == "s3://a, s3://b, s3://c and 1 more"
+    )
+
+
+class _FakeClient:
+    """The few MlflowClient calls ``model_uri_locations`` makes, answered from fixed values."""
+
+    tracking_uri = "sqlite:///store.db"
+
+    def get_run(self, run_id: str):
+        from mlflow.exceptions import MlflowException
+
+        if run_id != "r1":
+            raise MlflowException(f"Run '{run_id}' not found\nmore detail")
+        info = SimpleNamespace(artifact_uri="file:///art/r1", run_id="r1", experiment_id="0")
+        return SimpleNamespace(info=info)
+
+    def search_logged_models(self, **kwargs):
+        return _Page(
+            [SimpleNamespace(source_run_id="r1", artifact_location="file:///art/models/m-1/artifacts")]
+        )
+
+    def get_logged_model(self, model_id: str):
+        return SimpleNamespace(artifact_location=f"file:///art/models/{model_id}/artifacts")
+
+
+class _Page(list):
+    """One page of search results, the last one (no next-page token)."""
+
+    token = None
+
+
+def test_a_runs_uri_with_a_path_inside_the_model_reaches_both_locations() -> None:
+    # runs:/RUN/model/sub is "sub" inside the run's artifacts/model and inside the logged model
+    assert model_uri_locations(_FakeClient(), "runs:/r1/model/sub") == [
+        "file:///art/r1/model/sub",
+        "file:///art/models/m-1/artifacts/sub",
+    ]
+
+
+def test_a_logged_model_id_uri_is_its_artifact_location() -> None:
+    assert model_uri_locations(_FakeClient(), "models:/m-0123456789abcdef0123456789abcdef") == [
+        "file:///art/models/m-0123456789abcdef0123456789abcdef/artifacts"
+    ]
+
+
+def test_unknown_run_is_one_line_naming_uri_and_store() -> None:
+    with pytest.raises(FidBenchError) as err:
+        model_uri_locations(_FakeClient(), "runs:/nope/model")
+    assert (
+        str(err.value) == "model URI 'runs:/nope/model' not found in sqlite:///store.db: Run 'nope' not found"
+    )
+
+
+def test_checked_files_are_copied_into_a_folder_not_yet_made(tmp_path: Path) -> None:
+    from fid_bench.tracking.model_location import fetch_checked_model
+
+    src = tmp_path / "model"
+    (src / "sub").mkdir(parents=True)
+    (src / "sub" / "weights.bin").write_bytes(b"w")
+    dst = tmp_path / "copy" / "of" / "model"  # none of these folders exist yet
+    assert fetch_checked_model([src.as_uri()], dst, "sqlite:///x", allow_external=True)
+    assert (dst / "sub" / "weights.bin").read_bytes() == b"w"

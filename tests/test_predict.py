@@ -495,3 +495,103 @@ def test_module_entry_points(isolated: Path) -> None:
     done = run("fid_bench.commands.predict", "--run", "best", "--images", str(isolated), "--out", "o.csv")
     assert done.returncode != 0 and "Traceback" not in done.stderr
     assert [ln for ln in done.stderr.splitlines() if "error:" in ln] == done.stderr.strip().splitlines()[-1:]
+
+
+def test_folder_inputs_keep_skipped_files_as_unreadable_in_id_order(tmp_path: Path) -> None:
+    from fid_bench.data.inputs import folder_inputs
+
+    root = tmp_path / "set"
+    _png(root / "real" / "a.png")
+    _png(root / "fake" / "b.png", value=30)
+    (root / "fake" / "a_broken.png").write_bytes(b"not an image")
+    inputs = folder_inputs(root, tmp_path / "cache")
+    assert inputs.ids == ["fake/a_broken.png", "fake/b.png", "real/a.png"] == inputs.expected_ids
+    assert inputs.paths == [str(root / i) for i in inputs.ids]
+    # only the broken file, with the reader's reason; readable files carry none
+    assert list(inputs.unreadable) == [0] and inputs.unreadable[0].startswith("undecodable")
+
+
+def test_kaggle_row_without_a_hash_or_a_reason_is_still_unreadable(tmp_path: Path, monkeypatch) -> None:
+    """A predict row the reader left without a content hash but gave no reason for is listed as such."""
+    from fid_bench.data import inputs as inputs_module
+    from fid_bench.data.samples import SAMPLE_COLUMNS, Samples
+
+    (tmp_path / "test.csv").write_text("id\nx\ny\n")
+    table = pd.DataFrame(
+        [("x", "/d/x.png", -1, "predict", "", "ab" * 20), ("y", "/d/y.png", -1, "predict", "", "")],
+        columns=SAMPLE_COLUMNS,
+    )
+
+    class Reader:
+        def read(self) -> Samples:
+            return Samples(table)
+
+    monkeypatch.setattr(inputs_module, "_kaggle_predict_reader", lambda root, cache_dir: Reader())
+    assert inputs_module.kaggle_inputs(tmp_path, tmp_path / "cache").unreadable == {1: "unreadable"}
+
+
+def test_nan_score_gets_the_default_prior_and_the_reason_no_score() -> None:
+    """A duck-typed predictor without ``prior``: images it gives NaN (or cannot read) get 0.5."""
+
+    class Plain:
+        def predict_paths(self, paths: list[str]) -> np.ndarray:
+            return np.array([0.9, np.nan, 0.2][: len(paths)])
+
+    inputs = Inputs(ids=["a", "b", "c", "d"], paths=["/a", "/b", "/c", "/d"], kind="images")
+    inputs.unreadable[3] = "missing_file"
+    scores = predict_all(Plain(), inputs, progress=False)
+    assert scores.tolist() == [0.9, 0.5, 0.2, 0.5]
+    assert inputs.unreadable == {3: "missing_file", 1: "no score"}
+
+
+def test_model_without_files_names_every_location_checked(monkeypatch) -> None:
+    import fid_bench.predict as predict_module
+
+    monkeypatch.setattr(predict_module, "store_roots", lambda uri, client: [])
+    monkeypatch.setattr(predict_module, "check_model_location", lambda *a, **k: None)
+    monkeypatch.setattr(predict_module, "fetch_checked_model", lambda *a, **k: False)
+    with pytest.raises(FidBenchError) as err:
+        predict_module.load_checked_predictor(
+            "runs:/r/model", ["/s/a", "/s/b"], None, "x", allow_external=False
+        )
+    assert str(err.value) == "cannot load the model runs:/r/model: no files at /s/a, /s/b"
+
+
+def test_output_labels_use_threshold_0_5_when_the_predictor_has_none() -> None:
+    from fid_bench.submission import build_output
+
+    class Plain:  # duck-typed: no stored threshold
+        pass
+
+    inputs = Inputs(ids=["a", "b", "c"], paths=["/a", "/b", "/c"], kind="images")
+    out = build_output(inputs, np.array([0.49, 0.5, 0.8]), Plain(), labels=True)
+    assert out["label"].tolist() == [0, 1, 1]
+
+
+def test_output_refuses_a_nan_threshold_naming_it() -> None:
+    from fid_bench.submission import build_output
+
+    class NoThreshold:
+        threshold = float("nan")
+
+    inputs = Inputs(ids=["a"], paths=["/a"], kind="kaggle")
+    with pytest.raises(FidBenchError) as err:
+        build_output(inputs, np.array([0.3]), NoThreshold(), labels=True)
+    assert str(err.value) == "the run's stored threshold is nan; cannot write 0/1 labels"
+
+
+@pytest.mark.parametrize(("n", "last"), [(20, "  i19: bad"), (23, "  ... and 3 more")])
+def test_unreadable_listing_shows_twenty_then_counts_the_rest(
+    tmp_path: Path, capsys, n: int, last: str
+) -> None:
+    from fid_bench.submission import SHOW_UNREADABLE, report_unreadable
+
+    assert SHOW_UNREADABLE == 20
+    ids = [f"i{k}" for k in range(n)]
+    inputs = Inputs(
+        ids=ids, paths=[f"/{i}" for i in ids], kind="images", unreadable=dict.fromkeys(range(n), "bad")
+    )
+    listing = report_unreadable(inputs, tmp_path / "out.csv", 0.5)
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[-1] == last and len(lines) == 1 + 20 + (n > 20)
+    assert len(pd.read_csv(listing)) == n  # the file lists every one
