@@ -104,6 +104,11 @@ class _File:
                 )
         return self._feats
 
+    def release(self) -> None:
+        """Drop the memory map: its pages count in the process's RSS for as long as it is mapped,
+        so readers release it after each block instead of holding a whole file's pages."""
+        self._feats = None
+
 
 class CorruptFileError(Exception):
     """A ``.feats`` file that is not complete or not in this format."""
@@ -236,7 +241,12 @@ class FeatureCache:
                     sel = np.flatnonzero(file_idx == f)
                     rows = row[sel]
                     order = np.argsort(rows, kind="stable")  # read the memory map front to back
-                    out[sel[order]] = self._index_files[f].feats[rows[order]]
+                    source = self._index_files[f]
+                    # block by block, unmapping in between: peak memory is the result, not the file too
+                    for start in range(0, len(order), COPY_ROWS):
+                        block = order[start : start + COPY_ROWS]
+                        out[sel[block]] = source.feats[rows[block]]
+                        source.release()
                 return out
             except FileNotFoundError:
                 # consolidated away between listing and reading: the pack has the rows now
@@ -420,6 +430,7 @@ class FeatureCache:
                     rows = first[(first >= bounds[i]) & (first < bounds[i + 1])] - bounds[i]
                     for start in range(0, len(rows), COPY_ROWS):
                         fp.write(np.ascontiguousarray(f.feats[rows[start : start + COPY_ROWS]]).tobytes())
+                        f.release()  # the merged files' pages need not stay mapped
                 fp.flush()
                 os.fsync(fp.fileno())
             os.replace(tmp, self.dir / _unique_name("pack"))
