@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from fid_bench.errors import FidBenchError
+from fid_bench.errors import FidBenchError, one_line
 
 log = logging.getLogger(__name__)
 
@@ -68,7 +68,7 @@ def read_predictions_csv(path: str | Path) -> pd.DataFrame:
     except FileNotFoundError:
         raise FidBenchError(f"{path}: file not found") from None
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as err:
-        raise FidBenchError(f"{path}: not a readable CSV ({' '.join(str(err).split())})") from None
+        raise FidBenchError(f"{path}: not a readable CSV ({one_line(err)})") from None
     frame.columns = [str(c).strip().lower() for c in frame.columns]
     missing = [c for c in ("id", "score") if c not in frame.columns]
     if missing:

@@ -20,6 +20,7 @@ import pandas as pd
 
 from fid_bench.audit.scan import cached_by_sha1
 from fid_bench.data.decode import load_rgb
+from fid_bench.errors import one_line
 
 #: the largest Hamming distance the near-duplicate check accepts (of 64 bits)
 MAX_NEAR_DUP_THRESHOLD = 32
@@ -64,7 +65,7 @@ def phash_chunk(paths: list[str]) -> list[tuple[int, str]]:
             h = perceptual_hash(p)
             out.append((h - (1 << 64) if h >= 1 << 63 else h, ""))  # stored as int64 (parquet-friendly)
         except Exception as err:  # noqa: BLE001 - an undecodable file is counted, never raised
-            out.append((0, " ".join(str(err).split())[:200] or type(err).__name__))
+            out.append((0, one_line(err)[:200]))
     return out
 
 

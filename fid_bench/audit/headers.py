@@ -22,6 +22,7 @@ import numpy as np
 import pandas as pd
 
 from fid_bench.data.jpeg_quality import estimate_quality
+from fid_bench.errors import one_line
 
 CATEGORICAL = ("format", "size", "mode", "jpeg_qtables", "jpeg_subsampling")
 NUMERIC = ("file_size", "pixels", "jpeg_quality")
@@ -46,7 +47,7 @@ def read_header(path: str) -> tuple:
                 sampling = _SUBSAMPLING.get(JpegImagePlugin.get_sampling(img), "other")
             return (fmt, width, height, img.mode, quality, qtables, sampling, file_size, "")
     except Exception as err:  # noqa: BLE001 - any unreadable header is counted, never raised
-        detail = " ".join(str(err).split())[:200] or type(err).__name__
+        detail = one_line(err)[:200]
         return ("", 0, 0, "", math.nan, "", "", -1, f"header unreadable: {detail}")
 
 

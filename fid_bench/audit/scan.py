@@ -17,6 +17,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from fid_bench.errors import one_line
+
 log = logging.getLogger(__name__)
 
 #: bump when the header attributes or the perceptual hash change (invalidates the audit cache)
@@ -48,7 +50,7 @@ def map_chunks(fn: ChunkFn, paths: list[str], workers: int) -> list:
                 parts = list(pool.map(fn, chunks))
             return [item for part in parts for item in part]
         except (BrokenProcessPool, OSError, RuntimeError) as err:
-            detail = " ".join(str(err).split()) or type(err).__name__
+            detail = one_line(err)
             log.warning("audit: worker processes failed (%s); continuing in one process", detail)
     return [item for c in chunks for item in fn(c)]
 

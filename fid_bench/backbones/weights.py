@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from fid_bench.errors import FidBenchError
+from fid_bench.errors import FidBenchError, one_line
 
 if TYPE_CHECKING:
     from torch import nn
@@ -90,7 +90,7 @@ def load_state_dict(path: str | os.PathLike) -> dict[str, Any]:
     except FidBenchError:
         raise
     except Exception as err:  # noqa: BLE001 - torch/safetensors raise many types on bad files
-        raise FidBenchError(f"model.weights={path}: cannot read checkpoint ({_one_line(err)})") from None
+        raise FidBenchError(f"model.weights={path}: cannot read checkpoint ({one_line(err)})") from None
     return normalize_state_dict(obj, source=str(path))
 
 
@@ -250,7 +250,7 @@ def hub_file(repo_id: str, filenames: Iterable[str], *, model: str, revision: st
                 repo_id, name, revision=revision, cache_dir=str(cache), etag_timeout=HUB_TIMEOUT
             )
         except Exception as err:  # noqa: BLE001 - network/hub errors come in many types
-            reasons.append(f"{name}: {_one_line(err)[:160]}")
+            reasons.append(f"{name}: {one_line(err)[:160]}")
             continue
         return HubFile(Path(path), repo_id, name, Path(path).parent.name)
     raise missing_weights_error(model, repo_id, filenames[0], reason="; ".join(reasons))
@@ -334,7 +334,7 @@ def create_timm_model(
     except TypeError:
         raise
     except Exception as err:  # noqa: BLE001 - a bad cached file surfaces as one line
-        raise FidBenchError(f"{model_name}: cannot load cached weights {hf.path}: {_one_line(err)}") from None
+        raise FidBenchError(f"{model_name}: cannot load cached weights {hf.path}: {one_line(err)}") from None
     model.pretrained_cfg = {**dict(model.pretrained_cfg), "hf_hub_revision": hf.revision}
     return model
 
@@ -520,7 +520,3 @@ class _quiet_open_clip:
 
     def __exit__(self, *exc: object) -> None:
         self._logger.setLevel(self._level)
-
-
-def _one_line(err: BaseException) -> str:
-    return " ".join(str(err).split()) or type(err).__name__
