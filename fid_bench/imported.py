@@ -36,6 +36,8 @@ class ImportReport:
     n_matched: int
     missing: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=["id", "split"]))
     unknown: list[str] = field(default_factory=list)
+    #: reference rows per split (``val``, ``test``)
+    n_reference: dict[str, int] = field(default_factory=dict)
 
     def metrics(self) -> dict[str, float]:
         """Counts to log with the run."""
@@ -50,8 +52,13 @@ class ImportReport:
 
     def summary(self) -> str:
         parts = [f"{self.n_matched} of {self.n_file_rows} file rows matched"]
-        if len(self.missing):
-            counts = self.missing["split"].value_counts()
+        counts = self.missing["split"].value_counts()
+        n_val = self.n_reference.get("val", 0)
+        if n_val and int(counts.get("val", 0)) == n_val:
+            # a file of test scores only is the usual case: say so instead of listing every val id as missing
+            parts.append(f"no validation rows scored ({n_val} val ids in missing_ids.csv)")
+            counts = counts.drop("val")
+        if len(counts):
             parts.append(
                 "missing from the file: " + ", ".join(f"{int(n)} {split}" for split, n in counts.items())
             )
@@ -156,6 +163,7 @@ def align_predictions(
         n_matched=int(predictions["id"].isin(set(ref["id"])).sum()),
         missing=merged.loc[absent, ["id", "split"]].reset_index(drop=True),
         unknown=sorted(set(predictions["id"]) - set(ref["id"])),
+        n_reference={str(k): int(v) for k, v in ref["split"].value_counts().items()},
     )
     if absent.any():
         if missing == "error":

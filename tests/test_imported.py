@@ -81,3 +81,19 @@ def test_label_disagreement_is_refused(reference) -> None:
 def test_a_file_about_other_images_is_refused(reference) -> None:
     with pytest.raises(FidBenchError, match="scores none of the 200 test rows"):
         align_predictions(pd.DataFrame({"id": ["a", "b"], "score": [0.1, 0.2]}), reference)
+
+
+def test_a_file_without_validation_scores_is_said_so_and_partial_validation_is_listed(reference) -> None:
+    """Test-only files are the usual case: one phrase, not every val id called missing; a file that
+    scores some validation rows but not all gets them counted like missing test rows."""
+    val = reference.iloc[:20].assign(split="val", id=lambda f: "val/" + f["id"])
+    rows = pd.concat([val, reference], ignore_index=True)
+    test_only = pd.DataFrame({"id": reference["id"], "score": 0.5})
+    _, report = align_predictions(test_only, rows)
+    assert "no validation rows scored (20 val ids in missing_ids.csv)" in report.summary()
+    assert "missing from the file" not in report.summary()
+    assert report.metrics()["import/n_missing_val"] == 20
+    some_val = pd.concat([test_only, pd.DataFrame({"id": val["id"].iloc[:15], "score": 0.5})])
+    _, report = align_predictions(some_val, rows)
+    assert "missing from the file: 5 val" in report.summary()
+    assert "no validation rows" not in report.summary()

@@ -235,7 +235,10 @@ def test_import_like_a_run_reports_missing_ids_and_holds_no_model(
 
     assert main(["import-predictions", "--name", "outside-tool", str(path), "--like", a]) == 0
     out = capsys.readouterr().out
-    assert f"193 of 193 file rows matched; missing from the file: 80 val, {len(dropped)} test" in out
+    assert (
+        f"193 of 193 file rows matched; no validation rows scored (80 val ids in missing_ids.csv); "
+        f"missing from the file: {len(dropped)} test" in out
+    )
     assert "threshold 0.5000: 0.5 (no validation rows scored)" in out
     imp = _logged_run(out, "imported")
     run = _client().get_run(imp)
