@@ -13,12 +13,22 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from fid_bench.commands import audit, compare, export_onnx, leaderboard, predict, promote, weights
+from fid_bench.commands import (
+    audit,
+    compare,
+    ensemble,
+    export_onnx,
+    import_predictions,
+    leaderboard,
+    predict,
+    promote,
+    weights,
+)
 from fid_bench.commands.common import OneLineParser, Subcommands, run_handler
 
 PROG = "fid-bench"
 #: the commands with a parser of their own, in ``--help`` order (the audit is dispatched in ``main``)
-COMMANDS = (leaderboard, compare, predict, promote, weights, export_onnx)
+COMMANDS = (leaderboard, compare, predict, promote, ensemble, import_predictions, weights, export_onnx)
 
 
 def _audit(commands: Subcommands) -> None:

@@ -19,9 +19,9 @@ from fid_bench.data.splits import leave_one_group_out, make_folds
 from fid_bench.detector import Detector, Job
 from fid_bench.errors import FidBenchError
 from fid_bench.evaluation import generalisation
-from fid_bench.evaluation.generalisation import group_metrics, prefixed
-from fid_bench.evaluation.metrics import CALIBRATION_BINS, aggregate_folds, evaluate_scores
-from fid_bench.evaluation.uncertainty import bootstrap_metrics
+from fid_bench.evaluation.generalisation import prefixed
+from fid_bench.evaluation.held_out import HeldOutSettings, held_out_metrics
+from fid_bench.evaluation.metrics import aggregate_folds, evaluate_scores
 from fid_bench.features.shard import extract_shard, shard_settings
 from fid_bench.tracking.lineage import DatasetPart, data_source, fold_parts
 from fid_bench.tracking.run import tracked_run
@@ -82,14 +82,6 @@ def log_audit(cfg: DictConfig, samples: Samples, run: TrackedRun) -> None:
         if warning.startswith(SKIP_WARNING):
             continue  # the run already said which rows were skipped (one line, see log_samples)
         log.warning("audit: %s", warning)
-
-
-def held_out_extras(cfg: DictConfig, fold_scores: pd.DataFrame, threshold: float) -> dict[str, float]:
-    """Bootstrap intervals and per-group metrics on one fold's test scores."""
-    out = group_metrics(fold_scores, threshold)
-    if cfg.eval.bootstrap:
-        out.update(bootstrap_metrics(fold_scores, threshold, n_boot=int(cfg.eval.bootstrap), seed=cfg.seed))
-    return out
 
 
 def per_group_fold(folds: list[Fold], per_fold: list[dict[str, float]]) -> dict[str, float]:
@@ -175,14 +167,16 @@ def run_job(
             logger=on_run(run) if on_run is not None else run,
         )
         detector.setup(job)
-        calibration_bins = int(cfg.eval.get("calibration_bins", CALIBRATION_BINS))
+        settings = HeldOutSettings.of_config(cfg)
+        calibration_bins = settings.calibration_bins
         scores, per_fold = [], []
         for fold in folds:
             fold_scores = detector.fit_predict(job, fold)
             scores.append(fold_scores)
-            fold_metrics = evaluate_scores(fold_scores, calibration_bins=calibration_bins)
-            if final:
-                fold_metrics.update(held_out_extras(cfg, fold_scores, fold_metrics["threshold"]))
+            if final:  # with per-group metrics and bootstrap intervals, as ensembles and imports log them
+                fold_metrics = held_out_metrics(fold_scores, settings)
+            else:
+                fold_metrics = evaluate_scores(fold_scores, calibration_bins=calibration_bins)
             per_fold.append(fold_metrics)
         metrics = aggregate_folds(per_fold)
         if cfg.cv.leave_one_group_out:

@@ -25,7 +25,13 @@ import numpy as np
 
 from fid_bench.data.inputs import Inputs
 from fid_bench.errors import FidBenchError, one_line
-from fid_bench.tracking.model_location import check_model_location, fetch_checked_model, store_roots
+from fid_bench.tracking.kinds import MODEL_NAME
+from fid_bench.tracking.model_location import (
+    check_model_location,
+    fetch_checked_model,
+    model_uri_locations,
+    store_roots,
+)
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
@@ -62,6 +68,15 @@ def load_checked_predictor(
             return load_predictor(str(dst), tracking_uri=uri)
         except FidBenchError as err:  # name the model as the user did, not the temporary copy
             raise FidBenchError(str(err).replace(str(dst), model_uri)) from None
+
+
+def load_run_predictor(
+    client: MlflowClient, uri: str, run_id: str, *, allow_external: bool = False
+) -> Predictor:
+    """The predictor of run ``run_id``'s model (``runs:/<run id>/model``), through the location check."""
+    model_uri = f"runs:/{run_id}/{MODEL_NAME}"
+    locations = model_uri_locations(client, model_uri)
+    return load_checked_predictor(model_uri, locations, client, uri, allow_external=allow_external)
 
 
 # --------------------------------------------------------------------------- scoring
@@ -140,6 +155,11 @@ def choose_feature_cache(predictor: Predictor, explicit: Path | None) -> None:
     """Embedding models extract features for new images through the training run's cache folder;
     ``explicit`` (``--cache-dir``) overrides it, and an unusable stored folder (another machine) falls back to the
     default cache."""
+    members = getattr(predictor, "members", None)
+    if members:  # an ensemble: each member extracts through its own cache
+        for member in members:
+            choose_feature_cache(member, explicit)
+        return
     stored = getattr(predictor, "cache_dir", None)
     if stored is None:
         return  # a fine-tuned network has no feature cache

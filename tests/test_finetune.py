@@ -634,3 +634,48 @@ def test_predictor_logged_before_the_backbones_package_still_loads(tmp_path):
     assert old.backbone["_target_"] == "fid_bench.backbones.timm.TimmBackbone"
     paths = table["path"].tolist()
     np.testing.assert_allclose(old.predict_paths(paths), new.predict_paths(paths), atol=1e-6)
+
+
+def test_flip_test_time_augmentation_scores_an_image_and_its_mirror_alike(tmp_path):
+    """``tta_hflip``: eval-mode logits are mirror-invariant and differ from the plain ones;
+    training-mode logits are untouched; the detector's test scores and its predictor's agree."""
+    from fid_bench.backbones.small_cnn import SmallCNN
+    from fid_bench.finetune.detector import FinetunePredictor
+    from fid_bench.finetune.module import BinaryNet
+
+    torch.manual_seed(0)
+    built = SmallCNN(image_size=16, widths=[4, 8]).build()
+    plain, tta = BinaryNet(built), BinaryNet(built, tta_hflip=True)
+    tta.load_state_dict(plain.state_dict())
+    x = torch.randint(0, 256, (6, 3, 16, 16), dtype=torch.uint8)
+    plain.eval(), tta.eval()
+    with torch.no_grad():
+        mirrored = tta(x.flip(3))
+        assert torch.allclose(tta(x), mirrored, atol=1e-6)
+        assert not torch.allclose(plain(x), plain(x.flip(3)), atol=1e-4)  # the network itself is not symmetric
+        assert torch.allclose(tta(x), 0.5 * (plain(x) + plain(x.flip(3))), atol=1e-6)
+    plain.train(), tta.train()
+    torch.manual_seed(1)
+    a = plain(x)
+    torch.manual_seed(1)
+    assert torch.allclose(a, tta(x))  # training sees one view only
+
+    table = make_images(tmp_path / "img", 48)
+    fold = make_fold(48, 12, 12)
+    job = make_job(table, tmp_path)
+    det = detector(max_epochs=1, batch_size=16, tta_hflip=True)
+    det.setup(job)
+    scores = det.fit_predict(job, fold)
+    predictor = pickle.loads(pickle.dumps(det.predictor()))
+    assert predictor.tta_hflip is True
+    test = scores[scores.split == "test"]
+    paths = table["path"].iloc[fold.test].tolist()
+    np.testing.assert_allclose(predictor.predict_paths(paths), test.score.to_numpy(), atol=1e-5)
+    predictor.tta_hflip = False
+    predictor._net = None
+    assert not np.allclose(predictor.predict_paths(paths), test.score.to_numpy(), atol=1e-5)
+    state = predictor.__getstate__()
+    state.pop("tta_hflip")  # a model logged before the option existed
+    old = FinetunePredictor.__new__(FinetunePredictor)
+    old.__setstate__(state)
+    assert old.tta_hflip is False

@@ -24,7 +24,7 @@ from typing import Any
 from fid_bench.audit import AuditReport, audit_samples, audit_settings, check_settings, clean_manifest
 from fid_bench.commands.common import OneLineParser, run_handler
 from fid_bench.config import compose, conf_dir
-from fid_bench.data.readers import read_samples
+from fid_bench.data.readers import read_configured_samples
 from fid_bench.data.samples import LABEL_NAMES, Samples
 from fid_bench.errors import FidBenchError, one_line
 
@@ -89,7 +89,7 @@ def run(args: argparse.Namespace) -> int:
     elif OmegaConf.select(cfg, "audit.workers", default=None) is None:
         settings["workers"] = min(os.cpu_count() or 1, 8)  # this entry point is safe for worker processes
     check_settings(settings["shortcut_auc"], settings["near_dup_threshold"])
-    samples = _read_samples(cfg)
+    samples = read_configured_samples(cfg)
     report = audit_samples(samples, **settings)
     print(report.to_markdown(), end="")
     if args.json:
@@ -135,29 +135,6 @@ def compose_config(overrides: list[str], config_dir: Path) -> Any:
         return cfg
     except OmegaConfBaseException as err:
         raise FidBenchError(f"config: {one_line(err)}") from None
-
-
-def _read_samples(cfg: Any) -> Samples:
-    """The configured data set; config and reader errors become one ``FidBenchError`` line."""
-    from hydra.errors import InstantiationException
-    from omegaconf import OmegaConf
-    from omegaconf.errors import MissingMandatoryValue, OmegaConfBaseException
-
-    try:
-        return read_samples(cfg.data)
-    except MissingMandatoryValue as err:
-        key = str(getattr(err, "full_key", "") or "a value")
-        leaf = key.rsplit(".", 1)[-1]
-        if key.startswith("data.reader.") and OmegaConf.is_missing(cfg.data, leaf):
-            key = f"data.{leaf}"  # the reader's fields interpolate data.*: name what the user sets
-        raise FidBenchError(f"config: {key} is required (e.g. {key}=/path/to/data)") from None
-    except (InstantiationException, OmegaConfBaseException) as err:
-        cause: BaseException | None = err
-        while cause is not None:  # Hydra wraps the reader's own one-line errors
-            if isinstance(cause, FidBenchError):
-                raise FidBenchError(str(cause)) from None
-            cause = cause.__cause__
-        raise FidBenchError(f"data reader: {one_line(err)}") from None
 
 
 # ----------------------------------------------------------------------------- output files

@@ -561,3 +561,26 @@ def read_samples(data_cfg: Any) -> Samples:
 
     set_max_pixels(data_cfg.get("max_pixels"))
     return instantiate(data_cfg.reader).read()
+
+
+def read_configured_samples(cfg: Any) -> Samples:
+    """``read_samples(cfg.data)`` for a command: config and reader errors become one ``FidBenchError`` line."""
+    from hydra.errors import InstantiationException
+    from omegaconf import OmegaConf
+    from omegaconf.errors import MissingMandatoryValue, OmegaConfBaseException
+
+    try:
+        return read_samples(cfg.data)
+    except MissingMandatoryValue as err:
+        key = str(getattr(err, "full_key", "") or "a value")
+        leaf = key.rsplit(".", 1)[-1]
+        if key.startswith("data.reader.") and OmegaConf.is_missing(cfg.data, leaf):
+            key = f"data.{leaf}"  # the reader's fields interpolate data.*: name what the user sets
+        raise FidBenchError(f"config: {key} is required (e.g. {key}=/path/to/data)") from None
+    except (InstantiationException, OmegaConfBaseException) as err:
+        cause: BaseException | None = err
+        while cause is not None:  # Hydra wraps the reader's own one-line errors
+            if isinstance(cause, FidBenchError):
+                raise FidBenchError(str(cause)) from None
+            cause = cause.__cause__
+        raise FidBenchError(f"data reader: {one_line(err)}") from None

@@ -272,18 +272,22 @@ def _check_scores(scores: pd.DataFrame) -> None:
         )
 
 
-def evaluate_scores(scores: pd.DataFrame, *, calibration_bins: int = CALIBRATION_BINS) -> dict[str, float]:
+def evaluate_scores(
+    scores: pd.DataFrame, *, calibration_bins: int = CALIBRATION_BINS, threshold: float | None = None
+) -> dict[str, float]:
     """Threshold from the ``val`` rows, every metric on the ``test`` rows (see module docstring).
 
-    Keys: ``threshold``, ``roc_auc`` (primary), ``average_precision``, ``f1`` (at 0.5),
-    ``f1_at_threshold``, ``accuracy``, ``balanced_accuracy``, ``precision``, ``recall`` (at 0.5),
-    ``log_loss``, ``tpr_at_fpr_1pct``, ``tpr_at_fpr_5pct``, ``eer``, ``ece``, ``brier``, ``n_test``,
-    ``n_val``, ``test_positive_rate``.
+    ``threshold`` replaces the one chosen on the ``val`` rows (predictions imported without
+    validation scores have none to choose on). Keys: ``threshold``, ``roc_auc`` (primary),
+    ``average_precision``, ``f1`` (at 0.5), ``f1_at_threshold``, ``accuracy``, ``balanced_accuracy``,
+    ``precision``, ``recall`` (at 0.5), ``log_loss``, ``tpr_at_fpr_1pct``, ``tpr_at_fpr_5pct``,
+    ``eer``, ``ece``, ``brier``, ``n_test``, ``n_val``, ``test_positive_rate``.
     """
     _check_scores(scores)
     val = scores[scores["split"] == "val"]
     test = scores[scores["split"] == "test"]
-    threshold = best_f1_threshold(val["label"].to_numpy(), val["score"].to_numpy())
+    if threshold is None:
+        threshold = best_f1_threshold(val["label"].to_numpy(), val["score"].to_numpy())
     y_test, s_test = test["label"].to_numpy(), test["score"].to_numpy()
     if test.empty:
         log.warning("metrics: no test rows; test metrics are NaN")

@@ -74,6 +74,7 @@ class FinetuneDetector(Detector):
         freeze_backbone: bool = False,
         unfreeze_after: int | None = None,
         head_dropout: float = 0.0,
+        tta_hflip: bool = False,
         accumulate_grad_batches: int = 1,
         gradient_clip_val: float | None = None,
         early_stopping_patience: int | None = None,
@@ -102,6 +103,7 @@ class FinetuneDetector(Detector):
         self.freeze_backbone = bool(freeze_backbone)
         self.unfreeze_after = unfreeze_after
         self.head_dropout = float(head_dropout)
+        self.tta_hflip = bool(tta_hflip)
         self.accumulate_grad_batches = int(accumulate_grad_batches)
         self.gradient_clip_val = gradient_clip_val
         self.early_stopping_patience = early_stopping_patience
@@ -163,7 +165,7 @@ class FinetuneDetector(Detector):
             torch.set_float32_matmul_precision(hw["matmul_precision"])
 
         built = backbone.build()
-        net = BinaryNet(built, head_dropout=self.head_dropout)
+        net = BinaryNet(built, head_dropout=self.head_dropout, tta_hflip=self.tta_hflip)
         preprocessing = built.preprocessing.finetune_dict()
         # data.align: training, evaluation and the predictor decode through the same alignment
         alignment = parse_alignment(self.align)
@@ -232,6 +234,7 @@ class FinetuneDetector(Detector):
             state_dict={k: v.detach().cpu().clone() for k, v in module.net.state_dict().items()},
             preprocessing=preprocessing,
             head_dropout=self.head_dropout,
+            tta_hflip=self.tta_hflip,
             threshold=threshold,
             prior=prior,
             batch_size=self.eval_batch_size,
@@ -406,6 +409,7 @@ class FinetunePredictor(Predictor):
         preprocessing: dict[str, Any],
         *,
         head_dropout: float = 0.0,
+        tta_hflip: bool = False,
         threshold: float = 0.5,
         prior: float = 0.5,
         batch_size: int = 64,
@@ -414,6 +418,7 @@ class FinetunePredictor(Predictor):
         self.state_dict = state_dict
         self.preprocessing = dict(preprocessing)
         self.head_dropout = head_dropout
+        self.tta_hflip = bool(tta_hflip)
         self.threshold = float(threshold)
         self.prior = float(prior)
         self.batch_size = int(batch_size)
@@ -437,6 +442,7 @@ class FinetunePredictor(Predictor):
                 ("backbone." + k[len(old) :] if prefix and k.startswith(old) else k): v
                 for k, v in state["state_dict"].items()
             }
+        state.setdefault("tta_hflip", False)  # models logged before test-time flipping existed
         self.__dict__.update(state)
 
     def build_net(self) -> Any:
@@ -450,7 +456,9 @@ class FinetunePredictor(Predictor):
             for key, offline in (("pretrained", False), ("weights", None)):
                 if key in cfg:
                     cfg[key] = offline
-            net = BinaryNet(instantiate(cfg).build(), head_dropout=self.head_dropout)
+            net = BinaryNet(
+                instantiate(cfg).build(), head_dropout=self.head_dropout, tta_hflip=self.tta_hflip
+            )
             net.load_state_dict(self.state_dict)
             self._net = net.eval()
         return self._net

@@ -25,10 +25,12 @@ class BinaryNet(nn.Module):
     """uint8 ``[B, 3, S, S]`` pixels -> one logit of "generated" per image.
 
     ``built`` is what a ``fid_bench.backbones`` backbone's ``build()`` returns: the network and the
-    preprocessing whose ``mean``/``std`` normalise the pixels here.
+    preprocessing whose ``mean``/``std`` normalise the pixels here. With ``tta_hflip`` an image's
+    logit in eval mode is the mean of its own and its mirror image's (training is unchanged), so
+    validation, test and ``predict`` all score the same way.
     """
 
-    def __init__(self, built: Built, head_dropout: float = 0.0) -> None:
+    def __init__(self, built: Built, head_dropout: float = 0.0, tta_hflip: bool = False) -> None:
         super().__init__()
         pre = built.preprocessing
         self.backbone = built.network
@@ -37,12 +39,16 @@ class BinaryNet(nn.Module):
         self.register_buffer("mean", torch.tensor(pre.mean, dtype=torch.float32).view(1, 3, 1, 1) * 255)
         self.register_buffer("std", torch.tensor(pre.std, dtype=torch.float32).view(1, 3, 1, 1) * 255)
         self.channels_last = False
+        self.tta_hflip = bool(tta_hflip)
 
     def forward(self, pixels: torch.Tensor) -> torch.Tensor:
         x = (pixels.to(self.mean.dtype) - self.mean) / self.std
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
-        return self.head(self.backbone(x)).squeeze(1)
+        logits = self.head(self.backbone(x)).squeeze(1)
+        if self.tta_hflip and not self.training:
+            logits = 0.5 * (logits + self.head(self.backbone(x.flip(3))).squeeze(1))
+        return logits
 
 
 def cosine_with_warmup(

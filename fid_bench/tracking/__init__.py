@@ -2,11 +2,13 @@
 
 Modules (mlflow is imported only inside their functions, except ``pyfunc``, so importing the package
 is cheap):
-    kinds           the run-kind enum (job, parent, study, trial, comparison) and the model's name
+    kinds           the run-kind enum (job, parent, study, trial, comparison, ensemble, imported), which
+                    kinds are ranked and which hold a model, and the model's name
     store           tracking URI resolution, race-safe store and experiment creation
     runs            run queries: which store, opening it, reading runs, resolving a run id or ``best``
     model_location  where a model may be loaded from (only inside the store that logged it)
     run             ``tracked_run(cfg)``: the run context every job goes through
+    scored_run      a run made from a scores frame (ensembles, imported predictions), logged as a job's
     callbacks       ``ParentRunCallback``: the Hydra callback that owns a multirun's parent run
     pyfunc          the MLflow model wrapping a fitted ``Predictor``; ``load_predictor`` (imports mlflow)
     leaderboard     ranking runs (the library of ``fid-bench leaderboard``)

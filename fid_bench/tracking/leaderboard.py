@@ -21,7 +21,7 @@ import pandas as pd
 
 from fid_bench import markdown
 from fid_bench.evaluation import registry
-from fid_bench.tracking.kinds import KIND_TAG, NO_MODEL_KINDS, SUMMARY_KINDS
+from fid_bench.tracking.kinds import KIND_TAG, SUMMARY_KINDS, UNRANKED_KINDS
 from fid_bench.tracking.paired import TopMarks, marks_against_top
 from fid_bench.tracking.runs import LeaderboardError, fetch_runs
 
@@ -107,8 +107,9 @@ def runs_frame(runs: Sequence[Run], experiment_names: Mapping[str, str]) -> pd.D
 
 
 def _ranked_runs(frame: pd.DataFrame, query: Query) -> pd.DataFrame:
-    """The runs a board ranks: jobs; under ``--parent`` also its children of any kind (e.g. trials)."""
-    skip = SUMMARY_KINDS if query.parent else NO_MODEL_KINDS
+    """The runs a board ranks: jobs, ensembles and imported runs; under ``--parent`` also its children
+    of any kind (e.g. trials)."""
+    skip = SUMMARY_KINDS if query.parent else UNRANKED_KINDS
     return frame[frame["tags"].map(lambda t: t.get(KIND_TAG) not in skip)]
 
 

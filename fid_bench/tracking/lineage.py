@@ -22,6 +22,7 @@ import pandas as pd
 from fid_bench.tracking.store import first_line
 
 if TYPE_CHECKING:
+    from mlflow.entities import Run
     from mlflow.tracking import MlflowClient
 
     from fid_bench.data.splits import Fold
@@ -119,3 +120,36 @@ def log_dataset_parts(client: MlflowClient, run_id: str, parts: Sequence[Dataset
         client.log_inputs(run_id, datasets=inputs)
     except Exception as err:  # noqa: BLE001 - lineage is informative: the job's results still count
         log.warning("dataset inputs not logged for run %s: %s", run_id, first_line(err))
+
+
+def copy_dataset_inputs(
+    client: MlflowClient,
+    run_id: str,
+    sources: Sequence[Run],
+    contexts: Sequence[str] = ("validation", "test"),
+) -> int:
+    """Log the dataset inputs of ``sources`` in ``contexts`` as inputs of run ``run_id`` (each once).
+
+    A run made from other runs' scores (an ensemble, an import aligned with a run's rows) used
+    exactly their rows: it shows the same digests, without reading the images again. Returns how
+    many inputs were logged; a store that refuses is a warning, as in ``log_dataset_parts``.
+    """
+    from mlflow.entities import DatasetInput
+
+    seen: set[tuple[str, str, str]] = set()
+    inputs = []
+    for source in sources:
+        for item in source.inputs.dataset_inputs if source.inputs is not None else []:
+            context = next((t.value for t in item.tags if t.key == CONTEXT_TAG), "")
+            key = (item.dataset.name, item.dataset.digest, context)
+            if context in contexts and key not in seen:
+                seen.add(key)
+                inputs.append(DatasetInput(item.dataset, tags=list(item.tags)))
+    if not inputs:
+        return 0
+    try:
+        client.log_inputs(run_id, datasets=inputs)
+    except Exception as err:  # noqa: BLE001 - lineage is informative: the run's results still count
+        log.warning("dataset inputs not logged for run %s: %s", run_id, first_line(err))
+        return 0
+    return len(inputs)

@@ -1,8 +1,8 @@
 """The model registry: promote a run's model to a named, aliased version that ``predict`` can serve.
 
-``promote_run`` registers the MLflow model ``model`` of a finished job run under a registered
-model name, tags the new version with what a reviewer needs to trust it without opening the run
-(headline metrics, decision threshold, data fingerprint and dataset digests, the run and its
+``promote_run`` registers the MLflow model ``model`` of a finished job or ensemble run under a
+registered model name, tags the new version with what a reviewer needs to trust it without opening
+the run (headline metrics, decision threshold, data fingerprint and dataset digests, the run and its
 choices), and points an alias (``champion`` by default) at it. ``fid-bench predict --model
 models:/NAME@champion`` then loads it under the same safety rules as ``--run``.
 """
@@ -16,8 +16,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from fid_bench.errors import FidBenchError
+from fid_bench.tracking.kinds import KIND_TAG, NO_MODEL_KINDS, no_model_reason
 from fid_bench.tracking.lineage import CONTEXT_TAG
-from fid_bench.tracking.run import KIND_TAG
 from fid_bench.tracking.store import first_line
 
 if TYPE_CHECKING:
@@ -44,8 +44,6 @@ HEADLINE_METRICS = (
 )
 #: run tags copied onto a registered version
 RUN_TAGS = ("model", "classifier", "balance", "data", "track", "data_fingerprint", "data_name", "git_commit")
-#: non-model run kinds (see ``fid_bench.predict.NON_MODEL_KINDS``)
-NON_MODEL_KINDS = frozenset({"parent", "sweep", "study", "trial", "comparison"})
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")
 
@@ -141,10 +139,8 @@ def promote_run(client: MlflowClient, run: Run, name: str, *, alias: str = DEFAU
     if re.fullmatch(r"[vV]\d+", alias) or alias.lower() == "latest":
         raise FidBenchError(f"alias {alias!r} is reserved by MLflow (versions and 'latest'); choose another")
     kind = run.data.tags.get(KIND_TAG, "")
-    if kind in NON_MODEL_KINDS:
-        raise FidBenchError(
-            f"run {run.info.run_id} is a {kind} run and holds no model; promote one of its jobs"
-        )
+    if kind in NO_MODEL_KINDS:
+        raise FidBenchError(no_model_reason(run.info.run_id, kind))
     if run.info.status != "FINISHED":
         raise FidBenchError(
             f"run {run.info.run_id} is {run.info.status}; only a finished run can be promoted"

@@ -546,10 +546,17 @@ def tracked_run(cfg: DictConfig, *, parent_run_id: str | None = None) -> Iterato
         raise FidBenchError(f"cannot start an MLflow run in {uri}: {first_line(err)}") from None
     run = TrackedRun(client, active.info.run_id, experiment_id, name)
     log.info("MLflow run %s (%s) in experiment %s at %s", name, run.run_id, experiment_id, uri)
-    status = "FAILED"
-    try:
+    with closing_run(run):
         run.log_params(flatten_config(cfg))
         run.log_text(OmegaConf.to_yaml(OmegaConf.create(resolved_config(cfg))), "config.yaml")
+        yield run
+
+
+@contextmanager
+def closing_run(run: TrackedRun) -> Iterator[TrackedRun]:
+    """End ``run`` on exit: FINISHED, FAILED with the error recorded and re-raised, or KILLED."""
+    status = "FAILED"
+    try:
         yield run
         status = "FINISHED"
     except BaseException as err:

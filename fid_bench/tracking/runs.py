@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from fid_bench.errors import FidBenchError, first_line
 from fid_bench.evaluation.registry import lower_is_better
-from fid_bench.tracking.kinds import KIND_TAG, MODEL_NAME, NO_MODEL_KINDS
+from fid_bench.tracking.kinds import KIND_TAG, MODEL_NAME, NO_MODEL_KINDS, UNRANKED_KINDS, no_model_reason
 from fid_bench.tracking.store import (
     DEFAULT_TRACKING_URI,
     local_store_path,
@@ -22,10 +22,14 @@ from fid_bench.tracking.store import (
 )
 
 if TYPE_CHECKING:
+    import pandas as pd
     from mlflow.entities import Run
     from mlflow.tracking import MlflowClient
 
 log = logging.getLogger(__name__)
+
+#: the scores artifact of every run scored on test rows (validation rows next to the test rows)
+PREDICTIONS = "predictions.csv"
 
 
 class LeaderboardError(FidBenchError):
@@ -137,8 +141,9 @@ def resolve_experiment(client: MlflowClient, name: str | None) -> tuple[str, str
     return exp_name, exp_id
 
 
-def model_runs(client: MlflowClient, experiment_id: str) -> list[Run]:
-    """Finished runs of an experiment that can hold a model (sweep parents and comparisons left out)."""
+def ranked_runs(client: MlflowClient, experiment_id: str) -> list[Run]:
+    """Finished runs of an experiment the leaderboard ranks: jobs, ensembles and imported runs
+    (sweep parents, trials and comparisons left out)."""
     runs = fetch_runs(client, [experiment_id])
     parents = {r.data.tags.get("mlflow.parentRunId") for r in runs}
     return [
@@ -146,14 +151,19 @@ def model_runs(client: MlflowClient, experiment_id: str) -> list[Run]:
         for r in runs
         if r.info.status == "FINISHED"
         and r.info.run_id not in parents
-        and r.data.tags.get(KIND_TAG, "") not in NO_MODEL_KINDS
+        and r.data.tags.get(KIND_TAG, "") not in UNRANKED_KINDS
     ]
 
 
+def has_model_kind(run: Run) -> bool:
+    """A job or ensemble run (untagged runs count as jobs): the kinds ``predict`` and ``promote`` accept."""
+    return run.data.tags.get(KIND_TAG, "") not in NO_MODEL_KINDS
+
+
 def rank_runs(client: MlflowClient, experiment: str | None, metric: str) -> tuple[str, list[Run]]:
-    """The finished model runs of an experiment, best first by ``metric`` (NaN values left out)."""
+    """The finished ranked runs of an experiment, best first by ``metric`` (NaN values left out)."""
     exp_name, exp_id = resolve_experiment(client, experiment)
-    runs = model_runs(client, exp_id)
+    runs = ranked_runs(client, exp_id)
     if not runs:
         raise FidBenchError(f"experiment {exp_name!r} has no finished runs")
     scored = [r for r in runs if not math.isnan(r.data.metrics.get(metric, math.nan))]
@@ -165,7 +175,7 @@ def rank_runs(client: MlflowClient, experiment: str | None, metric: str) -> tupl
             f"metric {metric!r} was never logged in experiment {exp_name!r} (logged: {shown or 'none'})"
         )
     sign = 1.0 if lower_is_better(metric) else -1.0
-    # ties broken by run id, as the leaderboard breaks them: its first row is what "best" picks
+    # ties broken by run id, as the leaderboard breaks them: "best" picks its first row with a model
     scored.sort(key=lambda r: (sign * r.data.metrics[metric], r.info.run_id))
     return exp_name, scored
 
@@ -188,12 +198,34 @@ def runs_with_models(client: MlflowClient, experiment_id: str, name: str = MODEL
         return None
 
 
-def resolve_run(client: MlflowClient, spec: str, *, experiment: str | None, metric: str) -> Run:
-    """A run id, or ``best``: the best finished run of the experiment by ``metric``."""
+def get_run(client: MlflowClient, run_id: str) -> Run:
+    """The run with id ``run_id``, of any kind; an unknown id is a one-line error."""
     from mlflow.exceptions import MlflowException
 
+    try:
+        return client.get_run(run_id)
+    except MlflowException:
+        raise FidBenchError(f"unknown run {run_id!r} in the tracking store {client.tracking_uri}") from None
+
+
+def resolve_run(client: MlflowClient, spec: str, *, experiment: str | None, metric: str) -> Run:
+    """A run id, or ``best``: the best finished run of the experiment by ``metric`` that holds a model.
+
+    The leaderboard's first row unless that is an imported run (no model) or logged no model.
+    """
     if spec == "best":
         exp_name, ranked = rank_runs(client, experiment, metric)
+        if not has_model_kind(ranked[0]):
+            log.info(
+                "the leaderboard's first run, %s, holds no model; skipping runs without one",
+                ranked[0].info.run_id,
+            )
+        ranked = [r for r in ranked if has_model_kind(r)]
+        if not ranked:
+            raise FidBenchError(
+                f"no finished job or ensemble run of experiment {exp_name!r} is ranked by {metric} "
+                "(imported runs hold no model)"
+            )
         with_model = runs_with_models(client, ranked[0].info.experiment_id)
         if with_model:  # empty or None: the store cannot tell (models logged another way); load will say
             usable = [r for r in ranked if r.info.run_id in with_model]
@@ -219,13 +251,33 @@ def resolve_run(client: MlflowClient, spec: str, *, experiment: str | None, metr
             best.data.metrics[metric],
         )
         return best
-    try:
-        run = client.get_run(spec)
-    except MlflowException:
-        raise FidBenchError(f"unknown run {spec!r} in the tracking store {client.tracking_uri}") from None
+    run = get_run(client, spec)
     kind = run.data.tags.get(KIND_TAG, "")
     if kind in NO_MODEL_KINDS:
-        raise FidBenchError(
-            f"run {spec} is a {kind} run and holds no model; give one of its job runs or --run best"
-        )
+        raise FidBenchError(no_model_reason(spec, kind))
     return run
+
+
+def run_scores(client: MlflowClient, run: Run) -> pd.DataFrame:
+    """A run's ``predictions.csv`` (its validation and test rows), ids and groups as text."""
+    import tempfile
+
+    import pandas as pd
+    from mlflow.exceptions import MlflowException
+
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    run_id = run.info.run_id
+    with tempfile.TemporaryDirectory(prefix="fid_bench-scores-") as tmp:
+        try:
+            local = client.download_artifacts(run_id, PREDICTIONS, tmp)
+        except (MlflowException, OSError):
+            raise FidBenchError(
+                f"run {run_id} has no {PREDICTIONS} artifact (status {run.info.status}); only finished "
+                "runs scored on test rows can be used"
+            ) from None
+        # no NA parsing: an id such as "NA" stays an id, an empty group stays ""
+        scores = pd.read_csv(local, dtype={"id": str, "group": str}, keep_default_na=False)
+    missing = [c for c in ("id", "label", "score", "split") if c not in scores.columns]
+    if missing:
+        raise FidBenchError(f"run {run_id}: {PREDICTIONS} lacks column(s) {missing}")
+    return scores
