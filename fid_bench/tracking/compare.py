@@ -21,7 +21,6 @@ from __future__ import annotations
 import logging
 import math
 import os
-import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,8 +35,7 @@ from fid_bench.evaluation.plots import overlay_curves_png
 from fid_bench.tracking.kinds import KIND_TAG, RunKind
 from fid_bench.tracking.leaderboard import Query, leaderboard
 from fid_bench.tracking.paired import PairedReport, paired_report
-from fid_bench.tracking.predictions import held_out_scores
-from fid_bench.tracking.runs import make_client
+from fid_bench.tracking.runs import held_out_scores, make_client
 from fid_bench.tracking.runs import tracking_uri as resolve_uri
 
 if TYPE_CHECKING:
@@ -200,11 +198,7 @@ def compare_runs(
         get_runs(client, [log_to_run_id])  # fail before any work when the target is unknown
 
     labels = [run_label(r) for r in runs]
-    with tempfile.TemporaryDirectory(prefix="fid_bench_compare_") as tmp:
-        named = {
-            label: held_out_scores(client, run, Path(tmp) / run.info.run_id)
-            for label, run in zip(labels, runs, strict=True)
-        }
+    named = {label: held_out_scores(client, run) for label, run in zip(labels, runs, strict=True)}
     report = None
     if paired is not None:
         try:

@@ -227,10 +227,7 @@ def add_top_marks(client: MlflowClient, boards: Sequence[Board], alpha: float = 
     logged predictions gets no column.
     """
     for board in boards:
-        runs = board.runs
-        board.marks = marks_against_top(
-            client, list(runs["run_id"]), alpha, metric=board.metric, statuses=list(runs["status"])
-        )
+        board.marks = marks_against_top(client, list(board.runs["run_id"]), alpha, metric=board.metric)
 
 
 # --------------------------------------------------------------------------- rendering

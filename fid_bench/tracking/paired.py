@@ -13,10 +13,8 @@ Rows are matched by id (``pair_test_rows``), never by position.
 from __future__ import annotations
 
 import math
-import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -34,7 +32,7 @@ from fid_bench.evaluation.paired import (
     tied_with_top,
     tpr_at_fpr_fn,
 )
-from fid_bench.tracking.predictions import decision_threshold, download_test_scores
+from fid_bench.tracking.runs import held_out_scores
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
@@ -68,6 +66,12 @@ def ci_text(low: float, high: float) -> str:
     if math.isnan(low) or math.isnan(high):
         return "-"
     return f"[{low:.4f}, {high:.4f}]"
+
+
+def decision_threshold(run: Run) -> float | None:
+    """The threshold the run chose on its validation rows (its ``threshold`` metric); None if not logged."""
+    value = run.data.metrics.get("threshold")
+    return float(value) if value is not None and math.isfinite(value) else None
 
 
 def require_hold_out(scores: pd.DataFrame, run_id: str) -> pd.DataFrame:
@@ -277,7 +281,6 @@ def marks_against_top(
     alpha: float = 0.05,
     *,
     metric: str = "roc_auc",
-    statuses: Sequence[str] | None = None,
 ) -> TopMarks | None:
     """Mark the runs (best first, as a board shows them) not significantly different in ROC-AUC
     from the top one, on the test rows of the first run with usable predictions.
@@ -297,28 +300,26 @@ def marks_against_top(
     scores: dict[str, np.ndarray] = {}
     y = None
     any_predictions = False
-    with tempfile.TemporaryDirectory(prefix="fid_bench_marks_") as tmp:
-        for i, run_id in enumerate(run_ids):
-            status = statuses[i] if statuses is not None else None
-            try:
-                frame = download_test_scores(client, run_id, Path(tmp) / run_id, status=status)
-            except FidBenchError as err:
-                notes[run_id] = one_line(err)
-                continue
-            any_predictions = True
-            try:
-                require_hold_out(frame, run_id)
-                if reference is None:
-                    # pairing a run with itself checks that its test ids are unique
-                    pairs = pair_test_rows(frame, frame, names=(run_id[:8], run_id[:8]))
-                    reference, ref_id = frame, run_id
-                    y = pairs["label"].to_numpy(dtype=np.int64)
-                    scores[run_id] = pairs["score_a"].to_numpy(dtype=np.float64)
-                else:
-                    pairs = pair_test_rows(reference, frame, names=(ref_id[:8], run_id[:8]))
-                    scores[run_id] = pairs["score_b"].to_numpy(dtype=np.float64)
-            except FidBenchError as err:
-                notes[run_id] = one_line(err)
+    for run_id in run_ids:
+        try:
+            frame = held_out_scores(client, client.get_run(run_id))
+        except FidBenchError as err:
+            notes[run_id] = one_line(err)
+            continue
+        any_predictions = True
+        try:
+            require_hold_out(frame, run_id)
+            if reference is None:
+                # pairing a run with itself checks that its test ids are unique
+                pairs = pair_test_rows(frame, frame, names=(run_id[:8], run_id[:8]))
+                reference, ref_id = frame, run_id
+                y = pairs["label"].to_numpy(dtype=np.int64)
+                scores[run_id] = pairs["score_a"].to_numpy(dtype=np.float64)
+            else:
+                pairs = pair_test_rows(reference, frame, names=(ref_id[:8], run_id[:8]))
+                scores[run_id] = pairs["score_b"].to_numpy(dtype=np.float64)
+        except FidBenchError as err:
+            notes[run_id] = one_line(err)
     if not any_predictions:
         return None
     rows = {r: {"mark": NOT_COMPARABLE, "note": notes.get(r, "")} for r in run_ids}
