@@ -652,7 +652,9 @@ def test_flip_test_time_augmentation_scores_an_image_and_its_mirror_alike(tmp_pa
     with torch.no_grad():
         mirrored = tta(x.flip(3))
         assert torch.allclose(tta(x), mirrored, atol=1e-6)
-        assert not torch.allclose(plain(x), plain(x.flip(3)), atol=1e-4)  # the network itself is not symmetric
+        assert not torch.allclose(
+            plain(x), plain(x.flip(3)), atol=1e-4
+        )  # the network itself is not symmetric
         assert torch.allclose(tta(x), 0.5 * (plain(x) + plain(x.flip(3))), atol=1e-6)
     plain.train(), tta.train()
     torch.manual_seed(1)

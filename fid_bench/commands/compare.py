@@ -2,9 +2,12 @@
 
     fid-bench compare RUN_ID RUN_ID ... [--out compare.png]
     fid-bench compare --top 5 [--experiment NAME] [--metric roc_auc]
+    fid-bench compare A B [--bootstrap 1000] [--alpha 0.05] [--seed 0] [--no-paired]
 
 Writes the PNG plus the metric table (``.csv`` and ``.md`` next to it) and logs them to MLflow
-(see ``fid_bench.tracking.compare`` for which run receives them).
+(see ``fid_bench.tracking.compare`` for which run receives them). Exactly two runs also get the
+paired report (``fid_bench.tracking.paired``): A minus B on the test rows both scored, ROC-AUC by
+DeLong's test, F1/accuracy/TPR@FPR by a paired bootstrap (``<stem>_paired.csv`` and ``.md``).
 """
 
 from __future__ import annotations
@@ -16,13 +19,40 @@ from pathlib import Path
 
 from fid_bench.commands.common import add_tracking_uri, run_standalone
 from fid_bench.errors import UsageError
-from fid_bench.tracking.compare import compare_runs
+from fid_bench.tracking.compare import PairedOptions, compare_runs
 from fid_bench.tracking.runs import make_client, rank_runs, tracking_uri
 
 NAME = "compare"
 PROG = "fid-bench compare"
-HELP = "overlay the ROC and PR curves of several runs"
-DESCRIPTION = "Overlay the test ROC and precision-recall curves of runs and tabulate their metrics."
+HELP = "overlay the ROC and PR curves of several runs; test two runs against each other"
+DESCRIPTION = (
+    "Overlay the test ROC and precision-recall curves of runs and tabulate their metrics. "
+    "For exactly two runs (A B, or --top 2) also a paired report on the test rows both scored, "
+    "matched by id: A minus B in ROC-AUC with DeLong's test, and in F1, accuracy (each run at its "
+    "own threshold) and TPR at FPR 1 %/5 % with a paired bootstrap; difference, interval, p-value. "
+    "With more runs there is no paired report (the leaderboard marks the runs tied with its top "
+    "one). Runs scored on different test rows, or cross-validated ones, are refused."
+)
+
+
+def _alpha_arg(text: str) -> float:
+    try:
+        alpha = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not 0.0 < alpha < 1.0:
+        raise argparse.ArgumentTypeError(f"must be between 0 and 1, got {text}")
+    return alpha
+
+
+def _count_arg(text: str) -> int:
+    try:
+        n = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if n < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {n}")
+    return n
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -42,6 +72,24 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--log-to", metavar="RUN_ID", help="run that receives the comparison artifacts")
     p.add_argument("--no-log", action="store_true", help="only write the files; log nothing to MLflow")
+    paired = p.add_argument_group("paired report (exactly two runs: A is the first)")
+    paired.add_argument(
+        "--bootstrap",
+        type=_count_arg,
+        default=1000,
+        metavar="N",
+        help="paired bootstrap resamples for F1, accuracy and TPR@FPR (default: 1000; 0: DeLong only)",
+    )
+    paired.add_argument(
+        "--alpha",
+        type=_alpha_arg,
+        default=0.05,
+        help="significance level; intervals are 1-alpha (default: 0.05)",
+    )
+    paired.add_argument("--seed", type=int, default=0, help="seed of the bootstrap resamples (default: 0)")
+    paired.add_argument(
+        "--no-paired", action="store_true", help="no paired report: only the curves and the metric table"
+    )
     add_tracking_uri(p)
     p.set_defaults(handler=run)
 
@@ -62,9 +110,20 @@ def run(args: argparse.Namespace) -> int:
     if args.top is not None:
         _, ranked = rank_runs(make_client(uri), args.experiment, args.metric)
         run_ids = [r.info.run_id for r in ranked[: args.top]]
-    result = compare_runs(run_ids, args.out, args.log_to, tracking_uri=uri, log_artifacts=not args.no_log)
+    paired = None
+    if len(run_ids) == 2 and not args.no_paired:
+        paired = PairedOptions(n_boot=args.bootstrap, alpha=args.alpha, seed=args.seed)
+    result = compare_runs(
+        run_ids, args.out, args.log_to, tracking_uri=uri, log_artifacts=not args.no_log, paired=paired
+    )
     print(result.table_md.read_text(), end="")
-    print(f"wrote {result.figure}, {result.table_csv} and {result.table_md}")
+    if result.paired_md is not None:
+        print()
+        print(result.paired_md.read_text(), end="")
+    elif len(run_ids) > 2 and not args.no_paired:
+        print("(no paired report: it compares exactly two runs)")
+    *first, last = [str(f) for f in result.files]
+    print(f"wrote {', '.join(first)} and {last}")
     if result.logged_to:
         print(f"logged to run {result.logged_to} under comparison/")
     return 0

@@ -7,15 +7,31 @@ import sys
 from collections.abc import Sequence
 
 from fid_bench.commands.common import add_tracking_uri, run_standalone
-from fid_bench.tracking.leaderboard import FORMATS, STATUSES, Query, leaderboard, render
+from fid_bench.tracking.leaderboard import FORMATS, STATUSES, Query, add_top_marks, leaderboard, render
 from fid_bench.tracking.runs import default_tracking_uri, open_store
 
 NAME = "leaderboard"
 PROG = "fid-bench leaderboard"
 HELP = "rank tracked runs by a metric"
 DESCRIPTION = (
-    "Rank the runs of the MLflow tracking store by a logged metric (parent runs of multiruns are left out)."
+    "Rank the runs of the MLflow tracking store by a logged metric (parent runs of multiruns are left out). "
+    "The ~top column marks the shown runs not significantly different in ROC-AUC from the top one "
+    "(DeLong's test against it, Holm-adjusted over the shown runs) on the same test rows, read from "
+    "their predictions.csv: '~' tied, blank significantly worse, 'n/a' scored on other rows, "
+    "cross-validated or without predictions. Whatever --metric ranks by, the test is on ROC-AUC and "
+    "the top is the run with the highest ROC-AUC among the shown runs (the footer says so when it is "
+    "not the first row)."
 )
+
+
+def _alpha_arg(text: str) -> float:
+    try:
+        alpha = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not 0.0 < alpha < 1.0:
+        raise argparse.ArgumentTypeError(f"must be between 0 and 1, got {text}")
+    return alpha
 
 
 def _filter_arg(text: str) -> tuple[str, list[str]]:
@@ -81,6 +97,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="run status to show (default: FINISHED; ALL shows every status)",
     )
     parser.add_argument("--parent", metavar="RUN_ID", help="only the child runs of this multirun parent run")
+    parser.add_argument(
+        "--alpha",
+        type=_alpha_arg,
+        default=0.05,
+        help="significance level of the ~top column (default: 0.05)",
+    )
+    parser.add_argument(
+        "--no-paired",
+        action="store_true",
+        help="no ~top column: skip reading the shown runs' predictions.csv",
+    )
     parser.set_defaults(handler=run)
 
 
@@ -105,6 +132,8 @@ def run(args: argparse.Namespace) -> int:
     query = query_from_args(args)
     client = open_store(args.tracking_uri or default_tracking_uri())
     boards = leaderboard(client, query)
+    if not args.no_paired:
+        add_top_marks(client, boards, args.alpha)
     text = render(boards, args.fmt, headings=query.experiment is None, show_status=query.status != "FINISHED")
     print(text)
     return 0

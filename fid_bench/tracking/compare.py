@@ -1,15 +1,19 @@
 """Compare logged runs: their test-split ROC and precision-recall curves overlaid, plus a metric table.
 
 The curves come from each run's ``predictions.csv`` artifact (``split == "test"`` rows); the table
-from the metrics each run logged. Both are written next to ``out_path`` (PNG, CSV, Markdown) and
-logged to MLflow under ``comparison/``:
+from the metrics each run logged. For exactly two runs, ``paired=PairedOptions()`` adds the paired
+report (``fid_bench.tracking.paired``: DeLong's test of the ROC-AUC difference and a paired bootstrap
+of F1, accuracy and TPR at a fixed FPR on the rows both runs scored, matched by id), written as
+``<stem>_paired.csv`` and ``<stem>_paired.md``. Everything is written next to ``out_path`` (PNG, CSV,
+Markdown) and logged to MLflow under ``comparison/``:
 
 * to ``log_to_run_id`` when given (the multirun parent passes its own id for its top children);
 * else to the runs' parent when they all share one (the sweep they came from);
 * else to a new run tagged ``fid_bench.kind=comparison`` in the first run's experiment.
 
-A comparison run holds no model and no metrics, so the leaderboard and ``predict --run best``
-(which rank finished runs by a metric) never pick it.
+A comparison run holds no model, and its kind keeps it out of the leaderboard and ``predict --run
+best``; its only metrics and params are the paired report's key figures (``paired/roc_auc_diff``,
+``paired/roc_auc_p``, ..., ``paired/run_a``, ``paired/verdict``), when there is one.
 """
 
 from __future__ import annotations
@@ -17,7 +21,6 @@ from __future__ import annotations
 import logging
 import math
 import os
-import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,7 +34,8 @@ from fid_bench.evaluation import registry
 from fid_bench.evaluation.plots import overlay_curves_png
 from fid_bench.tracking.kinds import KIND_TAG, RunKind
 from fid_bench.tracking.leaderboard import Query, leaderboard
-from fid_bench.tracking.runs import make_client
+from fid_bench.tracking.paired import PairedReport, paired_report
+from fid_bench.tracking.runs import held_out_scores, make_client
 from fid_bench.tracking.runs import tracking_uri as resolve_uri
 
 if TYPE_CHECKING:
@@ -41,7 +45,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 ARTIFACT_DIR = "comparison"
-PREDICTIONS = "predictions.csv"
 COMPARED_TAG = "fid_bench.compared_runs"
 #: metric columns of the table, in this order, when any compared run logged them
 TABLE_METRICS = registry.names(tabulated=True)
@@ -49,9 +52,19 @@ TABLE_METRICS = registry.names(tabulated=True)
 TABLE_TAGS = ("model", "classifier", "balance")
 
 
+@dataclass(frozen=True)
+class PairedOptions:
+    """The paired report's settings: bootstrap resamples (0: DeLong only), alpha and seed."""
+
+    n_boot: int = 1000
+    alpha: float = 0.05
+    seed: int = 0
+
+
 @dataclass
 class Comparison:
-    """What ``compare_runs`` produced: files written, the table, the drawn curves, where it was logged."""
+    """What ``compare_runs`` produced: files written, the table, the drawn curves, where it was logged,
+    and for two runs the paired report."""
 
     figure: Path
     table: pd.DataFrame
@@ -59,6 +72,15 @@ class Comparison:
     table_md: Path
     curves: dict[str, Any]  # name -> (roc Curve, pr Curve), as drawn
     logged_to: str | None = None
+    paired: PairedReport | None = None
+    paired_csv: Path | None = None
+    paired_md: Path | None = None
+
+    @property
+    def files(self) -> list[Path]:
+        """Every file written, in the order they are logged."""
+        extra = [f for f in (self.paired_csv, self.paired_md) if f is not None]
+        return [self.figure, self.table_csv, self.table_md, *extra]
 
 
 def _client(tracking_uri: str | None) -> MlflowClient:
@@ -86,28 +108,6 @@ def get_runs(client: MlflowClient, run_ids: Sequence[str]) -> list[Run]:
                 f"unknown run {run_id!r} in the tracking store {client.tracking_uri}"
             ) from None
     return runs
-
-
-def held_out_scores(client: MlflowClient, run: Run, dst: Path) -> pd.DataFrame:
-    """The ``split == "test"`` rows of a run's ``predictions.csv``."""
-    from mlflow.exceptions import MlflowException
-
-    run_id = run.info.run_id
-    try:
-        local = client.download_artifacts(run_id, PREDICTIONS, str(dst))
-    except (MlflowException, OSError):
-        raise FidBenchError(
-            f"run {run_id} has no {PREDICTIONS} artifact (status {run.info.status}); only finished "
-            "benchmark runs can be compared"
-        ) from None
-    scores = pd.read_csv(local, dtype={"id": str})
-    missing = [c for c in ("label", "score", "split") if c not in scores.columns]
-    if missing:
-        raise FidBenchError(f"run {run_id}: {PREDICTIONS} lacks column(s) {missing}")
-    test = scores[scores["split"] == "test"]
-    if test.empty:
-        raise FidBenchError(f"run {run_id}: {PREDICTIONS} has no split=='test' rows to draw")
-    return test.reset_index(drop=True)
 
 
 def run_label(run: Run) -> str:
@@ -156,6 +156,11 @@ def _shared_parent(runs: Sequence[Run]) -> str | None:
     return parents.pop() if len(parents) == 1 and None not in parents else None
 
 
+def paired_paths(out: Path) -> tuple[Path, Path]:
+    """Where the paired report goes next to the figure ``out``: ``<stem>_paired.csv`` and ``.md``."""
+    return out.with_name(f"{out.stem}_paired.csv"), out.with_name(f"{out.stem}_paired.md")
+
+
 def _new_comparison_run(client: MlflowClient, runs: Sequence[Run]) -> str:
     ids = [r.info.run_id for r in runs]
     run = client.create_run(
@@ -173,26 +178,40 @@ def compare_runs(
     *,
     tracking_uri: str | None = None,
     log_artifacts: bool = True,
+    paired: PairedOptions | None = None,
 ) -> Comparison:
     """Draw the runs' test curves into ``out_path`` (PNG) with a metric table, and log both.
 
     ``log_to_run_id``: the run that receives the ``comparison/`` artifacts (see the module docstring
-    for the default); ``log_artifacts=False`` only writes the files.
+    for the default); ``log_artifacts=False`` only writes the files. ``paired``: add the paired
+    report of exactly two runs (run A is the first); runs scored on different test rows are then
+    refused in one line before anything is written or logged.
     """
     client = _client(tracking_uri)
     runs = get_runs(client, list(run_ids))
     out = Path(out_path)
     if out.suffix.lower() != ".png":
         raise FidBenchError(f"--out {out}: the comparison figure is a PNG, name it *.png")
+    if paired is not None and len(runs) != 2:
+        raise FidBenchError(f"the paired report compares exactly two runs, got {len(runs)}")
     if log_to_run_id is not None:
         get_runs(client, [log_to_run_id])  # fail before any work when the target is unknown
 
     labels = [run_label(r) for r in runs]
-    with tempfile.TemporaryDirectory(prefix="fid_bench_compare_") as tmp:
-        named = {
-            label: held_out_scores(client, run, Path(tmp) / run.info.run_id)
-            for label, run in zip(labels, runs, strict=True)
-        }
+    named = {label: held_out_scores(client, run) for label, run in zip(labels, runs, strict=True)}
+    report = None
+    if paired is not None:
+        try:
+            report = paired_report(
+                (runs[0], runs[1]),
+                (named[labels[0]], named[labels[1]]),
+                (labels[0], labels[1]),
+                n_boot=paired.n_boot,
+                alpha=paired.alpha,
+                seed=paired.seed,
+            )
+        except FidBenchError as err:
+            raise FidBenchError(f"{err} (--no-paired draws their curves without the paired tests)") from None
     title = f"{len(runs)} run(s), test split"
     curves = overlay_curves_png(named, out, title=title)
     table = metric_table(runs, labels, [len(df) for df in named.values()])
@@ -201,6 +220,11 @@ def compare_runs(
     table.to_csv(table_csv, index=False)
     table_md.write_text(table_markdown(table))
     result = Comparison(out, table, table_csv, table_md, curves)
+    if report is not None:
+        result.paired = report
+        result.paired_csv, result.paired_md = paired_paths(out)
+        report.frame().to_csv(result.paired_csv, index=False)
+        result.paired_md.write_text(report.markdown())
 
     if log_artifacts:
         target = log_to_run_id or _shared_parent(runs)
@@ -209,8 +233,11 @@ def compare_runs(
             target = _new_comparison_run(client, runs)
         status = "FAILED"
         try:
-            for f in (out, table_csv, table_md):
+            for f in result.files:
                 client.log_artifact(target, str(f), ARTIFACT_DIR)
+            if created and report is not None:
+                # a run of its own carries the key figures; a sweep's parent or a job keeps its own
+                _log_figures(client, target, report)
             status = "FINISHED"
         finally:
             if created:  # a run this function opened is closed by it, whatever happened
@@ -218,6 +245,19 @@ def compare_runs(
         result.logged_to = target
         log.info("comparison logged to run %s under %s/", target, ARTIFACT_DIR)
     return result
+
+
+def _log_figures(client: MlflowClient, run_id: str, report: PairedReport) -> None:
+    import time
+
+    from mlflow.entities import Metric, Param
+
+    now = int(time.time() * 1000)
+    client.log_batch(
+        run_id,
+        metrics=[Metric(k, v, now, 0) for k, v in report.metrics().items()],
+        params=[Param(k, v) for k, v in report.params().items()],
+    )
 
 
 def compare_children(

@@ -3,6 +3,10 @@
 Runs are read from the tracking store (local SQLite/file store or a server), parent runs are left
 out, runs are filtered by status and tags, sorted by one logged metric and shown with the columns
 that identify a job. Cross-validated metrics (``<m>`` with ``<m>_std``) show as "mean ± std".
+
+``add_top_marks`` adds the ``~top`` column: the shown runs not significantly different in ROC-AUC
+from the top one on the same test rows (``fid_bench.tracking.paired.marks_against_top``: DeLong,
+Holm-adjusted), with a footer naming the test; it reads the shown runs' ``predictions.csv``.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ import pandas as pd
 from fid_bench import markdown
 from fid_bench.evaluation import registry
 from fid_bench.tracking.kinds import KIND_TAG, SUMMARY_KINDS, UNRANKED_KINDS
+from fid_bench.tracking.paired import TopMarks, marks_against_top
 from fid_bench.tracking.runs import LeaderboardError, fetch_runs
 
 if TYPE_CHECKING:
@@ -57,6 +62,7 @@ class Board:
     metric: str
     runs: pd.DataFrame  # one row per run, best first (see ``runs_frame``)
     total: int  # runs that passed the filters, before ``top``
+    marks: TopMarks | None = None  # the ``~top`` column, when ``add_top_marks`` found predictions
 
 
 # --------------------------------------------------------------------------- reading the store
@@ -214,6 +220,16 @@ def leaderboard(client: MlflowClient, query: Query) -> list[Board]:
     return boards
 
 
+def add_top_marks(client: MlflowClient, boards: Sequence[Board], alpha: float = 0.05) -> None:
+    """Mark, on each board, the shown runs tied in ROC-AUC with its top run (``Board.marks``).
+
+    Reads ``predictions.csv`` of the shown rows only (after ``top``); a board none of whose runs
+    logged predictions gets no column.
+    """
+    for board in boards:
+        board.marks = marks_against_top(client, list(board.runs["run_id"]), alpha, metric=board.metric)
+
+
 # --------------------------------------------------------------------------- rendering
 
 
@@ -240,6 +256,15 @@ def metric_columns(board: Board) -> list[str]:
 
 
 CI_COLUMN = "roc_auc 95% CI"
+MARK_COLUMN = "~top"
+
+
+def _mark_position(columns: list[str]) -> int:
+    """The ``~top`` column sits right after the ROC-AUC it is about (and its interval)."""
+    for name in (CI_COLUMN, "roc_auc"):
+        if name in columns:
+            return columns.index(name) + 1
+    return 1
 
 
 def _number(value: float) -> str:
@@ -277,14 +302,22 @@ def format_duration(seconds: float) -> str:
 def display_rows(board: Board, show_status: bool) -> tuple[list[str], list[list[str]], list[bool]]:
     """Header, text cells and which columns are numeric (right-aligned)."""
     metrics = metric_columns(board)
-    header = ["#", "run", *GROUP_COLUMNS, *metrics, "duration"] + (["status"] if show_status else [])
-    numeric = [True, False, *[False] * len(GROUP_COLUMNS), *[True] * len(metrics), True] + (
+    shown: list[str] = list(metrics)
+    if board.marks is not None:
+        shown.insert(_mark_position(shown), MARK_COLUMN)
+    header = ["#", "run", *GROUP_COLUMNS, *shown, "duration"] + (["status"] if show_status else [])
+    numeric = [True, False, *[False] * len(GROUP_COLUMNS), *[m != MARK_COLUMN for m in shown], True] + (
         [False] if show_status else []
     )
     rows = []
     for i, run in enumerate(board.runs.itertuples(index=False), start=1):
         cells = [str(i), run.run_id[:8], *[getattr(run, g) or MISSING for g in GROUP_COLUMNS]]
-        cells += [_metric_text(run.metrics, m) for m in metrics]
+        cells += [
+            board.marks.table.at[run.run_id, "mark"]
+            if m == MARK_COLUMN and board.marks
+            else _metric_text(run.metrics, m)
+            for m in shown
+        ]
         cells.append(format_duration(run.duration_s))
         if show_status:
             cells.append(run.status)
@@ -326,8 +359,29 @@ def csv_frame(boards: Sequence[Board]) -> pd.DataFrame:
                 record[m] = run.metrics.get(m)
                 if f"{m}_std" in run.metrics:
                     record[f"{m}_std"] = run.metrics[f"{m}_std"]
+            if board.marks is not None:
+                record.update(_mark_record(board.marks, run.run_id))
             records.append(record)
     return pd.DataFrame.from_records(records)
+
+
+def _mark_record(marks: TopMarks, run_id: str) -> dict[str, Any]:
+    """The ``~top`` test of one run for the CSV: tied or not (empty when not comparable), the DeLong
+    difference to the top run, raw and Holm-adjusted p-values, alpha, and why not comparable."""
+    row = marks.table.loc[run_id]
+
+    def number(name: str) -> float | None:
+        value = row[name]
+        return None if value is None or math.isnan(value) else float(value)
+
+    return {
+        "tied_with_top": row["tied_with_top"],
+        "roc_auc_diff_to_top": number("diff_to_top"),
+        "roc_auc_p_to_top": number("p_value"),
+        "roc_auc_p_holm_to_top": number("p_adjusted"),
+        "paired_alpha": marks.alpha,
+        "paired_note": row["note"] or None,
+    }
 
 
 def render(
@@ -346,9 +400,13 @@ def render(
             if headings:
                 parts.append(f"### {markdown.cell(board.experiment)} ({shown}, by {board.metric})\n")
             parts.append(markdown.table(header, rows, numeric))
+            if board.marks is not None:  # a blank line first: a text line right after a table joins it
+                parts += ["", board.marks.footer()]
         else:
             if headings:
                 parts.append(f"experiment: {board.experiment} ({shown}, by {board.metric})")
             parts.append(render_table(header, rows, numeric))
+            if board.marks is not None:
+                parts.append(board.marks.footer())
         parts.append("")
     return "\n".join(parts).rstrip("\n")

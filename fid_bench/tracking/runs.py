@@ -281,3 +281,21 @@ def run_scores(client: MlflowClient, run: Run) -> pd.DataFrame:
     if missing:
         raise FidBenchError(f"run {run_id}: {PREDICTIONS} lacks column(s) {missing}")
     return scores
+
+
+def held_out_scores(client: MlflowClient, run: Run) -> pd.DataFrame:
+    """The ``split == "test"`` rows of a run's ``predictions.csv`` (``run_scores``), scores as floats."""
+    import pandas as pd
+
+    run_id = run.info.run_id
+    scores = run_scores(client, run)
+    test = scores[scores["split"] == "test"].reset_index(drop=True)
+    if test.empty:
+        raise FidBenchError(f"run {run_id}: {PREDICTIONS} has no split=='test' rows")
+    # read without NA parsing: an empty score is text until converted, and refused here
+    score = pd.to_numeric(test["score"], errors="coerce")
+    if score.isna().any():
+        raise FidBenchError(
+            f"run {run_id}: {int(score.isna().sum())} test row(s) of {PREDICTIONS} have no score"
+        )
+    return test.assign(score=score.astype(float))
