@@ -186,3 +186,15 @@ def test_compare_scores_reports_every_metric() -> None:
     assert results["accuracy"].ci_low > 0
     with pytest.raises(FidBenchError, match="threshold"):
         compare_scores(pairs, float("nan"), 0.5)
+
+
+def test_paired_bootstrap_p_counts_resamples_without_a_difference_once() -> None:
+    """B is A with one row wrong: a resample differs (A better) exactly when it draws that row,
+    else the difference is 0. The mid-p is P(d = 0) = P(row not drawn) = (1 - 1/n)^n, not twice it."""
+    y = np.array([0, 1] * 25)
+    a = np.where(y == 1, 0.9, 0.1).astype(float)
+    b = a.copy()
+    b[0] = 0.95
+    res = paired_bootstrap(y, a, b, accuracy_at(0.5), name="accuracy", n_boot=2000, seed=3)
+    assert res.ci_low == 0.0 and res.ci_high > 0.0
+    assert res.p_value == pytest.approx((1 - 1 / 50) ** 50, abs=0.04)  # 0.364; doubled it would be 0.73

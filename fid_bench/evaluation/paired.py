@@ -163,8 +163,9 @@ def paired_bootstrap(
 
     Both distributions are drawn with the same ``seed`` from the same labels, so resample ``k``
     holds the same rows for both runs. The interval is the percentile interval of the
-    differences; the p-value is ``2 * min(P(d <= 0), P(d >= 0))`` over the resamples (at most 1),
-    the share of resamples on the far side of no difference, doubled.
+    differences; the p-value is the two-sided mid-p ``2 * min(P(d < 0), P(d > 0)) + P(d = 0)``
+    over the resamples (at most 1): thresholded metrics on few rows often differ by exactly 0, and
+    counting those resamples on both sides (``2 * min(P(d <= 0), P(d >= 0))``) would double them.
     """
     if not 0.0 < alpha < 1.0:
         raise FidBenchError(f"alpha must be in (0, 1), got {alpha}")
@@ -187,7 +188,7 @@ def paired_bootstrap(
         low = high = p = float("nan")
     else:
         low, high = (float(v) for v in np.quantile(d, [alpha / 2, 1 - alpha / 2]))
-        p = float(min(1.0, 2.0 * min((d <= 0).mean(), (d >= 0).mean())))
+        p = float(min(1.0, 2.0 * min((d < 0).mean(), (d > 0).mean()) + (d == 0).mean()))
     return PairedResult(
         metric=name,
         method="paired bootstrap",
