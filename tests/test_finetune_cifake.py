@@ -54,3 +54,38 @@ def test_small_cnn_learns_cifake_subset_through_the_real_job(cifake_archive, com
     (run,) = client.search_runs([e.experiment_id for e in client.search_experiments()])
     history = client.get_metric_history(run.info.run_id, "val_roc_auc")
     assert len(history) == 4 and max(m.value for m in history) > 0.7
+
+
+def test_cifake_record_preset_runs_its_recipe_end_to_end(cifake_small, compose_cfg, isolated):
+    """``experiment=cifake`` shrunk to one epoch on 400 CIFAKE train images: the preset's recipe
+    (wider small_cnn, bf16 autocast, mirror test-time augmentation, 10 % validation) reaches the
+    Lightning job and the logged model scores like the run did. Its figures on the whole data set
+    are a benchmark (docs/BENCHMARKS.md), not a test."""
+    import mlflow
+
+    from fid_bench.experiment import run_job
+    from fid_bench.tracking.pyfunc import load_predictor
+    from fid_bench.tracking.runs import run_scores
+
+    cfg = compose_cfg(
+        "experiment=cifake",
+        f"data.root={cifake_small}",
+        "trainer.max_epochs=1",
+        "trainer.num_workers=0",
+        "classifier.batch_size=32",
+        tiny=False,
+    )
+    assert cfg.trainer.precision == "bf16-mixed" and cfg.classifier.tta_hflip is True
+    assert list(cfg.model.backbone.widths) == [32, 64, 128, 256] and cfg.data.val_fraction == 0.1
+    value = run_job(cfg)
+    assert 0.0 <= value <= 1.0
+    client = mlflow.MlflowClient()
+    (run,) = client.search_runs([e.experiment_id for e in client.search_experiments()])
+    assert run.info.status == "FINISHED" and run.data.tags["data"] == "folder"
+    assert run.data.metrics["n_train_real"] == 200 and run.data.metrics["epochs_trained"] == 1
+    predictor = load_predictor(f"runs:/{run.info.run_id}/model")
+    assert predictor.tta_hflip is True
+    test = run_scores(client, run)
+    test = test[test["split"] == "test"].head(8)
+    paths = [str(cifake_small / i) for i in test["id"]]
+    assert abs(predictor.predict_paths(paths) - test["score"].to_numpy()).max() < 2e-2  # bf16 vs fp32
