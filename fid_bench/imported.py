@@ -10,8 +10,8 @@ on) and says exactly what did not match:
   images) -> one ``FidBenchError`` line with the count and an example;
 * ids of the file the reference does not have -> counted in ``ImportReport.unknown`` and left out
   (a file may score more images than one split);
-* reference rows the file does not score -> counted and listed in ``ImportReport.missing``, with a
-  warning; ``missing="error"`` refuses instead. They are never dropped without a word.
+* reference rows the file does not score -> counted and listed in ``ImportReport.missing`` for the
+  caller to report (``summary()``); ``missing="error"`` refuses instead. Never dropped without a word.
 """
 
 from __future__ import annotations
@@ -171,7 +171,8 @@ def align_predictions(
                 f"{int(absent.sum())} reference row(s) have no score in the file "
                 f"(e.g. id {merged.loc[absent, 'id'].iloc[0]!r}); {report.summary()}"
             )
-        log.warning("imported predictions: %s", report.summary())
+        # the caller reports it (the command prints report.summary(), the run logs the counts)
+        log.info("imported predictions: %s", report.summary())
     if not (merged["split"] == "test").loc[~absent].any():
         raise FidBenchError(
             f"the file scores none of the {int((ref['split'] == 'test').sum())} test rows; {report.summary()}"

@@ -49,7 +49,7 @@ def test_missing_and_unknown_ids_are_counted_never_dropped_silently(reference, t
     assert report.missing["id"].tolist() == reference["id"].iloc[:3].tolist()
     assert report.unknown == ["elsewhere/1.jpg"]
     assert report.metrics()["import/n_missing_test"] == 3
-    assert "missing from the file: 3 test" in caplog.text
+    assert "missing from the file: 3 test" in report.summary()
     with pytest.raises(FidBenchError, match="3 reference row"):
         align_predictions(preds, reference, missing="error")
 

@@ -181,9 +181,15 @@ def test_compare_scores_reports_every_metric() -> None:
         }
     )
     results = {r.metric: r for r in compare_scores(pairs, 0.5, 0.5, n_boot=200)}
-    assert set(results) == {"roc_auc", "f1_at_threshold", "accuracy", "tpr_at_fpr_1pct", "tpr_at_fpr_5pct"}
+    assert set(results) == {
+        "roc_auc",
+        "f1_at_threshold",
+        "accuracy_at_threshold",
+        "tpr_at_fpr_1pct",
+        "tpr_at_fpr_5pct",
+    }
     assert results["roc_auc"].method == "DeLong" and results["roc_auc"].p_value < 1e-6
-    assert results["accuracy"].ci_low > 0
+    assert results["accuracy_at_threshold"].ci_low > 0
     with pytest.raises(FidBenchError, match="threshold"):
         compare_scores(pairs, float("nan"), 0.5)
 

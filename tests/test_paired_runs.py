@@ -86,7 +86,7 @@ def test_compare_two_runs_reports_delong_of_their_predictions(job, isolated: Pat
     assert list(table.index) == [
         "roc_auc",
         "f1_at_threshold",
-        "accuracy",
+        "accuracy_at_threshold",
         "tpr_at_fpr_1pct",
         "tpr_at_fpr_5pct",
     ]
@@ -101,9 +101,16 @@ def test_compare_two_runs_reports_delong_of_their_predictions(job, isolated: Pat
     assert roc["a"] == pytest.approx(logged[good]["roc_auc"]) and roc["b"] == pytest.approx(
         logged[weak]["roc_auc"]
     )
-    for metric in ("f1_at_threshold", "accuracy"):
-        assert table.loc[metric, "a"] == pytest.approx(logged[good][metric])
-        assert table.loc[metric, "b"] == pytest.approx(logged[weak][metric])
+    for metric in ("f1_at_threshold", "accuracy_at_threshold"):
+        if metric == "f1_at_threshold":
+            own = {r: logged[r][metric] for r in (good, weak)}
+        else:  # the logged "accuracy" is at 0.5; the paired row is at each run's own threshold
+            own = {
+                r: float(((rows["score"] >= logged[r]["threshold"]) == rows["label"]).mean())
+                for r, rows in ((good, _test_rows(good)), (weak, _test_rows(weak)))
+            }
+        assert table.loc[metric, "a"] == pytest.approx(own[good])
+        assert table.loc[metric, "b"] == pytest.approx(own[weak])
         assert table.loc[metric, "method"] == "paired bootstrap"
         assert table.loc[metric, "ci_low"] <= table.loc[metric, "diff"] <= table.loc[metric, "ci_high"]
     assert any(line.startswith("| roc_auc | 0.") for line in printed.splitlines())

@@ -98,10 +98,9 @@ def run(args: argparse.Namespace) -> int:
     )  # fmt: skip
     report, m = result.report, result.metrics
     print(f"{args.name.strip()}: {report.summary()}")
-    if len(report.missing):
-        print(
-            f"{len(report.missing)} reference row(s) have no score; their ids are in {MISSING_IDS} of the run"
-        )
+    n_test = int((report.missing["split"] == "test").sum())
+    if n_test:
+        print(f"{n_test} test row(s) have no score: their ids are in {MISSING_IDS} of the run")
     print(f"threshold {result.threshold:.4f}: {result.threshold_source}")
     interval = ""
     if "roc_auc_ci_low" in m:
