@@ -353,7 +353,9 @@ def compare_scores(
         paired_bootstrap(y, a, b, f1_at(threshold_a), f1_at(threshold_b), name="f1_at_threshold", **kw)
     )
     out.append(
-        paired_bootstrap(y, a, b, accuracy_at(threshold_a), accuracy_at(threshold_b), name="accuracy_at_threshold", **kw)
+        paired_bootstrap(
+            y, a, b, accuracy_at(threshold_a), accuracy_at(threshold_b), name="accuracy_at_threshold", **kw
+        )
     )
     for name, fpr in OPERATING_FPRS.items():
         out.append(paired_bootstrap(y, a, b, tpr_at_fpr_fn(fpr), name=name, **kw))
