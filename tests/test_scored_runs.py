@@ -333,3 +333,53 @@ def test_import_arguments_are_checked(store: dict, isolated: Path, capsys) -> No
     assert "not both" in _one_error_line(capsys)
     assert main(["import-predictions", "--name", "x", str(isolated / "none.csv"), "--like", "best"]) == 1
     assert "file not found" in _one_error_line(capsys)
+
+
+def test_paired_tests_span_jobs_ensembles_and_imports_on_cifake_rows(store, isolated: Path, capsys) -> None:
+    """On real CIFAKE rows: an ensemble and an imported detector are compared with a job by
+    ``fid-bench compare`` (DeLong recomputed here from the runs' scores) and marked by the
+    leaderboard's ``~top`` test (DeLong against the top run, then Holm, recomputed here)."""
+    from fid_bench.evaluation.paired import delong_test, holm
+
+    logreg, knn = store["logreg"], store["knn"]
+    assert main(["ensemble", logreg, knn, "--method", "stack"]) == 0
+    ensemble = _logged_run(capsys.readouterr().out, "ensemble")
+    # a detector from elsewhere: the logreg's test scores blurred by noise, every test row scored
+    test = _scores(logreg)
+    test = test[test["split"] == "test"]
+    noisy = np.clip(test["score"] + np.random.default_rng(0).normal(0, 0.25, len(test)), 0, 1)
+    path = isolated / "outside.csv"
+    pd.DataFrame({"id": test["id"], "score": noisy}).to_csv(path, index=False)
+    assert main(["import-predictions", "--name", "noisy", str(path), "--like", logreg]) == 0
+    imported = _logged_run(capsys.readouterr().out, "imported")
+
+    def test_rows(run_id: str) -> pd.DataFrame:
+        frame = _scores(run_id)
+        return frame[frame["split"] == "test"].set_index("id").sort_index()
+
+    rows = {r: test_rows(r) for r in (logreg, knn, ensemble, imported)}
+    assert all(frame.index.equals(rows[logreg].index) for frame in rows.values())
+    y = rows[logreg]["label"].to_numpy()
+
+    out = isolated / "cmp.png"
+    assert main(["compare", imported, ensemble, "--out", str(out), "--bootstrap", "100"]) == 0
+    printed = capsys.readouterr().out
+    expected = delong_test(y, rows[imported]["score"].to_numpy(), rows[ensemble]["score"].to_numpy())
+    paired = pd.read_csv(isolated / "cmp_paired.csv").set_index("metric")
+    assert paired.loc["roc_auc", ["a", "b", "diff", "p_value"]].tolist() == pytest.approx(
+        [expected.a, expected.b, expected.diff, expected.p_value]
+    )
+    assert "ROC-AUC: A − B" in printed and "DeLong" in printed
+
+    assert main(["leaderboard", "--experiment", "folder", "--top", "0", "--format", "csv"]) == 0
+    board = pd.read_csv(io.StringIO(capsys.readouterr().out)).set_index("run_id")
+    assert set(board.index) == set(rows)
+    aucs = {r: delong_test(y, rows[r]["score"].to_numpy(), rows[r]["score"].to_numpy()).a for r in rows}
+    top = max(aucs, key=aucs.get)
+    others = [r for r in rows if r != top]
+    raw = [delong_test(y, rows[r]["score"].to_numpy(), rows[top]["score"].to_numpy()).p_value for r in others]
+    adjusted = holm(raw)
+    assert board.loc[others, "roc_auc_p_to_top"].tolist() == pytest.approx(raw)
+    assert board.loc[others, "roc_auc_p_holm_to_top"].tolist() == pytest.approx(list(adjusted))
+    assert board.loc[others, "tied_with_top"].tolist() == [bool(p >= 0.05) for p in adjusted]
+    assert bool(board.loc[top, "tied_with_top"]) is True
