@@ -242,3 +242,12 @@ def test_leaderboard_marks_runs_tied_with_the_top(job, capsys) -> None:
     text, rows = _leaderboard(capsys, "--no-paired")
     assert "~top" not in text and "DeLong" not in text
     assert "tied_with_top" not in rows[0] and len(rows) == 5
+
+
+@pytest.mark.parametrize("command", [compare_command, leaderboard_command])
+@pytest.mark.parametrize(("value", "message"), [("2", "must be between 0 and 1"), ("x", "expected a number")])
+def test_a_bad_alpha_is_one_line(command, value: str, message: str, capsys) -> None:
+    args = ["a", "b"] if command is compare_command else []
+    assert command.main([*args, "--alpha", value]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--alpha" in err[0] and message in err[0]

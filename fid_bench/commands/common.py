@@ -26,6 +26,17 @@ class OneLineParser(argparse.ArgumentParser):
 Subcommands = Any  # argparse's private _SubParsersAction
 
 
+def alpha_arg(text: str) -> float:
+    """argparse type of a significance level: a number strictly between 0 and 1."""
+    try:
+        alpha = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not 0.0 < alpha < 1.0:
+        raise argparse.ArgumentTypeError(f"must be between 0 and 1, got {text}")
+    return alpha
+
+
 def add_tracking_uri(parser: argparse.ArgumentParser) -> None:
     """``--tracking-uri``, the same option and default for every command that reads the store."""
     parser.add_argument(

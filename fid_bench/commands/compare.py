@@ -17,7 +17,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from fid_bench.commands.common import add_tracking_uri, run_standalone
+from fid_bench.commands.common import add_tracking_uri, alpha_arg, run_standalone
 from fid_bench.errors import UsageError
 from fid_bench.tracking.compare import PairedOptions, compare_runs
 from fid_bench.tracking.runs import make_client, rank_runs, tracking_uri
@@ -33,16 +33,6 @@ DESCRIPTION = (
     "With more runs there is no paired report (the leaderboard marks the runs tied with its top "
     "one). Runs scored on different test rows, or cross-validated ones, are refused."
 )
-
-
-def _alpha_arg(text: str) -> float:
-    try:
-        alpha = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if not 0.0 < alpha < 1.0:
-        raise argparse.ArgumentTypeError(f"must be between 0 and 1, got {text}")
-    return alpha
 
 
 def _count_arg(text: str) -> int:
@@ -82,7 +72,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
     paired.add_argument(
         "--alpha",
-        type=_alpha_arg,
+        type=alpha_arg,
         default=0.05,
         help="significance level; intervals are 1-alpha (default: 0.05)",
     )

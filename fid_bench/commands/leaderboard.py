@@ -6,7 +6,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from fid_bench.commands.common import add_tracking_uri, run_standalone
+from fid_bench.commands.common import add_tracking_uri, alpha_arg, run_standalone
 from fid_bench.tracking.leaderboard import FORMATS, STATUSES, Query, add_top_marks, leaderboard, render
 from fid_bench.tracking.runs import default_tracking_uri, open_store
 
@@ -22,16 +22,6 @@ DESCRIPTION = (
     "the top is the run with the highest ROC-AUC among the shown runs (the footer says so when it is "
     "not the first row)."
 )
-
-
-def _alpha_arg(text: str) -> float:
-    try:
-        alpha = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if not 0.0 < alpha < 1.0:
-        raise argparse.ArgumentTypeError(f"must be between 0 and 1, got {text}")
-    return alpha
 
 
 def _filter_arg(text: str) -> tuple[str, list[str]]:
@@ -99,7 +89,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--parent", metavar="RUN_ID", help="only the child runs of this multirun parent run")
     parser.add_argument(
         "--alpha",
-        type=_alpha_arg,
+        type=alpha_arg,
         default=0.05,
         help="significance level of the ~top column (default: 0.05)",
     )
