@@ -23,7 +23,7 @@ from fid_bench.ensemble import EnsemblePredictor, ensemble_scores
 from fid_bench.errors import FidBenchError
 from fid_bench.evaluation.held_out import HeldOutSettings, validation_threshold
 from fid_bench.predict import load_run_predictor
-from fid_bench.tracking.kinds import KIND_TAG, RunKind
+from fid_bench.tracking.kinds import DATA_TAGS, KIND_TAG, RunKind
 from fid_bench.tracking.lineage import copy_dataset_inputs
 from fid_bench.tracking.runs import has_model_kind, run_scores, runs_with_models
 from fid_bench.tracking.scored_run import log_held_out, scored_run
@@ -36,8 +36,6 @@ log = logging.getLogger(__name__)
 
 #: the tag listing an ensemble's members (run ids, comma separated, in the combiner's order)
 MEMBERS_TAG = "fid_bench.members"
-#: data tags an ensemble carries when every member has the same value
-SHARED_TAGS = ("data", "data_name", "data_fingerprint")
 
 
 @dataclass
@@ -137,7 +135,7 @@ def log_ensemble(
         MEMBERS_TAG: ",".join(ids),
         **{f"{MEMBERS_TAG}.{i}": run_id for i, run_id in enumerate(ids)},
     }
-    for key in SHARED_TAGS:
+    for key in DATA_TAGS:  # carried when every member has the same value
         values = {r.data.tags.get(key) for r in members}
         if len(values) == 1 and None not in values:
             tags[key] = values.pop()

@@ -31,7 +31,7 @@ import pandas as pd
 from fid_bench.errors import FidBenchError
 from fid_bench.evaluation.held_out import HeldOutSettings, validation_threshold
 from fid_bench.imported import ImportReport, align_predictions, read_predictions_csv
-from fid_bench.tracking.kinds import RunKind
+from fid_bench.tracking.kinds import DATA_TAGS, RunKind
 from fid_bench.tracking.lineage import DatasetPart, copy_dataset_inputs, data_source, fold_parts
 from fid_bench.tracking.runs import run_scores
 from fid_bench.tracking.scored_run import log_held_out, scored_run
@@ -46,8 +46,6 @@ log = logging.getLogger(__name__)
 MISSING_IDS = "missing_ids.csv"
 UNKNOWN_IDS = "unknown_ids.csv"
 REFERENCE_COLUMNS = ["id", "label", "split", "group", "fold"]
-#: data tags an imported run copies from its reference
-DATA_TAGS = ("data", "data_name", "data_fingerprint")
 
 
 @dataclass

@@ -17,6 +17,8 @@ from enum import Enum
 KIND_TAG = "fid_bench.kind"
 #: the MLflow model a job run logs (``runs:/<run id>/model``)
 MODEL_NAME = "model"
+#: the tags naming the data a run was scored on (copied to runs made from other runs' scores)
+DATA_TAGS = ("data", "data_name", "data_fingerprint")
 
 
 class RunKind(str, Enum):
