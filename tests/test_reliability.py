@@ -103,6 +103,9 @@ def _interrupt_during_extraction(isolated: Path, signum: int) -> tuple[subproces
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        # as from an interactive shell: a job started in the background by a non-interactive shell
+        # inherits SIGINT ignored, and the harness rightly keeps an ignored signal ignored
+        preexec_fn=_default_signals,
     )
     try:
         deadline = time.monotonic() + 120
@@ -117,6 +120,11 @@ def _interrupt_during_extraction(isolated: Path, signum: int) -> tuple[subproces
         if proc.poll() is None:
             proc.kill()
     return subprocess.CompletedProcess(proc.args, proc.returncode, out, err), marker
+
+
+def _default_signals() -> None:
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, signal.SIG_DFL)
 
 
 def _batches(marker: Path) -> int:
