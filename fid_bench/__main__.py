@@ -15,6 +15,7 @@ import hydra
 from omegaconf import DictConfig
 
 from fid_bench import signals
+from fid_bench.config import require_set
 from fid_bench.errors import user_error
 from fid_bench.experiment import run_job
 from fid_bench.search.study import run_study
@@ -31,6 +32,7 @@ def main(cfg: DictConfig) -> float:
     # SIGTERM (SLURM, Kubernetes, timeout) unwinds the job like Ctrl-C: caches flush, run KILLED
     signals.install()
     try:
+        require_set(cfg)  # e.g. data.root: one line before any run is created
         if cfg.get("hparams_search"):
             return run_study(cfg)
         return run_job(cfg)

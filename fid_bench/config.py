@@ -14,9 +14,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, ListConfig, OmegaConf
 
-from fid_bench.errors import FidBenchError, one_line
+from fid_bench.errors import FidBenchError, UsageError, one_line
 
 CONFIG_NAME = "config"
 
@@ -65,3 +65,32 @@ def compose(
             return hydra_compose(config_name, overrides=list(overrides))
     except (HydraException, OmegaConfBaseException) as err:
         raise FidBenchError(f"config: {one_line(err)}") from None
+
+
+def unset_values(node: DictConfig | ListConfig, prefix: str = "") -> list[str]:
+    """Keys holding Hydra's mandatory marker ``???`` (e.g. ``data.root``), without resolving anything.
+
+    OmegaConf's own ``missing_keys`` resolves interpolations on the way and fails on the first one
+    that points at a missing value (``data.reader.root: ${..root}``) instead of naming the key.
+    """
+    keys = node.keys() if isinstance(node, DictConfig) else range(len(node))
+    out = []
+    for key in keys:
+        path = f"{prefix}{key}" if isinstance(node, DictConfig) else f"{prefix.rstrip('.')}[{key}]"
+        if OmegaConf.is_missing(node, key):
+            out.append(path)
+        elif not OmegaConf.is_interpolation(node, key):
+            child = node._get_node(key)
+            if isinstance(child, DictConfig | ListConfig):
+                out += unset_values(child, f"{path}.")
+    return out
+
+
+def require_set(cfg: DictConfig) -> None:
+    """One line naming the mandatory values the command line left unset (before any run starts)."""
+    unset = [k for k in unset_values(cfg) if not k.startswith("hydra.")]
+    if unset:
+        raise UsageError(
+            f"{', '.join(unset)} must be set on the command line, e.g. {unset[0]}=... "
+            f"({'it has' if len(unset) == 1 else 'they have'} no default)"
+        )

@@ -362,3 +362,27 @@ def test_huge_image_is_too_large_before_decoding_on_every_path(
     assert validate_files([str(small)], cache_dir=isolated / "c")[0].reason == "too_large"
     with pytest.raises(FidBenchError, match="data.max_pixels must be a positive number"):
         decode.set_max_pixels(0)
+
+
+@pytest.mark.parametrize("overrides", [["experiment=cifake"], ["data=folder", "model=spectrum"]])
+def test_an_unset_mandatory_value_is_one_line_before_any_run(isolated: Path, overrides: list[str]) -> None:
+    """``data.root: ???`` left unset: one line naming it (OmegaConf would fail on the interpolation
+    that reads it, ``data.reader.root``, with a traceback) and no MLflow run."""
+    proc = _fid_bench(*overrides, cwd=isolated)
+    lines = proc.stderr.strip().splitlines()
+    assert proc.returncode == 1 and len(lines) == 1, proc.stderr[-2000:]
+    assert (
+        lines[0] == "error: data.root must be set on the command line, e.g. data.root=... (it has no default)"
+    )
+    assert _runs() == []
+
+
+def test_unset_values_are_found_without_resolving_interpolations() -> None:
+    from omegaconf import OmegaConf
+
+    from fid_bench.config import unset_values
+
+    cfg = OmegaConf.create(
+        {"a": "???", "b": {"c": "${a}", "d": ["x", "???", {"e": "???"}]}, "f": "${b.c}", "g": 1}
+    )
+    assert unset_values(cfg) == ["a", "b.d[1]", "b.d[2].e"]
