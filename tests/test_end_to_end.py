@@ -169,6 +169,10 @@ def test_real_multirun_one_job_failing_in_the_default_suite(isolated):
     comparison = {a.path for a in mlflow.MlflowClient().list_artifacts(parents[0].info.run_id, "comparison")}
     assert any(p.endswith(".png") for p in comparison), comparison
     assert "roc_auc" in proc.stdout  # the sweep's leaderboard
+    # with the ~top column of fid-bench leaderboard: the one finished child is the top
+    header = next(line for line in proc.stdout.splitlines() if line.startswith("#  run"))
+    assert header.split()[header.split().index("roc_auc") + 1 :].count("~top") == 1, proc.stdout
+    assert "(DeLong, Holm-adjusted, alpha 0.05, 1 run on the same" in proc.stdout, proc.stdout
 
 
 def test_demo_grid_experiment_composes_the_make_run_grid(compose_cfg):

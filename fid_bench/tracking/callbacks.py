@@ -24,7 +24,7 @@ from fid_bench.errors import FidBenchError, first_line
 from fid_bench.evaluation import registry
 from fid_bench.tracking.compare import compare_children
 from fid_bench.tracking.kinds import KIND_TAG, RunKind
-from fid_bench.tracking.leaderboard import Query, leaderboard, render
+from fid_bench.tracking.leaderboard import Query, add_top_marks, leaderboard, render
 from fid_bench.tracking.run import (
     common_tags,
     resolved_config,
@@ -144,9 +144,11 @@ def finish_parent_run(config: DictConfig, parent: ParentRun, *, interrupted: boo
 
 
 def children_leaderboard(parent: ParentRun, metric: str, top: int) -> str:
-    """The leaderboard of the parent's finished children, as a text table."""
+    """The leaderboard of the parent's finished children, as a text table, with the ``~top`` marks
+    of ``fid-bench leaderboard`` (children tied in ROC-AUC with the best one, DeLong + Holm)."""
     client = open_store(parent.tracking_uri)
     boards = leaderboard(client, Query(metric=metric, top=top, parent=parent.run_id))
+    add_top_marks(client, boards)
     return render(boards, "table", headings=len(boards) > 1)
 
 
