@@ -79,6 +79,22 @@ def check_members(client: MlflowClient, members: Sequence[Run]) -> None:
             )
 
 
+def member_settings(members: Sequence[Run]) -> HeldOutSettings:
+    """The evaluation settings (bootstrap resamples, seed, calibration bins) the members were scored
+    with, so the ensemble's intervals compare with theirs; the first member's when they differ, said
+    in a warning naming what differs."""
+    packaged = HeldOutSettings.packaged()
+    each = [HeldOutSettings.of_params(r.data.params, packaged) for r in members]
+    differ = [f for f in ("bootstrap", "seed", "calibration_bins") if len({getattr(s, f) for s in each}) > 1]
+    if differ:
+        log.warning(
+            "ensemble members were evaluated with different %s; the ensemble uses those of run %s",
+            "/".join(differ),
+            members[0].info.run_id,
+        )
+    return each[0]
+
+
 def default_experiment(client: MlflowClient, members: Sequence[Run]) -> str:
     """The experiment the members share (where the ensemble sits beside them on the leaderboard)."""
     ids = {r.info.experiment_id for r in members}
@@ -107,8 +123,7 @@ def log_ensemble(
     check_members(client, members)
     experiment = experiment or default_experiment(client, members)
     ids = [r.info.run_id for r in members]
-    # the members' evaluation settings (bootstrap resamples, seed), so the intervals compare
-    settings = HeldOutSettings.of_params(members[0].data.params, HeldOutSettings.packaged())
+    settings = member_settings(members)
     frames = {run_id: run_scores(client, run) for run_id, run in zip(ids, members, strict=True)}
     scores, combiner = ensemble_scores(frames, method, seed=settings.seed)
     threshold, threshold_source = validation_threshold(scores)

@@ -127,3 +127,28 @@ def test_two_real_runs_on_cifake(compose_cfg, cifake_small) -> None:
         pred = EnsemblePredictor(predictors, combiner, names=list(frames), threshold=m["threshold"])
         paths = [str(cifake_small / i) for i in test["id"]]
         np.testing.assert_allclose(pred.predict_paths(paths), test["score"].to_numpy(), atol=1e-6)
+
+
+def test_ensemble_settings_are_the_members_and_a_difference_is_said(caplog) -> None:
+    from types import SimpleNamespace
+
+    from fid_bench.ensemble_run import member_settings
+
+    def run(run_id: str, **params: str):
+        return SimpleNamespace(info=SimpleNamespace(run_id=run_id), data=SimpleNamespace(params=params))
+
+    same = member_settings(
+        [
+            run("a", **{"eval.bootstrap": "200", "seed": "3"}),
+            run("b", **{"eval.bootstrap": "200", "seed": "3"}),
+        ]
+    )
+    assert (same.bootstrap, same.seed) == (200, 3) and not caplog.records
+    first = member_settings(
+        [
+            run("a", **{"eval.bootstrap": "200", "seed": "3"}),
+            run("b", **{"eval.bootstrap": "50", "seed": "3"}),
+        ]
+    )
+    assert (first.bootstrap, first.seed) == (200, 3)
+    assert "different bootstrap; the ensemble uses those of run a" in caplog.text
