@@ -204,3 +204,35 @@ def test_paired_bootstrap_p_counts_resamples_without_a_difference_once() -> None
     res = paired_bootstrap(y, a, b, accuracy_at(0.5), name="accuracy", n_boot=2000, seed=3)
     assert res.ci_low == 0.0 and res.ci_high > 0.0
     assert res.p_value == pytest.approx((1 - 1 / 50) ** 50, abs=0.04)  # 0.364; doubled it would be 0.73
+
+
+def test_paired_report_without_a_threshold_keeps_delong_and_operating_points() -> None:
+    """A run that logged no threshold (not written by fid_bench): no F1/accuracy rows and a note;
+    with thresholds the report's rows are ``compare_scores``'s."""
+    from types import SimpleNamespace
+
+    from fid_bench.tracking.paired import paired_report
+
+    rng = np.random.default_rng(4)
+    y = rng.integers(0, 2, 300)
+
+    def frame(s: np.ndarray) -> pd.DataFrame:
+        return pd.DataFrame({"id": [str(i) for i in range(300)], "label": y, "score": s, "split": "test"})
+
+    sa, sb = np.clip(y * 0.3 + rng.uniform(0, 0.7, 300), 0, 1), rng.uniform(0, 1, 300)
+
+    def run(run_id: str, **metrics: float):
+        return SimpleNamespace(info=SimpleNamespace(run_id=run_id), data=SimpleNamespace(metrics=metrics))
+
+    kw = {"n_boot": 100, "seed": 1}
+    lacking = paired_report(
+        (run("a" * 32, threshold=0.5), run("b" * 32)), (frame(sa), frame(sb)), ("A", "B"), **kw
+    )
+    assert [r.metric for r in lacking.results] == ["roc_auc", "tpr_at_fpr_1pct", "tpr_at_fpr_5pct"]
+    assert lacking.notes == ["F1 and accuracy not compared: run B (bbbbbbbb) logged no decision threshold."]
+    both = paired_report(
+        (run("a" * 32, threshold=0.5), run("b" * 32, threshold=0.4)), (frame(sa), frame(sb)), ("A", "B"), **kw
+    )
+    pairs = pd.DataFrame({"id": frame(sa)["id"], "label": y, "score_a": sa, "score_b": sb})
+    assert [r.as_dict() for r in both.results] == [r.as_dict() for r in compare_scores(pairs, 0.5, 0.4, **kw)]
+    assert not both.notes

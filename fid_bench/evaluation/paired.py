@@ -25,6 +25,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -327,6 +328,33 @@ def pair_test_rows(a: pd.DataFrame, b: pd.DataFrame, names: tuple[str, str] = ("
     )
 
 
+def threshold_comparisons(
+    y: np.ndarray, a: np.ndarray, b: np.ndarray, threshold_a: float, threshold_b: float, **kw: Any
+) -> list[PairedResult]:
+    """F1 and accuracy of each run at its own decision threshold, by the paired bootstrap (``kw``:
+    ``n_boot``, ``alpha``, ``seed``)."""
+    from fid_bench.evaluation.uncertainty import f1_at
+
+    for name, t in (("A", threshold_a), ("B", threshold_b)):
+        if t is None or not math.isfinite(float(t)):
+            raise FidBenchError(f"run {name} has no finite decision threshold; F1 and accuracy need one")
+    return [
+        paired_bootstrap(y, a, b, f1_at(threshold_a), f1_at(threshold_b), name="f1_at_threshold", **kw),
+        paired_bootstrap(
+            y, a, b, accuracy_at(threshold_a), accuracy_at(threshold_b), name="accuracy_at_threshold", **kw
+        ),
+    ]
+
+
+def operating_point_comparisons(y: np.ndarray, a: np.ndarray, b: np.ndarray, **kw: Any) -> list[PairedResult]:
+    """TPR at each operating FPR (1 %, 5 %), by the paired bootstrap (``kw`` as above)."""
+    from fid_bench.evaluation.metrics import OPERATING_FPRS
+
+    return [
+        paired_bootstrap(y, a, b, tpr_at_fpr_fn(fpr), name=name, **kw) for name, fpr in OPERATING_FPRS.items()
+    ]
+
+
 def compare_scores(
     pairs: pd.DataFrame,
     threshold_a: float,
@@ -339,24 +367,11 @@ def compare_scores(
     """The comparison of two runs on paired rows (``pair_test_rows``): ROC-AUC by DeLong's test;
     F1 and accuracy (each run at its own validation threshold) and TPR at FPR 1 % and 5 % by the
     paired bootstrap."""
-    from fid_bench.evaluation.metrics import OPERATING_FPRS
-    from fid_bench.evaluation.uncertainty import f1_at
-
     y = pairs["label"].to_numpy(dtype=np.int64)
     a, b = pairs["score_a"].to_numpy(dtype=np.float64), pairs["score_b"].to_numpy(dtype=np.float64)
-    for name, t in (("A", threshold_a), ("B", threshold_b)):
-        if t is None or not math.isfinite(float(t)):
-            raise FidBenchError(f"run {name} has no finite decision threshold; F1 and accuracy need one")
     kw = {"n_boot": n_boot, "alpha": alpha, "seed": seed}
-    out = [delong_test(y, a, b, alpha)]
-    out.append(
-        paired_bootstrap(y, a, b, f1_at(threshold_a), f1_at(threshold_b), name="f1_at_threshold", **kw)
-    )
-    out.append(
-        paired_bootstrap(
-            y, a, b, accuracy_at(threshold_a), accuracy_at(threshold_b), name="accuracy_at_threshold", **kw
-        )
-    )
-    for name, fpr in OPERATING_FPRS.items():
-        out.append(paired_bootstrap(y, a, b, tpr_at_fpr_fn(fpr), name=name, **kw))
-    return out
+    return [
+        delong_test(y, a, b, alpha),
+        *threshold_comparisons(y, a, b, threshold_a, threshold_b, **kw),
+        *operating_point_comparisons(y, a, b, **kw),
+    ]

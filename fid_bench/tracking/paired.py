@@ -25,12 +25,11 @@ from fid_bench.errors import FidBenchError, one_line
 from fid_bench.evaluation.paired import (
     CORRECTION,
     PairedResult,
-    compare_scores,
     delong_test,
+    operating_point_comparisons,
     pair_test_rows,
-    paired_bootstrap,
+    threshold_comparisons,
     tied_with_top,
-    tpr_at_fpr_fn,
 )
 from fid_bench.tracking.runs import held_out_scores
 
@@ -206,8 +205,6 @@ def paired_report(
     (``require_hold_out``). ``n_boot=0`` runs DeLong's test only. A run without a logged threshold (not one fid_bench
     wrote) gets no F1/accuracy rows, with a note saying why.
     """
-    from fid_bench.evaluation.metrics import OPERATING_FPRS
-
     if n_boot < 0:
         raise FidBenchError(f"the number of bootstrap resamples must be >= 0, got {n_boot}")
     ids = (runs[0].info.run_id, runs[1].info.run_id)
@@ -217,20 +214,17 @@ def paired_report(
     a, b = pairs["score_a"].to_numpy(dtype=np.float64), pairs["score_b"].to_numpy(dtype=np.float64)
     thresholds = (decision_threshold(runs[0]), decision_threshold(runs[1]))
     notes = []
-    if n_boot == 0:
-        results = [delong_test(y, a, b, alpha)]
-    elif None not in thresholds:
-        results = compare_scores(pairs, thresholds[0], thresholds[1], n_boot=n_boot, alpha=alpha, seed=seed)
-    else:
-        lacking = " and ".join(
-            f"{k} ({i[:8]})" for k, i, t in zip("AB", ids, thresholds, strict=True) if t is None
-        )
-        notes.append(f"F1 and accuracy not compared: run {lacking} logged no decision threshold.")
+    results = [delong_test(y, a, b, alpha)]
+    if n_boot:
         kw = {"n_boot": n_boot, "alpha": alpha, "seed": seed}
-        results = [delong_test(y, a, b, alpha)]
-        results += [
-            paired_bootstrap(y, a, b, tpr_at_fpr_fn(f), name=n, **kw) for n, f in OPERATING_FPRS.items()
-        ]
+        if None in thresholds:
+            lacking = " and ".join(
+                f"{k} ({i[:8]})" for k, i, t in zip("AB", ids, thresholds, strict=True) if t is None
+            )
+            notes.append(f"F1 and accuracy not compared: run {lacking} logged no decision threshold.")
+        else:
+            results += threshold_comparisons(y, a, b, thresholds[0], thresholds[1], **kw)
+        results += operating_point_comparisons(y, a, b, **kw)
     return PairedReport(ids, names, results, alpha, n_boot, seed, notes)
 
 
