@@ -8,7 +8,6 @@ from __future__ import annotations
 import logging
 import math
 import os
-import sqlite3
 from typing import TYPE_CHECKING, Any
 
 from fid_bench.errors import FidBenchError, first_line
@@ -19,6 +18,7 @@ from fid_bench.tracking.store import (
     local_store_path,
     probe_server,
     resolve_tracking_uri,
+    sqlite_store_problem,
 )
 
 if TYPE_CHECKING:
@@ -77,15 +77,9 @@ def open_store(uri: str) -> MlflowClient:
 
 
 def _check_mlflow_sqlite(path: Any) -> None:
-    try:
-        with sqlite3.connect(f"file:{path}?mode=ro", uri=True) as conn:
-            row = conn.execute(
-                "SELECT name FROM sqlite_master WHERE type='table' AND name='experiments'"
-            ).fetchone()
-    except sqlite3.Error as err:
-        raise LeaderboardError(f"cannot read tracking store {path}: {err}") from None
-    if row is None:
-        raise LeaderboardError(f"{path} is not an MLflow tracking database")
+    problem = sqlite_store_problem(path, new_ok=False)
+    if problem is not None:
+        raise LeaderboardError(problem)
 
 
 def fetch_runs(client: MlflowClient, experiment_ids: list[str], filter_string: str = "") -> list[Run]:
