@@ -117,3 +117,64 @@ def test_a_job_still_creates_a_store_in_a_missing_or_empty_file(isolated: Path) 
     # reading never accepts an empty file: it would create the tables
     (isolated / "blank.db").touch()
     assert "holds no tables" in sqlite_store_problem(isolated / "blank.db", new_ok=False)
+
+
+# ----------------------------------------------------------------------------- 8. duplicate CSV headers
+def _kaggle_root(tmp_path: Path, train: str, test: str) -> Path:
+    from PIL import Image
+
+    root = tmp_path / "kaggle"
+    (root / "images").mkdir(parents=True)
+    for name, colour in (("a", 0), ("b", 255), ("c", 128)):
+        Image.new("RGB", (8, 8), (colour, 0, 0)).save(root / "images" / f"{name}.png")
+    (root / "train.csv").write_text(train)
+    (root / "test.csv").write_text(test)
+    return root
+
+
+@pytest.mark.parametrize(
+    ("train", "test", "named"),
+    [
+        # before: the second column silently won, inverting every label
+        ("id,target,TARGET\na,0,1\nb,1,0\n", "id\nc\n", "'target' and 'TARGET'"),
+        ("id,target\na,0\nb,1\n", "id,ID\nc,a\n", "'id' and 'ID'"),  # before: a traceback
+        ("id, Target ,target\na,0,1\nb,1,0\n", "id\nc\n", "' Target ' and 'target'"),
+        ("id,id,target\na,a,0\nb,b,1\n", "id\nc\n", "'id' and 'id'"),
+    ],
+)
+def test_a_kaggle_csv_naming_a_column_twice_is_one_line(
+    tmp_path: Path, train: str, test: str, named: str
+) -> None:
+    from fid_bench.data.readers import KaggleReader
+    from fid_bench.errors import FidBenchError
+
+    root = _kaggle_root(tmp_path, train, test)
+    with pytest.raises(FidBenchError, match="names a column more than once") as err:
+        KaggleReader(root).read()
+    assert named in str(err.value) and "\n" not in str(err.value)
+
+
+def test_predict_and_import_refuse_a_header_naming_a_column_twice(tmp_path: Path) -> None:
+    from fid_bench.data.inputs import kaggle_inputs
+    from fid_bench.errors import FidBenchError
+    from fid_bench.imported import read_predictions_csv
+
+    root = _kaggle_root(tmp_path, "id,target\na,0\nb,1\n", "id,ID\nc,a\n")
+    with pytest.raises(
+        FidBenchError, match=r"test\.csv: the header names a column more than once .*'id' and 'ID'"
+    ):
+        kaggle_inputs(root, tmp_path / "cache")
+    scores = tmp_path / "scores.csv"
+    scores.write_text("id,score,Score\na,0.1,0.9\nb,0.8,0.2\n")  # before: a traceback
+    with pytest.raises(
+        FidBenchError, match=r"scores\.csv: the header names a column more than once .*'score' and 'Score'"
+    ):
+        read_predictions_csv(scores)
+
+
+def test_a_header_without_repeats_still_reads_in_any_case(tmp_path: Path) -> None:
+    from fid_bench.data.readers import KaggleReader
+
+    root = _kaggle_root(tmp_path, " ID ,Target\na,0\nb,1\n", "Id\nc\n")
+    table = KaggleReader(root).read().table
+    assert dict(zip(table["id"], table["label"], strict=True)) == {"a": 0, "b": 1, "c": -1}

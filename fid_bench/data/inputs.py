@@ -13,9 +13,10 @@ from typing import Any
 
 import pandas as pd
 
+from fid_bench.data.csv_table import read_csv_table
 from fid_bench.data.readers import OUTSIDE_ROOT, FolderReader, KaggleReader, layout_bases, walk_files
 from fid_bench.data.validation import validate_files
-from fid_bench.errors import FidBenchError, one_line
+from fid_bench.errors import FidBenchError
 
 #: suffixes taken by ``--images`` (any case)
 IMAGE_SUFFIXES = frozenset(
@@ -72,13 +73,7 @@ def images_under(folder: str | Path, cache_dir: str | Path | None = None) -> Inp
 
 def _read_test_ids(test_csv: Path) -> list[str]:
     """The ids of test.csv exactly as written (strings, no NaN conversion), read like the reader reads them."""
-    try:
-        frame = pd.read_csv(test_csv, dtype=str, keep_default_na=False, encoding="utf-8-sig")
-    except (OSError, UnicodeDecodeError, pd.errors.ParserError, pd.errors.EmptyDataError) as err:
-        raise FidBenchError(f"{test_csv}: not a readable CSV ({one_line(err)})") from None
-    frame.columns = [str(c).strip().lower() for c in frame.columns]
-    if "id" not in frame.columns:
-        raise FidBenchError(f"{test_csv}: no 'id' column (found: {', '.join(frame.columns) or 'none'})")
+    frame = read_csv_table(test_csv, ("id",), dtype=str, keep_default_na=False)
     return frame["id"].tolist()
 
 

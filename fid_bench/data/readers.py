@@ -38,6 +38,7 @@ from typing import Any
 
 import pandas as pd
 
+from fid_bench.data.csv_table import read_csv_table
 from fid_bench.data.decode import MISSING_FILE, set_max_pixels
 from fid_bench.data.demo import ensure_demo
 from fid_bench.data.samples import LABELLED_SPLITS, SAMPLE_COLUMNS, SKIP_COLUMNS, Samples
@@ -421,17 +422,7 @@ class _IdResolver:
 
 
 def _read_csv(path: Path, required: tuple[str, ...]) -> pd.DataFrame:
-    try:
-        frame = pd.read_csv(path, dtype=str, keep_default_na=False, encoding="utf-8-sig")
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as err:
-        raise FidBenchError(f"{path}: not a readable CSV ({one_line(err)})") from None
-    frame.columns = [str(c).strip().lower() for c in frame.columns]
-    missing = [c for c in required if c not in frame.columns]
-    if missing:
-        raise FidBenchError(
-            f"{path}: missing column {missing[0]!r} (found: {', '.join(frame.columns) or 'none'})"
-        )
-    return frame
+    return read_csv_table(path, required, dtype=str, keep_default_na=False)
 
 
 def _parse_label(value: str) -> int | None:
