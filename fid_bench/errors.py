@@ -1,5 +1,10 @@
 """User-facing errors: reported as one line, never as a traceback."""
 
+import errno
+
+#: what a full disk, a quota or a read-only folder answers a write with: the user fixes these, not us
+STORAGE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM})
+
 
 class FidBenchError(Exception):
     """Bad input or configuration the user can fix; the message says how."""
@@ -18,8 +23,18 @@ def one_line(err: BaseException, limit: int | None = None) -> str:
     return text
 
 
+def storage_error(err: BaseException) -> FidBenchError | None:
+    """A one-line error for an ``OSError`` of a full disk or an unwritable place (``STORAGE_ERRNOS``),
+    naming the file; None for any other error."""
+    if not isinstance(err, OSError) or err.errno not in STORAGE_ERRNOS:
+        return None
+    where = f": {err.filename}" if err.filename else ""
+    return FidBenchError(f"{err.strerror or one_line(err)}{where} (free space or make the folder writable)")
+
+
 def user_error(err: BaseException | None) -> FidBenchError | None:
-    """The ``FidBenchError`` behind ``err``: itself, or the cause a wrapper raised it ``from``.
+    """The ``FidBenchError`` behind ``err``: itself, or the cause a wrapper raised it ``from``; a full
+    disk or an unwritable folder (``storage_error``) counts as one too.
 
     Hydra's ``instantiate`` wraps whatever a constructor raises in an ``InstantiationException``
     whose message repeats the cause; the user needs the cause's one line.
@@ -28,6 +43,9 @@ def user_error(err: BaseException | None) -> FidBenchError | None:
     while err is not None and id(err) not in seen:
         if isinstance(err, FidBenchError):
             return err
+        storage = storage_error(err)
+        if storage is not None:
+            return storage
         seen.add(id(err))
         err = err.__cause__
     return None

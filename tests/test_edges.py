@@ -178,3 +178,67 @@ def test_a_header_without_repeats_still_reads_in_any_case(tmp_path: Path) -> Non
     root = _kaggle_root(tmp_path, " ID ,Target\na,0\nb,1\n", "Id\nc\n")
     table = KaggleReader(root).read().table
     assert dict(zip(table["id"], table["label"], strict=True)) == {"a": 0, "b": 1, "c": -1}
+
+
+# ----------------------------------------------------------------------------- 6. unwritable or full cache
+FAULTS = REPO / "tests" / "faults"  # a sitecustomize that makes writes below a folder fail (see there)
+
+
+@pytest.fixture
+def demo_outside_cache(isolated: Path, compose_cfg) -> Path:
+    """The TINY demo data set, generated outside the cache folder the faults will hit."""
+    from hydra.utils import instantiate
+
+    root = isolated / "demo_data"
+    instantiate(compose_cfg(f"data.root={root}").data.reader).read()
+    return root
+
+
+@pytest.mark.parametrize(
+    ("fault", "reason"), [("readonly", "Read-only file system"), ("full", "No space left on device")]
+)
+def test_an_unwritable_or_full_cache_is_one_line_and_left_clean(
+    isolated: Path, demo_outside_cache: Path, fault: str, reason: str
+) -> None:
+    cache = isolated / "faulty_cache"
+    cache.mkdir()
+    proc = subprocess.run(
+        [sys.executable, "-m", "fid_bench", *TINY, f"data.root={demo_outside_cache}"],
+        cwd=isolated,
+        env=dict(
+            os.environ,
+            PYTHONPATH=f"{FAULTS}{os.pathsep}{REPO}",
+            FID_BENCH_CACHE_DIR=str(cache),
+            FID_BENCH_FAULT_ROOT=str(cache),
+            FID_BENCH_FAULT=fault,
+        ),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 1, out[-3000:]
+    assert "Traceback" not in out, out[-3000:]  # before: 25-43 lines of traceback
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+    assert errors == [
+        f"error: feature cache {cache / 'features'}: cannot write ({reason}); free space or point features.cache_dir "
+        "(FID_BENCH_CACHE_DIR) at a writable folder"
+    ], out[-3000:]
+    left = sorted(str(p.relative_to(cache)) for p in cache.rglob("*") if p.is_file())
+    # clean: no half-written file, no feature folder holding only metadata (the audit's cache,
+    # written whole by pyarrow beside the simulated full disk, may stay)
+    assert [name for name in left if "tmp" in name or name.startswith("features/")] == [], left
+
+
+def test_a_storage_oserror_anywhere_becomes_one_line() -> None:
+    import errno
+
+    from fid_bench.errors import user_error
+
+    full = OSError(errno.ENOSPC, "No space left on device", "/data/cache/x.tmp")
+    wrapped = RuntimeError("while instantiating")
+    wrapped.__cause__ = full
+    assert str(user_error(wrapped)) == (
+        "No space left on device: /data/cache/x.tmp (free space or make the folder writable)"
+    )
+    assert user_error(OSError(errno.ECONNRESET, "reset")) is None  # not a storage problem
