@@ -242,3 +242,143 @@ def test_a_storage_oserror_anywhere_becomes_one_line() -> None:
         "No space left on device: /data/cache/x.tmp (free space or make the folder writable)"
     )
     assert user_error(OSError(errno.ECONNRESET, "reset")) is None  # not a storage problem
+
+
+# ----------------------------------------------------------------------------- 9. small files, big decodes
+def _png_claiming(path: Path, width: int, height: int) -> Path:
+    """A valid small PNG whose header (with a correct CRC) announces ``width`` x ``height``."""
+    import io
+    import struct
+    import zlib
+
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.new("RGB", (16, 16), (10, 20, 30)).save(buf, "PNG")
+    data = bytearray(buf.getvalue())
+    at = data.index(b"IHDR")
+    struct.pack_into(">II", data, at + 4, width, height)
+    struct.pack_into(">I", data, at + 17, zlib.crc32(bytes(data[at : at + 17])))
+    path.write_bytes(bytes(data))
+    return path
+
+
+def _jpeg_claiming(path: Path, width: int, height: int, *, progressive: bool = False) -> Path:
+    """A small JPEG whose frame header announces ``width`` x ``height``; its scan holds 16x16."""
+    import io
+    import struct
+
+    import numpy as np
+    from PIL import Image
+
+    buf = io.BytesIO()
+    pixels = np.random.default_rng(0).integers(0, 255, (16, 16, 3), dtype=np.uint8)
+    Image.fromarray(pixels).save(buf, "JPEG", quality=75, progressive=progressive)
+    data = bytearray(buf.getvalue())
+    at = data.index(b"\xff\xc2" if progressive else b"\xff\xc0")
+    struct.pack_into(">HH", data, at + 5, height, width)
+    path.write_bytes(bytes(data))
+    return path
+
+
+@pytest.fixture
+def no_full_decode(monkeypatch: pytest.MonkeyPatch) -> list[tuple[int, int]]:
+    """Records every full decode (``ImageFile.load``) by image size."""
+    from PIL import ImageFile
+
+    loads: list[tuple[int, int]] = []
+    real = ImageFile.ImageFile.load
+
+    def load(self):  # noqa: ANN001, ANN202
+        loads.append(self.size)
+        return real(self)
+
+    monkeypatch.setattr(ImageFile.ImageFile, "load", load)
+    return loads
+
+
+@pytest.mark.parametrize("progressive", [False, True])
+def test_a_small_jpeg_claiming_a_huge_size_is_truncated_before_any_decode(
+    tmp_path: Path, no_full_decode: list, progressive: bool
+) -> None:
+    from fid_bench.data.decode import ImageDecodeError, check_image, load_rgb
+    from fid_bench.data.validation import validate_files
+
+    liar = _jpeg_claiming(tmp_path / "liar.jpg", 6000, 6000, progressive=progressive)
+    assert liar.stat().st_size < 2000
+    for call in (load_rgb, check_image):
+        with pytest.raises(
+            ImageDecodeError, match=r"truncated: \d+ bytes cannot hold the 6000x6000 JPEG"
+        ) as err:
+            call(liar)
+        assert err.value.reason == "truncated"
+    assert validate_files([str(liar)], cache_dir=None)[0].reason == "truncated"
+    # before: decoded whole as a 36-megapixel image padded with grey
+    assert (6000, 6000) not in no_full_decode
+
+
+def test_a_small_png_claiming_a_huge_size_is_truncated_before_any_decode(
+    tmp_path: Path, no_full_decode: list
+) -> None:
+    from fid_bench.data.decode import ImageDecodeError, load_rgb
+
+    liar = _png_claiming(tmp_path / "liar.png", 5000, 4000)
+    with pytest.raises(ImageDecodeError, match="truncated: .* cannot hold the 5000x4000 PNG") as err:
+        load_rgb(liar)
+    assert err.value.reason == "truncated"
+    assert no_full_decode == []
+
+
+def test_genuine_files_stay_above_their_plausible_minimum(tmp_path: Path) -> None:
+    import numpy as np
+    from PIL import Image
+
+    from fid_bench.data.decode import load_rgb
+
+    # the most compressible files there are: flat images, a 1-bit PNG, an optimised progressive JPEG
+    Image.new("1", (4000, 3000)).save(tmp_path / "flat1.png", optimize=True)
+    Image.new("L", (2000, 2000), 255).save(tmp_path / "flat.jpg", quality=10, optimize=True, progressive=True)
+    Image.new("RGB", (2000, 1000), (255, 255, 255)).save(tmp_path / "flat.png", optimize=True)
+    Image.fromarray(np.zeros((512, 700), np.uint16)).save(tmp_path / "flat16.png", optimize=True)
+    for name, size in (("flat1.png", (4000, 3000)), ("flat.jpg", (2000, 2000)), ("flat.png", (2000, 1000))):
+        assert load_rgb(tmp_path / name).size == size, name
+    assert load_rgb(tmp_path / "flat16.png").size == (700, 512)
+
+
+def test_the_limit_bounds_memory_not_only_pixels(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import numpy as np
+    from PIL import Image
+
+    from fid_bench.data import decode
+
+    monkeypatch.setenv(decode.MAX_PIXELS_ENV, "1000000")
+    size = (1000, 950)  # under the pixel limit
+    Image.fromarray(np.zeros(size[::-1], np.uint16)).save(tmp_path / "deep.png")
+    Image.new("RGB", size).save(tmp_path / "rgb.png")
+    Image.new("RGBA", size).save(tmp_path / "rgba.png")
+    assert Image.open(tmp_path / "deep.png").mode.startswith("I;16")
+    assert decode.load_rgb(tmp_path / "rgb.png").size == size  # 8-bit RGB: the pixel limit decides
+    for name in ("deep.png", "rgba.png"):  # before: decoded (a 77 KB 16-bit PNG cost 1.35 GB)
+        with pytest.raises(
+            decode.ImageDecodeError, match=r"1000x950 \S+ image needs about .* GB to decode"
+        ) as err:
+            decode.load_rgb(tmp_path / name)
+        assert err.value.reason == "too_large"
+    # the estimate orders the modes as their measured cost does
+    cost = {m: decode.decode_bytes(100, 100, m) for m in ("1", "L", "RGB", "I;16", "RGBA", "I", "F")}
+    assert cost["1"] == cost["L"] < cost["RGB"] < cost["I;16"] < cost["RGBA"] < cost["I"] < cost["F"]
+    assert decode.decode_bytes(100, 100, "P", transparent=True) == cost["RGBA"]
+    assert decode.decode_budget(1_000_000) == decode.decode_bytes(1000, 1000, "RGB")
+
+
+def test_sixteen_bit_pixels_are_scaled_exactly_as_before(tmp_path: Path) -> None:
+    import numpy as np
+    from PIL import Image
+
+    from fid_bench.data.decode import load_rgb
+
+    every = np.arange(65536, dtype=np.uint16).reshape(256, 256)
+    Image.fromarray(every).save(tmp_path / "every.png")
+    got = np.asarray(load_rgb(tmp_path / "every.png"))
+    want = np.clip(np.rint(every.astype(np.float64) * (255.0 / 65535.0)), 0, 255).astype(np.uint8)
+    assert (got == want[:, :, None]).all()
