@@ -140,11 +140,11 @@ def run_job(
     if holdout not in ("test", "val"):
         raise FidBenchError(f"holdout must be 'test' or 'val', got {holdout!r}")
     final = holdout == "test"  # a search trial (holdout="val") skips everything that reads test rows
+    sharded = shard_settings(cfg)  # bad shard values: one line before any run exists
     with tracked_run(cfg, parent_run_id=parent_run_id) as run:
         if samples is None:
             samples = load_samples(cfg)
         run.log_samples(samples)
-        sharded = shard_settings(cfg)
         if sharded is not None:
             # one shard of a split extraction: fill the cache and stop (see features.shard)
             run.set_tags({"features_shard": f"{sharded[0]}/{sharded[1]}"})

@@ -382,3 +382,123 @@ def test_sixteen_bit_pixels_are_scaled_exactly_as_before(tmp_path: Path) -> None
     got = np.asarray(load_rgb(tmp_path / "every.png"))
     want = np.clip(np.rint(every.astype(np.float64) * (255.0 / 65535.0)), 0, 255).astype(np.uint8)
     assert (got == want[:, :, None]).all()
+
+
+# ----------------------------------------------------------------------------- minor input cases
+def _png_file(path: Path, value: int = 100) -> Path:
+    from PIL import Image
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "wb") as fp:  # by content, whatever the name says
+        Image.new("RGB", (8, 8), (value, 0, 0)).save(fp, "PNG")
+    return path
+
+
+def test_predict_images_and_the_folder_reader_take_the_same_files(tmp_path: Path) -> None:
+    from fid_bench.data.inputs import images_under
+    from fid_bench.data.readers import FolderReader
+
+    root = tmp_path / "set"
+    _png_file(root / "real" / "a.png")
+    _png_file(root / "real" / "scraped_0042", 50)  # no suffix: the reader trains on it
+    _png_file(root / "fake" / "b.JPG.png", 200)
+    (root / "fake" / "notes.txt").write_text("where these came from")
+    trained = sorted(FolderReader(root).read().table["id"])
+    scored = images_under(root).ids
+    assert trained == ["fake/b.JPG.png", "real/a.png", "real/scraped_0042"]
+    assert scored == trained  # before: predict --images left out real/scraped_0042
+
+
+def test_predict_data_kaggle_needs_no_train_csv(tmp_path: Path) -> None:
+    from fid_bench.data.inputs import kaggle_inputs
+
+    root = tmp_path / "kaggle"
+    _png_file(root / "images" / "t1.png")
+    _png_file(root / "images" / "t2.png", 30)
+    (root / "test.csv").write_text("id\nt2\nt1.png\n")
+    inputs = kaggle_inputs(root, tmp_path / "cache")  # before: "train.csv not found"
+    assert inputs.ids == ["t2", "t1.png"] and inputs.unreadable == {}
+
+
+def test_kaggle_id_aliases_are_duplicates(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    from fid_bench.data.readers import KaggleReader
+
+    root = tmp_path / "kaggle"
+    for name, value in (("r004.jpg", 10), ("r005.jpg", 20), ("r006.png", 30)):
+        _png_file(root / "images" / name, value)
+    (root / "train.csv").write_text(
+        "id,target\nr004.jpg,1\nsub/../r004.jpg,1\nr005.jpg,0\nr005,1\nr006.png,0\n"
+    )
+    (root / "test.csv").write_text("id\nr006.png\n./r006.png\n")
+    with caplog.at_level("WARNING"):
+        samples = KaggleReader(root).read()
+    labelled = samples.table[samples.table["split"] != "predict"]
+    assert sorted(labelled["id"]) == ["r004.jpg", "r005.jpg", "r006.png"]  # before: all five rows
+    skipped = dict(zip(samples.skipped["id"], samples.skipped["reason"], strict=True))
+    assert skipped == {"sub/../r004.jpg": "duplicate_id", "r005": "conflicting_labels"}
+    from fid_bench.errors import FidBenchError
+
+    (root / "train.csv").write_text("id,target\nr004.jpg,1\nsub/../r004.jpg,1\n")
+    with pytest.raises(
+        FidBenchError, match=r"line 3: id 'sub/\.\./r004\.jpg' names the same file as id 'r004\.jpg'"
+    ):
+        KaggleReader(root, strict=True).read()
+    (root / "train.csv").write_text("id,target\nr005.jpg,0\nr005,1\n")
+    with pytest.raises(
+        FidBenchError, match="names the same file as id 'r005.jpg' above, with target 1 here but 0"
+    ):
+        KaggleReader(root, strict=True).read()
+    # test rows are all kept (a submission needs every one), and the alias is reported
+    assert samples.table[samples.table["split"] == "predict"]["id"].tolist() == ["r006.png", "./r006.png"]
+    assert "1 ids of test.csv name a file an earlier id names (e.g. './r006.png' = 'r006.png')" in caplog.text
+
+
+@pytest.mark.parametrize(
+    "overrides", [["features.num_shards=2", "features.shard=5"], ["features.num_shards=x"]]
+)
+def test_bad_shard_values_leave_no_run_behind(isolated: Path, compose_cfg, overrides: list[str]) -> None:
+    import mlflow
+
+    from fid_bench.errors import FidBenchError
+    from fid_bench.experiment import run_job
+
+    cfg = compose_cfg("model=spectrum", *overrides)
+    with pytest.raises(FidBenchError, match="features.(num_)?shard"):
+        run_job(cfg)
+    client = mlflow.MlflowClient()
+    experiments = [e.experiment_id for e in client.search_experiments()]
+    assert client.search_runs(experiments) == []  # before: a FAILED run per bad value
+
+
+@pytest.mark.parametrize(
+    "bad", ["=cmd|' /C calc'!A1", "@SUM(A1)", "+1+2", "-2+3", "\tx", '=HYPERLINK("http://x")']
+)
+def test_ids_a_spreadsheet_would_run_are_refused(bad: str) -> None:
+    from fid_bench.errors import FidBenchError
+    from fid_bench.submission import check_spreadsheet_safe
+
+    with pytest.raises(FidBenchError, match=r"1 id\(s\) start like a spreadsheet formula .*row 2"):
+        check_spreadsheet_safe(["a.png", bad, "c.png"])
+
+
+def test_plain_ids_and_numbers_pass_the_formula_check() -> None:
+    from fid_bench.submission import check_spreadsheet_safe
+
+    check_spreadsheet_safe(["a.png", "-1", "+2.5", "1e-3", "x=1", "sub/@home.jpg", "-.5"])
+
+
+def test_predict_refuses_a_formula_id_before_loading_a_model(isolated: Path, capsys) -> None:
+    from fid_bench.commands.predict import main
+
+    root = isolated / "kaggle"
+    _png_file(root / "images" / "=cmd|calc!A1.png")
+    _png_file(root / "images" / "ok.png", 9)
+    (root / "test.csv").write_text("id\nok.png\n=cmd|calc!A1.png\n")
+    out = isolated / "submission.csv"
+    # no such run: the ids are refused before the store is even asked
+    code = main(["--run", "no-such-run", "--data", "kaggle", "--root", str(root), "--out", str(out)])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert (
+        code == 1 and len(err) == 1 and "start like a spreadsheet formula (e.g. '=cmd|calc!A1.png'" in err[0]
+    )
+    assert not out.exists() and list(isolated.glob("*.csv")) == []  # before: written verbatim
