@@ -75,6 +75,34 @@ def test_a_server_answering_503_stops_a_job_before_it_starts(isolated: Path, unh
     assert not (isolated / "cache" / "demo_data").exists()  # stopped before reading any data
 
 
+class _Healthy(_Unavailable):
+    def _answer(self) -> None:
+        self.send_response(200 if self.path == "/health" else 404)
+        self.send_header("Content-Length", "2")
+        self.end_headers()
+        self.wfile.write(b"OK")
+
+    do_GET = do_POST = do_HEAD = _answer
+
+
+def test_the_probe_takes_only_a_healthy_answer(unhealthy_server: str) -> None:
+    from fid_bench.errors import FidBenchError
+    from fid_bench.tracking.store import probe_server
+
+    with pytest.raises(FidBenchError) as err:
+        probe_server(unhealthy_server + "/")
+    assert str(err.value) == (
+        f"tracking server {unhealthy_server}/ is not healthy: /health answered HTTP 503 Service Unavailable"
+    )
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Healthy)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        probe_server(f"http://127.0.0.1:{server.server_address[1]}/")  # /health answers 200: no error
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
 # ----------------------------------------------------------------------------- 7. a foreign SQLite file
 def _tables(path: Path) -> list[str]:
     with sqlite3.connect(path) as conn:
