@@ -341,12 +341,13 @@ def _check_header(img: Image.Image, fp: BinaryIO) -> None:
             f"{budget / 1e9:.2f} GB of an 8-bit RGB image of data.max_pixels={limit} pixels",
             TOO_LARGE,
         )
-    fp.seek(0, io.SEEK_END)
-    size = fp.tell()
+    position = fp.tell()  # where the image plugin left the stream: put back for the decode
+    size = fp.seek(0, io.SEEK_END)
     head = b""
     if img.format == "JPEG":
         fp.seek(0)
         head = fp.read(1 << 20)  # the segments before the frame header (EXIF, ICC, ...) fit in this
+    fp.seek(position)
     floor = plausible_minimum_bytes(img.format or "", width, height, img.mode, head)
     if size < floor:
         raise ImageDecodeError(
