@@ -29,7 +29,9 @@ def storage_error(err: BaseException) -> FidBenchError | None:
     if not isinstance(err, OSError) or err.errno not in STORAGE_ERRNOS:
         return None
     where = f": {err.filename}" if err.filename else ""
-    return FidBenchError(f"{err.strerror or one_line(err)}{where} (free space or make the folder writable)")
+    full = err.errno in (errno.ENOSPC, errno.EDQUOT)
+    hint = "free space or choose another folder" if full else "check its permissions or choose another folder"
+    return FidBenchError(f"{err.strerror or one_line(err)}{where} ({hint})")
 
 
 def user_error(err: BaseException | None) -> FidBenchError | None:

@@ -267,8 +267,10 @@ def test_a_storage_oserror_anywhere_becomes_one_line() -> None:
     wrapped = RuntimeError("while instantiating")
     wrapped.__cause__ = full
     assert str(user_error(wrapped)) == (
-        "No space left on device: /data/cache/x.tmp (free space or make the folder writable)"
+        "No space left on device: /data/cache/x.tmp (free space or choose another folder)"
     )
+    read_only = user_error(OSError(errno.EROFS, "Read-only file system", "/ro/x"))
+    assert str(read_only) == "Read-only file system: /ro/x (check its permissions or choose another folder)"
     assert user_error(OSError(errno.ECONNRESET, "reset")) is None  # not a storage problem
 
 
