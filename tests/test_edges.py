@@ -532,3 +532,34 @@ def test_predict_refuses_a_formula_id_before_loading_a_model(isolated: Path, cap
         code == 1 and len(err) == 1 and "start like a spreadsheet formula (e.g. '=cmd|calc!A1.png'" in err[0]
     )
     assert not out.exists() and list(isolated.glob("*.csv")) == []  # before: written verbatim
+
+
+# ----------------------------------------------------------------------------- store and CSV details
+def test_a_store_in_a_new_nested_folder_is_created_with_its_artifact_root(isolated: Path) -> None:
+    from fid_bench.tracking.store import open_experiment
+
+    db = isolated / "a" / "b" / "c" / "mlflow.db"
+    root = isolated / "artifacts_here"
+    client, experiment_id, uri = open_experiment(f"sqlite:///{db}", "nested", artifact_root=root)
+    assert db.is_file() and uri == f"sqlite:///{db.resolve()}"
+    location = client.get_experiment(experiment_id).artifact_location
+    assert location == (root.resolve() / "nested").as_uri()  # the root given, not the default
+
+
+def test_an_unreadable_csv_says_why(tmp_path: Path) -> None:
+    from fid_bench.data.csv_table import read_csv_table
+    from fid_bench.errors import FidBenchError
+
+    empty = tmp_path / "empty.csv"
+    empty.write_text("")
+    with pytest.raises(FidBenchError) as err:
+        read_csv_table(empty, ("id",))
+    assert str(err.value) == f"{empty}: not a readable CSV (No columns to parse from file)"
+    twice = tmp_path / "twice.csv"
+    twice.write_text("id,Id\n1,2\n")
+    with pytest.raises(FidBenchError) as err:
+        read_csv_table(twice, ("id",))
+    assert str(err.value) == (
+        f"{twice}: the header names a column more than once (case and spaces ignored): 'id' and 'Id'; "
+        "rename or remove the extra column"
+    )
