@@ -563,3 +563,14 @@ def test_an_unreadable_csv_says_why(tmp_path: Path) -> None:
         f"{twice}: the header names a column more than once (case and spaces ignored): 'id' and 'Id'; "
         "rename or remove the extra column"
     )
+
+
+def test_tracking_uris_resolve_local_paths_only(tmp_path: Path) -> None:
+    from fid_bench.tracking.store import resolve_tracking_uri
+
+    assert resolve_tracking_uri("http://127.0.0.1:5000", tmp_path) == "http://127.0.0.1:5000"
+    assert resolve_tracking_uri("store", tmp_path) == (tmp_path / "store").resolve().as_uri()
+    assert (
+        resolve_tracking_uri("sqlite:///db/m.db", tmp_path)
+        == f"sqlite:///{(tmp_path / 'db' / 'm.db').resolve()}"
+    )
