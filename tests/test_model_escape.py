@@ -350,3 +350,39 @@ def test_the_default_experiments_implicit_folder_is_not_trusted(tmp_path: Path, 
     code, err = _predict(["--run", run.info.run_id], images, out, capsys)
     assert code == 0, err
     assert not canary.exists()
+
+
+# --------------------------------------------------------------------------- hole 4: a replaced ONNX file
+
+
+def test_predict_refuses_an_onnx_file_replaced_since_training(compose_cfg, tmp_path: Path, capsys) -> None:
+    """A ``model=onnx`` run's graph replaced at its path: predict names the logged and the current sha256
+    in one line instead of scoring with other features."""
+    import hashlib
+
+    import mlflow
+
+    from fid_bench.experiment import run_job
+    from tests.test_onnx import W_EMBED, tiny_graph
+
+    graph = tiny_graph(tmp_path / "enc.onnx")
+    logged = hashlib.sha256(graph.read_bytes()).hexdigest()
+    cfg = compose_cfg(
+        "model=onnx", f"model.path={graph}", "model.image_size=8", "model.resize=squash", "classifier=logreg",
+        "eval.bootstrap=0", "audit.enabled=false",
+    )  # fmt: skip
+    run_job(cfg)
+    (run,) = mlflow.search_runs(search_all_experiments=True, output_format="list")
+    images, out = _images(tmp_path / "imgs"), tmp_path / "p.csv"
+    code, err = _predict(["--run", run.info.run_id], images, out, capsys)
+    assert code == 0, err
+    out.unlink()
+
+    tiny_graph(graph, w_embed=W_EMBED[::-1].copy())  # same path, other weights
+    now = hashlib.sha256(graph.read_bytes()).hexdigest()
+    assert now != logged
+    code, err = _predict(["--run", run.info.run_id], images, out, capsys)
+    assert code == 1 and len(err) == 1, err
+    assert logged in err[0] and now in err[0] and str(graph) in err[0], err
+    assert not out.exists()
+    assert run.data.params["model_file_sha256"] == logged  # the run says which file it was trained with
