@@ -16,6 +16,7 @@ def _frame(rows: list[tuple[str, int, float, str]]) -> pd.DataFrame:
     df = pd.DataFrame(rows, columns=["id", "label", "score", "split"])
     df["group"] = ""
     df["fold"] = 0
+    df["sha1"] = "h-" + df["id"]  # each image's content hash (the same images in every member)
     return df
 
 

@@ -287,7 +287,8 @@ def run_scores(client: MlflowClient, run: Run) -> pd.DataFrame:
                 "runs scored on test rows can be used"
             ) from None
         # no NA parsing: an id such as "NA" stays an id, an empty group stays ""
-        scores = pd.read_csv(local, dtype={"id": str, "group": str}, keep_default_na=False)
+        # content hashes are text too: a hex digest of digits only would read as a number
+        scores = pd.read_csv(local, dtype={"id": str, "group": str, "sha1": str}, keep_default_na=False)
     missing = [c for c in ("id", "label", "score", "split") if c not in scores.columns]
     if missing:
         raise FidBenchError(f"run {run_id}: {PREDICTIONS} lacks column(s) {missing}")
