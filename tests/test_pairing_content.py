@@ -118,6 +118,16 @@ def test_runs_on_re_encoded_images_under_the_same_names_are_not_paired(
     # the same images again: the pairing is allowed
     c = _job(compose_cfg, root, "logreg")
     assert compare_main([b, c, "--out", str(tmp_path / "bc.png"), "--no-log"]) == 0
+    # an ensemble's predictions carry its members' hashes: it pairs with them, and refuses A like they do
+    assert ensemble_main([b, c, "--method", "mean"]) == 0
+    import mlflow
+
+    (ens,) = mlflow.search_runs(
+        search_all_experiments=True, filter_string="tags.`fid_bench.kind` = 'ensemble'", output_format="list"
+    )
+    assert _predictions(ens.info.run_id)["sha1"].tolist() == _predictions(b)["sha1"].tolist()
+    assert compare_main([ens.info.run_id, c, "--out", str(tmp_path / "ec.png"), "--no-log"]) == 0
+    assert compare_main([ens.info.run_id, a, "--out", str(tmp_path / "ea.png"), "--no-log"]) == 1
     assert (scores["sha1"].str.len() == 40).all()  # every row carries its image's content hash
 
 
