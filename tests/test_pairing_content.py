@@ -203,3 +203,25 @@ def test_a_cherry_picked_import_is_marked_and_never_top(compose_cfg, tmp_path: P
     assert "fewer test rows than the most complete run" in out
     # even shown alone (--top 1), the import is not the one shown
     assert [r["model"] for r in _board(capsys, "--top", "1")] != ["picked"]
+
+
+def test_completeness_compares_runs_on_the_same_data_only() -> None:
+    """The reference count is per data fingerprint, hold-out and cross-validated runs apart; an import
+    that says it missed rows is partial even without a complete run beside it."""
+    from fid_bench.tracking.leaderboard import completeness
+
+    def run(fingerprint: str, n_test: float, **extra: float) -> dict:
+        return {"tags": {"data_fingerprint": fingerprint}, "metrics": {"n_test": n_test, **extra}}
+
+    frame = pd.DataFrame(
+        [
+            run("d1", 40),
+            run("d1", 33),  # fewer rows on the same data: partial
+            run("d2", 20),  # other data: its own reference
+            run("d1", 8, n_folds=5),  # cross-validated: compared with cross-validated runs only
+            run("d3", 30, **{"import/n_missing_test": 10}),  # an import alone that missed 10 rows
+        ]
+    )
+    out = completeness(frame)
+    assert out["partial"].tolist() == [False, True, False, False, True]
+    assert out["n_test_reference"].tolist() == [40, 40, 20, 8, 40]
