@@ -11,14 +11,18 @@ import math
 import signal
 import sys
 
-import hydra
-from omegaconf import DictConfig
+from fid_bench import installed
 
-from fid_bench import signals
-from fid_bench.config import require_set
-from fid_bench.errors import user_error
-from fid_bench.experiment import run_job
-from fid_bench.search.study import run_study
+installed.require("python -m fid_bench")  # one line naming `make install`, not a ModuleNotFoundError
+
+import hydra  # noqa: E402 - after the check above
+from omegaconf import DictConfig  # noqa: E402
+
+from fid_bench import signals  # noqa: E402
+from fid_bench.config import require_set  # noqa: E402
+from fid_bench.errors import user_error  # noqa: E402
+from fid_bench.experiment import run_job  # noqa: E402
+from fid_bench.search.study import run_study  # noqa: E402
 
 log = logging.getLogger("fid_bench")
 

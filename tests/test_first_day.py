@@ -1,0 +1,76 @@
+"""What a new user meets first: entry points without their dependencies, short run ids, exit codes."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+from tests.conftest import REPO
+
+BLOCK_HYDRA = "import sys, runpy; sys.modules['hydra'] = None; sys.argv = ['x']; runpy.run_module({!r}, run_name='__main__')"
+
+
+@pytest.mark.parametrize(("module", "entry"), [("fid_bench", "python -m fid_bench"), ("fid_bench.cli", "fid-bench")])
+def test_missing_dependency_is_one_line_naming_make_install(module: str, entry: str, tmp_path) -> None:
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    done = subprocess.run(
+        [sys.executable, "-c", BLOCK_HYDRA.format(module)],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert done.returncode == 1
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1, done.stderr
+    assert entry in lines[0] and "hydra-core" in lines[0] and "make install" in lines[0]
+    assert "Traceback" not in done.stderr
+
+
+def test_missing_lists_only_what_is_absent(monkeypatch: pytest.MonkeyPatch) -> None:
+    from fid_bench import installed
+
+    monkeypatch.setattr(installed, "REQUIRED", (("numpy", "numpy"), ("no_such_module_xyz", "no-such-dist")))
+    assert installed.missing() == ["no-such-dist"]
+    with pytest.raises(SystemExit, match="no-such-dist.*make install"):
+        installed.require("fid-bench")
+
+
+def _store_with_runs(isolated, ids: list[str]):
+    """Runs with the given ids (rewritten in the SQLite store: MLflow chooses ids itself)."""
+    import sqlite3
+
+    from mlflow.tracking import MlflowClient
+
+    uri = os.environ["MLFLOW_TRACKING_URI"]
+    client = MlflowClient(uri)
+    exp = client.create_experiment("ids")
+    made = [client.create_run(exp, run_name=f"r{i}").info.run_id for i in range(len(ids))]
+    with sqlite3.connect(isolated / "mlruns" / "mlflow.db") as db:
+        for old, new in zip(made, ids, strict=True):
+            for table in ("runs",):
+                db.execute(f"UPDATE {table} SET run_uuid = ? WHERE run_uuid = ?", (new, old))
+            for table in ("tags", "params", "metrics", "latest_metrics"):
+                db.execute(f"UPDATE {table} SET run_uuid = ? WHERE run_uuid = ?", (new, old))
+    return client
+
+
+def test_run_id_prefixes_resolve_and_ambiguity_lists_the_candidates(isolated) -> None:
+    from fid_bench.errors import FidBenchError
+    from fid_bench.tracking.runs import get_run
+
+    a, b, c = "abcdef01" + "0" * 24, "abcdef02" + "0" * 24, "123456ab" + "1" * 24
+    client = _store_with_runs(isolated, [a, b, c])
+    assert get_run(client, a).info.run_id == a
+    assert get_run(client, "abcdef01").info.run_id == a
+    assert get_run(client, "ABCDEF02").info.run_id == b  # as typed from a screen
+    assert get_run(client, "123456").info.run_id == c
+    with pytest.raises(FidBenchError, match="ambiguous") as err:
+        get_run(client, "abcdef0")
+    assert a in str(err.value) and b in str(err.value) and "\n" not in str(err.value)
+    with pytest.raises(FidBenchError, match="too short"):
+        get_run(client, "abcde")
+    with pytest.raises(FidBenchError, match="unknown run"):
+        get_run(client, "fedcba98")
+    with pytest.raises(FidBenchError, match="unknown run"):
+        get_run(client, "not-a-run")
