@@ -13,7 +13,9 @@ from tests.conftest import REPO
 BLOCK_HYDRA = "import sys, runpy; sys.modules['hydra'] = None; sys.argv = ['x']; runpy.run_module({!r}, run_name='__main__')"
 
 
-@pytest.mark.parametrize(("module", "entry"), [("fid_bench", "python -m fid_bench"), ("fid_bench.cli", "fid-bench")])
+@pytest.mark.parametrize(
+    ("module", "entry"), [("fid_bench", "python -m fid_bench"), ("fid_bench.cli", "fid-bench")]
+)
 def test_missing_dependency_is_one_line_naming_make_install(module: str, entry: str, tmp_path) -> None:
     env = dict(os.environ, PYTHONPATH=str(REPO))
     done = subprocess.run(

@@ -20,10 +20,10 @@ from typing import TYPE_CHECKING, Any
 import pandas as pd
 
 from fid_bench import markdown
+from fid_bench.errors import FidBenchError
 from fid_bench.evaluation import registry
 from fid_bench.tracking.kinds import KIND_TAG, SUMMARY_KINDS, UNRANKED_KINDS
 from fid_bench.tracking.paired import TopMarks, marks_against_top
-from fid_bench.errors import FidBenchError
 from fid_bench.tracking.runs import LeaderboardError, fetch_runs, get_run
 
 if TYPE_CHECKING:
