@@ -76,3 +76,43 @@ def test_run_id_prefixes_resolve_and_ambiguity_lists_the_candidates(isolated) ->
         get_run(client, "fedcba98")
     with pytest.raises(FidBenchError, match="unknown run"):
         get_run(client, "not-a-run")
+
+
+def _app(isolated, *args: str) -> subprocess.CompletedProcess:
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    return subprocess.run(
+        [sys.executable, "-m", "fid_bench", *args], cwd=isolated, env=env, capture_output=True, text=True,
+        timeout=600,
+    )  # fmt: skip
+
+
+def _all_runs():
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(os.environ["MLFLOW_TRACKING_URI"])
+    ids = [e.experiment_id for e in client.search_experiments()]
+    return [e.name for e in client.search_experiments()], client.search_runs(ids) if ids else []
+
+
+def test_mistakes_in_a_sweep_or_a_data_root_create_no_run_and_no_experiment(isolated) -> None:
+    typo = _app(isolated, "-m", "model=spectrum,spectrm", "classifier=logreg")
+    assert typo.returncode == 2
+    assert typo.stderr.strip().splitlines()[-1].startswith("error: job model=spectrm classifier=logreg:")
+    root = _app(isolated, "-m", "data=folder", f"data.root={isolated},{isolated / 'nope'}")
+    assert root.returncode == 2 and "no such folder" in root.stderr.strip().splitlines()[-1]
+    single = _app(isolated, "data=folder", f"data.root={isolated / 'nope'}")
+    assert single.returncode == 1 and single.stderr.strip().splitlines()[-1].startswith("error: data.root=")
+    names, runs = _all_runs()
+    assert runs == [] and set(names) <= {"Default"}
+
+
+def test_a_sweep_with_a_failed_job_exits_3_and_ends_with_its_error(isolated) -> None:
+    from fid_bench.errors import PARTLY_FAILED_EXIT
+    from tests.conftest import TINY
+
+    done = _app(isolated, "-m", "model=spectrum", "classifier=logreg,finetune", "eval.bootstrap=0", *TINY)
+    assert done.returncode == PARTLY_FAILED_EXIT, done.stderr[-2000:]
+    assert "1 finished, 1 failed" in done.stdout
+    last = done.stderr.strip().splitlines()[-2:]
+    assert last[0] == f"1 of 2 jobs failed (exit code {PARTLY_FAILED_EXIT}):"
+    assert last[1].startswith("  model=spectrum classifier=finetune") and "cannot be used with" in last[1]
