@@ -22,6 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
+from fid_bench import signals
 from fid_bench.data.decode import DECODER_VERSION, load_rgb, parse_alignment
 from fid_bench.errors import FidBenchError
 from fid_bench.finetune.augment import PREPARE_VERSION, square_uint8
@@ -150,7 +151,11 @@ def _prepared_batches(paths: Sequence[str], size: int, num_workers: int, align: 
 
     chunk = 256
     loader = DataLoader(
-        _PreparedFiles(paths, size, align), batch_size=chunk, num_workers=num_workers, collate_fn=list
+        _PreparedFiles(paths, size, align),
+        batch_size=chunk,
+        num_workers=num_workers,
+        collate_fn=list,
+        worker_init_fn=signals.quiet_worker,
     )
     for b, batch in enumerate(loader):
         yield b * chunk, batch
