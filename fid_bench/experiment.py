@@ -24,7 +24,8 @@ from fid_bench.evaluation.held_out import HeldOutSettings, held_out_metrics
 from fid_bench.evaluation.metrics import aggregate_folds, evaluate_scores
 from fid_bench.features.shard import extract_shard, shard_settings
 from fid_bench.tracking.lineage import DatasetPart, data_source, fold_parts
-from fid_bench.tracking.run import tracked_run
+from fid_bench.tracking.run import NOTE_TAG, TrackedRun, headline_note, tracked_run
+from fid_bench.tracking.sweep_report import log_sweep_report
 
 if TYPE_CHECKING:
     from fid_bench.data.samples import Samples
@@ -196,6 +197,13 @@ def run_job(
             run.log_metrics(beyond)
         if cfg.tracking.log_model:
             run.log_predictor(predictor)
+        if final:
+            # the run's Description in the UI: its headline figures, rounded
+            run.set_tags({NOTE_TAG: headline_note(metrics)})
+        if final and cfg.cv.leave_one_group_out and isinstance(run, TrackedRun):
+            log_sweep_report(
+                run.client.tracking_uri, run.run_id, metric=str(cfg.optimized_metric), children=False
+            )
         log.info(
             "%s%s",
             "validation " if not final else "",

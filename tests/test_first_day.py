@@ -116,3 +116,29 @@ def test_a_sweep_with_a_failed_job_exits_3_and_ends_with_its_error(isolated) -> 
     last = done.stderr.strip().splitlines()[-2:]
     assert last[0] == f"1 of 2 jobs failed (exit code {PARTLY_FAILED_EXIT}):"
     assert last[1].startswith("  model=spectrum classifier=finetune") and "cannot be used with" in last[1]
+    # the sweep's report: one self-contained page on the parent run, failures included
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(os.environ["MLFLOW_TRACKING_URI"])
+    _, runs = _all_runs()
+    (parent,) = [r for r in runs if r.data.tags.get("fid_bench.kind") == "parent"]
+    page = _artifact_text(client, parent.info.run_id, "report.html")
+    assert (
+        "<h2>Leaderboard</h2>" in page and "job-spectrum-logreg-none" not in page
+    )  # ids and groups, not names
+    (job,) = [r for r in runs if r.data.tags.get("fid_bench.kind") == "job" and r.info.status == "FINISHED"]
+    assert job.info.run_id[:8] in page and "~top" in page
+    assert page.count("data:image/png;base64,") >= 2  # ROC overlay and per-group bars, inline
+    assert 'src="http' not in page and "<script" not in page
+    assert "<h2>Failed jobs</h2>" in page and "cannot be used with" in page
+    # each job's description carries its headline metrics, rounded
+    note = job.data.tags["mlflow.note.content"]
+    assert f"**roc_auc** {job.data.metrics['roc_auc']:.4f}" in note
+
+
+def _artifact_text(client, run_id: str, path: str) -> str:
+    import tempfile
+    from pathlib import Path
+
+    with tempfile.TemporaryDirectory() as tmp:
+        return Path(client.download_artifacts(run_id, path, tmp)).read_text()

@@ -38,6 +38,7 @@ from fid_bench.search.trial_logger import TrialLogger, pruned_in_chain
 from fid_bench.tracking.kinds import KIND_TAG, RunKind
 from fid_bench.tracking.run import common_tags, group_names, multirun_parent, run_name_of
 from fid_bench.tracking.store import DEFAULT_TRACKING_URI, open_experiment, original_cwd
+from fid_bench.tracking.sweep_report import log_sweep_report
 
 if TYPE_CHECKING:
     import optuna
@@ -538,6 +539,7 @@ def run_study(cfg: DictConfig) -> float:
             for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.FAIL,))
             if t.number >= n_before
         ]
+        log_sweep_report(client.tracking_uri, parent_id, metric=str(hs.metric), failures=failed)
         if failed:
             ran = sum(1 for t in study.get_trials(deepcopy=False) if t.number >= n_before)
             raise PartlyFailed(failures_report("trials", failed, ran), float(summary["best_value"]))

@@ -23,6 +23,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from fid_bench.errors import PARTLY_FAILED_EXIT, FidBenchError, failures_report, first_line, one_line
 from fid_bench.evaluation import registry
+from fid_bench.tracking import sweep_report
 from fid_bench.tracking.compare import compare_children
 from fid_bench.tracking.kinds import KIND_TAG, RunKind
 from fid_bench.tracking.leaderboard import Query, add_top_marks, leaderboard, render
@@ -35,6 +36,7 @@ from fid_bench.tracking.run import (
 )
 from fid_bench.tracking.runs import fetch_runs, open_store
 from fid_bench.tracking.store import DEFAULT_TRACKING_URI, connect, open_experiment, original_cwd
+from fid_bench.tracking.sweep_report import log_sweep_report
 
 if TYPE_CHECKING:
     from mlflow.entities import Run
@@ -254,6 +256,10 @@ class ParentRunCallback(Callback):
         if summary["n_children_finished"]:
             self._compare_top(parent, metric)
         failures = summary.get("failures") or []
+        if log_sweep_report(parent.tracking_uri, parent.run_id, metric=metric, failures=failures):
+            print(
+                f"report: {sweep_report.REPORT} of MLflow run {parent.run_id} (its Artifacts tab)", flush=True
+            )
         if failures:
             total = summary["n_children_finished"] + summary["n_children_failed"]
             print(failures_report("jobs", failures, total), file=sys.stderr, flush=True)

@@ -237,6 +237,27 @@ def provenance_tags(cfg: DictConfig) -> dict[str, str]:
     return {f"model_{k}": str(v) for k, v in node.items() if v is not None}
 
 
+#: MLflow's run (and experiment) description, shown on the run's page in the UI
+NOTE_TAG = "mlflow.note.content"
+
+
+def headline_note(metrics: Mapping[str, Any]) -> str:
+    """The run's description: its headline metrics to 4 decimals, ROC-AUC with its interval."""
+    from fid_bench.evaluation import registry
+
+    parts = []
+    for name in (*registry.headline(), "tpr_at_fpr_5pct", "threshold"):
+        value = _metric_value(metrics.get(name))
+        if value is None or math.isnan(value):
+            continue
+        text = f"**{name}** {value:.4f}"
+        low, high = (_metric_value(metrics.get(f"{name}_ci_{end}")) for end in ("low", "high"))
+        if low is not None and high is not None and not (math.isnan(low) or math.isnan(high)):
+            text += f" [{low:.4f}, {high:.4f}]"
+        parts.append(text)
+    return " · ".join(dict.fromkeys(parts))
+
+
 def run_name_of(tags: Mapping[str, str], kind: str = "job") -> str:
     """``job-spectrum-logreg-none``: the kind first (a study's runs become ``trial-7`` and
     ``refit-...``), so runs of different kinds never share a name."""
