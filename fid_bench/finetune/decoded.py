@@ -15,12 +15,14 @@ import hashlib
 import json
 import logging
 import os
+import sys
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from tqdm.auto import tqdm
 
 from fid_bench import signals
 from fid_bench.data.decode import DECODER_VERSION, load_rgb, parse_alignment
@@ -112,13 +114,17 @@ def decode_images(
         pixels = np.empty((n, size, size, 3), dtype=np.uint8)
     ok = np.zeros(n, dtype=bool)
     t0 = time.perf_counter()
-    for start, batch in _prepared_batches(paths, size, num_workers, align):
-        for j, arr in enumerate(batch):
-            if arr is not None:
-                pixels[start + j] = arr
-                ok[start + j] = True
-            else:
-                pixels[start + j] = 0
+    # a bar on a terminal only (quiet in logs and tests): decoding a large set takes minutes
+    bar = tqdm(total=n, unit="img", desc=f"decode {size}px", disable=not sys.stderr.isatty(), leave=False)
+    with bar:
+        for start, batch in _prepared_batches(paths, size, num_workers, align):
+            for j, arr in enumerate(batch):
+                if arr is not None:
+                    pixels[start + j] = arr
+                    ok[start + j] = True
+                else:
+                    pixels[start + j] = 0
+            bar.update(len(batch))
     seconds = time.perf_counter() - t0
     if mode == "memmap":
         pixels.flush()

@@ -37,6 +37,7 @@ from fid_bench.tracking.run import (
 from fid_bench.tracking.runs import fetch_runs, open_store
 from fid_bench.tracking.store import DEFAULT_TRACKING_URI, connect, open_experiment, original_cwd
 from fid_bench.tracking.sweep_report import log_sweep_report
+from fid_bench.tracking.ui import NOTE_TAG, TOP_TAG
 
 if TYPE_CHECKING:
     from mlflow.entities import Run
@@ -151,6 +152,15 @@ def finish_parent_run(config: DictConfig, parent: ParentRun, *, interrupted: boo
         client.set_tag(parent.run_id, "best_run_id", best.info.run_id)
         client.set_tag(parent.run_id, "best_run_name", best.info.run_name or "")
         summary.update({f"best_{metric}": value, "best_run_id": best.info.run_id})
+    note = [f"{len(finished)} finished, {summary['n_children_failed']} failed"]
+    if "best_run_id" in summary:
+        best = next(r for r in finished if r.info.run_id == summary["best_run_id"])
+        note.insert(
+            0,
+            f"best: **{best.info.run_name}** ({best.info.run_id[:8]}) {metric} {summary[f'best_{metric}']:.4f}",
+        )
+    note.append("`report.html` in Artifacts: leaderboard, curves, per-group bars, audit warnings")
+    client.set_tag(parent.run_id, NOTE_TAG, " · ".join(note))
     status = "KILLED" if interrupted else ("FINISHED" if finished else "FAILED")
     client.set_terminated(parent.run_id, status)
     summary["status"] = status
@@ -163,6 +173,15 @@ def children_leaderboard(parent: ParentRun, metric: str, top: int) -> str:
     client = open_store(parent.tracking_uri)
     boards = leaderboard(client, Query(metric=metric, top=top, parent=parent.run_id))
     add_top_marks(client, boards)
+    # the same marks as a run tag, a column of the UI's saved view ("behind": significantly behind the top run)
+    for board in boards:
+        if board.marks is None:
+            continue
+        for run_id, mark in board.marks.table["mark"].items():
+            try:
+                client.set_tag(str(run_id), TOP_TAG, mark or "behind")
+            except Exception as err:  # noqa: BLE001 - a column of the UI, not the sweep's result
+                log.warning("run %s: tag %s not set: %s", run_id, TOP_TAG, first_line(err))
     return render(boards, "table", headings=len(boards) > 1)
 
 

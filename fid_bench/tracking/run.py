@@ -237,10 +237,6 @@ def provenance_tags(cfg: DictConfig) -> dict[str, str]:
     return {f"model_{k}": str(v) for k, v in node.items() if v is not None}
 
 
-#: MLflow's run (and experiment) description, shown on the run's page in the UI
-NOTE_TAG = "mlflow.note.content"
-
-
 def headline_note(metrics: Mapping[str, Any]) -> str:
     """The run's description: its headline metrics to 4 decimals, ROC-AUC with its interval."""
     from fid_bench.evaluation import registry
