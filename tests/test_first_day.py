@@ -142,3 +142,19 @@ def _artifact_text(client, run_id: str, path: str) -> str:
 
     with tempfile.TemporaryDirectory() as tmp:
         return Path(client.download_artifacts(run_id, path, tmp)).read_text()
+
+
+def test_a_leave_one_group_out_run_logs_its_report(compose_cfg) -> None:
+    from mlflow.tracking import MlflowClient
+
+    from fid_bench.experiment import run_job
+
+    cfg = compose_cfg(
+        "model=spectrum", "classifier=logreg", "cv.leave_one_group_out=true", "eval.bootstrap=0"
+    )
+    run_job(cfg)
+    client = MlflowClient(os.environ["MLFLOW_TRACKING_URI"])
+    (run,) = _all_runs()[1]
+    page = _artifact_text(client, run.info.run_id, "report.html")
+    assert "<h2>Per held-out group (leave-one-group-out)</h2>" in page and "data:image/png;base64," in page
+    assert run.data.tags["mlflow.note.content"].startswith("**roc_auc**")

@@ -71,10 +71,21 @@ def _table(
     return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
 
 
-def _group_bars(runs: Sequence[tuple[str, dict[str, float]]], metric: str, out: Path) -> Path | None:
-    """Grouped bars of ``group/<g>/<metric>`` per run; None when no run logged per-group metrics."""
+#: per-group metric prefixes: the test rows of each group, and leave-one-group-out folds
+GROUP_PREFIXES = {"group": "per group", "logo": "per held-out group (leave-one-group-out)"}
+
+
+def _group_bars(
+    runs: Sequence[tuple[str, dict[str, float]]], metric: str, out: Path, prefix: str = "group"
+) -> Path | None:
+    """Grouped bars of ``<prefix>/<g>/<metric>`` per run; None when no run logged such metrics."""
     groups = sorted(
-        {k.split("/")[1] for _, m in runs for k in m if k.startswith("group/") and k.endswith(f"/{metric}")}
+        {
+            k.split("/")[1]
+            for _, m in runs
+            for k in m
+            if k.startswith(f"{prefix}/") and k.endswith(f"/{metric}")
+        }
     )
     if not groups:
         return None
@@ -88,14 +99,14 @@ def _group_bars(runs: Sequence[tuple[str, dict[str, float]]], metric: str, out: 
     width = 0.8 / len(runs)
     x = np.arange(len(groups))
     for i, (label, metrics) in enumerate(runs):
-        values = [metrics.get(f"group/{g}/{metric}", math.nan) for g in groups]
+        values = [metrics.get(f"{prefix}/{g}/{metric}", math.nan) for g in groups]
         ax.bar(x + i * width - 0.4 + width / 2, values, width, label=label)
     ax.set_xticks(x, groups)
     ax.set_ylabel(f"{metric} (test rows of the group vs. the real ones)")
     ax.set_ylim(0, 1.02)
     ax.axhline(0.5, color="grey", lw=0.8, ls="--")
     ax.legend(fontsize=7, loc="lower right")
-    ax.set_title(f"{metric} per group")
+    ax.set_title(f"{metric} {GROUP_PREFIXES.get(prefix, prefix)}")
     fig.tight_layout()
     fig.savefig(out, dpi=90)
     plt.close(fig)
@@ -170,11 +181,11 @@ def build_report(
             png = tmp / "roc.png"
             overlay_curves_png(curves, png, title=f"{len(curves)} best run(s), test split")
             parts += ["<h2>ROC and precision-recall curves</h2>", _img(png, "ROC overlay")]
-        bars = _group_bars(
-            [(run_label(r), dict(r.data.metrics)) for r in best], "roc_auc", tmp / "groups.png"
-        )
-        if bars is not None:
-            parts += ["<h2>Per group</h2>", _img(bars, "per-group ROC-AUC")]
+        for prefix, title in GROUP_PREFIXES.items():
+            labelled = [(run_label(r), dict(r.data.metrics)) for r in best]
+            bars = _group_bars(labelled, "roc_auc", tmp / f"{prefix}.png", prefix)
+            if bars is not None:
+                parts += [f"<h2>{html.escape(title.capitalize())}</h2>", _img(bars, f"ROC-AUC {title}")]
         if best:
             robustness = _download(client, best[0].info.run_id, "robustness/robustness.png", tmp)
             if robustness is not None:
