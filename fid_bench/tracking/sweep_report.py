@@ -151,7 +151,11 @@ def build_report(
     with tempfile.TemporaryDirectory(prefix="fid_bench-report-") as tmp_name:
         tmp = Path(tmp_name)
         if parent is not None:
-            boards = leaderboard(client, Query(metric=metric, top=0, parent=parent.info.run_id))
+            try:
+                boards = leaderboard(client, Query(metric=metric, top=0, parent=parent.info.run_id))
+            except FidBenchError as err:  # e.g. every job failed: the failures are the report
+                log.info("report: no leaderboard for run %s: %s", parent.info.run_id, err)
+                boards = []
             add_top_marks(client, boards)
             ranked_ids = [rid for b in boards for rid in b.runs["run_id"]]
             by_id = {r.info.run_id: r for r in (client.get_run(i) for i in ranked_ids[:TOP_DRAWN])}
