@@ -2,6 +2,11 @@
 
 With ``hparams_search=NAME`` the app runs an Optuna study instead (``fid_bench.search.study``) and
 returns the best validation value.
+
+Exit codes: 0 done; 1 a job's user error (one line) or a single job that failed; 2 a sweep whose
+overrides or data roots are wrong (checked before anything runs); 3 (``errors.PARTLY_FAILED_EXIT``)
+a sweep or study that ran to its end with failed jobs or trials, listed one per line at the end;
+128 + N interrupted by signal N (130 Ctrl-C, 143 SIGTERM).
 """
 
 from __future__ import annotations
