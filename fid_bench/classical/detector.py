@@ -31,6 +31,7 @@ import numpy as np
 import pandas as pd
 from sklearn.base import BaseEstimator, ClassifierMixin, clone
 
+from fid_bench.backbones import layers as block_layers
 from fid_bench.data.decode import ImageDecodeError, check_image
 from fid_bench.data.samples import LABELLED_SPLITS
 from fid_bench.detector import Detector, Job, Predictor, scores_frame
@@ -160,6 +161,20 @@ def extract_unique(
     return feats, inverse.reshape(-1), dict(stats)
 
 
+def selected_columns(encoder: Any, cache_dir: Path, dim: int, select: Any) -> list[int]:
+    """The columns ``features.select`` keeps of ``encoder``'s cached rows (their block layout)."""
+    row_layout = encoder.describe().get("layout") if hasattr(encoder, "describe") else None
+    if not row_layout:
+        meta = extract.feature_cache(encoder, cache_dir).read_meta() or {}
+        row_layout = (meta.get("encoder") or {}).get("layout")
+    if not row_layout:
+        raise FidBenchError(
+            f"features.select={select} needs block features: set model.layers (e.g. all) on an ONNX, "
+            "timm or open_clip transformer"
+        )
+    return block_layers.select_columns(row_layout, dim, select).tolist()
+
+
 class FeatureDetector(Detector):
     """Frozen encoder + cached features + a scikit-learn compatible classifier (see module docstring).
 
@@ -227,6 +242,8 @@ class FeatureDetector(Detector):
             "num_workers": int(feats.get("num_workers", 2)),
             "device": str(feats.get("device", "auto")),
         }
+        self.select = feats.get("select")
+        self._columns: list[int] | None = None
         self._cache_dir: Path | None = None
         self._pipeline: Pipeline | None = None
         self._prior = 0.5
@@ -256,6 +273,9 @@ class FeatureDetector(Detector):
             self._cache_dir,
             **self._extract_kwargs,
         )
+        if self.select is not None:
+            self._columns = selected_columns(encoder, self._cache_dir, feats.shape[1], self.select)
+            feats = np.ascontiguousarray(feats[:, self._columns])
         seconds = time.perf_counter() - t0
         self._features = feats
         self._row_index = np.full(len(table), -1, dtype=np.int64)
@@ -392,6 +412,7 @@ class FeatureDetector(Detector):
             threshold=self._threshold,
             name=self.name,
             threads=self.threads,
+            columns=self._columns,
             **self._extract_kwargs,
         )
 
@@ -425,8 +446,10 @@ class FeaturePredictor(Predictor):
         batch_size: int = 64,
         num_workers: int = 0,
         device: str = "auto",
+        columns: list[int] | None = None,
     ) -> None:
         self.encoder_cfg = dict(encoder_cfg)
+        self.columns = columns
         self.pipeline = pipeline
         self.cache_dir = str(cache_dir)
         self.threshold = float(threshold)
@@ -495,6 +518,8 @@ class FeaturePredictor(Predictor):
                 num_workers=self.num_workers,
                 device=self.device,
             )
+            if getattr(self, "columns", None) is not None:  # features.select (absent in older pickles)
+                feats = feats[:, self.columns]
             scores[ok] = _positive_proba(self.name, self.pipeline, feats, self.threads)[inverse]
         return scores
 

@@ -15,6 +15,11 @@ one named ``output`` when given, else one whose name contains ``embed`` (``image
 the first 2-D output. ``token=cls`` (or ``mean``) takes the first hidden-state output
 (``N x T x D``) instead and keeps its first token (or the mean over tokens).
 
+``layers`` (``all`` or block indices) takes transformer block outputs instead, pooled by ``pool``
+(``cls``, ``mean`` of the tokens after the first, or ``both``; see ``fid_bench.backbones.layers``):
+the blocks are found in the graph and exposed as outputs of a derived file in the weights cache
+(``fid_bench.features.onnx_layers``), and one session run gives them all.
+
 The cache identity is the file's sha256 (for a known file, its pinned digest, so a fully cached job
 needs neither the file nor onnxruntime) + the preprocessing + the input/output choice, so features
 of different files, preprocessing or outputs never mix. Execution providers: CPU by default, CUDA
@@ -33,6 +38,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from fid_bench.backbones import layers as block_layers
 from fid_bench.backbones import onnx_files
 from fid_bench.backbones.base import lib_version
 from fid_bench.errors import FidBenchError, one_line
@@ -141,6 +147,8 @@ class OnnxEncoder(Encoder):
         weights_dir: the weights cache (``None``: ``onnx_files.default_weights_dir()``).
         input_name / output: names in the graph; ``None`` auto-detects.
         token: ``cls`` or ``mean`` to pool a hidden-state output ``N x T x D``; ``None`` uses a 2-D output.
+        layers: ``None`` (the output above), ``all`` or block indices: transformer block outputs instead.
+        pool: how ``layers`` are pooled: ``cls``, ``mean`` (tokens after the first) or ``both``.
         image_size, resize, crop_pct, interpolation, mean, std: the preprocessing.
         providers: execution providers by name or alias (``cpu``, ``cuda``, ``tensorrt``);
             ``None``: CUDA then CPU when extraction runs on a GPU, else CPU.
@@ -170,6 +178,8 @@ class OnnxEncoder(Encoder):
         threads: int | None = None,
         allow_spinning: bool = False,
         batch_size: int = 32,
+        layers: Any = None,
+        pool: Any = "cls",
     ) -> None:
         super().__init__()
         if file and not path:
@@ -182,6 +192,10 @@ class OnnxEncoder(Encoder):
         if token not in TOKENS:
             raise FidBenchError(f"model.token must be null, cls or mean, got {token!r}")
         self.token = token
+        self.layers = block_layers.layer_spec(layers)
+        self.pools = block_layers.pool_spec(pool)
+        if self.layers is not None and (self.token or self.output):
+            raise FidBenchError("model.layers replaces model.token and model.output: set those to null")
         self.preprocess = preprocess_config(image_size, resize, crop_pct, interpolation, mean, std)
         self.providers = [str(p) for p in providers] if providers else None
         if threads is not None and (isinstance(threads, bool) or int(threads) < 1):
@@ -235,6 +249,8 @@ class OnnxEncoder(Encoder):
             "input": self.input_name or "auto",
             "output": self.output or "auto",
             "token": self.token,
+            # only present with layers, so the identity of an encoder without them stays what it was
+            **({"layers": self.layers, "pool": self.pools} if self.layers is not None else {}),
         }
 
     # -- loading --------------------------------------------------------------------------------
@@ -280,11 +296,37 @@ class OnnxEncoder(Encoder):
             opts.intra_op_num_threads = self.threads
         opts.add_session_config_entry("session.intra_op.allow_spinning", "1" if self.allow_spinning else "0")
         opts.log_severity_level = 3  # onnxruntime's own warnings (e.g. unused initialisers) are noise here
+        blocks: dict[str, Any] = {}
+        run_path = path
+        if self.layers is not None:
+            from fid_bench.features.onnx_layers import derived_file
+
+            weights = self.weights_dir or onnx_files.default_weights_dir()
+            try:
+                run_path, chosen, names, n_blocks = derived_file(
+                    path, self.file_sha256(), self.layers, weights
+                )
+            except FidBenchError:
+                raise
+            except Exception as err:  # noqa: BLE001 - onnx raises its own types for unreadable graphs
+                raise FidBenchError(
+                    f"{path}: cannot read the graph for model.layers ({one_line(err, 200)})"
+                ) from None
+            blocks = {"blocks": chosen, "names": names, "n_blocks": n_blocks}
         try:
-            session = ort.InferenceSession(str(path), sess_options=opts, providers=self.chosen_providers())
+            session = ort.InferenceSession(
+                str(run_path), sess_options=opts, providers=self.chosen_providers()
+            )
         except Exception as err:  # noqa: BLE001 - onnxruntime raises its own exception types for bad files
-            raise FidBenchError(f"{path}: onnxruntime cannot load it ({one_line(err, 200)})") from None
+            raise FidBenchError(f"{run_path}: onnxruntime cannot load it ({one_line(err, 200)})") from None
         self._io = self._detect_io(session, path)
+        if blocks:
+            self._io["blocks"] = blocks
+            self._loaded_info.update(
+                derived_file=str(run_path),
+                blocks_in_graph=blocks["n_blocks"],
+                layout=block_layers.layout(blocks["blocks"], self.pools),
+            )
         self._check_metadata(session, path)
         self._model = session
         self._loaded_info.update(
@@ -419,6 +461,11 @@ class OnnxEncoder(Encoder):
         fixed = self._io["fixed_batch"]
         if fixed and n < fixed:
             x = np.concatenate([x, np.zeros((fixed - n, *x.shape[1:]), dtype=x.dtype)])
+        blocks = self._io.get("blocks")
+        if blocks:
+            hidden = self._model.run(blocks["names"], {self._io["input"]: x})
+            parts = [block_layers.pool_tokens(np.asarray(h)[:n], self.pools) for h in hidden]
+            return np.concatenate(parts, axis=1).astype(np.float32, copy=False)
         (out,) = self._model.run([self._io["output"]], {self._io["input"]: x})
         out = np.asarray(out)[:n]
         if self.token == "cls":
