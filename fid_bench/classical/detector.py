@@ -175,6 +175,10 @@ def selected_columns(encoder: Any, cache_dir: Path, dim: int, select: Any) -> li
     return block_layers.select_columns(row_layout, dim, select).tolist()
 
 
+#: the feature normalisations a feature classifier offers (``classifier.normalise``)
+NORMALISATIONS = ("standard", "l2", "none")
+
+
 class FeatureDetector(Detector):
     """Frozen encoder + cached features + a scikit-learn compatible classifier (see module docstring).
 
@@ -182,7 +186,10 @@ class FeatureDetector(Detector):
         estimator: an unfitted classifier with ``fit`` and ``predict_proba``, or its config node
             (``_target_``: built here); cloned for every fold.
         name: short name for tags, the leaderboard and error messages (``classifier=<name>``).
-        scale: put a ``StandardScaler`` (fitted on the training rows) before the estimator.
+        normalise: what the features go through before the estimator: ``standard`` (a
+            ``StandardScaler`` fitted on the training rows), ``l2`` (each row scaled to unit length,
+            as CLIP embeddings are compared) or ``none``. ``None`` follows ``scale``.
+        scale: the older switch: ``True`` means ``normalise=standard``, ``False`` ``none``.
         threads: cap on the threads fit and predict may use (see ``thread_limit``); ``None`` leaves
             the libraries' defaults. The configs use 1: sweeps get their parallelism from running
             jobs side by side, and oversubscribed OpenMP pools slow down many times over.
@@ -202,6 +209,7 @@ class FeatureDetector(Detector):
         scale: bool = False,
         threads: int | None = None,
         encoder: Any = None,
+        normalise: str | None = None,
         features: Any = None,
         align: Any = None,
         **unused: Any,
@@ -227,7 +235,14 @@ class FeatureDetector(Detector):
             )
         self.estimator = estimator
         self.name = name
-        self.scale = bool(scale)
+        if normalise is None:
+            normalise = "standard" if scale else "none"
+        if str(normalise).lower() not in NORMALISATIONS:
+            raise FidBenchError(
+                f"classifier={name}: normalise must be one of {', '.join(NORMALISATIONS)}, got {normalise!r}"
+            )
+        self.normalise = str(normalise).lower()
+        self.scale = self.normalise == "standard"
         self.threads = threads
         # one row per distinct image, and per table row the index of its features (-1: none);
         # a 100k-row table with duplicates then holds each vector once
@@ -314,13 +329,17 @@ class FeatureDetector(Detector):
     def _pipeline_for(self, class_weight: dict[int, float] | None) -> tuple[Pipeline, bool]:
         """A fresh pipeline, and whether row weights go to its ``estimator`` step."""
         from sklearn.pipeline import Pipeline
-        from sklearn.preprocessing import StandardScaler
+        from sklearn.preprocessing import Normalizer, StandardScaler
 
         est = clone(self.estimator)
         routed = _takes_sample_weight(est)
         if class_weight is not None and not routed:
             est = ClassWeightedProba(est, class_weight)
-        steps = [("scale", StandardScaler())] if self.scale else []
+        steps: list[tuple[str, Any]] = []
+        if self.normalise == "standard":
+            steps.append(("scale", StandardScaler()))
+        elif self.normalise == "l2":
+            steps.append(("l2", Normalizer(norm="l2")))
         steps.append(("estimator", est))
         return Pipeline(steps), routed
 
