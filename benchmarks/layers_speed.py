@@ -58,7 +58,11 @@ def main() -> None:
         paths = cifake_test_images(Path(tmp), args.n)
         single = OnnxEncoder(file="clip_vit_b16_int8", batch_size=args.batch, threads=args.threads)
         blocks = OnnxEncoder(
-            file="clip_vit_b16_int8", batch_size=args.batch, threads=args.threads, layers="all", pool=args.pool
+            file="clip_vit_b16_int8",
+            batch_size=args.batch,
+            threads=args.threads,
+            layers="all",
+            pool=args.pool,
         )
         for enc in (single, blocks):
             enc.prepare("cpu")
@@ -82,7 +86,9 @@ def main() -> None:
         print(f"| {name} | {dims[name]} | {min(times[name]):.2f} | {med:.2f} | {args.n / med:.1f} |")
     ratio = statistics.median(times["blocks"]) / statistics.median(times["single"])
     pairs = sorted(b / s for b, s in zip(times["blocks"], times["single"], strict=True))
-    print(f"blocks / single, ratio of medians: {ratio:.3f} (per round: {', '.join(f'{r:.3f}' for r in pairs)})")
+    print(
+        f"blocks / single, ratio of medians: {ratio:.3f} (per round: {', '.join(f'{r:.3f}' for r in pairs)})"
+    )
 
 
 if __name__ == "__main__":

@@ -53,7 +53,7 @@ def auc_interval(y, s, resamples: int, seed: int = 0) -> tuple[float, float, flo
         i = rng.integers(0, len(y), len(y))
         if len(set(y[i])) == 2:
             values.append(roc_auc_score(y[i], s[i]))
-    lo, hi = (np.percentile(values, [2.5, 97.5]) if values else (float("nan"),) * 2)
+    lo, hi = np.percentile(values, [2.5, 97.5]) if values else (float("nan"),) * 2
     return point, float(lo), float(hi)
 
 
@@ -98,7 +98,9 @@ def main() -> None:
             encoder, paths, [sha1(p) for p in paths], args.cache_dir, num_workers=args.workers
         )
         feats[name] = x
-        print(f"{name}: {len(paths)} images, {int(stats['n_extracted'])} extracted, {time.perf_counter() - t0:.0f} s")
+        print(
+            f"{name}: {len(paths)} images, {int(stats['n_extracted'])} extracted, {time.perf_counter() - t0:.0f} s"
+        )
 
     rows = []
     with initialize_config_dir(config_dir=str(REPO / "fid_bench" / "conf"), version_base="1.3"):
@@ -115,7 +117,9 @@ def main() -> None:
                     s = pipe.predict_proba(feats[name])[:, 1]
                     cells.append(auc_interval(sets[name][1], s, args.bootstrap))
                 rows.append((clf, norm, *cells, seconds))
-                print(f"{clf} {norm}: {cells[0][0]:.3f} / {cells[1][0]:.3f} ({seconds:.1f} s fit)", flush=True)
+                print(
+                    f"{clf} {norm}: {cells[0][0]:.3f} / {cells[1][0]:.3f} ({seconds:.1f} s fit)", flush=True
+                )
     print(load())
     print(
         f"\n{args.model}; train {args.train}+{args.train} CIFAKE, test {args.test}+{args.test} CIFAKE, "
@@ -124,7 +128,9 @@ def main() -> None:
     print("| classifier | normalise | CIFAKE test ROC-AUC [95 % CI] | held-out ROC-AUC [95 % CI] | fit s |")
     print("|---|---|---|---|---|")
     for clf, norm, (a, alo, ahi), (b, blo, bhi), sec in rows:
-        print(f"| {clf} | {norm} | {a:.3f} [{alo:.3f}, {ahi:.3f}] | {b:.3f} [{blo:.3f}, {bhi:.3f}] | {sec:.1f} |")
+        print(
+            f"| {clf} | {norm} | {a:.3f} [{alo:.3f}, {ahi:.3f}] | {b:.3f} [{blo:.3f}, {bhi:.3f}] | {sec:.1f} |"
+        )
 
 
 if __name__ == "__main__":
