@@ -6,6 +6,13 @@
   config -- resize (``shortest`` side to ``image_size / crop_pct`` then a centre crop, ``squash``
   to a square, or ``longest`` side then zero padding) with a PIL filter. It returns ``uint8
   [H, W, 3]``, a quarter of the float tensor, to ship from a worker.
+* ``resize=native``: no down-scaling at all (resizing erases the traces generators leave in the
+  pixels); ``crops`` windows of the input size cut from the original pixels, on an even ``grid``
+  over the image or at ``random`` positions (seeded by ``crop_seed`` and the image's pixels, so
+  the same image always gets the same crops), their features averaged into one row (one cached
+  vector per image, so every classifier and ``features.select`` work unchanged). An image whose
+  shorter side is below the input size is first resized up to it (aspect kept): padding would add
+  borders no real photo has, a cue a detector could learn instead.
 * ``encode`` (main process): scaling by ``mean``/``std`` and the session, in chunks of
   ``batch_size``. The session is created on first use in the process that encodes, never in
   workers, and never pickled (a predictor logged to MLflow carries the config, not the session).
@@ -52,7 +59,8 @@ log = logging.getLogger(__name__)
 #: OpenAI CLIP's normalisation (the defaults: the known files are CLIP towers)
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
-RESIZE_MODES = ("shortest", "squash", "longest")
+RESIZE_MODES = ("shortest", "squash", "longest", "native")
+CROP_MODES = ("grid", "random")
 TOKENS = (None, "cls", "mean")
 PROVIDER_ALIASES = {
     "cpu": "CPUExecutionProvider",
@@ -72,8 +80,14 @@ def preprocess_config(
     interpolation: str,
     mean: Sequence[float],
     std: Sequence[float],
+    crops: int = 1,
+    crop_mode: str = "grid",
+    crop_seed: int = 0,
 ) -> dict[str, Any]:
-    """The preprocessing as one checked, JSON-ready dict (identity, metadata, export)."""
+    """The preprocessing as one checked, JSON-ready dict (identity, metadata, export).
+
+    The crop settings are part of it only with ``resize=native`` (other modes' dicts, hence the
+    identities of their features, are what they were before native scoring existed)."""
     try:
         size = int(image_size)
         pct = float(crop_pct)
@@ -96,7 +110,7 @@ def preprocess_config(
         )
     if len(mean_l) != 3 or len(std_l) != 3 or min(std_l) <= 0:
         raise FidBenchError(f"model.mean and model.std need 3 values each (std > 0), got {mean!r}, {std!r}")
-    return {
+    out = {
         "image_size": size,
         "resize": resize,
         "crop_pct": pct,
@@ -104,6 +118,32 @@ def preprocess_config(
         "mean": mean_l,
         "std": std_l,
     }
+    if resize == "native":
+        if isinstance(crops, bool) or not isinstance(crops, int) or crops < 1:
+            raise FidBenchError(f"model.crops must be a positive integer, got {crops!r}")
+        if crop_mode not in CROP_MODES:
+            raise FidBenchError(f"model.crop_mode must be grid or random, got {crop_mode!r}")
+        out.update(crops=crops, crop_mode=str(crop_mode), crop_seed=int(crop_seed))
+    return out
+
+
+def crop_boxes(w: int, h: int, size: int, pp: dict[str, Any], img: Any = None) -> list[tuple[int, int]]:
+    """Top-left corners of the ``pp["crops"]`` windows of ``size`` in a ``w`` x ``h`` image."""
+    n = pp["crops"]
+    if pp["crop_mode"] == "random":
+        import zlib
+
+        # seeded by the pixels too: the same image gets the same crops in every process
+        key = zlib.crc32(img.tobytes()) if img is not None else 0
+        rng = np.random.default_rng([pp["crop_seed"], w, h, key])
+        return [(int(rng.integers(0, w - size + 1)), int(rng.integers(0, h - size + 1))) for _ in range(n)]
+    if n == 1:
+        return [((w - size) // 2, (h - size) // 2)]
+    k = math.ceil(math.sqrt(n))  # a k x k grid spanning the image, n of its points evenly by index
+    xs = np.linspace(0, w - size, k).round().astype(int)
+    ys = np.linspace(0, h - size, k).round().astype(int)
+    grid = [(int(x), int(y)) for y in ys for x in xs]
+    return [grid[i] for i in np.linspace(0, len(grid) - 1, n).round().astype(int)]
 
 
 def preprocess_image(img: Image.Image, pp: dict[str, Any]) -> np.ndarray:
@@ -114,6 +154,13 @@ def preprocess_image(img: Image.Image, pp: dict[str, Any]) -> np.ndarray:
     resample = getattr(PILImage.Resampling, pp["interpolation"].upper())
     img = img.convert("RGB")
     w, h = img.size
+    if pp["resize"] == "native":
+        if min(w, h) < size:  # too small for one window: up to the input size, aspect kept
+            scale = size / min(w, h)
+            w, h = max(size, math.ceil(w * scale)), max(size, math.ceil(h * scale))
+            img = img.resize((w, h), resample)
+        arr = np.asarray(img, dtype=np.uint8)
+        return np.stack([arr[y : y + size, x : x + size] for x, y in crop_boxes(w, h, size, pp, img)])
     if pp["resize"] == "squash":
         img = img.resize((size, size), resample)
     elif pp["resize"] == "shortest":
@@ -180,6 +227,9 @@ class OnnxEncoder(Encoder):
         batch_size: int = 32,
         layers: Any = None,
         pool: Any = "cls",
+        crops: int = 1,
+        crop_mode: str = "grid",
+        crop_seed: int = 0,
     ) -> None:
         super().__init__()
         if file and not path:
@@ -196,7 +246,9 @@ class OnnxEncoder(Encoder):
         self.pools = block_layers.pool_spec(pool)
         if self.layers is not None and (self.token or self.output):
             raise FidBenchError("model.layers replaces model.token and model.output: set those to null")
-        self.preprocess = preprocess_config(image_size, resize, crop_pct, interpolation, mean, std)
+        self.preprocess = preprocess_config(
+            image_size, resize, crop_pct, interpolation, mean, std, crops, crop_mode, crop_seed
+        )
         self.providers = [str(p) for p in providers] if providers else None
         if threads is not None and (isinstance(threads, bool) or int(threads) < 1):
             raise FidBenchError(f"model.threads must be a positive integer or null, got {threads!r}")
@@ -449,6 +501,10 @@ class OnnxEncoder(Encoder):
         if self._model is None:
             self.load()
         items = batch if isinstance(batch, np.ndarray) else np.stack([np.asarray(b) for b in batch])
+        if items.ndim == 5:  # resize=native: [B, crops, H, W, 3] -> the crops' features averaged
+            b, n = items.shape[:2]
+            flat = self.encode(items.reshape(b * n, *items.shape[2:]))
+            return flat.reshape(b, n, -1).mean(axis=1)
         step = self._io["fixed_batch"] or self.batch_size
         outs = [self.run(self.normalise(items[i : i + step])) for i in range(0, len(items), step)]
         return np.concatenate(outs) if outs else np.empty((0, 0), dtype=np.float32)
