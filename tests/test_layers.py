@@ -199,3 +199,11 @@ def test_select_chooses_cached_blocks_without_extracting_again(compose_cfg, expo
     assert second["feature_dim"] == 2 * width and third["feature_dim"] == width
     with pytest.raises(FidBenchError, match="not among the extracted blocks"):
         run_job(compose_cfg(*common, "features.select=[99]"))
+
+
+def test_a_torch_cnn_with_layers_is_a_one_line_error() -> None:
+    enc = FrozenEncoder(TimmBackbone("test_resnet", pretrained=False, layers="all"))
+    enc.prepare("cpu")
+    with pytest.raises(FidBenchError, match="has no transformer blocks") as err:
+        enc.load()
+    assert "\n" not in str(err.value)
