@@ -239,7 +239,9 @@ class FeatureDetector(Detector):
         if scale is not None:
             wanted = "standard" if scale else "none"
             if normalise is not None and str(normalise).lower() != wanted:
-                log.info("classifier=%s: scale=%s means normalise=%s (not %s)", name, scale, wanted, normalise)
+                log.info(
+                    "classifier=%s: scale=%s means normalise=%s (not %s)", name, scale, wanted, normalise
+                )
             normalise = wanted
         normalise = "none" if normalise is None else normalise
         if str(normalise).lower() not in NORMALISATIONS:
