@@ -65,3 +65,27 @@ class UsageError(FidBenchError):
     """Arguments that do not fit together (exit code 2, like argparse's own errors)."""
 
     exit_code = 2
+
+
+#: exit code of a sweep or study that ran to its end while some of its jobs or trials failed
+PARTLY_FAILED_EXIT = 3
+
+
+class PartlyFailed(FidBenchError):
+    """A sweep or study that finished with failed jobs or trials (exit code ``PARTLY_FAILED_EXIT``).
+
+    The message is one line per failure, after a first line counting them.
+    """
+
+    exit_code = PARTLY_FAILED_EXIT
+
+    def __init__(self, message: str, value: float = float("nan")) -> None:
+        super().__init__(message)
+        self.value = value  # what the study found all the same (its best validation value)
+
+
+def failures_report(what: str, failures: list[tuple[str, str]], total: int) -> str:
+    """``"2 of 6 jobs failed:"`` then one ``  name: error`` line per failure (the end of a sweep)."""
+    lines = [f"{len(failures)} of {total} {what} failed (exit code {PARTLY_FAILED_EXIT}):"]
+    lines += [f"  {name}: {error}" for name, error in failures]
+    return "\n".join(lines)

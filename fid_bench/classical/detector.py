@@ -31,6 +31,7 @@ import numpy as np
 import pandas as pd
 from sklearn.base import BaseEstimator, ClassifierMixin, clone
 
+from fid_bench.backbones import layers as block_layers
 from fid_bench.backbones.weights import file_sha256
 from fid_bench.data.decode import ImageDecodeError, check_image
 from fid_bench.data.samples import LABELLED_SPLITS
@@ -161,6 +162,39 @@ def extract_unique(
     return feats, inverse.reshape(-1), dict(stats)
 
 
+def selected_columns(encoder: Any, cache_dir: Path, dim: int, select: Any) -> list[int]:
+    """The columns ``features.select`` keeps of ``encoder``'s cached rows (their block layout)."""
+    row_layout = encoder.describe().get("layout") if hasattr(encoder, "describe") else None
+    if not row_layout:
+        meta = extract.feature_cache(encoder, cache_dir).read_meta() or {}
+        row_layout = (meta.get("encoder") or {}).get("layout")
+    if not row_layout:
+        raise FidBenchError(
+            f"features.select={select} needs block features: set model.layers (e.g. all) on an ONNX, "
+            "timm or open_clip transformer"
+        )
+    return block_layers.select_columns(row_layout, dim, select).tolist()
+
+
+#: the feature normalisations a feature classifier offers (``classifier.normalise``)
+NORMALISATIONS = ("auto", "standard", "l2", "none")
+
+
+def auto_normalisation(encoder: Any) -> str:
+    """``normalise=auto`` for ``encoder``: ``l2`` for one learned embedding, else ``standard``."""
+    from fid_bench.features.encoders import FrozenEncoder
+    from fid_bench.features.onnx import OnnxEncoder
+
+    inner = encoder
+    while hasattr(inner, "inner"):  # format alignment wraps the encoder
+        inner = inner.inner
+    if isinstance(inner, OnnxEncoder):
+        return "l2" if inner.layers is None else "standard"
+    if isinstance(inner, FrozenEncoder):
+        return "l2" if getattr(inner.backbone, "layers", None) is None else "standard"
+    return "standard"
+
+
 class FeatureDetector(Detector):
     """Frozen encoder + cached features + a scikit-learn compatible classifier (see module docstring).
 
@@ -168,7 +202,14 @@ class FeatureDetector(Detector):
         estimator: an unfitted classifier with ``fit`` and ``predict_proba``, or its config node
             (``_target_``: built here); cloned for every fold.
         name: short name for tags, the leaderboard and error messages (``classifier=<name>``).
-        scale: put a ``StandardScaler`` (fitted on the training rows) before the estimator.
+        normalise: what the features go through before the estimator: ``standard`` (a
+            ``StandardScaler`` fitted on the training rows), ``l2`` (each row scaled to unit length,
+            as CLIP embeddings are compared), ``none`` (``None``: ``none``), or ``auto``: ``l2`` for
+            one learned embedding (an ONNX or torch encoder's output), ``standard`` for anything
+            else (hand-made features such as spectrum, whose units differ per feature; several
+            encoders or transformer blocks side by side, whose magnitudes differ per part).
+        scale: the older switch, kept so older command lines mean what they meant: when set,
+            ``True`` means ``normalise=standard`` and ``False`` ``none``, whatever ``normalise`` says.
         threads: cap on the threads fit and predict may use (see ``thread_limit``); ``None`` leaves
             the libraries' defaults. The configs use 1: sweeps get their parallelism from running
             jobs side by side, and oversubscribed OpenMP pools slow down many times over.
@@ -185,9 +226,10 @@ class FeatureDetector(Detector):
         self,
         estimator: Any,
         name: str = "classifier",
-        scale: bool = False,
+        scale: bool | None = None,
         threads: int | None = None,
         encoder: Any = None,
+        normalise: str | None = None,
         features: Any = None,
         align: Any = None,
         **unused: Any,
@@ -213,7 +255,22 @@ class FeatureDetector(Detector):
             )
         self.estimator = estimator
         self.name = name
-        self.scale = bool(scale)
+        if scale is not None:
+            wanted = "standard" if scale else "none"
+            if normalise is not None and str(normalise).lower() != wanted:
+                log.info(
+                    "classifier=%s: scale=%s means normalise=%s (not %s)", name, scale, wanted, normalise
+                )
+            normalise = wanted
+        normalise = "none" if normalise is None else normalise
+        if str(normalise).lower() not in NORMALISATIONS:
+            raise FidBenchError(
+                f"classifier={name}: normalise must be one of {', '.join(NORMALISATIONS)}, got {normalise!r}"
+            )
+        self.normalise = str(normalise).lower()
+        # what auto resolves to once the encoder is known (setup); standard until then
+        self._normalise = "standard" if self.normalise == "auto" else self.normalise
+        self.scale = self._normalise == "standard"
         self.threads = threads
         # one row per distinct image, and per table row the index of its features (-1: none);
         # a 100k-row table with duplicates then holds each vector once
@@ -228,6 +285,8 @@ class FeatureDetector(Detector):
             "num_workers": int(feats.get("num_workers", 2)),
             "device": str(feats.get("device", "auto")),
         }
+        self.select = feats.get("select")
+        self._columns: list[int] | None = None
         self._cache_dir: Path | None = None
         self._pipeline: Pipeline | None = None
         self._prior = 0.5
@@ -240,6 +299,9 @@ class FeatureDetector(Detector):
             # data.align wraps every encoder, so features (and their cache key) are of aligned images
             self._encoder_cfg = with_alignment(expand_members(self._encoder_cfg), self.align)
         encoder = build_encoder(self._encoder_cfg)
+        if self.normalise == "auto":
+            self._normalise = auto_normalisation(encoder)
+            log.info("classifier=%s: normalise=auto -> %s", self.name, self._normalise)
         self._cache_dir = Path(job.cache_dir)
         # the model's files as trained on (an ONNX graph): logged, and checked again by predict
         self._model_files = encoder.model_files() if hasattr(encoder, "model_files") else {}
@@ -262,6 +324,9 @@ class FeatureDetector(Detector):
             self._cache_dir,
             **self._extract_kwargs,
         )
+        if self.select is not None:
+            self._columns = selected_columns(encoder, self._cache_dir, feats.shape[1], self.select)
+            feats = np.ascontiguousarray(feats[:, self._columns])
         seconds = time.perf_counter() - t0
         self._features = feats
         self._row_index = np.full(len(table), -1, dtype=np.int64)
@@ -300,13 +365,17 @@ class FeatureDetector(Detector):
     def _pipeline_for(self, class_weight: dict[int, float] | None) -> tuple[Pipeline, bool]:
         """A fresh pipeline, and whether row weights go to its ``estimator`` step."""
         from sklearn.pipeline import Pipeline
-        from sklearn.preprocessing import StandardScaler
+        from sklearn.preprocessing import Normalizer, StandardScaler
 
         est = clone(self.estimator)
         routed = _takes_sample_weight(est)
         if class_weight is not None and not routed:
             est = ClassWeightedProba(est, class_weight)
-        steps = [("scale", StandardScaler())] if self.scale else []
+        steps: list[tuple[str, Any]] = []
+        if self._normalise == "standard":
+            steps.append(("scale", StandardScaler()))
+        elif self._normalise == "l2":
+            steps.append(("l2", Normalizer(norm="l2")))
         steps.append(("estimator", est))
         return Pipeline(steps), routed
 
@@ -398,6 +467,7 @@ class FeatureDetector(Detector):
             threshold=self._threshold,
             name=self.name,
             threads=self.threads,
+            columns=self._columns,
             model_files=self._model_files,
             **self._extract_kwargs,
         )
@@ -432,9 +502,11 @@ class FeaturePredictor(Predictor):
         batch_size: int = 64,
         num_workers: int = 0,
         device: str = "auto",
+        columns: list[int] | None = None,
         model_files: dict[str, str] | None = None,
     ) -> None:
         self.encoder_cfg = dict(encoder_cfg)
+        self.columns = columns
         #: ``{path: sha256}`` of the encoder's files at training time (``check_files``)
         self.model_files = dict(model_files or {})
         self.pipeline = pipeline
@@ -519,6 +591,8 @@ class FeaturePredictor(Predictor):
                 num_workers=self.num_workers,
                 device=self.device,
             )
+            if getattr(self, "columns", None) is not None:  # features.select (absent in older pickles)
+                feats = feats[:, self.columns]
             scores[ok] = _positive_proba(self.name, self.pipeline, feats, self.threads)[inverse]
         return scores
 

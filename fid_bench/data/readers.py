@@ -401,6 +401,7 @@ class DemoReader(KaggleReader):
         size: int = 64,
         seed: int = 0,
         confound: str | None = None,
+        difficulty: str = "hard",
         strict: bool = False,
         cache_dir: str | Path | None = None,
         workers: int | None = None,
@@ -408,6 +409,7 @@ class DemoReader(KaggleReader):
     ) -> None:
         super().__init__(root, strict=strict, cache_dir=cache_dir, workers=workers, name=name)
         self.params = {
+            "difficulty": difficulty,
             "n_real": n_real,
             "n_fake": n_fake,
             "n_predict": n_predict,

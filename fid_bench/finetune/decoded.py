@@ -16,13 +16,16 @@ import hashlib
 import json
 import logging
 import os
+import sys
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from tqdm.auto import tqdm
 
+from fid_bench import signals
 from fid_bench.data.decode import DECODER_VERSION, load_rgb, parse_alignment
 from fid_bench.errors import FidBenchError
 from fid_bench.finetune.augment import PREPARE_VERSION, square_uint8
@@ -112,14 +115,18 @@ def decode_images(
         pixels = np.empty((n, size, size, 3), dtype=np.uint8)
     ok = np.zeros(n, dtype=bool)
     t0 = time.perf_counter()
+    # a bar on a terminal only (quiet in logs and tests): decoding a large set takes minutes
+    bar = tqdm(total=n, unit="img", desc=f"decode {size}px", disable=not sys.stderr.isatty(), leave=False)
     try:
-        for start, batch in _prepared_batches(paths, size, num_workers, align):
-            for j, arr in enumerate(batch):
-                if arr is not None:
-                    pixels[start + j] = arr
-                    ok[start + j] = True
-                else:
-                    pixels[start + j] = 0
+        with bar:
+            for start, batch in _prepared_batches(paths, size, num_workers, align):
+                for j, arr in enumerate(batch):
+                    if arr is not None:
+                        pixels[start + j] = arr
+                        ok[start + j] = True
+                    else:
+                        pixels[start + j] = 0
+                bar.update(len(batch))
         seconds = time.perf_counter() - t0
         if mode == "memmap":
             pixels.flush()
@@ -160,7 +167,11 @@ def _prepared_batches(paths: Sequence[str], size: int, num_workers: int, align: 
 
     chunk = 256
     loader = DataLoader(
-        _PreparedFiles(paths, size, align), batch_size=chunk, num_workers=num_workers, collate_fn=list
+        _PreparedFiles(paths, size, align),
+        batch_size=chunk,
+        num_workers=num_workers,
+        collate_fn=list,
+        worker_init_fn=signals.quiet_worker,
     )
     for b, batch in enumerate(loader):
         yield b * chunk, batch

@@ -192,14 +192,50 @@ def runs_with_models(client: MlflowClient, experiment_id: str, name: str = MODEL
         return None
 
 
+#: the shortest run-id prefix a command accepts (the leaderboard prints 8 characters)
+MIN_PREFIX = 6
+_HEX = frozenset("0123456789abcdef")
+
+
+def _runs_with_prefix(client: MlflowClient, prefix: str) -> list[Run]:
+    """Active runs of active experiments whose id starts with ``prefix`` (lower-case hex)."""
+    ids = [e.experiment_id for e in client.search_experiments()]
+    if not ids:
+        return []
+    try:
+        return fetch_runs(client, ids, f"attributes.run_id LIKE '{prefix}%'")
+    except Exception as err:  # noqa: BLE001 - a store without LIKE on run ids: scan its runs
+        log.debug("run id LIKE search failed (%s); scanning the runs", first_line(err))
+        return [r for r in fetch_runs(client, ids) if r.info.run_id.startswith(prefix)]
+
+
 def get_run(client: MlflowClient, run_id: str) -> Run:
-    """The run with id ``run_id``, of any kind; an unknown id is a one-line error."""
+    """The run with id ``run_id``, or the one run whose id starts with it (at least ``MIN_PREFIX``
+    characters, as the leaderboard prints them), of any kind. An unknown id, a too short prefix or
+    one shared by several runs (they are listed) is a one-line error."""
     from mlflow.exceptions import MlflowException
 
+    spec = run_id.strip()
     try:
-        return client.get_run(run_id)
+        return client.get_run(spec)
     except MlflowException:
-        raise FidBenchError(f"unknown run {run_id!r} in the tracking store {client.tracking_uri}") from None
+        pass
+    unknown = f"unknown run {run_id!r} in the tracking store {client.tracking_uri}"
+    prefix = spec.lower()
+    if not prefix or not set(prefix) <= _HEX:
+        raise FidBenchError(unknown) from None
+    if len(prefix) < MIN_PREFIX:
+        raise FidBenchError(
+            f"run id prefix {run_id!r} is too short: give at least {MIN_PREFIX} characters of the id"
+        )
+    found = _runs_with_prefix(client, prefix)
+    if not found:
+        raise FidBenchError(unknown)
+    if len(found) > 1:
+        listed = ", ".join(f"{r.info.run_id} ({r.info.run_name or '-'})" for r in found[:10])
+        more = f" and {len(found) - 10} more" if len(found) > 10 else ""
+        raise FidBenchError(f"run id prefix {run_id!r} is ambiguous: {listed}{more}")
+    return found[0]
 
 
 def resolve_run(
@@ -259,7 +295,7 @@ def resolve_run(
             )
     kind = run.data.tags.get(KIND_TAG, "")
     if kind in NO_MODEL_KINDS:
-        raise FidBenchError(no_model_reason(spec, kind))
+        raise FidBenchError(no_model_reason(run.info.run_id, kind))
     return run
 
 

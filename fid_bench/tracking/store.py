@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import urlparse
 
 from fid_bench.errors import FidBenchError, first_line
-from fid_bench.tracking.ui import experiment_tags
+from fid_bench.tracking.ui import NOTE_TAG, experiment_description, experiment_tags
 
 if TYPE_CHECKING:
     from mlflow.tracking import MlflowClient
@@ -204,7 +204,9 @@ def ensure_experiment(client: MlflowClient, name: str, artifact_root: Path | Non
         location = (artifact_root / experiment_slug(name)).as_uri() if artifact_root is not None else None
         try:
             # the kind tag and a saved runs view make the UI open on the runs table (tracking.ui)
-            return client.create_experiment(name, artifact_location=location, tags=experiment_tags())
+            experiment_id = client.create_experiment(name, artifact_location=location, tags=experiment_tags())
+            client.set_experiment_tag(experiment_id, NOTE_TAG, experiment_description(experiment_id))
+            return experiment_id
         except MlflowException as err:
             if err.error_code != "RESOURCE_ALREADY_EXISTS" and "already exists" not in str(err):
                 raise
