@@ -13,7 +13,9 @@
 Input and output are found in the file: the single image input (``N x 3 x H x W``); as output the
 one named ``output`` when given, else one whose name contains ``embed`` (``image_embeds``), else
 the first 2-D output. ``token=cls`` (or ``mean``) takes the first hidden-state output
-(``N x T x D``) instead and keeps its first token (or the mean over tokens).
+(``N x T x D``) instead and keeps its first token (or the mean over tokens). ``expose`` names inner
+tensors of the graph to return instead of its own outputs (e.g. a backbone's hidden states under a
+head): the session then runs a cached copy of the file cut at them (``fid_bench.backbones.onnx_graph``).
 
 The cache identity is the file's sha256 (for a known file, its pinned digest, so a fully cached job
 needs neither the file nor onnxruntime) + the preprocessing + the input/output choice, so features
@@ -141,6 +143,7 @@ class OnnxEncoder(Encoder):
         weights_dir: the weights cache (``None``: ``onnx_files.default_weights_dir()``).
         input_name / output: names in the graph; ``None`` auto-detects.
         token: ``cls`` or ``mean`` to pool a hidden-state output ``N x T x D``; ``None`` uses a 2-D output.
+        expose: inner tensors of the graph made its outputs (a cached cut copy of the file runs).
         image_size, resize, crop_pct, interpolation, mean, std: the preprocessing.
         providers: execution providers by name or alias (``cpu``, ``cuda``, ``tensorrt``);
             ``None``: CUDA then CPU when extraction runs on a GPU, else CPU.
@@ -160,6 +163,7 @@ class OnnxEncoder(Encoder):
         input_name: str | None = None,
         output: str | None = None,
         token: str | None = None,
+        expose: Sequence[str] | None = None,
         image_size: int = 224,
         resize: str = "shortest",
         crop_pct: float = 1.0,
@@ -182,6 +186,9 @@ class OnnxEncoder(Encoder):
         if token not in TOKENS:
             raise FidBenchError(f"model.token must be null, cls or mean, got {token!r}")
         self.token = token
+        if isinstance(expose, str):
+            expose = [expose]
+        self.expose = [str(e) for e in expose] if expose else None
         self.preprocess = preprocess_config(image_size, resize, crop_pct, interpolation, mean, std)
         self.providers = [str(p) for p in providers] if providers else None
         if threads is not None and (isinstance(threads, bool) or int(threads) < 1):
@@ -209,6 +216,16 @@ class OnnxEncoder(Encoder):
         return f"onnx:{self.file_sha256()[:12]}"
 
     def file_path(self) -> Path:
+        """The file the session runs: the source, or its cached copy cut at ``expose``."""
+        source = self.source_path()
+        if not self.expose:
+            return source
+        from fid_bench.backbones.onnx_graph import expose
+
+        root = self.weights_dir or onnx_files.default_weights_dir()
+        return expose(source, self.expose, self.file_sha256(), root)
+
+    def source_path(self) -> Path:
         """The ONNX file: ``path``, or the known file in the weights cache (fetched when allowed)."""
         if self.path:
             p = Path(self.path).expanduser()
@@ -225,7 +242,7 @@ class OnnxEncoder(Encoder):
             return onnx_files.known(self.file).sha256
         from fid_bench.backbones.weights import file_sha256
 
-        return file_sha256(self.file_path())
+        return file_sha256(self.source_path())
 
     def _identity_fields(self) -> dict[str, Any]:
         return {
@@ -235,6 +252,7 @@ class OnnxEncoder(Encoder):
             "input": self.input_name or "auto",
             "output": self.output or "auto",
             "token": self.token,
+            **({"expose": self.expose} if self.expose else {}),
         }
 
     # -- loading --------------------------------------------------------------------------------
@@ -263,7 +281,7 @@ class OnnxEncoder(Encoder):
             return
         import onnxruntime as ort
 
-        path = self.file_path()
+        path = self.source_path()
         if self.file and not self.path:
             from fid_bench.backbones.weights import file_sha256
 
@@ -274,6 +292,7 @@ class OnnxEncoder(Encoder):
                     f"{path}: sha256 {actual[:12]}... is not the pinned {expected[:12]}... of {self.file}; "
                     f"delete it and run `fid-bench weights get {self.file}`, or pass model.path=FILE.onnx"
                 )
+        path = self.file_path()
         opts = ort.SessionOptions()
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         if self.threads is not None:
