@@ -402,3 +402,71 @@ def test_real_files_convert_and_match_their_source(name: str, tmp_path: Path) ->
     sd, report = convert.converted_state_dict(convert.conversion(name), weights)
     assert report["check"]["max_abs_diff"] <= report["check"]["allowed"]
     assert report["tensors"] == len(sd) > 100
+
+
+def test_both_tracks_take_the_converted_network(
+    tiny_lite: tuple[convert.Conversion, Path], tmp_path: Path
+) -> None:
+    """Frozen features, and fine-tuning with probe-then-unfreeze whose logged predictor (rebuilt
+    without the weights cache: its state dict replaces them) scores as the job did."""
+    import pickle
+
+    import numpy as np
+    from PIL import Image
+
+    from fid_bench.backbones.packaged import PackagedTimmBackbone
+    from fid_bench.features.encoders import as_encoder
+    from tests.test_finetune import detector, make_fold, make_images, make_job
+
+    _, weights = tiny_lite
+    encoder = as_encoder(PackagedTimmBackbone("tiny_lite", image_size=32, weights_dir=str(weights)))
+    encoder.load()
+    img = Image.fromarray(np.random.default_rng(0).integers(0, 255, (20, 24, 3), dtype=np.uint8))
+    import torch
+
+    feats = encoder.encode(
+        torch.stack([encoder.transform(img), encoder.transform(img.transpose(Image.FLIP_LEFT_RIGHT))])
+    )
+    assert feats.shape == (2, 1280) and not np.allclose(feats[0], feats[1])
+
+    table = make_images(tmp_path / "img", 24)
+    net = {
+        "_target_": "fid_bench.backbones.packaged.PackagedTimmBackbone",
+        "source": "tiny_lite",
+        "pretrained": True,
+        "image_size": 32,
+        "weights_dir": str(weights),
+    }
+    det = detector(backbone=net, max_epochs=2, freeze_backbone=True, unfreeze_after=1)
+    scores = det.fit_predict(make_job(table, tmp_path), make_fold(24, 4, 4))
+    assert len(scores) == 8 and scores.score.between(0, 1).all()
+    onnx_files.local_path("tiny_lite", weights).unlink()
+    convert.converted_path(convert.conversion("tiny_lite"), weights).unlink()  # the predictor needs neither
+    predictor = pickle.loads(pickle.dumps(det.predictor()))
+    np.testing.assert_allclose(
+        predictor.predict_paths(table["path"].iloc[20:].tolist()),
+        scores[scores.split == "test"].score,
+        atol=1e-5,
+    )
+
+
+def test_the_model_options_compose(compose_cfg: Any) -> None:
+    from hydra.utils import instantiate
+
+    for option, arch in (
+        ("efficientnet_lite0", "tf_efficientnet_lite0"),
+        ("efficientnet_lite2", "tf_efficientnet_lite2"),
+        ("dinov2_vits14", "vit_small_patch14_dinov2"),
+    ):
+        cfg = compose_cfg(f"model={option}")
+        assert cfg.classifier.name == "finetune"
+        backbone = instantiate(cfg.model.backbone)
+        assert backbone.model_name == arch and backbone.pretrained and backbone.source == option
+    onnx = instantiate(compose_cfg("model=dinov2_vits14_onnx", "classifier=logreg").model.backbone)
+    assert onnx.file == "dinov2_vits14" and onnx.expose == [convert.DINOV2_HIDDEN] and onnx.token == "cls"
+    dino = instantiate(compose_cfg("model=dinov2_vits14").model.backbone)
+    assert dino.image_size == 224  # not timm's 518 px
+    assert (
+        instantiate(compose_cfg("model=dinov2_vits14", "data.image_size=112").model.backbone).image_size
+        == 112
+    )

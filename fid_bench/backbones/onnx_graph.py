@@ -23,7 +23,7 @@ log = logging.getLogger(__name__)
 def exposed_path(source_sha256: str, outputs: Sequence[str], weights_dir: str | os.PathLike) -> Path:
     """Where the copy of a file (by its sha256) exposing ``outputs`` is cached."""
     key = hashlib.sha256("\n".join(outputs).encode()).hexdigest()[:12]
-    return Path(weights_dir).expanduser() / "derived" / f"{source_sha256[:16]}-{key}.onnx"
+    return Path(weights_dir).expanduser() / "onnx" / "derived" / f"{source_sha256[:16]}-expose-{key}.onnx"
 
 
 def expose(

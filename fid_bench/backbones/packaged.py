@@ -25,6 +25,7 @@ class PackagedTimmBackbone(TimmBackbone):
         source: a conversion's name (``fid_bench.backbones.convert.CONVERSIONS``), e.g. ``efficientnet_lite0``.
         pretrained: load the converted weights; ``False`` draws them at random.
         image_size: input side (a ViT is built for it, its position embedding resampled).
+        default_size: the side when ``image_size`` is null (DINOv2: 224, not timm's 518).
         weights_dir: the weights cache (``None``: ``onnx_files.default_weights_dir()``).
         model_kwargs: passed to ``timm.create_model`` (e.g. ``drop_path_rate``).
     """
@@ -37,6 +38,7 @@ class PackagedTimmBackbone(TimmBackbone):
         pretrained: bool = True,
         image_size: int | None = None,
         weights_dir: str | None = None,
+        default_size: int | None = None,
         **model_kwargs: Any,
     ) -> None:
         from fid_bench.backbones.convert import conversion
@@ -44,7 +46,8 @@ class PackagedTimmBackbone(TimmBackbone):
         self.conversion = conversion(str(source))  # an unknown name fails now, in one line
         self.source = str(source)
         self.weights_dir = str(weights_dir) if weights_dir else None
-        super().__init__(self.conversion.arch, pretrained, None, image_size, **model_kwargs)
+        size = image_size if image_size is not None else default_size
+        super().__init__(self.conversion.arch, pretrained, None, size, **model_kwargs)
         if self.image_size and self.conversion.arch.endswith("patch14_dinov2") and self.image_size % 14:
             raise FidBenchError(
                 f"data.image_size={self.image_size}: {source} takes a multiple of its 14 px patch, "
