@@ -6,9 +6,6 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import os
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +13,6 @@ import pytest
 
 from fid_bench.backbones import convert, onnx_files
 from fid_bench.errors import FidBenchError
-from tests.conftest import REPO
 
 ARCH = "tf_efficientnet_lite0"
 _TOP = {
@@ -357,25 +353,6 @@ def test_the_offline_preflight_names_the_fetch_and_the_alternatives(
     assert "fid-bench weights get efficientnet_lite0" in lite
     monkeypatch.delenv("HF_HUB_OFFLINE")
     assert missing_weights(["-m", "model=resnet50,vit_b16"]) == []  # online: the hub is asked per job
-
-
-def test_the_headline_command_stops_offline_before_any_run(tmp_path: Path) -> None:
-    env = {**os.environ, "PYTHONPATH": str(REPO), "FID_BENCH_WEIGHTS_DIR": str(tmp_path / "w")}
-    done = subprocess.run(
-        [sys.executable, "-m", "fid_bench", "-m", "model=resnet50,vit_b16"],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=300,
-        check=False,
-    )
-    assert done.returncode == 2
-    lines = done.stderr.strip().splitlines()
-    assert [ln.split(":")[1].strip() for ln in lines] == ["model=resnet50", "model=vit_b16"]
-    assert all(
-        "fid-bench weights get" in ln and "model=efficientnet_lite0,dinov2_vits14" in ln for ln in lines
-    )
-    assert not (tmp_path / "multirun").exists()  # no job started, no run created
 
 
 # ----------------------------------------------------------------------------- the real files
