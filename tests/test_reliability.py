@@ -63,7 +63,14 @@ def test_missing_weights_in_a_multirun_stop_it_before_any_run(isolated: Path) ->
 
 
 def test_a_failing_job_in_a_multirun_is_one_line_per_job(isolated: Path) -> None:
-    proc = _fid_bench("-m", *TINY, "model=resnet50", "model.name=no_such_net_a,no_such_net_b", cwd=isolated)
+    proc = _fid_bench(
+        "-m",
+        *TINY,
+        "model=resnet50",
+        "model.pretrained=false",
+        "model.name=no_such_net_a,no_such_net_b",
+        cwd=isolated,
+    )
     out = proc.stdout + proc.stderr
     assert proc.returncode == 0, out[-3000:]  # the sweep itself ends normally, its jobs failed
     assert "Traceback" not in out and "InstantiationException" not in out
