@@ -82,5 +82,17 @@ def main(cfg: DictConfig) -> float:
     return math.nan
 
 
+def preflight(argv: list[str]) -> None:
+    """Stop before any run when a named model's pretrained weights cannot be had offline (one line each)."""
+    from fid_bench.preflight import missing_weights
+
+    lines = missing_weights(argv)
+    if lines:
+        for line in lines:
+            print(f"error: {line}", file=sys.stderr)
+        raise SystemExit(2)
+
+
 if __name__ == "__main__":
+    preflight(sys.argv[1:])
     main()

@@ -152,6 +152,8 @@ def test_bad_layer_options_are_one_line_errors() -> None:
             pool_spec(bad)
     with pytest.raises(FidBenchError, match="model.layers replaces"):
         OnnxEncoder(path="x.onnx", layers="all", token="cls")
+    with pytest.raises(FidBenchError, match="model.layers and model.expose cannot be combined"):
+        OnnxEncoder(path="x.onnx", layers="all", expose=["/some/tensor"])
     assert pool_spec("both") == ["cls", "mean"] and layer_spec(3) == [3]
 
 

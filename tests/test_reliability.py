@@ -51,8 +51,26 @@ def test_unreachable_tracking_server_fails_at_once_with_one_line(isolated: Path)
 
 
 # ----------------------------------------------------------------------------- 10. errors wrapped by Hydra
-def test_missing_weights_in_a_multirun_is_one_line_per_job(isolated: Path) -> None:
+def test_missing_weights_in_a_multirun_stop_it_before_any_run(isolated: Path) -> None:
     proc = _fid_bench("-m", *TINY, "model=resnet50,vit_b16", cwd=isolated)
+    assert proc.returncode == 2, (proc.stdout + proc.stderr)[-3000:]
+    lines = proc.stderr.strip().splitlines()
+    assert [ln.split(":")[1].strip() for ln in lines] == ["model=resnet50", "model=vit_b16"], proc.stderr
+    assert all(
+        "fid-bench weights get" in ln and "model=efficientnet_lite0,dinov2_vits14" in ln for ln in lines
+    )
+    assert _runs() == [] and not (isolated / "multirun").exists()  # no job started, no run created
+
+
+def test_a_failing_job_in_a_multirun_is_one_line_per_job(isolated: Path) -> None:
+    proc = _fid_bench(
+        "-m",
+        *TINY,
+        "model=resnet50",
+        "model.pretrained=false",
+        "model.name=no_such_net_a,no_such_net_b",
+        cwd=isolated,
+    )
     out = proc.stdout + proc.stderr
     assert proc.returncode == PARTLY_FAILED_EXIT, out[
         -3000:
@@ -60,12 +78,11 @@ def test_missing_weights_in_a_multirun_is_one_line_per_job(isolated: Path) -> No
     assert "Traceback" not in out and "InstantiationException" not in out
     failed = [ln for ln in out.splitlines() if "job failed:" in ln]
     assert len(failed) == 2, out[-3000:]
-    assert "pretrained weights for resnet50 " in failed[0]
-    assert "pretrained weights for vit_base_patch16_224 " in failed[1]
+    assert "no_such_net_a" in failed[0] and "no_such_net_b" in failed[1]
     runs = [r for r in _runs() if "mlflow.parentRunId" in r.data.tags]
     assert sorted(r.info.status for r in runs) == ["FAILED", "FAILED"]
     # the run's error tag is the cause, not Hydra's wrapper
-    assert all(r.data.tags["error"].startswith("FidBenchError: pretrained weights") for r in runs)
+    assert all(r.data.tags["error"].startswith("FidBenchError: ") for r in runs)
 
 
 def test_unreachable_hub_is_asked_once_without_retries(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -92,7 +92,9 @@ def test_offline_job_ends_in_one_error_line(isolated: Path) -> None:
     assert "Traceback" not in proc.stderr
     errors = [ln for ln in proc.stderr.splitlines() if ln.startswith("error:")]
     assert len(errors) == 1, proc.stderr[-3000:]
-    assert "pretrained weights for resnet50 (hf-hub:timm/resnet50.a1_in1k)" in errors[0]
+    # stopped before the job by the offline check, which names the fetch and the offline-ready models
+    assert "model=resnet50: its pretrained weights (hf-hub:timm/resnet50.a1_in1k)" in errors[0]
+    assert "fid-bench weights get resnet50" in errors[0]
 
 
 # ----------------------------------------------------------------------------- hub cache

@@ -12,7 +12,10 @@ node of a model YAML, so a new model family is one module here plus one ``conf/m
 ``small_cnn``  a compact CNN trained from scratch (``SmallCNN``)
 ``weights``    pretrained-weight resolution: the Hugging Face hub through its cache, or a local file
 ``onnx``       any ONNX image encoder run by ONNX Runtime (frozen only; preprocessing in PIL + numpy)
-``onnx_files`` the known ONNX files (name, where to fetch, pinned sha256, provenance) and the fetch
+``onnx_files`` the known weight files (name, package to fetch from, pinned sha256, licence) and the fetch
+``onnx_graph`` an ONNX file cut at inner tensors (hidden states of a backbone under a head)
+``convert``    a packaged file mapped onto a timm network, checked against its source, cached
+``packaged``   a timm network with such converted weights (``PackagedTimmBackbone``)
 ``export``     a torch backbone exported to ONNX, checked against torch before it is written
 
 May import ``fid_bench.errors`` and ``fid_bench.data`` only, never features, finetune, classical,

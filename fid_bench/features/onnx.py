@@ -20,7 +20,9 @@
 Input and output are found in the file: the single image input (``N x 3 x H x W``); as output the
 one named ``output`` when given, else one whose name contains ``embed`` (``image_embeds``), else
 the first 2-D output. ``token=cls`` (or ``mean``) takes the first hidden-state output
-(``N x T x D``) instead and keeps its first token (or the mean over tokens).
+(``N x T x D``) instead and keeps its first token (or the mean over tokens). ``expose`` names inner
+tensors of the graph to return instead of its own outputs (e.g. a backbone's hidden states under a
+head): the session then runs a cached copy of the file cut at them (``fid_bench.backbones.onnx_graph``).
 
 ``layers`` (``all`` or block indices) takes transformer block outputs instead, pooled by ``pool``
 (``cls``, ``mean`` of the tokens after the first, or ``both``; see ``fid_bench.backbones.layers``):
@@ -196,6 +198,7 @@ class OnnxEncoder(Encoder):
         token: ``cls`` or ``mean`` to pool a hidden-state output ``N x T x D``; ``None`` uses a 2-D output.
         layers: ``None`` (the output above), ``all`` or block indices: transformer block outputs instead.
         pool: how ``layers`` are pooled: ``cls``, ``mean`` (tokens after the first) or ``both``.
+        expose: inner tensors of the graph made its outputs (a cached cut copy of the file runs).
         image_size, resize, crop_pct, interpolation, mean, std: the preprocessing.
         providers: execution providers by name or alias (``cpu``, ``cuda``, ``tensorrt``);
             ``None``: CUDA then CPU when extraction runs on a GPU, else CPU.
@@ -215,6 +218,7 @@ class OnnxEncoder(Encoder):
         input_name: str | None = None,
         output: str | None = None,
         token: str | None = None,
+        expose: Sequence[str] | None = None,
         image_size: int = 224,
         resize: str = "shortest",
         crop_pct: float = 1.0,
@@ -249,6 +253,12 @@ class OnnxEncoder(Encoder):
         self.preprocess = preprocess_config(
             image_size, resize, crop_pct, interpolation, mean, std, crops, crop_mode, crop_seed
         )
+        if isinstance(expose, str):
+            expose = [expose]
+        self.expose = [str(e) for e in expose] if expose else None
+        if self.expose and self.layers is not None:
+            # the blocks are found in (and keyed by) the source graph, not in a cut copy of it
+            raise FidBenchError("model.layers and model.expose cannot be combined: set one of them to null")
         self.providers = [str(p) for p in providers] if providers else None
         if threads is not None and (isinstance(threads, bool) or int(threads) < 1):
             raise FidBenchError(f"model.threads must be a positive integer or null, got {threads!r}")
@@ -275,6 +285,16 @@ class OnnxEncoder(Encoder):
         return f"onnx:{self.file_sha256()[:12]}"
 
     def file_path(self) -> Path:
+        """The file the session runs: the source, or its cached copy cut at ``expose``."""
+        source = self.source_path()
+        if not self.expose:
+            return source
+        from fid_bench.backbones.onnx_graph import expose
+
+        root = self.weights_dir or onnx_files.default_weights_dir()
+        return expose(source, self.expose, self.file_sha256(), root)
+
+    def source_path(self) -> Path:
         """The ONNX file: ``path``, or the known file in the weights cache (fetched when allowed)."""
         if self.path:
             p = Path(self.path).expanduser()
@@ -291,11 +311,11 @@ class OnnxEncoder(Encoder):
             return onnx_files.known(self.file).sha256
         from fid_bench.backbones.weights import file_sha256
 
-        return file_sha256(self.file_path())
+        return file_sha256(self.source_path())
 
     def model_files(self) -> dict[str, str]:
         # a known file is checked against its pinned digest whenever it is loaded; a path is not
-        return {str(self.file_path()): self.file_sha256()} if self.path else {}
+        return {str(self.source_path()): self.file_sha256()} if self.path else {}
 
     def _identity_fields(self) -> dict[str, Any]:
         return {
@@ -307,6 +327,7 @@ class OnnxEncoder(Encoder):
             "token": self.token,
             # only present with layers, so the identity of an encoder without them stays what it was
             **({"layers": self.layers, "pool": self.pools} if self.layers is not None else {}),
+            **({"expose": self.expose} if self.expose else {}),
         }
 
     # -- loading --------------------------------------------------------------------------------
@@ -335,7 +356,7 @@ class OnnxEncoder(Encoder):
             return
         import onnxruntime as ort
 
-        path = self.file_path()
+        path = self.source_path()
         if self.file and not self.path:
             from fid_bench.backbones.weights import file_sha256
 
@@ -346,6 +367,7 @@ class OnnxEncoder(Encoder):
                     f"{path}: sha256 {actual[:12]}... is not the pinned {expected[:12]}... of {self.file}; "
                     f"delete it and run `fid-bench weights get {self.file}`, or pass model.path=FILE.onnx"
                 )
+        path = self.file_path()
         opts = ort.SessionOptions()
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         if self.threads is not None:
