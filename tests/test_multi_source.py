@@ -228,3 +228,46 @@ def test_augment_settings_are_checked(compose_cfg) -> None:
 class _Null:
     def log_metrics(self, metrics, step=None) -> None:
         pass
+
+
+def test_search_by_worst_held_out_source_never_sees_the_test_rows(
+    compose_cfg, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import mlflow
+    import optuna
+
+    from fid_bench.classical.detector import FeatureDetector
+    from fid_bench.data.splits import make_folds
+    from fid_bench.experiment import load_samples
+    from fid_bench.search.study import run_study
+
+    calls: list[tuple[str, set[int]]] = []
+    original = FeatureDetector.fit_predict
+
+    def spy(self, job, fold):
+        calls.append((fold.name, set(np.concatenate([fold.train, fold.val, fold.test]).tolist())))
+        return original(self, job, fold)
+
+    monkeypatch.setattr(FeatureDetector, "fit_predict", spy)
+    specs = [(s, make_source(tmp_path / s, 12, i)) for i, s in enumerate("abc")]
+    cfg = compose_cfg(
+        "data=multi", sources_override(specs), "cv.leave_one_source_out=true", "model=spectrum",
+        "hparams_search=logreg", "hparams_search.n_trials=2", "hparams_search.metric=loso/worst_roc_auc",
+        "hparams_search.refit=false", *FAST, tiny=False,
+    )  # fmt: skip
+    run_study(cfg)
+
+    samples = load_samples(cfg)
+    (fold,) = make_folds(samples.table, val_fraction=0.2, test_fraction=0.2, cv_folds=None, seed=cfg.seed)
+    assert len(calls) == 2 * 4  # per trial: 3 held-out sources, then the job's own fold
+    assert [name for name, _ in calls[:4]] == ["a", "b", "c", ""]
+    for _, rows in calls:
+        assert not rows & set(fold.test.tolist())
+    (study,) = optuna.get_all_study_summaries(cfg.hparams_search.storage)
+    loaded = optuna.load_study(study_name=study.study_name, storage=cfg.hparams_search.storage)
+    assert loaded.direction == optuna.study.StudyDirection.MAXIMIZE
+    trials = [r for r in mlflow.search_runs(search_all_experiments=True, output_format="list")
+              if "val_loso/worst_roc_auc" in r.data.metrics]  # fmt: skip
+    assert len(trials) == 2
+    assert {t.number for t in loaded.trials} == {0, 1}
+    assert sorted(t.value for t in loaded.trials) == sorted(r.data.metrics["val_loso/worst_roc_auc"] for r in trials)
