@@ -14,7 +14,7 @@ import pandas as pd
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from fid_bench.audit import SKIP_WARNING, audit_from_config, audit_sources
+from fid_bench.audit import SKIP_WARNING, audit_from_config, audit_settings, audit_sources
 from fid_bench.data.readers import read_samples
 from fid_bench.data.splits import leave_one_group_out, leave_one_source_out, make_folds
 from fid_bench.detector import Detector, Job
@@ -127,7 +127,11 @@ def run_source_folds(
         table.to_csv(work / "per_source.csv", index=False)
         (work / "per_source.md").write_text(loso.table_markdown(table) + "\n")
         loso.bar_plot(table, work / "roc_auc_per_source.png")
-        for name in ("per_source.csv", "per_source.md", "roc_auc_per_source.png"):
+        # every held-out row's score: two runs on the same sources can be compared pair-wise
+        pd.concat([t.assign(source=name) for name, t in tests.items()], ignore_index=True).to_csv(
+            work / "scores.csv", index=False
+        )
+        for name in ("per_source.csv", "per_source.md", "roc_auc_per_source.png", "scores.csv"):
             run.log_artifact(work / name, "loso")
     return out
 
@@ -139,7 +143,8 @@ def log_audit(cfg: DictConfig, samples: Samples, run: TrackedRun) -> None:
     report = audit_from_config(samples, cfg)
     run.log_metrics({f"audit/{k}": v for k, v in report.metrics().items()})
     # data=multi: each source audited on its own too (a shortcut inside one source is named with it)
-    per_source = audit_sources(samples, cfg) if OmegaConf.select(cfg, "data.sources", default=None) else {}
+    multi = OmegaConf.select(cfg, "data.sources", default=None)
+    per_source = audit_sources(samples, **audit_settings(cfg)) if multi else {}
     with tempfile.TemporaryDirectory() as tmp:
         for path in report.write(Path(tmp)):
             run.log_artifact(path, "audit")
@@ -243,7 +248,9 @@ def run_job(
         calibration_bins = settings.calibration_bins
         # the source folds first: the model of the job's own (last) fold, trained on every source,
         # is the one logged, predicted with and scored on eval.extra
-        source_metrics = run_source_folds(detector, job, source_folds, settings, final, run) if source_folds else {}
+        source_metrics = (
+            run_source_folds(detector, job, source_folds, settings, final, run) if source_folds else {}
+        )
         scores, per_fold = [], []
         for fold in folds:
             fold_scores = detector.fit_predict(job, fold)

@@ -95,7 +95,10 @@ def test_multi_caps_and_balances_rows_per_source_and_class(compose_cfg, tmp_path
     assert read_samples(capped.data).table["id"].tolist() != again
 
     balanced = compose_cfg(
-        "data=multi", sources_override([("big", big), ("small", small)]), "data.balance_sources=true", tiny=False
+        "data=multi",
+        sources_override([("big", big), ("small", small)]),
+        "data.balance_sources=true",
+        tiny=False,
     )
     counts = read_samples(balanced.data).table.groupby(["group", "label"]).size()
     assert set(counts.tolist()) == {5}
@@ -105,7 +108,7 @@ def test_multi_rejects_bad_source_lists_in_one_line(compose_cfg, tmp_path: Path)
     a = make_source(tmp_path / "a", 2, 0)
     for sources, message in (
         (f"[{{name: a, data: folder, root: {a}}}, {{name: a, data: folder, root: {a}}}]", "used twice"),
-        (f"[{{name: a, data: folder}}]", "lacks 'root'"),
+        ("[{name: a, data: folder}]", "lacks 'root'"),
         (f"[{{name: 'a b', data: folder, root: {a}}}]", "may hold only"),
         (f"[{{name: a, data: nope, root: {a}}}]", "unknown data='nope'"),
         (f"[{{name: a, data: folder, root: {a}, max_per_class: 0}}]", "max_per_class"),
@@ -147,7 +150,9 @@ def test_loso_held_out_score_drops_for_the_source_separable_only_by_a_shortcut(
     assert m["loso/mean_roc_auc"] == pytest.approx(np.mean(list(held_out.values())))
     # the per-source table and the bar plot are artifacts; the logged model is the all-sources one
     artifacts = {f.path for f in mlflow.MlflowClient().list_artifacts(run.info.run_id, "loso")}
-    assert artifacts == {"loso/per_source.csv", "loso/per_source.md", "loso/roc_auc_per_source.png"}
+    assert artifacts == {
+        f"loso/{n}" for n in ("per_source.csv", "per_source.md", "roc_auc_per_source.png", "scores.csv")
+    }
     assert m["n_test"] < 240 and "roc_auc" in m
 
 
@@ -160,8 +165,13 @@ def test_loso_refuses_without_sources_and_with_fine_tuning(compose_cfg, tmp_path
     with pytest.raises(FidBenchError, match="not supported by classifier=finetune"):
         run_job(
             compose_cfg(
-                "data=multi", sources_override(specs), "cv.leave_one_source_out=true", "model=small_cnn",
-                "classifier.max_epochs=1", *FAST, tiny=False,
+                "data=multi",
+                sources_override(specs),
+                "cv.leave_one_source_out=true",
+                "model=small_cnn",
+                "classifier.max_epochs=1",
+                *FAST,
+                tiny=False,
             )  # fmt: skip
         )
 
@@ -270,4 +280,6 @@ def test_search_by_worst_held_out_source_never_sees_the_test_rows(
               if "val_loso/worst_roc_auc" in r.data.metrics]  # fmt: skip
     assert len(trials) == 2
     assert {t.number for t in loaded.trials} == {0, 1}
-    assert sorted(t.value for t in loaded.trials) == sorted(r.data.metrics["val_loso/worst_roc_auc"] for r in trials)
+    assert sorted(t.value for t in loaded.trials) == sorted(
+        r.data.metrics["val_loso/worst_roc_auc"] for r in trials
+    )

@@ -38,9 +38,9 @@ The package stands above ``fid_bench.data`` and ``fid_bench.evaluation``: it may
 from fid_bench.audit.core import (
     SKIP_WARNING,
     audit_from_config,
-    audit_sources,
     audit_samples,
     audit_settings,
+    audit_sources,
     check_settings,
 )
 from fid_bench.audit.fix import clean_manifest

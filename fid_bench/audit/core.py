@@ -206,9 +206,10 @@ def audit_from_config(samples: Samples, cfg: Any) -> AuditReport:
     return audit_samples(samples, **audit_settings(cfg))
 
 
-def audit_sources(samples: Samples, cfg: Any) -> dict[str, AuditReport]:
+def audit_sources(samples: Samples, **settings: Any) -> dict[str, AuditReport]:
     """One audit per source of a ``data=multi`` table (its ``group`` column), so a shortcut inside one
-    source is not diluted by the others; each report's warnings start with the source's name."""
+    source is not diluted by the others; each report's warnings start with the source's name.
+    ``settings``: those of ``audit_samples``."""
     table = samples.table
     out: dict[str, AuditReport] = {}
     for name in sorted(set(table["group"].fillna("").astype(str)) - {""}):
@@ -221,7 +222,7 @@ def audit_sources(samples: Samples, cfg: Any) -> dict[str, AuditReport]:
                 samples.unreadable_predict["id"].astype(str).str.startswith(prefix)
             ],
         )
-        report = audit_samples(part, **audit_settings(cfg))
+        report = audit_samples(part, **settings)
         report.warnings = [f"source {name}: {w}" for w in report.warnings]
         out[name] = report
     return out

@@ -241,7 +241,9 @@ class FeatureDetector(Detector):
             # data.align wraps every encoder, so features (and their cache key) are of aligned images
             self._encoder_cfg = with_alignment(expand_members(self._encoder_cfg), self.align)
         if self.augment is not None and (self._encoder_cfg or {}).get("_target_") == CONCAT_TARGET:
-            raise FidBenchError("features.augment does not support model=concat; augment one encoder at a time")
+            raise FidBenchError(
+                "features.augment does not support model=concat; augment one encoder at a time"
+            )
         encoder = build_encoder(self._encoder_cfg)
         self._cache_dir = Path(job.cache_dir)
 
@@ -291,7 +293,9 @@ class FeatureDetector(Detector):
         out = []
         for copy in range(self.augment.copies):
             encoder = build_encoder(augmented_config(self._encoder_cfg, self.augment, copy))
-            feats, inverse, stats = extract_unique(encoder, paths, sha1s, self._cache_dir, **self._extract_kwargs)
+            feats, inverse, stats = extract_unique(
+                encoder, paths, sha1s, self._cache_dir, **self._extract_kwargs
+            )
             self._stats["augment_n_extracted"] = self._stats.get("augment_n_extracted", 0.0) + float(
                 stats.get("n_extracted", 0.0)
             )

@@ -59,7 +59,9 @@ def parse_sources(sources: Any) -> list[dict[str, Any]]:
             raise FidBenchError(f"data.sources[{i}] must be a mapping {{name, data, root}}, got {spec!r}")
         missing = [k for k in ("name", "data", "root") if not spec.get(k)]
         if missing:
-            raise FidBenchError(f"data.sources[{i}] lacks {missing[0]!r} (each source needs name, data, root)")
+            raise FidBenchError(
+                f"data.sources[{i}] lacks {missing[0]!r} (each source needs name, data, root)"
+            )
         unknown = sorted(set(spec) - _SOURCE_KEYS)
         if unknown:
             raise FidBenchError(
@@ -161,9 +163,7 @@ class MultiReader:
         counts = table[table["label"].isin((0, 1))].groupby(["group", "label"]).size().unstack(fill_value=0)
         log.info(
             "data=multi: %s",
-            "; ".join(
-                f"{g}: {int(r.get(0, 0))} real, {int(r.get(1, 0))} fake" for g, r in counts.iterrows()
-            ),
+            "; ".join(f"{g}: {int(r.get(0, 0))} real, {int(r.get(1, 0))} fake" for g, r in counts.iterrows()),
         )
         return Samples(
             table=table.reset_index(drop=True),

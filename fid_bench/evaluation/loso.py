@@ -55,7 +55,9 @@ def summary(per_source: Mapping[str, Mapping[str, float]]) -> dict[str, float]:
     }
 
 
-def source_table(per_source: Mapping[str, Mapping[str, float]], tests: Mapping[str, pd.DataFrame]) -> pd.DataFrame:
+def source_table(
+    per_source: Mapping[str, Mapping[str, float]], tests: Mapping[str, pd.DataFrame]
+) -> pd.DataFrame:
     """One row per held-out source: size, ROC-AUC with its interval, and the metrics at the threshold
     chosen on the other sources' validation rows."""
     rows = []

@@ -81,7 +81,11 @@ def parse_augment(node: Any) -> Augment | None:
             ) from None
         valid = {"jpeg": 1 <= lo <= hi <= 100, "blur": 0 <= lo <= hi, "resize": 0 < lo <= hi <= 1}[name]
         if not valid:
-            need = {"jpeg": "1 <= low <= high <= 100", "blur": "0 <= low <= high", "resize": "0 < low <= high <= 1"}
+            need = {
+                "jpeg": "1 <= low <= high <= 100",
+                "blur": "0 <= low <= high",
+                "resize": "0 < low <= high <= 1",
+            }
             raise FidBenchError(f"features.augment.ops: {name} range {[lo, hi]} must satisfy {need[name]}")
         ops.append((str(name), lo, hi))
     copies = spec.get("copies", 1)
