@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from functools import cache
 from typing import Any, ClassVar
 
+from fid_bench.backbones.layers import layer_spec, pool_spec
 from fid_bench.backbones.weights import check_weights_file, file_sha256
 from fid_bench.errors import FidBenchError
 
@@ -141,10 +142,24 @@ class Backbone(ABC):
 class PretrainedBackbone(Backbone):
     """A family with pretrained weights: hub weights (``pretrained``), a local file (``weights``) or random."""
 
-    def __init__(self, pretrained: bool, weights: str | None, image_size: int | None) -> None:
+    def __init__(
+        self,
+        pretrained: bool,
+        weights: str | None,
+        image_size: int | None,
+        layers: Any = None,
+        pool: Any = "cls",
+    ) -> None:
         self.pretrained = bool(pretrained)
         self.weights = str(weights) if weights else None
         self.image_size = check_image_size(image_size, type(self).__name__)
+        # frozen features from transformer blocks (fid_bench.backbones.layers); fine-tuning ignores them
+        self.layers = layer_spec(layers)
+        self.pools = pool_spec(pool)
+
+    def layer_fields(self) -> dict[str, Any]:
+        """The ``layers``/``pool`` identity fields: none without layers, so older identities stay."""
+        return {"layers": self.layers, "pool": self.pools} if self.layers is not None else {}
 
     @property
     def random_init(self) -> bool:

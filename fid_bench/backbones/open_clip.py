@@ -29,12 +29,14 @@ class OpenClipBackbone(PretrainedBackbone):
         pretrained: bool = True,
         weights: str | None = None,
         image_size: int | None = None,
+        layers: Any = None,
+        pool: Any = "cls",
     ) -> None:
         if not isinstance(arch, str) or not arch:
             raise FidBenchError(f"OpenClipBackbone: arch must be an open_clip architecture, got {arch!r}")
         self.arch = arch
         self.pretrained_tag = pretrained_tag or None
-        super().__init__(pretrained, weights, image_size)
+        super().__init__(pretrained, weights, image_size, layers, pool)
 
     @property
     def name(self) -> str:
@@ -48,6 +50,7 @@ class OpenClipBackbone(PretrainedBackbone):
             "weights": self.weights_identity({"tag": self.pretrained_tag}, init_seed),
             "image_size": self.image_size,
             "libs": {"open_clip": lib_version("open_clip_torch"), "torchvision": lib_version("torchvision")},
+            **self.layer_fields(),
         }
 
     def build(self) -> Built:

@@ -34,13 +34,15 @@ class TimmBackbone(PretrainedBackbone):
         pretrained: bool = True,
         weights: str | None = None,
         image_size: int | None = None,
+        layers: Any = None,
+        pool: Any = "cls",
         **model_kwargs: Any,
     ) -> None:
         if not isinstance(model_name, str) or not model_name:
             raise FidBenchError(f"TimmBackbone: model_name must be a timm model name, got {model_name!r}")
         self.model_name = model_name
         self.model_kwargs = dict(model_kwargs)
-        super().__init__(pretrained, weights, image_size)
+        super().__init__(pretrained, weights, image_size, layers, pool)
 
     @property
     def name(self) -> str:
@@ -56,7 +58,7 @@ class TimmBackbone(PretrainedBackbone):
         }
         if self.model_kwargs:
             fields["model_kwargs"] = self.model_kwargs
-        return fields
+        return {**fields, **self.layer_fields()}
 
     def build(self) -> Built:
         from timm.data import resolve_data_config

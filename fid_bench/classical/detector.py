@@ -31,6 +31,7 @@ import numpy as np
 import pandas as pd
 from sklearn.base import BaseEstimator, ClassifierMixin, clone
 
+from fid_bench.backbones import layers as block_layers
 from fid_bench.data.decode import ImageDecodeError, check_image
 from fid_bench.data.samples import LABELLED_SPLITS
 from fid_bench.detector import Detector, Job, Predictor, scores_frame
@@ -161,6 +162,24 @@ def extract_unique(
     return feats, inverse.reshape(-1), dict(stats)
 
 
+def selected_columns(encoder: Any, cache_dir: Path, dim: int, select: Any) -> list[int]:
+    """The columns ``features.select`` keeps of ``encoder``'s cached rows (their block layout)."""
+    row_layout = encoder.describe().get("layout") if hasattr(encoder, "describe") else None
+    if not row_layout:
+        meta = extract.feature_cache(encoder, cache_dir).read_meta() or {}
+        row_layout = (meta.get("encoder") or {}).get("layout")
+    if not row_layout:
+        raise FidBenchError(
+            f"features.select={select} needs block features: set model.layers (e.g. all) on an ONNX, "
+            "timm or open_clip transformer"
+        )
+    return block_layers.select_columns(row_layout, dim, select).tolist()
+
+
+#: the feature normalisations a feature classifier offers (``classifier.normalise``)
+NORMALISATIONS = ("standard", "l2", "none")
+
+
 class FeatureDetector(Detector):
     """Frozen encoder + cached features + a scikit-learn compatible classifier (see module docstring).
 
@@ -168,7 +187,10 @@ class FeatureDetector(Detector):
         estimator: an unfitted classifier with ``fit`` and ``predict_proba``, or its config node
             (``_target_``: built here); cloned for every fold.
         name: short name for tags, the leaderboard and error messages (``classifier=<name>``).
-        scale: put a ``StandardScaler`` (fitted on the training rows) before the estimator.
+        normalise: what the features go through before the estimator: ``standard`` (a
+            ``StandardScaler`` fitted on the training rows), ``l2`` (each row scaled to unit length,
+            as CLIP embeddings are compared) or ``none``. ``None`` follows ``scale``.
+        scale: the older switch: ``True`` means ``normalise=standard``, ``False`` ``none``.
         threads: cap on the threads fit and predict may use (see ``thread_limit``); ``None`` leaves
             the libraries' defaults. The configs use 1: sweeps get their parallelism from running
             jobs side by side, and oversubscribed OpenMP pools slow down many times over.
@@ -188,6 +210,7 @@ class FeatureDetector(Detector):
         scale: bool = False,
         threads: int | None = None,
         encoder: Any = None,
+        normalise: str | None = None,
         features: Any = None,
         align: Any = None,
         **unused: Any,
@@ -213,7 +236,14 @@ class FeatureDetector(Detector):
             )
         self.estimator = estimator
         self.name = name
-        self.scale = bool(scale)
+        if normalise is None:
+            normalise = "standard" if scale else "none"
+        if str(normalise).lower() not in NORMALISATIONS:
+            raise FidBenchError(
+                f"classifier={name}: normalise must be one of {', '.join(NORMALISATIONS)}, got {normalise!r}"
+            )
+        self.normalise = str(normalise).lower()
+        self.scale = self.normalise == "standard"
         self.threads = threads
         # one row per distinct image, and per table row the index of its features (-1: none);
         # a 100k-row table with duplicates then holds each vector once
@@ -228,8 +258,13 @@ class FeatureDetector(Detector):
             "num_workers": int(feats.get("num_workers", 2)),
             "device": str(feats.get("device", "auto")),
         }
+<<<<<<< HEAD
         # features.augment: K altered copies of every training row, extracted per fold (cached)
         self.augment: Augment | None = parse_augment(feats.get("augment"))
+=======
+        self.select = feats.get("select")
+        self._columns: list[int] | None = None
+>>>>>>> gen-feat
         self._cache_dir: Path | None = None
         self._pipeline: Pipeline | None = None
         self._prior = 0.5
@@ -263,6 +298,9 @@ class FeatureDetector(Detector):
             self._cache_dir,
             **self._extract_kwargs,
         )
+        if self.select is not None:
+            self._columns = selected_columns(encoder, self._cache_dir, feats.shape[1], self.select)
+            feats = np.ascontiguousarray(feats[:, self._columns])
         seconds = time.perf_counter() - t0
         self._features = feats
         self._row_index = np.full(len(table), -1, dtype=np.int64)
@@ -299,6 +337,8 @@ class FeatureDetector(Detector):
             self._stats["augment_n_extracted"] = self._stats.get("augment_n_extracted", 0.0) + float(
                 stats.get("n_extracted", 0.0)
             )
+            if self._columns is not None:  # features.select: the same blocks as the plain rows
+                feats = feats[:, self._columns]
             out.append(feats[inverse])
         return out
 
@@ -319,13 +359,17 @@ class FeatureDetector(Detector):
     def _pipeline_for(self, class_weight: dict[int, float] | None) -> tuple[Pipeline, bool]:
         """A fresh pipeline, and whether row weights go to its ``estimator`` step."""
         from sklearn.pipeline import Pipeline
-        from sklearn.preprocessing import StandardScaler
+        from sklearn.preprocessing import Normalizer, StandardScaler
 
         est = clone(self.estimator)
         routed = _takes_sample_weight(est)
         if class_weight is not None and not routed:
             est = ClassWeightedProba(est, class_weight)
-        steps = [("scale", StandardScaler())] if self.scale else []
+        steps: list[tuple[str, Any]] = []
+        if self.normalise == "standard":
+            steps.append(("scale", StandardScaler()))
+        elif self.normalise == "l2":
+            steps.append(("l2", Normalizer(norm="l2")))
         steps.append(("estimator", est))
         return Pipeline(steps), routed
 
@@ -421,6 +465,7 @@ class FeatureDetector(Detector):
             threshold=self._threshold,
             name=self.name,
             threads=self.threads,
+            columns=self._columns,
             **self._extract_kwargs,
         )
 
@@ -454,8 +499,10 @@ class FeaturePredictor(Predictor):
         batch_size: int = 64,
         num_workers: int = 0,
         device: str = "auto",
+        columns: list[int] | None = None,
     ) -> None:
         self.encoder_cfg = dict(encoder_cfg)
+        self.columns = columns
         self.pipeline = pipeline
         self.cache_dir = str(cache_dir)
         self.threshold = float(threshold)
@@ -524,6 +571,8 @@ class FeaturePredictor(Predictor):
                 num_workers=self.num_workers,
                 device=self.device,
             )
+            if getattr(self, "columns", None) is not None:  # features.select (absent in older pickles)
+                feats = feats[:, self.columns]
             scores[ok] = _positive_proba(self.name, self.pipeline, feats, self.threads)[inverse]
         return scores
 

@@ -37,6 +37,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
+from fid_bench.backbones import layers as block_layers
 from fid_bench.backbones.base import Backbone, lib_version
 from fid_bench.errors import FidBenchError
 
@@ -154,10 +155,19 @@ class FrozenEncoder(Encoder):
         self.preprocessing: Any = None  # the backbone's Preprocessing, known once loaded
         self._channels_last = False
         self._micro = _MicroBatch()
+        # model.layers: forward hooks on the chosen blocks collect their outputs (load() sets them)
+        self._hooked: list[Any] = []
+        self._captured: list[Any] = []
+        self._seq_first = False
 
     @property
     def name(self) -> str:
         return self.backbone.name
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = super().__getstate__()
+        state["_hooked"], state["_captured"] = [], []  # hooks belong to the network, which stays here
+        return state
 
     def _identity_fields(self) -> dict[str, Any]:
         return self.backbone.identity_fields(self.init_seed)
@@ -190,6 +200,24 @@ class FrozenEncoder(Encoder):
             info["weights"] = {**(info.get("weights") or {}), "random_init_seed": self.init_seed}
         self._loaded_info.update(
             info, num_features=built.num_features, preprocess=_describe_transform(transform)
+        )
+        layers = getattr(self.backbone, "layers", None)
+        if layers is not None:
+            self._hook_blocks(model, layers)
+
+    def _hook_blocks(self, model: Any, layers: Any) -> None:
+        """Forward hooks on the ``model.layers`` blocks: each forward stores their outputs in order."""
+        blocks, self._seq_first = block_layers.find_torch_blocks(model)
+        chosen = block_layers.resolve_blocks(layers, len(blocks), self.name)
+        for slot, b in enumerate(chosen):
+
+            def hook(_module: Any, _inputs: Any, output: Any, slot: int = slot) -> None:
+                self._captured[slot] = output[0] if isinstance(output, (tuple, list)) else output
+
+            self._hooked.append(blocks[b].register_forward_hook(hook))
+        self._captured = [None] * len(chosen)
+        self._loaded_info.update(
+            blocks_in_model=len(blocks), layout=block_layers.layout(chosen, self.backbone.pools)
         )
 
     @staticmethod
@@ -232,6 +260,12 @@ class FrozenEncoder(Encoder):
 
         with torch.inference_mode(), autocast:
             out = self._model(x)
+        if self._hooked:
+            hidden = [h.transpose(0, 1) if self._seq_first else h for h in self._captured]
+            pools = self.backbone.pools
+            return np.concatenate(
+                [block_layers.pool_tokens(h.float().cpu().numpy(), pools) for h in hidden], axis=1
+            )
         if isinstance(out, (tuple, list)):
             out = out[0]
         return out.float().flatten(1).cpu().numpy()

@@ -6,6 +6,13 @@
   config -- resize (``shortest`` side to ``image_size / crop_pct`` then a centre crop, ``squash``
   to a square, or ``longest`` side then zero padding) with a PIL filter. It returns ``uint8
   [H, W, 3]``, a quarter of the float tensor, to ship from a worker.
+* ``resize=native``: no down-scaling at all (resizing erases the traces generators leave in the
+  pixels); ``crops`` windows of the input size cut from the original pixels, on an even ``grid``
+  over the image or at ``random`` positions (seeded by ``crop_seed`` and the image's pixels, so
+  the same image always gets the same crops), their features averaged into one row (one cached
+  vector per image, so every classifier and ``features.select`` work unchanged). An image whose
+  shorter side is below the input size is first resized up to it (aspect kept): padding would add
+  borders no real photo has, a cue a detector could learn instead.
 * ``encode`` (main process): scaling by ``mean``/``std`` and the session, in chunks of
   ``batch_size``. The session is created on first use in the process that encodes, never in
   workers, and never pickled (a predictor logged to MLflow carries the config, not the session).
@@ -14,6 +21,11 @@ Input and output are found in the file: the single image input (``N x 3 x H x W`
 one named ``output`` when given, else one whose name contains ``embed`` (``image_embeds``), else
 the first 2-D output. ``token=cls`` (or ``mean``) takes the first hidden-state output
 (``N x T x D``) instead and keeps its first token (or the mean over tokens).
+
+``layers`` (``all`` or block indices) takes transformer block outputs instead, pooled by ``pool``
+(``cls``, ``mean`` of the tokens after the first, or ``both``; see ``fid_bench.backbones.layers``):
+the blocks are found in the graph and exposed as outputs of a derived file in the weights cache
+(``fid_bench.features.onnx_layers``), and one session run gives them all.
 
 The cache identity is the file's sha256 (for a known file, its pinned digest, so a fully cached job
 needs neither the file nor onnxruntime) + the preprocessing + the input/output choice, so features
@@ -33,6 +45,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from fid_bench.backbones import layers as block_layers
 from fid_bench.backbones import onnx_files
 from fid_bench.backbones.base import lib_version
 from fid_bench.errors import FidBenchError, one_line
@@ -46,7 +59,8 @@ log = logging.getLogger(__name__)
 #: OpenAI CLIP's normalisation (the defaults: the known files are CLIP towers)
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
-RESIZE_MODES = ("shortest", "squash", "longest")
+RESIZE_MODES = ("shortest", "squash", "longest", "native")
+CROP_MODES = ("grid", "random")
 TOKENS = (None, "cls", "mean")
 PROVIDER_ALIASES = {
     "cpu": "CPUExecutionProvider",
@@ -66,8 +80,14 @@ def preprocess_config(
     interpolation: str,
     mean: Sequence[float],
     std: Sequence[float],
+    crops: int = 1,
+    crop_mode: str = "grid",
+    crop_seed: int = 0,
 ) -> dict[str, Any]:
-    """The preprocessing as one checked, JSON-ready dict (identity, metadata, export)."""
+    """The preprocessing as one checked, JSON-ready dict (identity, metadata, export).
+
+    The crop settings are part of it only with ``resize=native`` (other modes' dicts, hence the
+    identities of their features, are what they were before native scoring existed)."""
     try:
         size = int(image_size)
         pct = float(crop_pct)
@@ -90,7 +110,7 @@ def preprocess_config(
         )
     if len(mean_l) != 3 or len(std_l) != 3 or min(std_l) <= 0:
         raise FidBenchError(f"model.mean and model.std need 3 values each (std > 0), got {mean!r}, {std!r}")
-    return {
+    out = {
         "image_size": size,
         "resize": resize,
         "crop_pct": pct,
@@ -98,6 +118,32 @@ def preprocess_config(
         "mean": mean_l,
         "std": std_l,
     }
+    if resize == "native":
+        if isinstance(crops, bool) or not isinstance(crops, int) or crops < 1:
+            raise FidBenchError(f"model.crops must be a positive integer, got {crops!r}")
+        if crop_mode not in CROP_MODES:
+            raise FidBenchError(f"model.crop_mode must be grid or random, got {crop_mode!r}")
+        out.update(crops=crops, crop_mode=str(crop_mode), crop_seed=int(crop_seed))
+    return out
+
+
+def crop_boxes(w: int, h: int, size: int, pp: dict[str, Any], img: Any = None) -> list[tuple[int, int]]:
+    """Top-left corners of the ``pp["crops"]`` windows of ``size`` in a ``w`` x ``h`` image."""
+    n = pp["crops"]
+    if pp["crop_mode"] == "random":
+        import zlib
+
+        # seeded by the pixels too: the same image gets the same crops in every process
+        key = zlib.crc32(img.tobytes()) if img is not None else 0
+        rng = np.random.default_rng([pp["crop_seed"], w, h, key])
+        return [(int(rng.integers(0, w - size + 1)), int(rng.integers(0, h - size + 1))) for _ in range(n)]
+    if n == 1:
+        return [((w - size) // 2, (h - size) // 2)]
+    k = math.ceil(math.sqrt(n))  # a k x k grid spanning the image, n of its points evenly by index
+    xs = np.linspace(0, w - size, k).round().astype(int)
+    ys = np.linspace(0, h - size, k).round().astype(int)
+    grid = [(int(x), int(y)) for y in ys for x in xs]
+    return [grid[i] for i in np.linspace(0, len(grid) - 1, n).round().astype(int)]
 
 
 def preprocess_image(img: Image.Image, pp: dict[str, Any]) -> np.ndarray:
@@ -108,6 +154,13 @@ def preprocess_image(img: Image.Image, pp: dict[str, Any]) -> np.ndarray:
     resample = getattr(PILImage.Resampling, pp["interpolation"].upper())
     img = img.convert("RGB")
     w, h = img.size
+    if pp["resize"] == "native":
+        if min(w, h) < size:  # too small for one window: up to the input size, aspect kept
+            scale = size / min(w, h)
+            w, h = max(size, math.ceil(w * scale)), max(size, math.ceil(h * scale))
+            img = img.resize((w, h), resample)
+        arr = np.asarray(img, dtype=np.uint8)
+        return np.stack([arr[y : y + size, x : x + size] for x, y in crop_boxes(w, h, size, pp, img)])
     if pp["resize"] == "squash":
         img = img.resize((size, size), resample)
     elif pp["resize"] == "shortest":
@@ -141,6 +194,8 @@ class OnnxEncoder(Encoder):
         weights_dir: the weights cache (``None``: ``onnx_files.default_weights_dir()``).
         input_name / output: names in the graph; ``None`` auto-detects.
         token: ``cls`` or ``mean`` to pool a hidden-state output ``N x T x D``; ``None`` uses a 2-D output.
+        layers: ``None`` (the output above), ``all`` or block indices: transformer block outputs instead.
+        pool: how ``layers`` are pooled: ``cls``, ``mean`` (tokens after the first) or ``both``.
         image_size, resize, crop_pct, interpolation, mean, std: the preprocessing.
         providers: execution providers by name or alias (``cpu``, ``cuda``, ``tensorrt``);
             ``None``: CUDA then CPU when extraction runs on a GPU, else CPU.
@@ -170,6 +225,11 @@ class OnnxEncoder(Encoder):
         threads: int | None = None,
         allow_spinning: bool = False,
         batch_size: int = 32,
+        layers: Any = None,
+        pool: Any = "cls",
+        crops: int = 1,
+        crop_mode: str = "grid",
+        crop_seed: int = 0,
     ) -> None:
         super().__init__()
         if file and not path:
@@ -182,7 +242,13 @@ class OnnxEncoder(Encoder):
         if token not in TOKENS:
             raise FidBenchError(f"model.token must be null, cls or mean, got {token!r}")
         self.token = token
-        self.preprocess = preprocess_config(image_size, resize, crop_pct, interpolation, mean, std)
+        self.layers = block_layers.layer_spec(layers)
+        self.pools = block_layers.pool_spec(pool)
+        if self.layers is not None and (self.token or self.output):
+            raise FidBenchError("model.layers replaces model.token and model.output: set those to null")
+        self.preprocess = preprocess_config(
+            image_size, resize, crop_pct, interpolation, mean, std, crops, crop_mode, crop_seed
+        )
         self.providers = [str(p) for p in providers] if providers else None
         if threads is not None and (isinstance(threads, bool) or int(threads) < 1):
             raise FidBenchError(f"model.threads must be a positive integer or null, got {threads!r}")
@@ -235,6 +301,8 @@ class OnnxEncoder(Encoder):
             "input": self.input_name or "auto",
             "output": self.output or "auto",
             "token": self.token,
+            # only present with layers, so the identity of an encoder without them stays what it was
+            **({"layers": self.layers, "pool": self.pools} if self.layers is not None else {}),
         }
 
     # -- loading --------------------------------------------------------------------------------
@@ -280,11 +348,37 @@ class OnnxEncoder(Encoder):
             opts.intra_op_num_threads = self.threads
         opts.add_session_config_entry("session.intra_op.allow_spinning", "1" if self.allow_spinning else "0")
         opts.log_severity_level = 3  # onnxruntime's own warnings (e.g. unused initialisers) are noise here
+        blocks: dict[str, Any] = {}
+        run_path = path
+        if self.layers is not None:
+            from fid_bench.features.onnx_layers import derived_file
+
+            weights = self.weights_dir or onnx_files.default_weights_dir()
+            try:
+                run_path, chosen, names, n_blocks = derived_file(
+                    path, self.file_sha256(), self.layers, weights
+                )
+            except FidBenchError:
+                raise
+            except Exception as err:  # noqa: BLE001 - onnx raises its own types for unreadable graphs
+                raise FidBenchError(
+                    f"{path}: cannot read the graph for model.layers ({one_line(err, 200)})"
+                ) from None
+            blocks = {"blocks": chosen, "names": names, "n_blocks": n_blocks}
         try:
-            session = ort.InferenceSession(str(path), sess_options=opts, providers=self.chosen_providers())
+            session = ort.InferenceSession(
+                str(run_path), sess_options=opts, providers=self.chosen_providers()
+            )
         except Exception as err:  # noqa: BLE001 - onnxruntime raises its own exception types for bad files
-            raise FidBenchError(f"{path}: onnxruntime cannot load it ({one_line(err, 200)})") from None
+            raise FidBenchError(f"{run_path}: onnxruntime cannot load it ({one_line(err, 200)})") from None
         self._io = self._detect_io(session, path)
+        if blocks:
+            self._io["blocks"] = blocks
+            self._loaded_info.update(
+                derived_file=str(run_path),
+                blocks_in_graph=blocks["n_blocks"],
+                layout=block_layers.layout(blocks["blocks"], self.pools),
+            )
         self._check_metadata(session, path)
         self._model = session
         self._loaded_info.update(
@@ -407,6 +501,10 @@ class OnnxEncoder(Encoder):
         if self._model is None:
             self.load()
         items = batch if isinstance(batch, np.ndarray) else np.stack([np.asarray(b) for b in batch])
+        if items.ndim == 5:  # resize=native: [B, crops, H, W, 3] -> the crops' features averaged
+            b, n = items.shape[:2]
+            flat = self.encode(items.reshape(b * n, *items.shape[2:]))
+            return flat.reshape(b, n, -1).mean(axis=1)
         step = self._io["fixed_batch"] or self.batch_size
         outs = [self.run(self.normalise(items[i : i + step])) for i in range(0, len(items), step)]
         return np.concatenate(outs) if outs else np.empty((0, 0), dtype=np.float32)
@@ -419,6 +517,11 @@ class OnnxEncoder(Encoder):
         fixed = self._io["fixed_batch"]
         if fixed and n < fixed:
             x = np.concatenate([x, np.zeros((fixed - n, *x.shape[1:]), dtype=x.dtype)])
+        blocks = self._io.get("blocks")
+        if blocks:
+            hidden = self._model.run(blocks["names"], {self._io["input"]: x})
+            parts = [block_layers.pool_tokens(np.asarray(h)[:n], self.pools) for h in hidden]
+            return np.concatenate(parts, axis=1).astype(np.float32, copy=False)
         (out,) = self._model.run([self._io["output"]], {self._io["input"]: x})
         out = np.asarray(out)[:n]
         if self.token == "cls":
