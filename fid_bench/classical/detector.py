@@ -258,13 +258,10 @@ class FeatureDetector(Detector):
             "num_workers": int(feats.get("num_workers", 2)),
             "device": str(feats.get("device", "auto")),
         }
-<<<<<<< HEAD
         # features.augment: K altered copies of every training row, extracted per fold (cached)
         self.augment: Augment | None = parse_augment(feats.get("augment"))
-=======
         self.select = feats.get("select")
         self._columns: list[int] | None = None
->>>>>>> gen-feat
         self._cache_dir: Path | None = None
         self._pipeline: Pipeline | None = None
         self._prior = 0.5
