@@ -1,7 +1,8 @@
 """Feature normalisation before each feature classifier (``classifier.normalise``), measured.
 
     .venv/bin/python benchmarks/probe_normalisation.py --cifake DIR --held-out DIR \
-        [--train 1000] [--test 500] [--held-out-n 500] [--model clip_vit_b16_int8]
+        [--train 1000] [--test 500] [--held-out-n 500] [--model clip_vit_b16_int8] \
+        [--classifiers logreg,knn,...] [--norms standard,l2,none]
 
 Frozen ``clip_vit_b16_int8`` features (the harness's extraction and feature cache, ``--cache-dir``)
 of: ``--train`` CIFAKE training images per class (``DIR/train/{REAL,FAKE}``), ``--test`` test images
@@ -72,6 +73,8 @@ def main() -> None:
     ap.add_argument("--cache-dir", type=Path, default=Path.home() / ".cache" / "fid_bench")
     ap.add_argument("--bootstrap", type=int, default=500)
     ap.add_argument("--workers", type=int, default=1)
+    ap.add_argument("--classifiers", default=",".join(CLASSIFIERS), help="comma-separated subset")
+    ap.add_argument("--norms", default=",".join(NORMS), help="comma-separated subset")
     args = ap.parse_args()
 
     import numpy as np
@@ -104,9 +107,9 @@ def main() -> None:
 
     rows = []
     with initialize_config_dir(config_dir=str(REPO / "fid_bench" / "conf"), version_base="1.3"):
-        for clf in CLASSIFIERS:
+        for clf in args.classifiers.split(","):
             node = compose("config", overrides=[f"classifier={clf}"]).classifier
-            for norm in NORMS:
+            for norm in args.norms.split(","):
                 det = FeatureDetector(node.estimator, name=clf, normalise=norm, threads=1)
                 pipe, _ = det._pipeline_for(None)
                 t0 = time.perf_counter()

@@ -69,7 +69,7 @@ def test_nested_command_line_additions_join_the_dotted_yaml_keys(compose_cfg):
         "+hparams_search.params.classifier.estimator.max_iter={type:int,low:100,high:500}",
     )
     keys = [p.key for p in parse_space(cfg)]
-    assert keys == ["classifier.estimator.C", "classifier.scale", "classifier.estimator.max_iter"]
+    assert keys == ["classifier.estimator.C", "classifier.normalise", "classifier.estimator.max_iter"]
 
 
 def test_empty_space_is_an_error(compose_cfg):

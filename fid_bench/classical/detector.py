@@ -189,8 +189,9 @@ class FeatureDetector(Detector):
         name: short name for tags, the leaderboard and error messages (``classifier=<name>``).
         normalise: what the features go through before the estimator: ``standard`` (a
             ``StandardScaler`` fitted on the training rows), ``l2`` (each row scaled to unit length,
-            as CLIP embeddings are compared) or ``none``. ``None`` follows ``scale``.
-        scale: the older switch: ``True`` means ``normalise=standard``, ``False`` ``none``.
+            as CLIP embeddings are compared) or ``none`` (``None``: ``none``).
+        scale: the older switch, kept so older command lines mean what they meant: when set,
+            ``True`` means ``normalise=standard`` and ``False`` ``none``, whatever ``normalise`` says.
         threads: cap on the threads fit and predict may use (see ``thread_limit``); ``None`` leaves
             the libraries' defaults. The configs use 1: sweeps get their parallelism from running
             jobs side by side, and oversubscribed OpenMP pools slow down many times over.
@@ -207,7 +208,7 @@ class FeatureDetector(Detector):
         self,
         estimator: Any,
         name: str = "classifier",
-        scale: bool = False,
+        scale: bool | None = None,
         threads: int | None = None,
         encoder: Any = None,
         normalise: str | None = None,
@@ -236,8 +237,14 @@ class FeatureDetector(Detector):
             )
         self.estimator = estimator
         self.name = name
-        if normalise is None:
-            normalise = "standard" if scale else "none"
+        if scale is not None:
+            wanted = "standard" if scale else "none"
+            if normalise is not None and str(normalise).lower() != wanted:
+                log.info(
+                    "classifier=%s: scale=%s means normalise=%s (not %s)", name, scale, wanted, normalise
+                )
+            normalise = wanted
+        normalise = "none" if normalise is None else normalise
         if str(normalise).lower() not in NORMALISATIONS:
             raise FidBenchError(
                 f"classifier={name}: normalise must be one of {', '.join(NORMALISATIONS)}, got {normalise!r}"
