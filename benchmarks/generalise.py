@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
 import tempfile
 from pathlib import Path
 
@@ -38,7 +39,8 @@ def main() -> None:
     parser.add_argument("--experiment", default="generalise")
     parser.add_argument("--runs", nargs="*", default=None, help="run ids; the first is the reference")
     args = parser.parse_args()
-    client = mlflow.MlflowClient()
+    # the harness's own default store unless MLFLOW_TRACKING_URI says otherwise
+    client = mlflow.MlflowClient(os.environ.get("MLFLOW_TRACKING_URI", "sqlite:///mlruns/mlflow.db"))
     if args.runs:
         runs = [client.get_run(r) for r in args.runs]
     else:

@@ -116,10 +116,8 @@ class MultiReader:
         from hydra.utils import instantiate
         from omegaconf import OmegaConf
 
-        from fid_bench.config import load_option
-
         name = str(spec["name"])
-        data_cfg = load_option("data", str(spec["data"]), what=f"data.sources {name!r}")
+        data_cfg = _data_option(str(spec["data"]), name)
         data_cfg.root = str(Path(str(spec["root"])).expanduser())
         data_cfg.name = name
         data_cfg.strict = bool(spec.get("strict", self.strict))
@@ -171,6 +169,18 @@ class MultiReader:
             name=self.name,
             unreadable_predict=_frames(unreadable),
         )
+
+
+def _data_option(option: str, source: str) -> Any:
+    """``conf/data/<option>.yaml`` as it is (the data layer reads the packaged option itself)."""
+    from omegaconf import OmegaConf
+
+    folder = Path(__file__).resolve().parents[1] / "conf" / "data"
+    path = folder / f"{option}.yaml"
+    if not path.is_file():
+        choices = sorted(p.stem for p in folder.glob("*.yaml") if p.stem != "multi")
+        raise FidBenchError(f"data.sources {source!r}: unknown data={option!r}; choose one of {choices}")
+    return OmegaConf.load(path)
 
 
 def balance_by_source(table: pd.DataFrame, seed: int) -> pd.DataFrame:
