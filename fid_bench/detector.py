@@ -6,6 +6,8 @@ A *detector* is what the ``classifier`` config group builds (``_target_``):
 
 Scores (``SCORE_COLUMNS``) are the only thing evaluation and tracking consume:
     id, label, score (probability of "generated"), split ("val" | "test"), group, fold
+and ``sha1`` (``CONTENT_HASH``), the content hash of each row's image: two runs are paired on a row
+only when they scored the same bytes under its id (``fid_bench.evaluation.paired``).
 """
 
 from __future__ import annotations
@@ -25,6 +27,13 @@ if TYPE_CHECKING:
     from fid_bench.data.splits import Fold
 
 SCORE_COLUMNS = ["id", "label", "score", "split", "group", "fold"]
+#: the per-row content hash of the samples table, carried by every scores frame a job makes
+CONTENT_HASH = "sha1"
+
+
+def score_columns(frame: pd.DataFrame) -> list[str]:
+    """``SCORE_COLUMNS``, and ``CONTENT_HASH`` when ``frame`` carries it (runs logged before it did not)."""
+    return [*SCORE_COLUMNS, CONTENT_HASH] if CONTENT_HASH in frame.columns else list(SCORE_COLUMNS)
 
 
 class RunLogger(Protocol):
@@ -107,5 +116,6 @@ def scores_frame(
             "split": split,
             "group": sub["group"].to_numpy(),
             "fold": fold,
+            CONTENT_HASH: sub[CONTENT_HASH].astype(str).to_numpy() if CONTENT_HASH in sub else "",
         }
     )

@@ -26,8 +26,9 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-from fid_bench.detector import Predictor
+from fid_bench.detector import CONTENT_HASH, Predictor
 from fid_bench.errors import FidBenchError
+from fid_bench.evaluation.paired import differing_content, require_content_hashes
 
 log = logging.getLogger(__name__)
 
@@ -39,10 +40,12 @@ EPS = 1e-6
 
 
 def member_matrix(frames: Mapping[str, pd.DataFrame]) -> pd.DataFrame:
-    """Members' scores side by side: ``id``, ``label``, ``split``, ``group``, then one column per member.
+    """Members' scores side by side: ``id``, ``label``, ``split``, ``group``, ``sha1``, then one column
+    per member.
 
-    Test rows must be the same ids with the same labels in every member; validation rows are
-    kept where every member has them (how many were dropped is logged). Within one member an id
+    Test rows must be the same ids with the same labels and the same images (content hashes) in every
+    member; validation rows are kept where every member has them (how many were dropped is logged)
+    and must show the same images too. Within one member an id
     may appear only once per split (a cross-validated run scores rows once per fold: refused).
     """
     if len(frames) < 2:
@@ -60,10 +63,12 @@ def member_matrix(frames: Mapping[str, pd.DataFrame]) -> pd.DataFrame:
                 f"member {name}: id {part.loc[dup, 'id'].iloc[0]!r} appears more than once in split "
                 f"{part.loc[dup, 'split'].iloc[0]!r} (cross-validated runs cannot be ensembled; use hold-out runs)"
             )
+        require_content_hashes(part, name)
         if "group" not in part.columns:
             part["group"] = ""
-        part = part[["id", "split", "label", "group", "score"]].rename(
-            columns={"score": name, "label": f"label:{name}"}
+        part[CONTENT_HASH] = part[CONTENT_HASH].astype(str)
+        part = part[["id", "split", "label", "group", CONTENT_HASH, "score"]].rename(
+            columns={"score": name, "label": f"label:{name}", CONTENT_HASH: f"{CONTENT_HASH}:{name}"}
         )
         if merged is None:
             merged = part
@@ -86,7 +91,15 @@ def member_matrix(frames: Mapping[str, pd.DataFrame]) -> pd.DataFrame:
                 f"members {first} and {name} disagree on the label of {int(differ.sum())} row(s), "
                 f"e.g. {merged.loc[differ, 'id'].iloc[0]!r}"
             )
-        merged = merged.drop(columns=f"label:{name}")
+        other = differing_content(merged, f"{CONTENT_HASH}:{first}", f"{CONTENT_HASH}:{name}")
+        if other.any():
+            per_split = merged.loc[other, "split"].value_counts()
+            raise FidBenchError(
+                f"members {first} and {name} scored different images under the same ids: "
+                + ", ".join(f"{int(n)} {split} row(s)" for split, n in per_split.items())
+                + f" differ in content ({CONTENT_HASH}), e.g. {merged.loc[other, 'id'].iloc[0]!r}"
+            )
+        merged = merged.drop(columns=[f"label:{name}", f"{CONTENT_HASH}:{name}"])
         n_val = int((merged["split"] == "val").sum())
         if n_val < n_val_before:
             log.warning(
@@ -97,9 +110,9 @@ def member_matrix(frames: Mapping[str, pd.DataFrame]) -> pd.DataFrame:
                 n_val,
             )
     assert merged is not None
-    merged = merged.rename(columns={f"label:{first}": "label"})
+    merged = merged.rename(columns={f"label:{first}": "label", f"{CONTENT_HASH}:{first}": CONTENT_HASH})
     names = list(frames)
-    return merged[["id", "label", "split", "group", *names]].reset_index(drop=True)
+    return merged[["id", "label", "split", "group", CONTENT_HASH, *names]].reset_index(drop=True)
 
 
 def _logit(p: np.ndarray) -> np.ndarray:
@@ -212,7 +225,7 @@ def ensemble_scores(
 
     The combiner is fitted on the shared validation rows; test rows are only transformed.
     """
-    from fid_bench.detector import SCORE_COLUMNS
+    from fid_bench.detector import score_columns
 
     matrix = member_matrix(frames)
     names = list(frames)
@@ -229,7 +242,7 @@ def ensemble_scores(
         ignore_index=True,
     )
     out["fold"] = 0
-    return out[SCORE_COLUMNS], combiner
+    return out[score_columns(out)], combiner
 
 
 class EnsemblePredictor(Predictor):

@@ -34,6 +34,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+#: what a refused member's line says instead of predict's --allow-external, which ensemble does not have
+MEMBER_HINT = "and an ensemble's model embeds its members' models: they must be stored in the tracking store"
+
 #: the tag listing an ensemble's members (run ids, comma separated, in the combiner's order)
 MEMBERS_TAG = "fid_bench.members"
 
@@ -128,7 +131,10 @@ def log_ensemble(
     scores, combiner = ensemble_scores(frames, method, seed=settings.seed)
     threshold, threshold_source = validation_threshold(scores)
     predictor = EnsemblePredictor(
-        [load_run_predictor(client, uri, run_id) for run_id in ids], combiner, names=ids, threshold=threshold
+        [load_run_predictor(client, uri, run_id, hint=MEMBER_HINT) for run_id in ids],
+        combiner,
+        names=ids,
+        threshold=threshold,
     )
     described = combiner.describe()
     params = {

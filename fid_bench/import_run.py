@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
+from fid_bench.detector import CONTENT_HASH
 from fid_bench.errors import FidBenchError
 from fid_bench.evaluation.held_out import HeldOutSettings, validation_threshold
 from fid_bench.imported import ImportReport, align_predictions, read_predictions_csv
@@ -52,7 +53,7 @@ REFERENCE_COLUMNS = ["id", "label", "split", "group", "fold"]
 class Reference:
     """The rows an import is aligned with, and what the run takes from where they came from."""
 
-    rows: pd.DataFrame  # REFERENCE_COLUMNS, validation and test rows
+    rows: pd.DataFrame  # REFERENCE_COLUMNS (and CONTENT_HASH when known), validation and test rows
     description: str  # for params and messages: "run <id>" or "config data=folder seed=42"
     experiment: str  # where a run scored on these rows is logged by default
     settings: HeldOutSettings
@@ -68,8 +69,10 @@ def run_reference(client: MlflowClient, run: Run) -> Reference:
     for col, default in (("group", ""), ("fold", 0)):
         if col not in rows.columns:
             rows[col] = default
+    # the rows' content hashes when the run logged them (an older run did not: neither will the import)
+    columns = [*REFERENCE_COLUMNS, *([CONTENT_HASH] if CONTENT_HASH in rows.columns else [])]
     return Reference(
-        rows=rows[REFERENCE_COLUMNS].reset_index(drop=True),
+        rows=rows[columns].reset_index(drop=True),
         description=f"run {run.info.run_id}",
         experiment=client.get_experiment(run.info.experiment_id).name,
         settings=HeldOutSettings.of_params(run.data.params, HeldOutSettings.packaged()),
@@ -105,6 +108,7 @@ def config_reference(cfg: DictConfig, overrides: Sequence[str] = ()) -> Referenc
                     "split": split,
                     "group": sub["group"].fillna("").astype(str),
                     "fold": fold.index,
+                    CONTENT_HASH: sub[CONTENT_HASH].astype(str),
                 }
             )
         )

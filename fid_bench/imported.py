@@ -130,11 +130,11 @@ def align_predictions(
 ) -> tuple[pd.DataFrame, ImportReport]:
     """Scores frame of the file's scores on the reference rows, and what did not match.
 
-    ``reference`` has ``id``, ``label``, ``split`` (``val``/``test``) and optionally ``group`` and
-    ``fold``; its ids must be unique per split. The result has ``SCORE_COLUMNS`` in the
-    reference's order, for the rows the file scores.
+    ``reference`` has ``id``, ``label``, ``split`` (``val``/``test``) and optionally ``group``,
+    ``fold`` and ``sha1``; its ids must be unique per split. The result has ``SCORE_COLUMNS`` (and
+    ``sha1`` when the reference has it) in the reference's order, for the rows the file scores.
     """
-    from fid_bench.detector import SCORE_COLUMNS
+    from fid_bench.detector import score_columns
 
     if missing not in ("report", "error"):
         raise FidBenchError(f"missing must be 'report' or 'error', got {missing!r}")
@@ -179,4 +179,5 @@ def align_predictions(
         )
     out = merged.loc[~absent].reset_index(drop=True)
     out["label"] = out["label"].astype(np.int64)
-    return out[SCORE_COLUMNS], report
+    # the reference's content hashes stay with its rows: the file claims to score those images
+    return out[score_columns(ref)], report

@@ -27,6 +27,7 @@ from fid_bench.data.inputs import Inputs
 from fid_bench.errors import FidBenchError, one_line
 from fid_bench.tracking.kinds import MODEL_NAME
 from fid_bench.tracking.model_location import (
+    ALLOW_EXTERNAL_HINT,
     check_model_location,
     fetch_checked_model,
     model_uri_locations,
@@ -44,7 +45,13 @@ log = logging.getLogger(__name__)
 
 
 def load_checked_predictor(
-    model_uri: str, locations: Sequence[str], client: MlflowClient, uri: str, *, allow_external: bool
+    model_uri: str,
+    locations: Sequence[str],
+    client: MlflowClient,
+    uri: str,
+    *,
+    allow_external: bool,
+    hint: str = ALLOW_EXTERNAL_HINT,
 ) -> Predictor:
     """Check where the model's files come from, copy exactly those files, then unpickle its ``Predictor``.
 
@@ -54,29 +61,38 @@ def load_checked_predictor(
     import tempfile
 
     roots = store_roots(uri, client)
-    check_model_location(locations, roots, allow_external=allow_external)
-    from fid_bench.tracking.pyfunc import load_predictor
+    check_model_location(locations, roots, allow_external=allow_external, hint=hint)
+    from fid_bench.tracking.pyfunc import load_predictor_folder
 
     with tempfile.TemporaryDirectory(prefix="fid_bench-model-") as tmp:
         dst = Path(tmp) / "model"
         dst.mkdir()
-        if not fetch_checked_model(locations, dst, uri, allow_external=allow_external):
+        if not fetch_checked_model(locations, dst, uri, allow_external=allow_external, hint=hint):
             raise FidBenchError(f"cannot load the model {model_uri}: no files at {', '.join(locations)}")
         if not (dst / "MLmodel").is_file():
             raise FidBenchError(f"cannot load the model {model_uri}: no MLmodel file (not an MLflow model)")
-        try:
-            return load_predictor(str(dst), tracking_uri=uri)
-        except FidBenchError as err:  # name the model as the user did, not the temporary copy
-            raise FidBenchError(str(err).replace(str(dst), model_uri)) from None
+        # every path its MLmodel names is checked to lie inside the copy; fid_bench unpickles the predictor
+        predictor = load_predictor_folder(dst, model_uri)
+    check_predictor_files(predictor)
+    return predictor
 
 
-def load_run_predictor(
-    client: MlflowClient, uri: str, run_id: str, *, allow_external: bool = False
-) -> Predictor:
-    """The predictor of run ``run_id``'s model (``runs:/<run id>/model``), through the location check."""
+def check_predictor_files(predictor: Predictor) -> None:
+    """Every file a predictor reads besides its pickle (an ONNX graph) is the file it was trained with:
+    each predictor that records them checks them (``check_files``), an ensemble's members included."""
+    for member in getattr(predictor, "members", None) or []:
+        check_predictor_files(member)
+    check = getattr(predictor, "check_files", None)
+    if callable(check):
+        check()
+
+
+def load_run_predictor(client: MlflowClient, uri: str, run_id: str, *, hint: str) -> Predictor:
+    """The predictor of run ``run_id``'s model (``runs:/<run id>/model``), through the location check,
+    with no way around it (``hint``: what a refusal says instead of ``--allow-external``)."""
     model_uri = f"runs:/{run_id}/{MODEL_NAME}"
     locations = model_uri_locations(client, model_uri)
-    return load_checked_predictor(model_uri, locations, client, uri, allow_external=allow_external)
+    return load_checked_predictor(model_uri, locations, client, uri, allow_external=False, hint=hint)
 
 
 # --------------------------------------------------------------------------- scoring

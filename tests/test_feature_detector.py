@@ -27,7 +27,7 @@ from fid_bench.balance import ClassWeight
 from fid_bench.classical.detector import FeatureDetector, FeaturePredictor
 from fid_bench.data.samples import SAMPLE_COLUMNS, Samples
 from fid_bench.data.splits import Fold
-from fid_bench.detector import SCORE_COLUMNS, Job
+from fid_bench.detector import CONTENT_HASH, SCORE_COLUMNS, Job
 from fid_bench.errors import FidBenchError
 from fid_bench.evaluation.metrics import evaluate_scores
 
@@ -182,11 +182,12 @@ def test_every_classifier_config_separates_synthetic_features(
     det.setup(job)
     scores = det.fit_predict(job, fold)
 
-    assert list(scores.columns) == SCORE_COLUMNS
+    assert list(scores.columns) == [*SCORE_COLUMNS, CONTENT_HASH]
     val, test = scores[scores["split"] == "val"], scores[scores["split"] == "test"]
-    # one score per held-out row, ids and labels carried over from the table
+    # one score per held-out row, ids, labels and content hashes carried over from the table
     assert val["id"].tolist() == samples.table["id"].iloc[fold.val].tolist()
     assert test["id"].tolist() == samples.table["id"].iloc[fold.test].tolist()
+    assert test[CONTENT_HASH].tolist() == samples.table[CONTENT_HASH].iloc[fold.test].tolist()
     assert test["label"].tolist() == samples.table["label"].iloc[fold.test].tolist()
     assert scores["score"].between(0, 1).all() and (scores["fold"] == 0).all()
     metrics = evaluate_scores(scores)

@@ -364,7 +364,7 @@ def trained(tmp_path):
 
 def test_detector_scores_val_and_test_with_best_epoch(trained):
     scores, fold, table = trained.scores, trained.fold, trained.table
-    assert list(scores.columns) == ["id", "label", "score", "split", "group", "fold"]
+    assert list(scores.columns) == ["id", "label", "score", "split", "group", "fold", "sha1"]
     val, test = scores[scores.split == "val"], scores[scores.split == "test"]
     assert val["id"].tolist() == table["id"].iloc[fold.val].tolist()
     assert test["id"].tolist() == table["id"].iloc[fold.test].tolist()

@@ -191,6 +191,8 @@ def test_table_shows_key_columns_and_mean_std(runs, capsys):
         "f1",
         "average_precision",
         "threshold",
+        "test",
+        "rows",
         "duration",
     ]
     first = lines[2]
@@ -218,7 +220,7 @@ def test_markdown_is_a_valid_github_table(runs, capsys):
     lines = out.splitlines()
     header, separator, body = lines[0], lines[1], lines[2:]
     n = len(_cells(header))
-    assert n == 11
+    assert n == 12
     assert all(re.fullmatch(r":?-{3,}:?", c.strip()) for c in _cells(separator))
     assert len(_cells(separator)) == n
     assert len(body) == 4 and all(len(_cells(row)) == n for row in body)

@@ -115,6 +115,7 @@ def ranked_runs(isolated: Path) -> dict[str, str]:
         scores = pd.DataFrame(
             {"id": [f"i{i}" for i in range(40)], "label": np.r_[label, label], "score": rng.uniform(size=40)}
         ).assign(split=["val"] * 20 + ["test"] * 20)
+        scores["sha1"] = "h-" + scores["id"]  # the same images in every run
         path = isolated / "pred" / run_id / "predictions.csv"
         path.parent.mkdir(parents=True)
         scores.to_csv(path, index=False)

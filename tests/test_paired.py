@@ -152,7 +152,8 @@ def test_tied_with_top_marks_the_indistinguishable_runs() -> None:
 
 
 def _frame(ids, labels, scores, split="test") -> pd.DataFrame:
-    return pd.DataFrame({"id": ids, "label": labels, "score": scores, "split": split})
+    frame = pd.DataFrame({"id": ids, "label": labels, "score": scores, "split": split})
+    return frame.assign(sha1="h-" + frame["id"])  # each image's content hash
 
 
 def test_pair_test_rows_matches_by_id_and_refuses_different_rows() -> None:
@@ -217,7 +218,8 @@ def test_paired_report_without_a_threshold_keeps_delong_and_operating_points() -
     y = rng.integers(0, 2, 300)
 
     def frame(s: np.ndarray) -> pd.DataFrame:
-        return pd.DataFrame({"id": [str(i) for i in range(300)], "label": y, "score": s, "split": "test"})
+        ids = [str(i) for i in range(300)]
+        return pd.DataFrame({"id": ids, "label": y, "score": s, "split": "test", "sha1": ids})
 
     sa, sb = np.clip(y * 0.3 + rng.uniform(0, 0.7, 300), 0, 1), rng.uniform(0, 1, 300)
 

@@ -32,6 +32,7 @@ import pandas as pd
 from sklearn.base import BaseEstimator, ClassifierMixin, clone
 
 from fid_bench.backbones import layers as block_layers
+from fid_bench.backbones.weights import file_sha256
 from fid_bench.data.decode import ImageDecodeError, check_image
 from fid_bench.data.samples import LABELLED_SPLITS
 from fid_bench.detector import Detector, Job, Predictor, scores_frame
@@ -273,6 +274,7 @@ class FeatureDetector(Detector):
         self._pipeline: Pipeline | None = None
         self._prior = 0.5
         self._threshold = 0.5
+        self._model_files: dict[str, str] = {}
 
     # -- setup: features for every labelled row, once per job --------------------------------------
     def setup(self, job: Job) -> None:
@@ -285,6 +287,10 @@ class FeatureDetector(Detector):
             )
         encoder = build_encoder(self._encoder_cfg)
         self._cache_dir = Path(job.cache_dir)
+        # the model's files as trained on (an ONNX graph): logged, and checked again by predict
+        self._model_files = encoder.model_files() if hasattr(encoder, "model_files") else {}
+        if self._model_files:
+            job.logger.log_params({"model_file_sha256": ",".join(self._model_files.values())})
 
         table = job.samples.table
         # folds only ever draw labelled rows; predict rows are scored later through the predictor
@@ -470,6 +476,7 @@ class FeatureDetector(Detector):
             name=self.name,
             threads=self.threads,
             columns=self._columns,
+            model_files=self._model_files,
             **self._extract_kwargs,
         )
 
@@ -504,9 +511,12 @@ class FeaturePredictor(Predictor):
         num_workers: int = 0,
         device: str = "auto",
         columns: list[int] | None = None,
+        model_files: dict[str, str] | None = None,
     ) -> None:
         self.encoder_cfg = dict(encoder_cfg)
         self.columns = columns
+        #: ``{path: sha256}`` of the encoder's files at training time (``check_files``)
+        self.model_files = dict(model_files or {})
         self.pipeline = pipeline
         self.cache_dir = str(cache_dir)
         self.threshold = float(threshold)
@@ -542,6 +552,20 @@ class FeaturePredictor(Predictor):
         if self._encoder is None:
             self._encoder = build_encoder(self.encoder_cfg)
         return self._encoder
+
+    def check_files(self) -> None:
+        """Refuse, in one line naming both digests, an encoder file that is not the one trained on
+        (an ONNX graph replaced at its path would score with other features and no warning)."""
+        for path, logged in getattr(self, "model_files", {}).items():
+            try:
+                now = file_sha256(path)
+            except OSError as err:
+                raise FidBenchError(f"model file {path} of the run is unreadable: {err.strerror}") from None
+            if now != logged:
+                raise FidBenchError(
+                    f"model file {path} has sha256 {now}, not the sha256 {logged} logged with the run "
+                    "(the file was replaced since training; restore it or train again)"
+                )
 
     def predict_paths(self, paths: list[str]) -> np.ndarray:
 

@@ -59,7 +59,9 @@ def run(args: argparse.Namespace) -> int:
     uri = tracking_uri(args.tracking_uri)
     client = make_client(uri)
     members = [
-        resolve_run(client, spec, experiment=args.experiment, metric=args.metric) for spec in args.runs
+        # --experiment is also where the new run goes: members given by id may come from elsewhere
+        resolve_run(client, spec, experiment=args.experiment, metric=args.metric, scoped=False)
+        for spec in args.runs
     ]
     result = log_ensemble(client, uri, members, args.method, name=args.name, experiment=args.experiment)
     m = result.metrics

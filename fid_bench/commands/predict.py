@@ -56,7 +56,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="Kaggle submission: target = 0/1 label at the run's stored threshold instead of the probability",
     )
     p.add_argument(
-        "--experiment", metavar="NAME", help="experiment of --run best (default: the only one with runs)"
+        "--experiment",
+        metavar="NAME",
+        help="experiment of --run best (default: the only one with runs); with a run id, that run's experiment",
     )
     p.add_argument(
         "--metric",

@@ -17,7 +17,8 @@ that correlation and calls too many differences insignificant; the tests here us
   ``tied_with_top``: which runs a leaderboard cannot tell apart from its top run (DeLong against
   the top run, Holm-adjusted, ``p_adjusted >= alpha``).
 * ``pair_test_rows``: the test rows two scores frames share, matched by id; refuses, in one line,
-  runs whose test rows or labels differ.
+  runs whose test rows, labels or images (per-row content hashes, ``sha1``) differ. A data set whose
+  images were re-encoded under the same names keeps its ids and labels: only the hashes show it.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from fid_bench.detector import CONTENT_HASH
 from fid_bench.errors import FidBenchError
 from fid_bench.evaluation.uncertainty import bootstrap_distribution
 
@@ -282,18 +284,35 @@ def tied_with_top(y: np.ndarray, scores: Mapping[str, np.ndarray], alpha: float 
     return table.sort_values("roc_auc", ascending=False, kind="mergesort").reset_index(drop=True)
 
 
+def require_content_hashes(frame: pd.DataFrame, name: str) -> None:
+    """One line when ``frame`` carries no per-row content hashes (a run logged before they were)."""
+    if CONTENT_HASH not in frame.columns:
+        raise FidBenchError(
+            f"run {name} logged no per-row content hashes ({CONTENT_HASH} column of predictions.csv; runs "
+            "made before fid_bench recorded them), so pairing its rows with another run's cannot check "
+            "that both scored the same images; score it again"
+        )
+
+
+def differing_content(merged: pd.DataFrame, a: str, b: str) -> pd.Series:
+    """Rows of a merge whose content hash columns ``a`` and ``b`` differ."""
+    return merged[a].astype(str) != merged[b].astype(str)
+
+
 def pair_test_rows(a: pd.DataFrame, b: pd.DataFrame, names: tuple[str, str] = ("A", "B")) -> pd.DataFrame:
     """Test rows of two scores frames matched by id: columns ``id``, ``label``, ``score_a``, ``score_b``.
 
-    Refuses (``FidBenchError``, one line) when either frame repeats an id, when the two runs were
-    not scored on the same test ids, or when they disagree on a label: a paired test on different
-    rows would compare the data, not the detectors. Rows are returned in ``a``'s order.
+    Refuses (``FidBenchError``, one line) when either frame repeats an id or carries no content
+    hashes, when the two runs were not scored on the same test ids, when they disagree on a label, or
+    when an id's content hash differs (the same name, other bytes): a paired test on different rows
+    would compare the data, not the detectors. Rows are returned in ``a``'s order.
     """
     frames = []
     for frame, name in ((a, names[0]), (b, names[1])):
         missing = [c for c in ("id", "label", "score") if c not in frame.columns]
         if missing:
             raise FidBenchError(f"run {name}: scores lack column(s) {missing}")
+        require_content_hashes(frame, name)
         test = frame[frame["split"] == "test"] if "split" in frame.columns else frame
         ids = test["id"].astype(str)
         if ids.duplicated().any():
@@ -301,7 +320,7 @@ def pair_test_rows(a: pd.DataFrame, b: pd.DataFrame, names: tuple[str, str] = ("
                 f"run {name}: test id {ids[ids.duplicated()].iloc[0]!r} appears more than once "
                 "(cross-validated runs score each row once per fold; compare hold-out runs)"
             )
-        frames.append(test.assign(id=ids)[["id", "label", "score"]])
+        frames.append(test.assign(id=ids)[["id", "label", "score", CONTENT_HASH]])
     ta, tb = frames
     only_a = set(ta["id"]) - set(tb["id"])
     only_b = set(tb["id"]) - set(ta["id"])
@@ -317,6 +336,13 @@ def pair_test_rows(a: pd.DataFrame, b: pd.DataFrame, names: tuple[str, str] = ("
         raise FidBenchError(
             f"runs {names[0]} and {names[1]} disagree on the label of {int(differ.sum())} test row(s), "
             f"e.g. {merged.loc[differ, 'id'].iloc[0]!r}"
+        )
+    other = differing_content(merged, f"{CONTENT_HASH}_a", f"{CONTENT_HASH}_b")
+    if other.any():
+        raise FidBenchError(
+            f"runs {names[0]} and {names[1]} scored different images under the same ids: "
+            f"{int(other.sum())} of {len(merged)} test row(s) differ in content ({CONTENT_HASH}), "
+            f"e.g. {merged.loc[other, 'id'].iloc[0]!r}; a paired test needs the same images"
         )
     return pd.DataFrame(
         {

@@ -54,6 +54,9 @@ class AlignedEncoder(Encoder):
         inner = self.inner.describe() if hasattr(self.inner, "describe") else {}
         return {**inner, "name": self.name, "identity": self.identity, "align": self.align.as_dict()}
 
+    def model_files(self) -> dict[str, str]:
+        return self.inner.model_files() if hasattr(self.inner, "model_files") else {}
+
     def prepare(self, device: str) -> None:
         self.inner.prepare(device)
         self.device = getattr(self.inner, "device", device)

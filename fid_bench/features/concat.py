@@ -73,6 +73,9 @@ class ConcatEncoder(Encoder):
             ],
         }
 
+    def model_files(self) -> dict[str, str]:
+        return {k: v for m in self.members if hasattr(m, "model_files") for k, v in m.model_files().items()}
+
     def prepare(self, device: str) -> None:
         self.device = device
         for m in self.members:

@@ -106,6 +106,11 @@ class Encoder(ABC):
         """Parameters and what loading resolved (weights file, revision, preprocessing): cache metadata."""
         return {"name": self.name, "identity": self.identity, **self._loaded_info}
 
+    def model_files(self) -> dict[str, str]:
+        """``{path: sha256}`` of the files outside the code the outputs depend on (an ONNX graph), as
+        they are now; a predictor records them at training time and checks them before predicting."""
+        return {}
+
     # -- lifecycle ------------------------------------------------------------------------------
     def prepare(self, device: str) -> None:
         """Pick the device the network will run on (before ``identity`` is used as a cache key)."""

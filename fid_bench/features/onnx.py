@@ -293,6 +293,10 @@ class OnnxEncoder(Encoder):
 
         return file_sha256(self.file_path())
 
+    def model_files(self) -> dict[str, str]:
+        # a known file is checked against its pinned digest whenever it is loaded; a path is not
+        return {str(self.file_path()): self.file_sha256()} if self.path else {}
+
     def _identity_fields(self) -> dict[str, Any]:
         return {
             "file_sha256": self.file_sha256(),

@@ -7,6 +7,12 @@ that identify a job. Cross-validated metrics (``<m>`` with ``<m>_std``) show as 
 ``add_top_marks`` adds the ``~top`` column: the shown runs not significantly different in ROC-AUC
 from the top one on the same test rows (``fid_bench.tracking.paired.marks_against_top``: DeLong,
 Holm-adjusted), with a footer naming the test; it reads the shown runs' ``predictions.csv``.
+
+Every board shows each run's test-row count (``n_test``). A run scored on fewer test rows than the
+reference set -- the most complete set among the ranked runs on the same data (data fingerprint,
+hold-out and cross-validated runs apart), or the rows an import says it missed -- is *partial*:
+marked in that column, ranked after the complete runs and so never ``top`` over them (a
+cherry-picked subset of easy images would otherwise lead the board).
 """
 
 from __future__ import annotations
@@ -132,6 +138,29 @@ def _describe(query: Query) -> str:
     return " ".join(parts) if parts else "matching"
 
 
+#: metric an imported run logs for the test rows its file did not score
+IMPORT_MISSING_TEST = "import/n_missing_test"
+
+
+def _data_key(row: pd.Series) -> tuple[str, bool]:
+    """Runs whose test-row counts compare: the same data, and both hold-out or both cross-validated."""
+    tags, metrics = row["tags"], row["metrics"]
+    data = tags.get("data_fingerprint") or tags.get("data_name") or tags.get("data") or ""
+    return data, float(metrics.get("n_folds", 1.0) or 1.0) > 1.0
+
+
+def completeness(frame: pd.DataFrame) -> pd.DataFrame:
+    """``frame`` with ``n_test`` (the run's test rows), ``n_test_reference`` (the most complete count
+    among runs on the same data, or the rows an import was aligned with) and ``partial``."""
+    n_test = frame["metrics"].map(lambda m: float(m.get("n_test", math.nan))).astype(float)
+    missing = frame["metrics"].map(lambda m: float(m.get(IMPORT_MISSING_TEST, 0.0) or 0.0)).astype(float)
+    own = n_test + missing.fillna(0.0)
+    keys = frame.apply(_data_key, axis=1) if len(frame) else pd.Series([], dtype=object)
+    reference = own.groupby(keys.map(str)).transform("max") if len(frame) else own
+    partial = n_test.notna() & (n_test < reference)
+    return frame.assign(n_test=n_test, n_test_reference=reference, partial=partial.astype(bool))
+
+
 def rank(frame: pd.DataFrame, query: Query, experiment: str, *, strict: bool) -> Board | None:
     """Filter and sort one experiment's runs. ``strict`` raises instead of returning None."""
     jobs = _ranked_runs(frame, query)
@@ -162,12 +191,16 @@ def rank(frame: pd.DataFrame, query: Query, experiment: str, *, strict: bool) ->
         if strict:
             raise LeaderboardError(f"no {_describe(query)} runs in experiment {experiment!r}")
         return None
+    keep = completeness(keep)
     values = keep["metrics"].map(lambda m: m.get(query.metric, math.nan)).astype(float)
-    # NaN (failed or incomplete runs) last whatever the direction; run id breaks ties stably
+    # NaN (failed or incomplete runs) last whatever the direction, partial runs after complete ones;
+    # run id breaks ties stably
     order = (
         keep.assign(_value=values, _missing=values.isna())
         .sort_values(
-            ["_missing", "_value", "run_id"], ascending=[True, query.is_ascending(), True], kind="mergesort"
+            ["_missing", "partial", "_value", "run_id"],
+            ascending=[True, True, query.is_ascending(), True],
+            kind="mergesort",
         )
         .drop(columns=["_value", "_missing"])
     )
@@ -257,6 +290,29 @@ def metric_columns(board: Board) -> list[str]:
 
 CI_COLUMN = "roc_auc 95% CI"
 MARK_COLUMN = "~top"
+ROWS_COLUMN = "test rows"
+#: how a partial run's test-row count reads: "33 < 40"
+PARTIAL_SIGN = "<"
+
+
+def rows_text(run: Any) -> str:
+    """A run's test-row count, and the reference count when it is partial (``33 < 40``)."""
+    n, ref = getattr(run, "n_test", math.nan), getattr(run, "n_test_reference", math.nan)
+    if n is None or math.isnan(n):
+        return MISSING
+    return f"{int(n)} {PARTIAL_SIGN} {int(ref)}" if getattr(run, "partial", False) else str(int(n))
+
+
+def partial_footer(board: Board) -> str | None:
+    """One line explaining the partial mark, when the board shows a partial run."""
+    if "partial" not in board.runs.columns or not board.runs["partial"].any():
+        return None
+    n = int(board.runs["partial"].sum())
+    return (
+        f"{ROWS_COLUMN} 'n {PARTIAL_SIGN} N': {n} run(s) scored on fewer test rows than the most complete "
+        "run on the same data (or than the rows an import was aligned with); ranked after the complete "
+        "runs, never top"
+    )
 
 
 def _mark_position(columns: list[str]) -> int:
@@ -305,8 +361,10 @@ def display_rows(board: Board, show_status: bool) -> tuple[list[str], list[list[
     shown: list[str] = list(metrics)
     if board.marks is not None:
         shown.insert(_mark_position(shown), MARK_COLUMN)
-    header = ["#", "run", *GROUP_COLUMNS, *shown, "duration"] + (["status"] if show_status else [])
-    numeric = [True, False, *[False] * len(GROUP_COLUMNS), *[m != MARK_COLUMN for m in shown], True] + (
+    header = ["#", "run", *GROUP_COLUMNS, *shown, ROWS_COLUMN, "duration"] + (
+        ["status"] if show_status else []
+    )
+    numeric = [True, False, *[False] * len(GROUP_COLUMNS), *[m != MARK_COLUMN for m in shown], True, True] + (
         [False] if show_status else []
     )
     rows = []
@@ -318,6 +376,7 @@ def display_rows(board: Board, show_status: bool) -> tuple[list[str], list[list[
             else _metric_text(run.metrics, m)
             for m in shown
         ]
+        cells.append(rows_text(run))
         cells.append(format_duration(run.duration_s))
         if show_status:
             cells.append(run.status)
@@ -350,6 +409,9 @@ def csv_frame(boards: Sequence[Board]) -> pd.DataFrame:
                 **{g: getattr(run, g) for g in GROUP_COLUMNS},
                 "status": run.status,
                 "duration_s": round(run.duration_s, 3) if not math.isnan(run.duration_s) else None,
+                "n_test": _count(getattr(run, "n_test", math.nan)),
+                "n_test_reference": _count(getattr(run, "n_test_reference", math.nan)),
+                "partial": bool(getattr(run, "partial", False)),
             }
             for m in metrics:
                 if m == CI_COLUMN:
@@ -363,6 +425,10 @@ def csv_frame(boards: Sequence[Board]) -> pd.DataFrame:
                 record.update(_mark_record(board.marks, run.run_id))
             records.append(record)
     return pd.DataFrame.from_records(records)
+
+
+def _count(value: float) -> int | None:
+    return None if value is None or math.isnan(value) else int(value)
 
 
 def _mark_record(marks: TopMarks, run_id: str) -> dict[str, Any]:
@@ -400,13 +466,16 @@ def render(
             if headings:
                 parts.append(f"### {markdown.cell(board.experiment)} ({shown}, by {board.metric})\n")
             parts.append(markdown.table(header, rows, numeric))
-            if board.marks is not None:  # a blank line first: a text line right after a table joins it
-                parts += ["", board.marks.footer()]
+            notes = [n for n in (board.marks.footer() if board.marks else None, partial_footer(board)) if n]
+            if notes:  # a blank line first: a text line right after a table joins it
+                parts += ["", *notes]
         else:
             if headings:
                 parts.append(f"experiment: {board.experiment} ({shown}, by {board.metric})")
             parts.append(render_table(header, rows, numeric))
             if board.marks is not None:
                 parts.append(board.marks.footer())
+            if partial_footer(board):
+                parts.append(partial_footer(board))
         parts.append("")
     return "\n".join(parts).rstrip("\n")

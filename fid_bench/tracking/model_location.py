@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import shutil
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -19,6 +19,7 @@ from urllib.parse import unquote, urlparse
 from fid_bench.errors import FidBenchError
 from fid_bench.tracking.kinds import MODEL_NAME
 from fid_bench.tracking.runs import make_client
+from fid_bench.tracking.store import DECLARED_ROOT_TAG, DEFAULT_EXPERIMENT_ID
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
@@ -49,15 +50,38 @@ class StoreRoots:
     server: str | None = None  # scheme://host:port of an MLflow server (its mlflow-artifacts proxy)
 
 
+def _declared(experiment: Any) -> bool:
+    """Whether an experiment's ``artifact_location`` counts as declared by the store.
+
+    MLflow's Default experiment gets ``<working folder of whoever first opened the store>/mlruns/0``
+    without anyone choosing it, a folder nothing of the harness writes to, often in a shared working
+    directory; it counts only when the harness declared it (``DECLARED_ROOT_TAG``) when it logged there.
+    """
+    if str(getattr(experiment, "experiment_id", "")) != DEFAULT_EXPERIMENT_ID:
+        return True
+    location = getattr(experiment, "artifact_location", None)
+    if local_path(location or "") is None:
+        return True  # a server's own artifact store (mlflow-artifacts:/0, a bucket it was given)
+    tags = getattr(experiment, "tags", None) or {}
+    return tags.get(DECLARED_ROOT_TAG) == location
+
+
 def declared_artifact_locations(client: MlflowClient) -> list[str]:
-    """The ``artifact_location`` of every experiment of the store, deleted ones included (all pages)."""
+    """The ``artifact_location`` of every experiment of the store, deleted ones included (all pages),
+    except the Default experiment's implicit local folder (``_declared``)."""
     from mlflow.entities import ViewType
 
     locations: list[str] = []
     token = None
     while True:
         page = client.search_experiments(view_type=ViewType.ALL, page_token=token)
-        locations += [e.artifact_location for e in page if e.artifact_location]
+        for e in page:
+            if not e.artifact_location:
+                continue
+            if _declared(e):
+                locations.append(e.artifact_location)
+            else:
+                log.debug("not trusting the Default experiment's implicit folder %s", e.artifact_location)
         token = page.token
         if not token:
             return locations
@@ -159,22 +183,28 @@ def location_problem(location: str, roots: StoreRoots) -> str | None:
     return f"{real} is outside the tracking store's artifact roots ({_describe_roots(roots)})"
 
 
-def _refuse(problem: str, allow_external: bool) -> None:
+#: what a refusal suggests: ``predict`` has ``--allow-external``; ``ensemble`` has no way around it
+ALLOW_EXTERNAL_HINT = "pass --allow-external if you trust it"
+
+
+def _refuse(problem: str, allow_external: bool, hint: str = ALLOW_EXTERNAL_HINT) -> None:
     if allow_external:
         log.warning("loading a model from outside the tracking store: %s", problem)
         return
     raise FidBenchError(
-        f"refusing to load the model: {problem}; a pickled model can run arbitrary code, "
-        "pass --allow-external if you trust it"
+        f"refusing to load the model: {problem}; a pickled model can run arbitrary code, {hint}"
     )
 
 
-def check_model_location(locations: Sequence[str], roots: StoreRoots, *, allow_external: bool) -> None:
-    """Refuse to unpickle a model whose files come from outside the tracking store."""
+def check_model_location(
+    locations: Sequence[str], roots: StoreRoots, *, allow_external: bool, hint: str = ALLOW_EXTERNAL_HINT
+) -> None:
+    """Refuse to unpickle a model whose files come from outside the tracking store (``hint``: the way
+    out the one-line refusal names)."""
     for location in locations:
         problem = location_problem(location, roots)
         if problem is not None:
-            _refuse(problem, allow_external)
+            _refuse(problem, allow_external, hint)
 
 
 def run_logged_model(client: MlflowClient, run: Run, name: str = MODEL_NAME) -> Any | None:
@@ -258,7 +288,9 @@ def _locations(client: MlflowClient, uri: str, sub: str, depth: int) -> list[str
 # --------------------------------------------------------------------------- copying the checked files
 
 
-def _copy_checked(src: Path, dst: Path, base: Path, allow_external: bool, seen: set[Path]) -> None:
+def _copy_checked(
+    src: Path, dst: Path, base: Path, allow_external: bool, seen: set[Path], hint: str = ALLOW_EXTERNAL_HINT
+) -> None:
     """Copy folder ``src`` into ``dst``. Every file and folder below it, links followed, must stay inside
     ``base``, the model location's real folder (MLflow's own rule when it downloads local artifacts):
     a link that leads out of it is refused like a location outside the store."""
@@ -270,15 +302,20 @@ def _copy_checked(src: Path, dst: Path, base: Path, allow_external: bool, seen: 
     for entry in sorted(real_src.iterdir()):
         real = entry.resolve()
         if not (real == base or real.is_relative_to(base)):
-            _refuse(f"{entry} links to {real}, outside the model's folder {base}", allow_external)
+            _refuse(f"{entry} links to {real}, outside the model's folder {base}", allow_external, hint)
         if real.is_dir():
-            _copy_checked(real, dst / entry.name, base, allow_external, seen)
+            _copy_checked(real, dst / entry.name, base, allow_external, seen, hint)
         elif real.is_file():
             shutil.copyfile(real, dst / entry.name)
 
 
 def fetch_checked_model(
-    locations: Sequence[str], dst: Path, tracking_uri: str, *, allow_external: bool
+    locations: Sequence[str],
+    dst: Path,
+    tracking_uri: str,
+    *,
+    allow_external: bool,
+    hint: str = ALLOW_EXTERNAL_HINT,
 ) -> bool:
     """Copy the model files of ``locations`` (already checked) into ``dst``, in order, as MLflow merges
     a run's artifacts with its logged model's. Returns whether any location held files."""
@@ -290,7 +327,7 @@ def fetch_checked_model(
         if path is not None:
             real = path.expanduser().resolve()
             if real.is_dir():
-                _copy_checked(real, dst, real, allow_external, set())
+                _copy_checked(real, dst, real, allow_external, set(), hint)
                 found = True
             continue
         try:  # a server's or a bucket's artifacts: MLflow's own downloader, for that location only
@@ -299,3 +336,116 @@ def fetch_checked_model(
             log.debug("no model files at %s: %s", location, err)
         found = found or any(dst.iterdir())
     return found
+
+
+# --------------------------------------------------------------------------- the MLmodel file of the copy
+#
+# The MLmodel file tells MLflow's loader where everything is, and MLflow joins each path onto the
+# model's folder (``os.path.join``): an absolute or ``../`` path escapes the copy, and ``code`` and
+# ``loader_module`` run Python from wherever they point. So the loader is never handed the copy:
+# every path the MLmodel names (in every flavor) must lie inside the copy, the flavor must be the one
+# fid_bench writes, and the predictor is unpickled from the checked artifact path by fid_bench itself.
+
+MLMODEL = "MLmodel"
+#: the python_function loader of MLflow's "models from code", the one flavor fid_bench logs
+FID_BENCH_LOADER = "mlflow.pyfunc.loaders.code_model"
+#: the artifact holding the pickled ``Predictor`` (``fid_bench.tracking.pyfunc``)
+PREDICTOR_ARTIFACT = "predictor"
+#: flavor keys whose values are paths relative to the model's folder (MLflow's pyfunc loader reads
+#: ``data``, ``code``, ``python_model``, ``model_code_path`` (its base name), ``artifacts.*.path`` and
+#: ``env``; other flavors name their files with the remaining keys)
+_PATH_KEYS = (
+    "data",
+    "code",
+    "python_model",
+    "model_code_path",
+    "env",
+    "python_env",
+    "conda_env",
+    "pickled_model",
+    "model_data",
+    "model_path",
+    "model_file",
+    "saved_model_dir",
+    "model_config",
+)
+
+
+def _path_values(value: Any, key: str) -> list[tuple[str, str]]:
+    """``(where, path)`` for a path-valued entry: a string, a list of strings, or a mapping of them."""
+    if value is None:
+        return []
+    if isinstance(value, str):
+        return [(key, value)]
+    if isinstance(value, list):
+        return [pair for i, v in enumerate(value) for pair in _path_values(v, f"{key}[{i}]")]
+    if isinstance(value, dict):
+        return [pair for k, v in value.items() for pair in _path_values(v, f"{key}.{k}")]
+    return []
+
+
+def mlmodel_paths(mlmodel: Mapping[str, Any]) -> list[tuple[str, str]]:
+    """Every path an MLmodel file names, as ``(flavor.key, path)``: the path keys of every flavor,
+    each artifact's ``path``, and the saved input example."""
+    found: list[tuple[str, str]] = []
+    for flavor, conf in (mlmodel.get("flavors") or {}).items():
+        if not isinstance(conf, dict):
+            continue
+        for key in _PATH_KEYS:
+            if key == "model_config" and not isinstance(conf.get(key), str):
+                continue  # a mapping of settings, not a file
+            found += _path_values(conf.get(key), f"{flavor}.{key}")
+        for name, info in (conf.get("artifacts") or {}).items():
+            if isinstance(info, dict):
+                found += _path_values(info.get("path"), f"{flavor}.artifacts.{name}.path")
+    example = mlmodel.get("saved_input_example_info")
+    if isinstance(example, dict):
+        found += _path_values(example.get("artifact_path"), "saved_input_example_info.artifact_path")
+    return found
+
+
+def _inside_folder(folder: Path, path: str) -> bool:
+    if not path or "\x00" in path:
+        return False
+    candidate = Path(path).expanduser()
+    if candidate.is_absolute():
+        return False
+    real = (folder / candidate).resolve()
+    return real == folder or real.is_relative_to(folder)
+
+
+def checked_predictor_file(folder: Path, model_uri: str) -> Path:
+    """The pickled predictor of the model copied into ``folder``, after checking its MLmodel file.
+
+    Refused in one line (whatever ``--allow-external`` says: the copy is all that is loaded, and a
+    path outside it is not part of the checked files): a path of the MLmodel outside ``folder``
+    (absolute, ``..``, or a link out); a python_function flavor that is not the one fid_bench writes
+    (``loader_module``) is "not a fid_bench model".
+    """
+    import yaml
+
+    folder = folder.resolve()
+    try:
+        mlmodel = yaml.safe_load((folder / MLMODEL).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as err:
+        raise FidBenchError(f"cannot load the model {model_uri}: unreadable MLmodel file ({err})") from None
+    if not isinstance(mlmodel, dict):
+        raise FidBenchError(f"cannot load the model {model_uri}: its MLmodel file is not a mapping")
+    for where, path in mlmodel_paths(mlmodel):
+        # MLflow uses only the base name of model_code_path (it was the logging machine's path)
+        checked = Path(path).name if where.endswith(".model_code_path") else path
+        if not _inside_folder(folder, checked):
+            raise FidBenchError(
+                f"refusing to load the model {model_uri}: its MLmodel file names {path!r} ({where}), "
+                "outside the model's own files (a path there could load any pickle or code)"
+            )
+    conf = (mlmodel.get("flavors") or {}).get("python_function")
+    loader = conf.get("loader_module") if isinstance(conf, dict) else None
+    artifacts = (conf or {}).get("artifacts") if isinstance(conf, dict) else None
+    info = artifacts.get(PREDICTOR_ARTIFACT) if isinstance(artifacts, dict) else None
+    if loader != FID_BENCH_LOADER or not isinstance(info, dict) or not isinstance(info.get("path"), str):
+        raise FidBenchError(
+            f"{model_uri} is not a fid_bench model (no predictor with predict_paths inside: python_function "
+            f"loader {loader!r}, expected {FID_BENCH_LOADER!r} with a {PREDICTOR_ARTIFACT!r} artifact)"
+        )
+    return (folder / info["path"]).resolve()

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import mlflow
+import mlflow.artifacts
 import mlflow.pyfunc
 import numpy as np
 import pandas as pd
@@ -30,11 +31,10 @@ from fid_bench import __version__
 from fid_bench.detector import Predictor
 from fid_bench.errors import FidBenchError, first_line
 from fid_bench.tracking.kinds import MODEL_NAME
+from fid_bench.tracking.model_location import PREDICTOR_ARTIFACT, checked_predictor_file
 from fid_bench.tracking.store import resolve_tracking_uri
 
 log = logging.getLogger(__name__)
-
-PREDICTOR_ARTIFACT = "predictor"
 
 # distributions a predictor may need at load time, keyed by the module that shows they are in use
 _OPTIONAL_REQUIREMENTS = {
@@ -149,21 +149,39 @@ def model_uri_of(ref: str) -> str:
 
 
 def load_predictor(ref: str, tracking_uri: str | None = None) -> Predictor:
-    """The ``Predictor`` logged by run ``ref`` (a run id) or at model URI ``ref``."""
+    """The ``Predictor`` logged by run ``ref`` (a run id), at model URI ``ref``, or in model folder ``ref``.
+
+    No location check here (``fid_bench.predict.load_checked_predictor`` does that): the model's files
+    are downloaded as MLflow finds them, then loaded by ``load_predictor_folder``.
+    """
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     if tracking_uri:
         mlflow.set_tracking_uri(resolve_tracking_uri(tracking_uri))
+    if Path(ref).is_dir():
+        return load_predictor_folder(Path(ref), ref)
     uri = model_uri_of(ref)
+    with tempfile.TemporaryDirectory(prefix="fid_bench-model-") as tmp:
+        try:
+            local = mlflow.artifacts.download_artifacts(uri, dst_path=tmp)
+        except Exception as err:  # noqa: BLE001 - a missing run/model is a one-line user error
+            raise FidBenchError(f"cannot load the model {uri}: {first_line(err)}") from None
+        return load_predictor_folder(Path(local), uri)
+
+
+def load_predictor_folder(folder: Path, model_uri: str) -> Predictor:
+    """The ``Predictor`` of the MLflow model in ``folder``, unpickled by fid_bench itself.
+
+    MLflow's loader is never handed the folder: its MLmodel file could name files and code outside
+    it. ``checked_predictor_file`` checks every path the MLmodel names and returns the predictor's
+    pickle inside ``folder``; ``model_uri`` names the model in messages.
+    """
+    path = checked_predictor_file(folder, model_uri)
     try:
-        model = mlflow.pyfunc.load_model(uri)
-    except Exception as err:  # noqa: BLE001 - a missing run/model is a one-line user error
-        raise FidBenchError(f"cannot load the model {uri}: {first_line(err)}") from None
-    try:
-        wrapper = model.unwrap_python_model()
-    except Exception:  # noqa: BLE001 - another flavour (e.g. a plain scikit-learn model) has no wrapper
-        wrapper = None
-    predictor = wrapper.predictor if isinstance(wrapper, PredictorModel) else None
+        with open(path, "rb") as fh:
+            predictor = pickle.load(fh)
+    except Exception as err:  # noqa: BLE001 - a broken or foreign pickle is a one-line user error
+        raise FidBenchError(f"cannot load the model {model_uri}: {first_line(err)}") from None
     # duck-typed like the rest of prediction: an unpickled dict or estimator would fail later, deep inside
-    if predictor is None or not callable(getattr(predictor, "predict_paths", None)):
-        raise FidBenchError(f"{uri} is not a fid_bench model (no predictor with predict_paths inside)")
+    if not callable(getattr(predictor, "predict_paths", None)):
+        raise FidBenchError(f"{model_uri} is not a fid_bench model (no predictor with predict_paths inside)")
     return predictor

@@ -208,10 +208,14 @@ def get_run(client: MlflowClient, run_id: str) -> Run:
         raise FidBenchError(f"unknown run {run_id!r} in the tracking store {client.tracking_uri}") from None
 
 
-def resolve_run(client: MlflowClient, spec: str, *, experiment: str | None, metric: str) -> Run:
+def resolve_run(
+    client: MlflowClient, spec: str, *, experiment: str | None, metric: str, scoped: bool = True
+) -> Run:
     """A run id, or ``best``: the best finished run of the experiment by ``metric`` that holds a model.
 
-    The leaderboard's first row unless that is an imported run (no model) or logged no model.
+    The leaderboard's first row unless that is an imported run (no model) or logged no model. A run
+    id given with ``experiment`` must belong to it (``scoped``; else one line), so the experiment is
+    never silently ignored; ``scoped=False`` when the experiment means something else to the caller.
     """
     if spec == "best":
         exp_name, ranked = rank_runs(client, experiment, metric)
@@ -252,6 +256,13 @@ def resolve_run(client: MlflowClient, spec: str, *, experiment: str | None, metr
         )
         return best
     run = get_run(client, spec)
+    if scoped and experiment is not None:
+        actual = client.get_experiment(run.info.experiment_id).name
+        if actual != experiment:
+            raise FidBenchError(
+                f"run {spec} belongs to experiment {actual!r}, not to --experiment {experiment!r}; "
+                "drop --experiment or give a run of that experiment"
+            )
     kind = run.data.tags.get(KIND_TAG, "")
     if kind in NO_MODEL_KINDS:
         raise FidBenchError(no_model_reason(spec, kind))
@@ -276,7 +287,8 @@ def run_scores(client: MlflowClient, run: Run) -> pd.DataFrame:
                 "runs scored on test rows can be used"
             ) from None
         # no NA parsing: an id such as "NA" stays an id, an empty group stays ""
-        scores = pd.read_csv(local, dtype={"id": str, "group": str}, keep_default_na=False)
+        # content hashes are text too: a hex digest of digits only would read as a number
+        scores = pd.read_csv(local, dtype={"id": str, "group": str, "sha1": str}, keep_default_na=False)
     missing = [c for c in ("id", "label", "score", "split") if c not in scores.columns]
     if missing:
         raise FidBenchError(f"run {run_id}: {PREDICTIONS} lacks column(s) {missing}")

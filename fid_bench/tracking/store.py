@@ -22,6 +22,11 @@ DEFAULT_TRACKING_URI = "sqlite:///mlruns/mlflow.db"
 DEFAULT_ARTIFACT_ROOT = "mlruns/artifacts"
 
 _SQLITE_PREFIX = "sqlite:///"
+#: MLflow's implicit "Default" experiment, made with every store
+DEFAULT_EXPERIMENT_ID = "0"
+#: the experiment tag by which the harness declares the folder of an experiment it did not create
+#: (the Default experiment, when a job is told to log into it): its value is that artifact location
+DECLARED_ROOT_TAG = "fid_bench.declared_artifact_root"
 
 
 def original_cwd(hydra_cfg: Any = None) -> Path:
@@ -178,6 +183,12 @@ def ensure_experiment(client: MlflowClient, name: str, artifact_root: Path | Non
             f"MLflow experiment {name!r} is deleted; restore it (mlflow experiments restore "
             f"--experiment-id {experiment.experiment_id}) or choose another tracking.experiment"
         )
+    if experiment.experiment_id == DEFAULT_EXPERIMENT_ID and experiment.tags.get(DECLARED_ROOT_TAG) != (
+        experiment.artifact_location
+    ):
+        # jobs told to log into MLflow's Default experiment: its implicit folder becomes a declared
+        # root (``fid_bench.tracking.model_location``), so predict takes the models logged there
+        client.set_experiment_tag(experiment.experiment_id, DECLARED_ROOT_TAG, experiment.artifact_location)
     return experiment.experiment_id
 
 
