@@ -121,8 +121,8 @@ def test_multi_rejects_bad_source_lists_in_one_line(compose_cfg, tmp_path: Path)
 def test_loso_held_out_score_drops_for_the_source_separable_only_by_a_shortcut(
     compose_cfg, tmp_path: Path
 ) -> None:
-    """Sources a and b: fakes carry a real trace. Source c: no trace, but its fakes are PNG and its reals
-    JPEG, so only the format separates them. In distribution c looks easy; held out it must not."""
+    """Sources a and b: fakes carry a real trace. Source c: no trace, but its fakes are JPEG and its reals
+    PNG, so only the format separates them. In distribution c looks easy; held out it must not."""
     import mlflow
 
     from fid_bench.experiment import run_job
@@ -130,7 +130,8 @@ def test_loso_held_out_score_drops_for_the_source_separable_only_by_a_shortcut(
     specs = [
         ("a", make_source(tmp_path / "a", 40, 0)),
         ("b", make_source(tmp_path / "b", 40, 1)),
-        ("c", make_source(tmp_path / "c", 40, 2, trace=False, fake_format="PNG")),
+        # c's fakes are the smoother JPEGs: the trace learned elsewhere points the wrong way on c
+        ("c", make_source(tmp_path / "c", 40, 2, trace=False, fake_format="JPEG", real_format="PNG")),
     ]
     cfg = compose_cfg(
         "data=multi", sources_override(specs), "cv.leave_one_source_out=true", "model=spectrum",
