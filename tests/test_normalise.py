@@ -36,10 +36,27 @@ def test_l2_rows_have_unit_length_before_the_estimator() -> None:
 
 
 @pytest.mark.parametrize(
-    "clf,expected", [("logreg", "l2"), ("knn", "l2"), ("rf", "l2"), ("gboost", "none"), ("lightgbm", "none")]
+    "clf,expected",
+    [("logreg", "auto"), ("knn", "auto"), ("rf", "auto"), ("gboost", "none"), ("lightgbm", "none")],
 )
 def test_the_configs_carry_the_measured_defaults(compose_cfg, clf: str, expected: str) -> None:
     from hydra.utils import instantiate
 
     det = instantiate(compose_cfg(f"classifier={clf}").classifier)
     assert det.normalise == expected
+
+
+def test_auto_is_l2_for_one_learned_embedding_and_standard_otherwise(tmp_path) -> None:
+    from fid_bench.backbones.timm import TimmBackbone
+    from fid_bench.classical.detector import auto_normalisation
+    from fid_bench.features.aligned import AlignedEncoder
+    from fid_bench.features.encoders import FrozenEncoder
+    from fid_bench.features.onnx import OnnxEncoder
+    from fid_bench.features.spectrum import SpectrumEncoder
+
+    onnx = OnnxEncoder(path=str(tmp_path / "x.onnx"))
+    assert auto_normalisation(onnx) == "l2"
+    assert auto_normalisation(OnnxEncoder(path=str(tmp_path / "x.onnx"), layers="all")) == "standard"
+    assert auto_normalisation(FrozenEncoder(TimmBackbone("test_vit", pretrained=False))) == "l2"
+    assert auto_normalisation(SpectrumEncoder()) == "standard"
+    assert auto_normalisation(AlignedEncoder(onnx, {"format": "jpeg", "quality": 90})) == "l2"

@@ -178,7 +178,22 @@ def selected_columns(encoder: Any, cache_dir: Path, dim: int, select: Any) -> li
 
 
 #: the feature normalisations a feature classifier offers (``classifier.normalise``)
-NORMALISATIONS = ("standard", "l2", "none")
+NORMALISATIONS = ("auto", "standard", "l2", "none")
+
+
+def auto_normalisation(encoder: Any) -> str:
+    """``normalise=auto`` for ``encoder``: ``l2`` for one learned embedding, else ``standard``."""
+    from fid_bench.features.encoders import FrozenEncoder
+    from fid_bench.features.onnx import OnnxEncoder
+
+    inner = encoder
+    while hasattr(inner, "inner"):  # format alignment wraps the encoder
+        inner = inner.inner
+    if isinstance(inner, OnnxEncoder):
+        return "l2" if inner.layers is None else "standard"
+    if isinstance(inner, FrozenEncoder):
+        return "l2" if getattr(inner.backbone, "layers", None) is None else "standard"
+    return "standard"
 
 
 class FeatureDetector(Detector):
@@ -190,7 +205,10 @@ class FeatureDetector(Detector):
         name: short name for tags, the leaderboard and error messages (``classifier=<name>``).
         normalise: what the features go through before the estimator: ``standard`` (a
             ``StandardScaler`` fitted on the training rows), ``l2`` (each row scaled to unit length,
-            as CLIP embeddings are compared) or ``none`` (``None``: ``none``).
+            as CLIP embeddings are compared), ``none`` (``None``: ``none``), or ``auto``: ``l2`` for
+            one learned embedding (an ONNX or torch encoder's output), ``standard`` for anything
+            else (hand-made features such as spectrum, whose units differ per feature; several
+            encoders or transformer blocks side by side, whose magnitudes differ per part).
         scale: the older switch, kept so older command lines mean what they meant: when set,
             ``True`` means ``normalise=standard`` and ``False`` ``none``, whatever ``normalise`` says.
         threads: cap on the threads fit and predict may use (see ``thread_limit``); ``None`` leaves
@@ -251,7 +269,9 @@ class FeatureDetector(Detector):
                 f"classifier={name}: normalise must be one of {', '.join(NORMALISATIONS)}, got {normalise!r}"
             )
         self.normalise = str(normalise).lower()
-        self.scale = self.normalise == "standard"
+        # what auto resolves to once the encoder is known (setup); standard until then
+        self._normalise = "standard" if self.normalise == "auto" else self.normalise
+        self.scale = self._normalise == "standard"
         self.threads = threads
         # one row per distinct image, and per table row the index of its features (-1: none);
         # a 100k-row table with duplicates then holds each vector once
@@ -286,6 +306,9 @@ class FeatureDetector(Detector):
                 "features.augment does not support model=concat; augment one encoder at a time"
             )
         encoder = build_encoder(self._encoder_cfg)
+        if self.normalise == "auto":
+            self._normalise = auto_normalisation(encoder)
+            log.info("classifier=%s: normalise=auto -> %s", self.name, self._normalise)
         self._cache_dir = Path(job.cache_dir)
         # the model's files as trained on (an ONNX graph): logged, and checked again by predict
         self._model_files = encoder.model_files() if hasattr(encoder, "model_files") else {}
@@ -376,9 +399,9 @@ class FeatureDetector(Detector):
         if class_weight is not None and not routed:
             est = ClassWeightedProba(est, class_weight)
         steps: list[tuple[str, Any]] = []
-        if self.normalise == "standard":
+        if self._normalise == "standard":
             steps.append(("scale", StandardScaler()))
-        elif self.normalise == "l2":
+        elif self._normalise == "l2":
             steps.append(("l2", Normalizer(norm="l2")))
         steps.append(("estimator", est))
         return Pipeline(steps), routed
