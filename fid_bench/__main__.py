@@ -2,6 +2,11 @@
 
 With ``hparams_search=NAME`` the app runs an Optuna study instead (``fid_bench.search.study``) and
 returns the best validation value.
+
+Exit codes: 0 done; 1 a job's user error (one line) or a single job that failed; 2 a sweep whose
+overrides or data roots are wrong (checked before anything runs); 3 (``errors.PARTLY_FAILED_EXIT``)
+a sweep or study that ran to its end with failed jobs or trials, listed one per line at the end;
+128 + N interrupted by signal N (130 Ctrl-C, 143 SIGTERM).
 """
 
 from __future__ import annotations
@@ -11,14 +16,19 @@ import math
 import signal
 import sys
 
-import hydra
-from omegaconf import DictConfig
+from fid_bench import installed
 
-from fid_bench import signals
-from fid_bench.config import require_set
-from fid_bench.errors import user_error
-from fid_bench.experiment import run_job
-from fid_bench.search.study import run_study
+installed.require("python -m fid_bench")  # one line naming `make install`, not a ModuleNotFoundError
+
+import hydra  # noqa: E402 - after the check above
+from omegaconf import DictConfig  # noqa: E402
+
+from fid_bench import signals  # noqa: E402
+from fid_bench.config import require_data_root, require_set  # noqa: E402
+from fid_bench.errors import PartlyFailed, first_line, user_error  # noqa: E402
+from fid_bench.experiment import run_job  # noqa: E402
+from fid_bench.search.study import run_study  # noqa: E402
+from fid_bench.tracking.run import record_job_failure  # noqa: E402
 
 log = logging.getLogger("fid_bench")
 
@@ -33,6 +43,7 @@ def main(cfg: DictConfig) -> float:
     signals.install()
     try:
         require_set(cfg)  # e.g. data.root: one line before any run is created
+        require_data_root(cfg)  # a mistyped root creates no experiment
         if cfg.get("hparams_search"):
             return run_study(cfg)
         return run_job(cfg)
@@ -49,13 +60,22 @@ def main(cfg: DictConfig) -> float:
             # the whole sweep stops too: the user (or the scheduler) asked for it
             raise SystemExit(128 + (signum or signal.SIGINT)) from None
         problem = user_error(err)  # bad input or config, possibly wrapped by hydra.utils.instantiate
+        if isinstance(problem, PartlyFailed):
+            # a study that finished with failed trials: its result stands, the failures are told
+            if not multirun:
+                print(str(problem), file=sys.stderr, flush=True)
+                raise SystemExit(problem.exit_code) from None
+            log.warning("%s", problem)
+            return problem.value
         if problem is not None:
             message = " ".join(str(problem).split())
             if not multirun:
                 raise SystemExit(f"error: {message}") from None
             log.error("job failed: %s", message)
+            record_job_failure(message)
         elif multirun and isinstance(err, Exception):  # a failing job must not stop the sweep
             log.exception("job failed: %s: %s", type(err).__name__, err)
+            record_job_failure(first_line(err))
         else:
             raise
     # the run was already marked FAILED; NaN tells a sweeper this point has no value

@@ -13,7 +13,11 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from fid_bench.commands import (
+from fid_bench import installed
+
+installed.require("fid-bench")  # one line naming `make install`, not a ModuleNotFoundError
+
+from fid_bench.commands import (  # noqa: E402
     audit,
     compare,
     ensemble,
@@ -24,7 +28,7 @@ from fid_bench.commands import (
     promote,
     weights,
 )
-from fid_bench.commands.common import OneLineParser, Subcommands, run_handler
+from fid_bench.commands.common import OneLineParser, Subcommands, run_handler  # noqa: E402
 
 PROG = "fid-bench"
 #: the commands with a parser of their own, in ``--help`` order (the audit is dispatched in ``main``)

@@ -94,3 +94,33 @@ def require_set(cfg: DictConfig) -> None:
             f"{', '.join(unset)} must be set on the command line, e.g. {unset[0]}=... "
             f"({'it has' if len(unset) == 1 else 'they have'} no default)"
         )
+
+
+#: readers that build their data themselves (their root need not exist before the run)
+GENERATED_READERS = ("fid_bench.data.readers.DemoReader",)
+
+
+def require_data_root(cfg: DictConfig) -> None:
+    """One line when ``data.root`` names no folder, before any MLflow experiment or run is created
+    (a mistyped root would otherwise leave an experiment named after the data set, with one FAILED run).
+    """
+    data = cfg.get("data")
+    if not isinstance(data, DictConfig) or "root" not in data or OmegaConf.is_missing(data, "root"):
+        return
+    target = OmegaConf.select(data, "reader._target_", default="", throw_on_resolution_failure=False)
+    if target in GENERATED_READERS:
+        return
+    try:
+        root = data.root
+    except Exception as err:  # noqa: BLE001 - an interpolation that cannot be resolved
+        raise FidBenchError(f"data.root: {one_line(err)}") from None
+    if root is None or not str(root).strip():
+        raise UsageError("data.root is empty; set it to the data set's folder, e.g. data.root=/data/cifake")
+    path = Path(str(root)).expanduser()
+    if not path.is_absolute():
+        from hydra.core.hydra_config import HydraConfig
+
+        if HydraConfig.initialized():
+            path = Path(HydraConfig.get().runtime.cwd) / path
+    if not path.is_dir():
+        raise FidBenchError(f"data.root={root}: no such folder (data={data.get('name', '?')})")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import math
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -13,6 +14,7 @@ import numpy as np
 import pandas as pd
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
+from tqdm.auto import tqdm
 
 from fid_bench.audit import SKIP_WARNING, audit_from_config, audit_settings, audit_sources
 from fid_bench.data.readers import read_samples
@@ -25,7 +27,9 @@ from fid_bench.evaluation.held_out import HeldOutSettings, held_out_metrics
 from fid_bench.evaluation.metrics import aggregate_folds, evaluate_scores
 from fid_bench.features.shard import extract_shard, shard_settings
 from fid_bench.tracking.lineage import DatasetPart, data_source, fold_parts
-from fid_bench.tracking.run import tracked_run
+from fid_bench.tracking.run import TrackedRun, headline_note, tracked_run
+from fid_bench.tracking.sweep_report import log_sweep_report
+from fid_bench.tracking.ui import NOTE_TAG
 
 if TYPE_CHECKING:
     from fid_bench.data.samples import Samples
@@ -216,11 +220,11 @@ def run_job(
     if holdout not in ("test", "val"):
         raise FidBenchError(f"holdout must be 'test' or 'val', got {holdout!r}")
     final = holdout == "test"  # a search trial (holdout="val") skips everything that reads test rows
+    sharded = shard_settings(cfg)  # bad shard values: one line before any run exists
     with tracked_run(cfg, parent_run_id=parent_run_id) as run:
         if samples is None:
             samples = load_samples(cfg)
         run.log_samples(samples)
-        sharded = shard_settings(cfg)
         if sharded is not None:
             # one shard of a split extraction: fill the cache and stop (see features.shard)
             run.set_tags({"features_shard": f"{sharded[0]}/{sharded[1]}"})
@@ -252,7 +256,11 @@ def run_job(
             run_source_folds(detector, job, source_folds, settings, final, run) if source_folds else {}
         )
         scores, per_fold = [], []
-        for fold in folds:
+        # K-fold and leave-one-group-out jobs fit one model per fold: a bar on a terminal
+        shown = (
+            folds if len(folds) == 1 or not sys.stderr.isatty() else tqdm(folds, desc="folds", unit="fold")
+        )
+        for fold in shown:
             fold_scores = detector.fit_predict(job, fold)
             scores.append(fold_scores)
             if final:  # with per-group metrics and bootstrap intervals, as ensembles and imports log them
@@ -279,6 +287,13 @@ def run_job(
             run.log_metrics(beyond)
         if cfg.tracking.log_model:
             run.log_predictor(predictor)
+        if final:
+            # the run's Description in the UI: its headline figures, rounded
+            run.set_tags({NOTE_TAG: headline_note(metrics)})
+        if final and cfg.cv.leave_one_group_out and isinstance(run, TrackedRun):
+            log_sweep_report(
+                run.client.tracking_uri, run.run_id, metric=str(cfg.optimized_metric), children=False
+            )
         log.info(
             "%s%s",
             "validation " if not final else "",

@@ -23,7 +23,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from fid_bench.errors import FidBenchError, one_line
+from fid_bench.data.csv_table import read_csv_table
+from fid_bench.errors import FidBenchError
 
 log = logging.getLogger(__name__)
 
@@ -69,14 +70,7 @@ class ImportReport:
 
 def read_predictions_csv(path: str | Path) -> pd.DataFrame:
     """The file as ``id`` (str), ``score`` (float in [0, 1]) and, when present, ``label`` (0/1)."""
-    path = Path(path)
-    try:
-        frame = pd.read_csv(path, dtype={"id": str}, keep_default_na=False, na_values=[""])
-    except FileNotFoundError:
-        raise FidBenchError(f"{path}: file not found") from None
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as err:
-        raise FidBenchError(f"{path}: not a readable CSV ({one_line(err)})") from None
-    frame.columns = [str(c).strip().lower() for c in frame.columns]
+    frame = read_csv_table(path, (), dtype={"id": str}, keep_default_na=False, na_values=[""])
     missing = [c for c in ("id", "score") if c not in frame.columns]
     if missing:
         raise FidBenchError(

@@ -16,6 +16,7 @@ from types import FrameType
 _HANDLED = (signal.SIGTERM, signal.SIGINT)
 _installed_pid: int | None = None
 _received: int | None = None
+_worker_terminated = False  # a forked worker's first SIGTERM was left to the main process
 
 
 class Interrupted(KeyboardInterrupt):
@@ -50,11 +51,7 @@ def signal_name(signum: int | None) -> str:
 def _handle(signum: int, frame: FrameType | None) -> None:
     global _received
     if os.getpid() != _installed_pid:
-        # a forked worker (e.g. a DataLoader's) inherited this handler: behave as without it
-        if signum == signal.SIGINT:
-            raise KeyboardInterrupt
-        signal.signal(signum, signal.SIG_DFL)
-        os.kill(os.getpid(), signum)
+        _in_worker(signum)
         return
     if _received is not None:
         if signum == signal.SIGINT:
@@ -62,3 +59,33 @@ def _handle(signum: int, frame: FrameType | None) -> None:
         return  # a repeated SIGTERM must not break the clean-up the first one started
     _received = signum
     raise Interrupted(signum)
+
+
+def _in_worker(signum: int) -> None:
+    """A forked worker (a DataLoader's) that inherited the handler got ``signum``.
+
+    Ctrl-C and ``timeout``, SLURM or Kubernetes signal the whole process group, workers included. A
+    worker that died of it would make the main process fail with "DataLoader worker (pid N) is
+    killed by signal" tracebacks instead of unwinding, so the first signal is left to the main
+    process, which shuts its workers down itself; a second SIGTERM (that shutdown's ``terminate()``,
+    or an insisting scheduler) ends the worker as without the handler.
+    """
+    global _worker_terminated
+    if signum == signal.SIGTERM and _worker_terminated:
+        signal.signal(signum, signal.SIG_DFL)
+        os.kill(os.getpid(), signum)
+    elif signum == signal.SIGTERM:
+        _worker_terminated = True
+
+
+def quiet_worker(worker_id: int = 0) -> None:
+    """``worker_init_fn`` of DataLoaders: the worker leaves the first SIGTERM and every SIGINT to the
+    main process (see ``_in_worker``), over the handler torch installs, which dies loudly at once."""
+    if threading.current_thread() is not threading.main_thread():
+        return
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, _worker_sigterm)
+
+
+def _worker_sigterm(signum: int, frame: FrameType | None) -> None:
+    _in_worker(signum)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -24,6 +25,26 @@ if TYPE_CHECKING:
 
 #: how many unreadable ids are printed on the terminal (all of them go to a side file)
 SHOW_UNREADABLE = 20
+#: a cell starting with one of these is a formula to a spreadsheet (``=cmd|' /C calc'!A1``)
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r", "\n")
+_NUMBER = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?")
+
+
+def check_spreadsheet_safe(ids: Sequence[str]) -> None:
+    """Refuse ids a spreadsheet would run as a formula (CSV injection): written verbatim, since a
+    submission's ids must equal test.csv's, and quoting or prefixing them would change them. A plain
+    number (``-1``, ``+2.5``) is safe and passes."""
+    bad = [
+        (i, x)
+        for i, x in enumerate(ids)
+        if str(x).startswith(FORMULA_STARTS) and not _NUMBER.fullmatch(str(x))
+    ]
+    if bad:
+        pos, first = bad[0]
+        raise FidBenchError(
+            f"{len(bad)} id(s) start like a spreadsheet formula (e.g. {first!r}, row {pos + 1}); refusing to "
+            "write them into a CSV a spreadsheet could run (rename the files or fix the ids)"
+        )
 
 
 def build_output(inputs: Inputs, scores: np.ndarray, predictor: Predictor, *, labels: bool) -> pd.DataFrame:
@@ -44,7 +65,9 @@ def value_checks(columns: Sequence[str], *, labels: bool) -> dict[str, bool]:
 
 
 def validate_output(path: Path, expected_ids: Sequence[str], checks: dict[str, bool]) -> int:
-    """Re-read a written file: every id once, in order; values in [0, 1] (0 or 1 for label columns)."""
+    """Re-read a written file: every id once, in order, none a formula; values in [0, 1] (0 or 1 for
+    label columns)."""
+    check_spreadsheet_safe(expected_ids)
     try:
         df = pd.read_csv(path, dtype={"id": str}, keep_default_na=False)
     except (OSError, pd.errors.ParserError, pd.errors.EmptyDataError) as err:

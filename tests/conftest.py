@@ -2,13 +2,26 @@
 
 from __future__ import annotations
 
+import errno
+import ipaddress
 import os
 import shutil
+import socket
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-import pytest
-from omegaconf import DictConfig
+# The suite makes no network request and nothing in it phones home. Set here, once, before any
+# library reads them (MLflow sends usage events unless told not to); subprocesses inherit them.
+NO_PHONE_HOME = {
+    "MLFLOW_DISABLE_TELEMETRY": "true",
+    "DO_NOT_TRACK": "1",
+    "HF_HUB_DISABLE_TELEMETRY": "1",
+    "HF_HUB_OFFLINE": "1",
+}
+os.environ.update(NO_PHONE_HOME)
+
+import pytest  # noqa: E402 - after the settings above, on purpose
+from omegaconf import DictConfig  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 CONF_DIR = REPO / "fid_bench" / "conf"  # the packaged config (conf/ at the top is a link to it)
@@ -24,6 +37,78 @@ TINY = [
     "features.num_workers=0",
     "features.batch_size=32",
 ]
+
+
+#: every attempt of the suite to reach a host other than this machine ("host:port" or "dns:name")
+NETWORK_ATTEMPTS: list[str] = []
+
+
+def _loopback_host(host: object) -> bool:
+    text = host.decode() if isinstance(host, bytes) else str(host)
+    if text in ("localhost", "", socket.gethostname()):
+        return True
+    try:
+        return ipaddress.ip_address(text.split("%")[0]).is_loopback
+    except ValueError:
+        return False
+
+
+def _numeric(host: object) -> bool:
+    try:
+        ipaddress.ip_address((host.decode() if isinstance(host, bytes) else str(host)).split("%")[0])
+    except ValueError:
+        return False
+    return True
+
+
+@pytest.fixture(scope="session", autouse=True)
+def no_network() -> Iterator[list[str]]:
+    """Refuse, record and finally fail on any connection to (or name lookup of) another host.
+
+    Covers this process; subprocesses get the ``NO_PHONE_HOME`` settings. A refused connection
+    fails like an unreachable network would, so the code under test takes its offline path.
+    """
+    real_connect, real_connect_ex, real_getaddrinfo = (
+        socket.socket.connect,
+        socket.socket.connect_ex,
+        socket.getaddrinfo,
+    )
+
+    def outside(address: object) -> bool:
+        # AF_UNIX paths are local; AF_INET/AF_INET6 tuples start with the host
+        return isinstance(address, tuple) and not _loopback_host(address[0])
+
+    def refuse(what: str) -> OSError:
+        NETWORK_ATTEMPTS.append(what)
+        return OSError(errno.ENETUNREACH, f"the test suite makes no network request ({what})")
+
+    def connect(self: socket.socket, address: object) -> None:
+        if outside(address):
+            raise refuse(f"{address[0]}:{address[1]}")  # type: ignore[index]
+        return real_connect(self, address)
+
+    def connect_ex(self: socket.socket, address: object) -> int:
+        if outside(address):
+            raise refuse(f"{address[0]}:{address[1]}")  # type: ignore[index]
+        return real_connect_ex(self, address)
+
+    def getaddrinfo(host: object, *args: object, **kwargs: object) -> list:
+        # a name lookup goes out to a resolver; a numeric address does not (connect decides on it)
+        if host is not None and not _loopback_host(host) and not _numeric(host):
+            NETWORK_ATTEMPTS.append(f"dns:{host}")
+            raise socket.gaierror(socket.EAI_NONAME, f"the test suite makes no network request (dns:{host})")
+        return real_getaddrinfo(host, *args, **kwargs)
+
+    socket.socket.connect, socket.socket.connect_ex, socket.getaddrinfo = connect, connect_ex, getaddrinfo
+    try:
+        yield NETWORK_ATTEMPTS
+    finally:
+        socket.socket.connect, socket.socket.connect_ex, socket.getaddrinfo = (
+            real_connect,
+            real_connect_ex,
+            real_getaddrinfo,
+        )
+    assert not NETWORK_ATTEMPTS, f"the suite tried to reach other hosts: {sorted(set(NETWORK_ATTEMPTS))}"
 
 
 @pytest.fixture(scope="session")
@@ -49,7 +134,6 @@ def isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, empty_store: Path)
     # MLflow keeps a process-wide URI once set: point it at this test's store, not the previous one's
     mlflow.set_tracking_uri(f"sqlite:///{store}")
     monkeypatch.setenv("FID_BENCH_CACHE_DIR", str(tmp_path / "cache"))
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("HF_HOME", str(tmp_path / "hf_home"))
     return tmp_path
 

@@ -238,3 +238,29 @@ def test_parent_gets_the_comparison_of_its_best_children(sweep, isolated: Path) 
     # a child without predictions.csv spoils the figure, not the sweep
     _make_run(sweep["exp_id"], isolated, "nopred", None, {"roc_auc": 0.999}, sweep["parent"])
     assert compare_children(sweep["parent"], isolated / "sweep" / "z.png") is None
+
+
+def test_files_go_to_the_out_folder_or_beside_the_store_never_the_working_folder(
+    sweep, isolated: Path, capsys
+) -> None:
+    short = [sweep["runs"]["logreg"][:8], sweep["runs"]["rf"][:6]]  # as the leaderboard prints them
+    before = set(isolated.iterdir())
+    assert main([*short, "--no-log", "--bootstrap", "0"]) == 0
+    assert set(isolated.iterdir()) == before  # nothing new in the working folder
+    line = capsys.readouterr().out.strip().splitlines()[-1]
+    folder = Path(line.rsplit(" into ", 1)[1])
+    assert folder.parent == isolated / "mlruns" / "comparisons"
+    assert {p.name for p in folder.iterdir()} == {
+        "compare.png", "compare.csv", "compare.md", "compare_paired.csv", "compare_paired.md"
+    }  # fmt: skip
+    assert pd.read_csv(folder / "compare.csv")["run_id"].tolist() == [
+        sweep["runs"]["logreg"],
+        sweep["runs"]["rf"],
+    ]
+
+    assert main([*short, "--no-log", "--no-paired", "--out", "mine"]) == 0
+    assert sorted(p.name for p in (isolated / "mine").iterdir()) == [
+        "compare.csv",
+        "compare.md",
+        "compare.png",
+    ]

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
+from fid_bench.errors import PARTLY_FAILED_EXIT
 from tests.conftest import REPO, TINY
 
 
@@ -140,7 +141,8 @@ def test_multirun_grid_logs_children_under_one_parent(isolated):
 @pytest.mark.slow
 def test_failing_job_is_marked_failed_and_sweep_continues(isolated):
     # small_cnn has no frozen encoder: with a feature classifier that job must fail alone
-    _fid_bench("-m", *TINY, "model=spectrum,small_cnn", "classifier=logreg", cwd=isolated)
+    proc = _fid_bench("-m", *TINY, "model=spectrum,small_cnn", "classifier=logreg", cwd=isolated, check=False)
+    assert proc.returncode == PARTLY_FAILED_EXIT, proc.stderr[-3000:]  # the sweep went on, and says so
     runs = _runs("demo")
     children = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
     statuses = sorted(r.info.status for r in children)
@@ -155,7 +157,11 @@ def test_real_multirun_one_job_failing_in_the_default_suite(isolated):
 
     tiny = ["data.reader.n_real=24", "data.reader.n_fake=12", "data.reader.size=32", "eval.bootstrap=0"]
     tiny += ["features.num_workers=0", "features.batch_size=32"]
-    proc = _fid_bench("-m", *tiny, "model=spectrum,small_cnn", "classifier=logreg", cwd=isolated)
+    proc = _fid_bench("-m", *tiny, "model=spectrum,small_cnn", "classifier=logreg", cwd=isolated, check=False)
+    assert proc.returncode == PARTLY_FAILED_EXIT, proc.stderr[-3000:]
+    # the failed job's one-line error closes the output
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last.startswith("  ") and "model=small_cnn" in last and "encoder" in last, last
     runs = _runs("demo")
     parents = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
     assert len(parents) == 1

@@ -203,25 +203,28 @@ def test_make_ui_prints_the_runs_link_of_each_experiment(compose_cfg, isolated: 
 
 
 def test_system_metrics_are_opt_in(compose_cfg, monkeypatch) -> None:
+    """Off by default: a run logs no ``system/`` metric. With ``tracking.system_metrics=true`` MLflow's
+    monitor really samples this process (sampled fast here) and the run carries CPU and memory."""
+    import time
+
     import mlflow
 
     from fid_bench.tracking.run import tracked_run
 
-    seen: list[object] = []
-    start_run = mlflow.start_run
+    monkeypatch.setenv("MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL", "0.2")
+    monkeypatch.setenv("MLFLOW_SYSTEM_METRICS_SAMPLES_BEFORE_LOGGING", "1")
+    client = mlflow.MlflowClient()
 
-    def spy(*args, **kwargs):
-        seen.append(kwargs.get("log_system_metrics"))
-        return start_run(*args, **{**kwargs, "log_system_metrics": False})
+    def system_metrics(cfg) -> set[str]:
+        with tracked_run(cfg) as run:
+            time.sleep(2.0)  # ten sampling intervals
+        return {k for k in client.get_run(run.run_id).data.metrics if k.startswith("system/")}
 
-    monkeypatch.setattr(mlflow, "start_run", spy)
     cfg = compose_cfg()
     assert cfg.tracking.system_metrics is False
-    with tracked_run(cfg):
-        pass
-    with tracked_run(compose_cfg("tracking.system_metrics=true")):
-        pass
-    assert seen == [False, True]
+    assert system_metrics(cfg) == set()
+    logged = system_metrics(compose_cfg("tracking.system_metrics=true"))
+    assert {"system/cpu_utilization_percentage", "system/system_memory_usage_megabytes"} <= logged, logged
 
 
 def test_dataset_inputs_are_a_table_per_context() -> None:

@@ -22,12 +22,15 @@ from tests.conftest import REPO
 SIZE = 8
 W_EMBED = np.arange(12, dtype=np.float32).reshape(3, 4) / 10
 W_LOGITS = np.ones((3, 2), dtype=np.float32)
-# identity preprocessing apart from the scaling: x = (pixel / 255 - 0.5) / 0.5
+# identity preprocessing apart from the normalisation x = (pixel / 255 - mean) / std, per channel;
+# a different mean and std in every channel, so a swap of the two (or of the channels) shows
+MEAN = [0.3, 0.5, 0.7]
+STD = [0.2, 0.4, 0.8]
 PLAIN = {
     "image_size": SIZE,
     "resize": "squash",
-    "mean": [0.5] * 3,
-    "std": [0.5] * 3,
+    "mean": MEAN,
+    "std": STD,
     "interpolation": "nearest",
 }
 
@@ -83,7 +86,8 @@ def images(n: int = 5, seed: int = 0) -> list[Image.Image]:
 
 def reference(imgs: list[Image.Image]) -> tuple[np.ndarray, np.ndarray]:
     """(channel means of the scaled pixels, the scaled pixels as tokens) computed with numpy."""
-    x = np.stack([np.asarray(im, dtype=np.float32) for im in imgs]) / 255 * 2 - 1  # [N, H, W, 3]
+    pixels = np.stack([np.asarray(im, dtype=np.float32) for im in imgs]) / 255  # [N, H, W, 3]
+    x = (pixels - np.asarray(MEAN, np.float32)) / np.asarray(STD, np.float32)
     return x.mean(axis=(1, 2)), x.reshape(len(imgs), -1, 3)
 
 
@@ -110,7 +114,7 @@ def test_auto_detection_prefers_an_embedding_output_then_the_first_2d_one(tmp_pa
     np.testing.assert_allclose(encode(named, imgs), pooled @ W_EMBED, rtol=1e-5, atol=1e-6)
 
     cls = OnnxEncoder(path=str(tiny), token="cls", **PLAIN)
-    np.testing.assert_allclose(encode(cls, imgs), tokens[:, 0], rtol=1e-6)
+    np.testing.assert_allclose(encode(cls, imgs), tokens[:, 0], rtol=1e-5, atol=1e-6)
     mean = OnnxEncoder(path=str(tiny), token="mean", **PLAIN)
     np.testing.assert_allclose(encode(mean, imgs), tokens.mean(axis=1), rtol=1e-5, atol=1e-6)
 
@@ -185,7 +189,8 @@ def test_identity_is_the_file_content_preprocessing_and_output(tmp_path: Path, t
     changed = [
         OnnxEncoder(path=str(other), **PLAIN),
         OnnxEncoder(path=str(tiny), **{**PLAIN, "interpolation": "bicubic"}),
-        OnnxEncoder(path=str(tiny), **{**PLAIN, "mean": [0.4, 0.5, 0.5]}),
+        OnnxEncoder(path=str(tiny), **{**PLAIN, "mean": [0.4, 0.5, 0.7]}),
+        OnnxEncoder(path=str(tiny), **{**PLAIN, "mean": STD, "std": MEAN}),  # swapped
         OnnxEncoder(path=str(tiny), **{**PLAIN, "resize": "shortest"}),
         OnnxEncoder(path=str(tiny), output="logits", **PLAIN),
         OnnxEncoder(path=str(tiny), token="cls", **PLAIN),

@@ -126,9 +126,13 @@ def test_centre_crop_keeps_the_centre(img: Image.Image) -> None:
 def test_deterministic_and_input_untouched(img: Image.Image) -> None:
     before = img.tobytes()
     for name in ("jpeg50", "blur1.5", "resize0.3", "crop0.7", "none"):
-        p = parse_perturbation(name)
-        assert p(img).tobytes() == p(img).tobytes()
-        assert p.encode(img) == p.encode(img)
+        # two perturbations parsed separately, on two copies of the image: the same pixels and bytes
+        first, second = parse_perturbation(name), parse_perturbation(name)
+        out = first(img.copy())
+        assert out.tobytes() == second(img.copy()).tobytes(), name
+        assert first.encode(img.copy()) == second.encode(img.copy()), name
+        if name != "none":  # and they do change the image (a no-op would pass the lines above)
+            assert out.size != img.size or out.tobytes() != before, name
     assert img.tobytes() == before
     assert parse_perturbation("none")(img).tobytes() == before
 

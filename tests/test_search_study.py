@@ -3,6 +3,7 @@ two processes on one study, pruning of fine-tuning trials, and one-line config e
 
 from __future__ import annotations
 
+import math
 import os
 import subprocess
 import sys
@@ -96,6 +97,8 @@ def test_study_logs_parent_trials_refit_and_resumes(compose_cfg, isolated):
     (refit,) = refits
     assert refit.data.tags["optuna_trial"] == str(study.best_trial.number)
     assert refit.data.tags[KIND] == "job"  # a normal, test-evaluated job for the leaderboard
+    assert refit.info.run_name == "refit-spectrum-logreg-none"  # never the grid job's name
+    assert sorted(r.info.run_name for r in runs) == sorted(f"trial-{t.number}" for t in study.get_trials())
     assert "roc_auc" in refit.data.metrics and refit.outputs.model_outputs  # the refit logs its model
     assert refit.data.params["classifier.estimator.C"] == str(study.best_params["classifier.estimator.C"])
     first_best = study.best_trial.number
@@ -164,7 +167,12 @@ def test_crashing_trials_are_failed_and_the_study_continues(compose_cfg):
         "+classifier.estimator.solver=lbfgs",
         "+hparams_search.params.classifier.estimator.solver={type:categorical,choices:[lbfgs,no_such_solver]}",
     )
-    run_study(cfg)
+    from fid_bench.errors import PARTLY_FAILED_EXIT, PartlyFailed
+
+    with pytest.raises(PartlyFailed) as finished:  # the study ran to its end; its failures are told
+        run_study(cfg)
+    assert finished.value.exit_code == PARTLY_FAILED_EXIT and not math.isnan(finished.value.value)
+    report = str(finished.value).splitlines()
     study = _study(Path.cwd())
     states = {t.number: t.state for t in study.get_trials()}
     assert len(states) == 6
@@ -174,6 +182,8 @@ def test_crashing_trials_are_failed_and_the_study_continues(compose_cfg):
     assert all(t.params["classifier.estimator.solver"] == "no_such_solver" for t in failed)
     assert all(t.params["classifier.estimator.solver"] == "lbfgs" for t in complete)
     assert all("solver" in t.user_attrs["error"] for t in failed)
+    assert report[0].startswith(f"{len(failed)} of 6 trials failed")
+    assert [line.split(":")[0].strip() for line in report[1:]] == [f"trial-{t.number}" for t in failed]
 
     parent, runs, refits = _layout(_runs())
     assert not refits

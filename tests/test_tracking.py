@@ -17,7 +17,7 @@ import pytest
 from omegaconf import OmegaConf
 
 from fid_bench.data.samples import SAMPLE_COLUMNS, SKIP_COLUMNS, Samples
-from fid_bench.errors import FidBenchError
+from fid_bench.errors import PARTLY_FAILED_EXIT, FidBenchError
 from fid_bench.tracking import run as run_module
 from fid_bench.tracking.callbacks import ORPHAN_ERROR, ParentRunCallback
 from fid_bench.tracking.run import PARENT_RUN_FILE, flatten_config, tracked_run
@@ -80,7 +80,7 @@ def test_run_logs_params_tags_metrics_and_config(compose_cfg, client, isolated):
     logged = only_run(client)
     assert logged.info.run_id == run.run_id
     assert logged.info.status == "FINISHED" and logged.info.end_time is not None
-    assert logged.info.run_name == "spectrum-rf-oversample"
+    assert logged.info.run_name == "job-spectrum-rf-oversample"
     tags = logged.data.tags
     assert (tags["model"], tags["classifier"], tags["balance"], tags["data"]) == (
         "spectrum",
@@ -407,7 +407,9 @@ def test_multirun_parent_and_children_through_the_callback(multirun_cfg, client,
         exp_id, tags={"mlflow.parentRunId": parent_id, "fid_bench.kind": "job"}
     ).info.run_id
 
-    callback.on_multirun_end(cfg)
+    with pytest.raises(SystemExit) as ended:  # the sweep's exit code says some jobs failed
+        callback.on_multirun_end(cfg)
+    assert ended.value.code == PARTLY_FAILED_EXIT
 
     parent = client.get_run(parent_id)
     assert parent.info.status == "FINISHED"
@@ -422,8 +424,15 @@ def test_multirun_parent_and_children_through_the_callback(multirun_cfg, client,
     assert client.get_run(orphan).info.status == "FAILED"
     assert client.get_run(orphan).data.tags["error"] == ORPHAN_ERROR
 
-    out = capsys.readouterr().out
+    captured = capsys.readouterr()
+    out = captured.out
     assert "2 finished, 2 failed" in out
+    # the failures last, one line each: the job's error, and the worker that never closed its run
+    failures = captured.err.strip().splitlines()
+    assert failures[0].startswith("2 of 4 jobs failed")
+    assert sorted(line.split(": ", 1)[1] for line in failures[1:]) == sorted(
+        ["ValueError: boom", ORPHAN_ERROR]
+    )
     table = [line for line in out.splitlines() if line[:1].isdigit()]
     assert [line.split()[1] for line in table] == [high[:8], low[:8]]  # best first, failures left out
 
@@ -434,7 +443,8 @@ def test_parent_is_failed_when_every_child_failed(multirun_cfg, client):
     callback.on_multirun_start(cfg)
     parent_id = callback.parent.run_id
     _child(multirun_cfg(), error=ValueError("boom"))
-    callback.on_multirun_end(cfg)
+    with pytest.raises(SystemExit, match=str(PARTLY_FAILED_EXIT)):
+        callback.on_multirun_end(cfg)
     parent = client.get_run(parent_id)
     assert parent.info.status == "FAILED"
     assert parent.data.metrics["n_children_failed"] == 1 and "best_roc_auc" not in parent.data.metrics
@@ -598,7 +608,9 @@ def test_hydra_multirun_nests_jobs_under_one_parent(isolated, store, client, lau
         text=True,
         timeout=300,
     )
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    # one job failed: the sweep goes on, and its exit code says so, the error on the last lines
+    assert proc.returncode == PARTLY_FAILED_EXIT, proc.stderr[-3000:]
+    assert proc.stderr.rstrip().endswith("ValueError: seed 3 fails")
     exp = client.get_experiment_by_name("demo")
     runs = client.search_runs([exp.experiment_id])
     parents = [r for r in runs if r.data.tags.get("fid_bench.kind") == "parent"]

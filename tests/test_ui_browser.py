@@ -232,15 +232,21 @@ def test_a_person_picks_the_best_run_and_finds_the_champion(isolated, server, br
     browser.set_window_size(2560, 900)
     page.open(runs_url(base, experiment.experiment_id))
     names = [r.info.run_name for r in jobs]
-    text = page.wait_for(*names, "trial-0", "trial-1", "roc_auc", "f1", f"demo ({train_digest})")
+    text = page.wait_for(*names, "roc_auc", "f1", f"demo ({train_digest})")
     assert "Traces 0" not in text and "No data available" not in text  # not the GenAI overview
+    # jobs only: the study's trials and the parents are filtered out (the search box says how)
+    assert "trial-0" not in text and "trial-1" not in text and sweep_parent.info.run_name not in text
+    # the best run is the first row
+    assert text.index(best.info.run_name) == min(text.index(n) for n in names)
     page.shot("1-runs-table")
     headers = [
         h.text.strip()
         for h in browser.find_elements("css selector", "[role='columnheader']")
         if h.text.strip()
     ]
-    assert {"roc_auc", "f1", "Dataset", "Source", "Models"} <= set(headers), headers
+    assert {"roc_auc", "f1", "Dataset", "Source", "Models", "model", "classifier", "top"} <= set(headers), (
+        headers
+    )
     assert "python -m fid_bench" in text  # the Source column
     assert MODEL_NAME in text  # the Models column links the promoted version
 
@@ -264,11 +270,31 @@ def test_a_person_picks_the_best_run_and_finds_the_champion(isolated, server, br
     page.wait_for("comparison/compare_top5.png")
     page.shot("3-sweep-comparison")
 
+    # 3b. the sweep's report.html, in MLflow's artifact viewer (an HTML file shows in a frame)
+    page.click_text("report.html")
+    page.wait_for("report.html")
+    frames = browser.find_elements("css selector", "iframe")
+    assert frames, "report.html is not shown in a frame"
+    browser.switch_to.frame(frames[0])
+    try:
+        deadline = time.monotonic() + 60
+        while "Leaderboard" not in browser.find_element("tag name", "body").text:
+            assert time.monotonic() < deadline, "report.html never rendered"
+            time.sleep(0.5)
+        report = browser.find_element("tag name", "body").text
+        swept = [r for r in jobs if r.data.tags.get("mlflow.parentRunId") == sweep_parent.info.run_id]
+        assert all(r.info.run_id[:8] in report for r in swept) and "ROC and precision-recall curves" in report
+        assert len(browser.find_elements("css selector", "img")) >= 2
+    finally:
+        browser.switch_to.default_content()
+    page.shot("3b-sweep-report")
+
     # 4. the registered model: the champion alias on the promoted version
     page.open(model_url(base, MODEL_NAME))
     text = page.wait_for(MODEL_NAME, "champion", f"Version {champion.version}")
     page.shot("4-registered-model")
 
-    assert sorted(p.name for p in page.shots.glob("[1-4]-*.png")) == [
-        "1-runs-table.png", "2-best-run-roc.png", "3-sweep-comparison.png", "4-registered-model.png",
+    assert sorted(p.name for p in page.shots.glob("[1-4]*-*.png")) == [
+        "1-runs-table.png", "2-best-run-roc.png", "3-sweep-comparison.png", "3b-sweep-report.png",
+        "4-registered-model.png",
     ]  # fmt: skip

@@ -9,6 +9,7 @@ May import: nothing of fid_bench (numpy, pandas and the standard library only).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import time
@@ -83,8 +84,13 @@ def cached_by_sha1(
         cached = fresh if cached.empty else pd.concat([cached, fresh])
         if path is not None:
             keep = cached[cached["error"] == ""]
-            path.parent.mkdir(parents=True, exist_ok=True)
             tmp = path.with_suffix(f".{os.getpid()}.tmp")
-            keep.to_parquet(tmp)
-            os.replace(tmp, path)
+            try:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                keep.to_parquet(tmp)
+                os.replace(tmp, path)
+            except OSError as err:  # a read-only or full cache folder: the audit goes on uncached
+                log.warning("audit cache %s not written (%s)", path, err.strerror or err)
+                with contextlib.suppress(OSError):  # a read-only folder refuses even this
+                    tmp.unlink(missing_ok=True)
     return cached.loc[reps["sha1"].to_numpy()]

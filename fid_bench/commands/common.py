@@ -12,7 +12,7 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import Any, NoReturn
 
-from fid_bench.errors import FidBenchError, one_line
+from fid_bench.errors import FidBenchError, one_line, storage_error
 from fid_bench.tracking.store import DEFAULT_TRACKING_URI
 
 
@@ -60,6 +60,12 @@ def run_handler(
         return 130
     except BrokenPipeError:  # output piped into e.g. `head`
         return 0
+    except OSError as err:
+        storage = storage_error(err)  # a full disk or a read-only folder: one line too
+        if storage is None:
+            raise
+        print(f"{prog}: error: {one_line(storage)}", file=sys.stderr)
+        return 1
 
 
 def run_standalone(

@@ -1,10 +1,12 @@
 """``fid-bench compare``: one figure with the ROC and precision-recall curves of several runs.
 
-    fid-bench compare RUN_ID RUN_ID ... [--out compare.png]
+    fid-bench compare RUN_ID RUN_ID ... [--out DIR]     (ids or their first 6+ characters)
     fid-bench compare --top 5 [--experiment NAME] [--metric roc_auc]
     fid-bench compare A B [--bootstrap 1000] [--alpha 0.05] [--seed 0] [--no-paired]
 
-Writes the PNG plus the metric table (``.csv`` and ``.md`` next to it) and logs them to MLflow
+Writes ``compare.png`` plus the metric table (``compare.csv``, ``compare.md``) into the folder
+``--out`` (by default a new folder under the local store's ``comparisons/``, or a temporary one:
+never the working directory) and logs them to MLflow
 (see ``fid_bench.tracking.compare`` for which run receives them). Exactly two runs also get the
 paired report (``fid_bench.tracking.paired``): A minus B on the test rows both scored, ROC-AUC by
 DeLong's test, F1/accuracy/TPR@FPR by a paired bootstrap (``<stem>_paired.csv`` and ``.md``).
@@ -21,8 +23,11 @@ from fid_bench.commands.common import add_tracking_uri, alpha_arg, run_standalon
 from fid_bench.errors import UsageError
 from fid_bench.tracking.compare import PairedOptions, compare_runs
 from fid_bench.tracking.runs import make_client, rank_runs, tracking_uri
+from fid_bench.tracking.store import local_store_path
 
 NAME = "compare"
+#: the figure's name inside the output folder (the tables take its stem)
+FIGURE = "compare.png"
 PROG = "fid-bench compare"
 HELP = "overlay the ROC and PR curves of several runs; test two runs against each other"
 DESCRIPTION = (
@@ -58,7 +63,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "--metric", default="roc_auc", help="metric ranking --top (default: roc_auc; losses lowest first)"
     )
     p.add_argument(
-        "--out", type=Path, default=Path("compare.png"), help="PNG to write (default: compare.png)"
+        "--out",
+        type=Path,
+        metavar="DIR",
+        help="folder for compare.png and its tables (default: a new folder under the local tracking "
+        "store's comparisons/, else a temporary folder; printed). A name ending in .png is the figure",
     )
     p.add_argument("--log-to", metavar="RUN_ID", help="run that receives the comparison artifacts")
     p.add_argument("--no-log", action="store_true", help="only write the files; log nothing to MLflow")
@@ -84,6 +93,30 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.set_defaults(handler=run)
 
 
+def figure_path(out: Path | None, uri: str, run_ids: Sequence[str]) -> Path:
+    """Where the figure goes: ``compare.png`` inside the folder ``--out`` (a ``.png`` name is the
+    figure itself), by default a new folder beside a local store, never the working directory."""
+    if out is not None:
+        if out.suffix.lower() == ".png":
+            return out
+        out.mkdir(parents=True, exist_ok=True)
+        return out / FIGURE
+    import tempfile
+    import time
+
+    store = local_store_path(uri)
+    if store is not None:
+        base = (store.parent if uri.startswith("sqlite:") else store) / "comparisons"
+        base.mkdir(parents=True, exist_ok=True)
+        stem = "-".join(
+            [time.strftime("%Y%m%d-%H%M%S"), *("".join(c for c in r if c.isalnum())[:8] for r in run_ids[:4])]
+        )
+        folder = Path(tempfile.mkdtemp(prefix=f"{stem}-", dir=base))
+    else:
+        folder = Path(tempfile.mkdtemp(prefix="fid_bench-compare-"))
+    return folder / FIGURE
+
+
 def run(args: argparse.Namespace) -> int:
     """The command for parsed ``args``; its exit code."""
     if args.top is not None and args.run_ids:
@@ -104,16 +137,17 @@ def run(args: argparse.Namespace) -> int:
     if len(run_ids) == 2 and not args.no_paired:
         paired = PairedOptions(n_boot=args.bootstrap, alpha=args.alpha, seed=args.seed)
     result = compare_runs(
-        run_ids, args.out, args.log_to, tracking_uri=uri, log_artifacts=not args.no_log, paired=paired
-    )
+        run_ids, figure_path(args.out, uri, run_ids), args.log_to, tracking_uri=uri,
+        log_artifacts=not args.no_log, paired=paired,
+    )  # fmt: skip
     print(result.table_md.read_text(), end="")
     if result.paired_md is not None:
         print()
         print(result.paired_md.read_text(), end="")
     elif len(run_ids) > 2 and not args.no_paired:
         print("(no paired report: it compares exactly two runs)")
-    *first, last = [str(f) for f in result.files]
-    print(f"wrote {', '.join(first)} and {last}")
+    folder = result.figure.parent
+    print(f"wrote {', '.join(f.name for f in result.files)} into {folder}")
     if result.logged_to:
         print(f"logged to run {result.logged_to} under comparison/")
     return 0

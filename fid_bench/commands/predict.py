@@ -22,7 +22,7 @@ from fid_bench.commands.common import add_tracking_uri, run_standalone
 from fid_bench.data.inputs import folder_inputs, images_under, kaggle_inputs
 from fid_bench.errors import UsageError
 from fid_bench.predict import choose_feature_cache, default_cache_dir, load_checked_predictor, predict_all
-from fid_bench.submission import build_output, report_unreadable, write_output
+from fid_bench.submission import build_output, check_spreadsheet_safe, report_unreadable, write_output
 from fid_bench.tracking.kinds import MODEL_NAME
 from fid_bench.tracking.model_location import local_path, model_uri_locations
 from fid_bench.tracking.runs import make_client, resolve_run, tracking_uri
@@ -122,6 +122,7 @@ def predict(args: argparse.Namespace) -> pd.DataFrame:
         inputs = kaggle_inputs(args.root, cache_dir)
     else:
         inputs = folder_inputs(args.root, cache_dir)
+    check_spreadsheet_safe(inputs.expected_ids or inputs.ids)
 
     client = make_client(uri)
     if args.run:

@@ -1,7 +1,8 @@
 """``python -m fid_bench.commands.ui``: where to click in the MLflow UI (``make ui`` prints it first).
 
 Prints, for every experiment of the store, the link that opens its runs table on the harness's saved
-view (``fid_bench.tracking.ui``); nothing is written to the store.
+view (``fid_bench.tracking.ui``); with ``--wait-pid`` only once the server answers. Nothing is
+written to the store.
 """
 
 from __future__ import annotations
@@ -32,12 +33,43 @@ def experiment_links(client: MlflowClient, base: str) -> list[tuple[str, str]]:
     return sorted(links)
 
 
+def wait_until_up(url: str, pid: int | None, timeout: float) -> str | None:
+    """Poll ``url``/health until the server answers; why not (it died, or ``timeout``), or None."""
+    import os
+    import time
+    import urllib.request
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(f"{url.rstrip('/')}/health", timeout=10) as answer:
+                if answer.status == 200:
+                    return None
+        except OSError:
+            pass
+        if pid is not None:
+            try:
+                os.kill(pid, 0)
+            except OSError:
+                return f"the MLflow server (pid {pid}) ended before answering at {url}"
+        time.sleep(0.5)
+    return f"the MLflow server did not answer at {url} within {timeout:.0f} s"
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """``make ui``: print where to click before the server starts (nothing is written to the store)."""
+    """``make ui``: print where to click once the server answers (nothing is written to the store)."""
     parser = argparse.ArgumentParser(prog="python -m fid_bench.commands.ui", description=main.__doc__)
     parser.add_argument("--tracking-uri", default="sqlite:///mlruns/mlflow.db")
-    parser.add_argument("--url", default="http://127.0.0.1:5000", help="where the UI will listen")
+    parser.add_argument("--url", default="http://127.0.0.1:5000", help="where the UI listens")
+    parser.add_argument("--wait-pid", type=int, help="the server's process: wait until it answers first")
+    parser.add_argument("--timeout", type=float, default=600, help="seconds to wait for the server")
     args = parser.parse_args(argv)
+    if args.wait_pid is not None:
+        print(f"starting the MLflow UI on {args.url} (it takes a while on a busy machine) ...", flush=True)
+        problem = wait_until_up(args.url, args.wait_pid, args.timeout)
+        if problem:
+            print(f"error: {problem}", file=sys.stderr)
+            return 1
     uri = resolve_tracking_uri(args.tracking_uri)
     try:
         links = experiment_links(open_store(uri), args.url)

@@ -16,8 +16,14 @@ the same pixels for the same file:
 Pillow's decompression-bomb guard stays on and truncated files are rejected
 (``ImageFile.LOAD_TRUNCATED_IMAGES`` is never set): both become an ``ImageDecodeError``. Pillow
 refuses only above about 179 million pixels (a 13000x13000 1-bit PNG of 21 KB still decodes), so
-our own, lower limit applies first: an image whose header announces more than ``max_pixels()``
-pixels is refused as ``too_large`` before a single pixel is decoded.
+our own, lower limits apply first, from the header alone, before a single pixel is decoded:
+
+* ``too_large``: more than ``max_pixels()`` pixels, or more memory to decode than an 8-bit RGB
+  image of ``max_pixels()`` pixels takes (``decode_bytes``: the mode's bytes per pixel through
+  every step to RGB, measured; a 16-bit or transparent image costs two to four times as much);
+* ``truncated``: a file too small to hold the pixels its header announces -- a PNG under the
+  pixel data divided by deflate's largest ratio, a Huffman-coded JPEG under one bit per 8x8 block
+  (``plausible_minimum_bytes``). Such a JPEG would otherwise "decode" whole, padded with grey.
 
 **Format alignment** (``data.align``, ``Alignment``): ``load_rgb(path, align)`` re-encodes the
 decoded image in memory -- optionally resized to ``size`` x ``size`` first (bicubic), then saved as
@@ -62,6 +68,68 @@ TOO_LARGE = "too_large"
 DEFAULT_MAX_PIXELS = 40_000_000
 #: the limit in force; an environment variable so DataLoader and DDP worker processes share it
 MAX_PIXELS_ENV = "FID_BENCH_MAX_PIXELS"
+
+
+#: peak bytes per pixel of ``load_rgb`` by the mode Pillow opens (the stored image plus every
+#: conversion to RGB alive at once; Pillow keeps RGB and 2-channel modes in 4 bytes), measured with
+#: ru_maxrss on 9-megapixel files (docs/ADVERSARIAL.md); a mode not listed converts like RGB
+_DECODE_BYTES = {"1": 6, "L": 6, "P": 6, "RGB": 9, "I;16": 11, "I": 29, "F": 37}
+_DECODE_BYTES_ALPHA = 21  # RGBA, LA, PA, and any mode with a transparency entry: composited on white
+#: the smallest deflate stream for ``n`` raw bytes is about ``n / 1032`` (258-byte matches in 2 bits)
+DEFLATE_MAX_RATIO = 1032
+#: JPEG start-of-frame markers of arithmetic coding (no one-bit-per-block floor)
+_ARITHMETIC_SOF = {0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF}
+#: PNG bits per pixel at the least, by the mode Pillow opens it in (palettes may use 1 bit)
+_PNG_MIN_BITS = {"1": 1, "P": 1, "L": 1, "LA": 16, "RGB": 24, "RGBA": 32, "I;16": 16, "I;16B": 16, "I": 16}
+
+
+def decode_bytes(width: int, height: int, mode: str, transparent: bool = False) -> int:
+    """Peak memory (bytes) ``load_rgb`` needs for an image of this header."""
+    if transparent or mode in _ALPHA_MODES:
+        per_pixel = _DECODE_BYTES_ALPHA
+    elif mode.startswith("I;16"):
+        per_pixel = _DECODE_BYTES["I;16"]
+    else:
+        per_pixel = _DECODE_BYTES.get(mode, _DECODE_BYTES["RGB"])
+    return width * height * per_pixel
+
+
+def decode_budget(limit: int) -> int:
+    """The bytes a decode may take: what an 8-bit RGB image of ``limit`` pixels takes."""
+    return limit * _DECODE_BYTES["RGB"]
+
+
+def plausible_minimum_bytes(fmt: str, width: int, height: int, mode: str, data: bytes | None = None) -> int:
+    """The fewest bytes a complete file of this header can have (0 when no floor is known).
+
+    PNG: the filtered rows (one filter byte per row, ``_PNG_MIN_BITS`` per pixel) compress at most
+    ``DEFLATE_MAX_RATIO`` to 1. JPEG with Huffman coding: every 8x8 block of the full-resolution
+    component codes its DC coefficient in at least one bit. ``data`` (the file's first bytes) tells
+    a JPEG's coding apart; arithmetic coding has no such floor.
+    """
+    if fmt == "PNG":
+        bits = _PNG_MIN_BITS.get(mode, 1)
+        return height * (1 + (width * bits + 7) // 8) // DEFLATE_MAX_RATIO
+    if fmt == "JPEG" and data is not None and _jpeg_sof(data) not in _ARITHMETIC_SOF:
+        return ((width + 7) // 8) * ((height + 7) // 8) // 8
+    return 0
+
+
+def _jpeg_sof(data: bytes) -> int | None:
+    """The start-of-frame marker's second byte (0xC0 baseline, 0xC2 progressive, ...), by walking the
+    segments from the start; None when not found in ``data``."""
+    pos = 2  # after SOI
+    while pos + 4 <= len(data):
+        if data[pos] != 0xFF:
+            return None
+        marker = data[pos + 1]
+        if marker == 0xFF:  # fill byte
+            pos += 1
+            continue
+        if 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC):
+            return marker
+        pos += 2 + int.from_bytes(data[pos + 2 : pos + 4], "big")
+    return None
 
 
 def max_pixels() -> int:
@@ -237,11 +305,7 @@ def _decode(fp: BinaryIO, name: str) -> tuple[Image.Image, str]:
         with Image.open(fp) as img:
             fmt = img.format or ""
             width, height = img.size  # from the header: nothing decoded yet
-            limit = max_pixels()
-            if width * height > limit:
-                raise ImageDecodeError(
-                    f"{width}x{height} = {width * height} pixels, above data.max_pixels={limit}", TOO_LARGE
-                )
+            _check_header(img, fp)
             img.load()  # full decode now: truncated or corrupt data fails here, not later
             orientation = _orientation(img)
             rgb = _to_rgb(img)
@@ -262,6 +326,37 @@ def _decode(fp: BinaryIO, name: str) -> tuple[Image.Image, str]:
     return rgb, fmt
 
 
+def _check_header(img: Image.Image, fp: BinaryIO) -> None:
+    """Refuse before decoding: too many pixels, too much memory, or too few bytes for the header."""
+    width, height = img.size
+    limit = max_pixels()
+    if width * height > limit:
+        raise ImageDecodeError(
+            f"{width}x{height} = {width * height} pixels, above data.max_pixels={limit}", TOO_LARGE
+        )
+    need, budget = decode_bytes(width, height, img.mode, "transparency" in img.info), decode_budget(limit)
+    if need > budget:
+        raise ImageDecodeError(
+            f"{width}x{height} {img.mode} image needs about {need / 1e9:.2f} GB to decode, above the "
+            f"{budget / 1e9:.2f} GB of an 8-bit RGB image of data.max_pixels={limit} pixels",
+            TOO_LARGE,
+        )
+    position = fp.tell()  # where the image plugin left the stream: put back for the decode
+    size = fp.seek(0, io.SEEK_END)
+    head = b""
+    if img.format == "JPEG":
+        fp.seek(0)
+        head = fp.read(1 << 20)  # the segments before the frame header (EXIF, ICC, ...) fit in this
+    fp.seek(position)
+    floor = plausible_minimum_bytes(img.format or "", width, height, img.mode, head)
+    if size < floor:
+        raise ImageDecodeError(
+            f"truncated: {size} bytes cannot hold the {width}x{height} {img.format} image its header "
+            f"announces (at least {floor} bytes)",
+            TRUNCATED,
+        )
+
+
 def _is_empty(fp: BinaryIO) -> bool:
     fp.seek(0, io.SEEK_END)
     return fp.tell() == 0
@@ -278,8 +373,12 @@ def _orientation(img: Image.Image) -> int:
 def _to_rgb(img: Image.Image) -> Image.Image:
     mode = img.mode
     if mode.startswith("I;16"):
-        arr = np.asarray(img).astype(np.float64)
-        return _gray_to_rgb(arr * (255.0 / 65535.0))
+        # round(v * 255 / 65535) = round(v / 257) = (v + 128) // 257 exactly (no ties), in integers:
+        # a third of the memory of the float computation, the same pixels
+        wide = np.asarray(img).astype(np.uint32)
+        wide += 128
+        wide //= 257
+        return Image.fromarray(wide.astype(np.uint8)).convert("RGB")
     if mode == "I":
         return _gray_to_rgb(_rescale(np.asarray(img).astype(np.float64), (255.0, 65535.0)))
     if mode == "F":

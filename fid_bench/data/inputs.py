@@ -13,14 +13,18 @@ from typing import Any
 
 import pandas as pd
 
-from fid_bench.data.readers import OUTSIDE_ROOT, FolderReader, KaggleReader, layout_bases, walk_files
-from fid_bench.data.validation import validate_files
-from fid_bench.errors import FidBenchError, one_line
-
-#: suffixes taken by ``--images`` (any case)
-IMAGE_SUFFIXES = frozenset(
-    {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff", ".jfif", ".avif", ".heic"}
+from fid_bench.data.csv_table import read_csv_table
+from fid_bench.data.readers import (
+    IMAGE_EXTENSIONS,
+    OUTSIDE_ROOT,
+    FolderReader,
+    KaggleReader,
+    image_name,
+    layout_bases,
+    walk_files,
 )
+from fid_bench.data.validation import validate_files
+from fid_bench.errors import FidBenchError
 
 
 @dataclass
@@ -35,8 +39,8 @@ class Inputs:
 
 
 def images_under(folder: str | Path, cache_dir: str | Path | None = None) -> Inputs:
-    """Every image file under ``folder`` (by suffix, recursively; hidden files and folders ignored, as
-    in the readers); ids are POSIX relative paths. ``folder`` may be a link; a link below it that leads
+    """Every image file under ``folder`` (recursively, named like an image by the folder reader's rule,
+    ``image_name``: an image suffix or none; hidden files and folders ignored, as in the readers); ids are POSIX relative paths. ``folder`` may be a link; a link below it that leads
     outside it is listed as unreadable (``outside_root``), never followed.
 
     Files are checked (fully decoded, results cached in ``cache_dir``) before scoring, so unreadable
@@ -50,10 +54,12 @@ def images_under(folder: str | Path, cache_dir: str | Path | None = None) -> Inp
     found = sorted(
         (Path(p).relative_to(top).as_posix(), p, reason)
         for p, reason in walk_files(top, layout_bases(top, top))
-        if Path(p).suffix.lower() in IMAGE_SUFFIXES
+        if image_name(os.path.basename(p))
     )
     if not found:
-        raise FidBenchError(f"--images {folder}: no image files ({', '.join(sorted(IMAGE_SUFFIXES))})")
+        raise FidBenchError(
+            f"--images {folder}: no image files ({', '.join(sorted(IMAGE_EXTENSIONS))}, or no suffix)"
+        )
     ids = [i for i, _, _ in found]
     paths = [p for _, p, _ in found]
     inputs = Inputs(ids=ids, paths=paths, kind="images", expected_ids=ids)
@@ -72,13 +78,7 @@ def images_under(folder: str | Path, cache_dir: str | Path | None = None) -> Inp
 
 def _read_test_ids(test_csv: Path) -> list[str]:
     """The ids of test.csv exactly as written (strings, no NaN conversion), read like the reader reads them."""
-    try:
-        frame = pd.read_csv(test_csv, dtype=str, keep_default_na=False, encoding="utf-8-sig")
-    except (OSError, UnicodeDecodeError, pd.errors.ParserError, pd.errors.EmptyDataError) as err:
-        raise FidBenchError(f"{test_csv}: not a readable CSV ({one_line(err)})") from None
-    frame.columns = [str(c).strip().lower() for c in frame.columns]
-    if "id" not in frame.columns:
-        raise FidBenchError(f"{test_csv}: no 'id' column (found: {', '.join(frame.columns) or 'none'})")
+    frame = read_csv_table(test_csv, ("id",), dtype=str, keep_default_na=False)
     return frame["id"].tolist()
 
 
@@ -88,7 +88,7 @@ def _kaggle_predict_reader(root: Path, cache_dir: Path) -> Any:
 
     class PredictRowsReader(KaggleReader):
         def rows(self) -> list:
-            return [row for row in super().rows() if row.split == "predict"]
+            return self.predict_rows()  # no train.csv needed
 
     return PredictRowsReader(root=root, strict=False, cache_dir=cache_dir)
 

@@ -10,8 +10,9 @@ used is skipped and counted in ``Samples.skipped`` with one of these reasons, or
     outside_root   the id, or a link found below the folders the layout names, leads outside both
                    the data root and that folder (the root itself, split and class folders and
                    images/ may be links to anywhere: see ``layout_bases``)
-    duplicate_id   the id already appeared earlier in the same CSV with the same label (the first
-                   row is kept)
+    duplicate_id   the id already appeared earlier in the same CSV with the same label, or another
+                   spelling of it did (``sub/../a.jpg``, ``a`` beside ``a.jpg``: the same file; the
+                   first row is kept)
     conflicting_labels   the id already appeared earlier with the other label (the first row is
                    kept; fix the CSV if it is the wrong one)
     bad_label      target not 0 or 1
@@ -38,6 +39,7 @@ from typing import Any
 
 import pandas as pd
 
+from fid_bench.data.csv_table import read_csv_table
 from fid_bench.data.decode import MISSING_FILE, set_max_pixels
 from fid_bench.data.demo import ensure_demo
 from fid_bench.data.samples import LABELLED_SPLITS, SAMPLE_COLUMNS, SKIP_COLUMNS, Samples
@@ -47,8 +49,17 @@ from fid_bench.errors import FidBenchError, one_line
 log = logging.getLogger(__name__)
 
 IMAGE_EXTENSIONS = frozenset(
-    {".png", ".jpg", ".jpeg", ".jfif", ".webp", ".gif", ".bmp", ".tif", ".tiff", ".avif"}
+    {".png", ".jpg", ".jpeg", ".jfif", ".webp", ".gif", ".bmp", ".tif", ".tiff", ".avif", ".heic"}
 )
+
+
+def image_name(name: str) -> bool:
+    """The one rule for which files below a class folder (and ``predict --images``) are images to
+    read: a known image suffix, any case, or no suffix at all (scraped sets often drop it); the
+    decoder then decides. Notes, CSVs and other files are left out, and counted where they are."""
+    suffix = os.path.splitext(name)[1]
+    return suffix == "" or suffix.lower() in IMAGE_EXTENSIONS
+
 
 OUTSIDE_ROOT = "outside_root"
 AMBIGUOUS_ID = "ambiguous_id"
@@ -220,22 +231,29 @@ class KaggleReader(ImageReader):
 
     def rows(self) -> list[_Row]:
         root = self._check_root()
-        train_file, test_file, images = root / self.train_csv, root / self.test_csv, root / self.images_dir
+        train_file = root / self.train_csv
         if not train_file.is_file():
             raise FidBenchError(
                 f"{train_file} not found: data=kaggle expects root/{self.train_csv} (id,target), "
                 f"root/{self.test_csv} (id) and root/{self.images_dir}/"
             )
+        resolver = self._resolver(root)
+        return self._labelled_rows(train_file, resolver) + self.predict_rows(resolver)
+
+    def _resolver(self, root: Path) -> _IdResolver:
+        images = root / self.images_dir
         if not images.is_dir():
             raise FidBenchError(
                 f"{images} not found: data=kaggle expects the image files in root/{self.images_dir}/"
             )
-        resolver = _IdResolver(images, root)
-        rows: list[_Row] = []
+        return _IdResolver(images, root)
 
+    def _labelled_rows(self, train_file: Path, resolver: _IdResolver) -> list[_Row]:
+        rows: list[_Row] = []
         train = _read_csv(train_file, ("id", "target"))
         has_group = "group" in train.columns
         first: dict[str, _Row] = {}  # id -> its first row
+        by_file: dict[str, _Row] = {}  # resolved file -> the first row naming it
         for order, rec in enumerate(train.to_dict("records")):
             row = _Row(id=rec["id"], label=-1, split="train", order=order)
             row.group = rec["group"] if has_group else ""
@@ -261,15 +279,52 @@ class KaggleReader(ImageReader):
                 continue
             row.label = label
             resolver.resolve(row)
+            if row.resolved and not row.reason:
+                # another spelling of an id above (``sub/../a.jpg``, ``a`` beside ``a.jpg``): the same file
+                real = os.path.realpath(row.path)
+                alias = by_file.get(real)
+                if alias is None:
+                    by_file[real] = row
+                    continue
+                line = f"{self.train_csv} line {order + 2}: id {row.id!r} names the same file as id {alias.id!r} above"
+                if label != alias.label:
+                    row.fail(
+                        CONFLICTING_LABELS,
+                        f"{line}, with target {label} here but {alias.label} there (the first row is kept)",
+                    )
+                else:
+                    row.fail(DUPLICATE_ID, line)
+        return rows
 
+    def predict_rows(self, resolver: _IdResolver | None = None) -> list[_Row]:
+        """The unlabelled rows of test.csv, in file order (none when there is no test.csv); all that
+        ``predict --data kaggle`` reads, so it needs no train.csv."""
+        root = self._check_root()
+        resolver = resolver or self._resolver(root)
+        test_file = root / self.test_csv
+        rows: list[_Row] = []
         if test_file.is_file():
             test = _read_csv(test_file, ("id",))
+            named: dict[str, str] = {}  # resolved file -> the first id naming it
+            aliases: list[tuple[str, str]] = []
             for order, rec in enumerate(test.to_dict("records")):
-                row = _Row(id=rec["id"], label=-1, split="predict", order=order)
-                rows.append(resolver.resolve(row))
+                row = resolver.resolve(_Row(id=rec["id"], label=-1, split="predict", order=order))
+                rows.append(row)
+                if row.resolved and not row.reason:
+                    first = named.setdefault(os.path.realpath(row.path), row.id)
+                    if first != row.id:
+                        aliases.append((row.id, first))
             n_dup = len(test) - test["id"].nunique()
             if n_dup:
                 log.warning("%s: %d ids repeat in %s; every row is kept", self.name, n_dup, self.test_csv)
+            if aliases:
+                log.warning(
+                    "%s: %d ids of %s name a file an earlier id names (e.g. %r = %r); every row is kept",
+                    self.name,
+                    len(aliases),
+                    self.test_csv,
+                    *aliases[0],
+                )
         else:
             log.info("%s: no %s, so no predict rows", self.name, test_file)
         return rows
@@ -304,7 +359,18 @@ class FolderReader(ImageReader):
             _warn_loose_images(folder)
             for class_dir, label in _class_folders(folder):
                 top = folder / class_dir
-                for path, reason in walk_files(str(top), layout_bases(root_real, top)):
+                found = walk_files(str(top), layout_bases(root_real, top))
+                others = [path for path, _ in found if not image_name(os.path.basename(path))]
+                if others:
+                    log.warning(
+                        "%s: %d files not named like images are ignored (e.g. %s)",
+                        top,
+                        len(others),
+                        _relative_id(sorted(others)[0], prefix),
+                    )
+                for path, reason in found:
+                    if not image_name(os.path.basename(path)):
+                        continue
                     row = _Row(
                         id=_relative_id(path, prefix),
                         label=label,
@@ -339,6 +405,7 @@ class DemoReader(KaggleReader):
         size: int = 64,
         seed: int = 0,
         confound: str | None = None,
+        difficulty: str = "hard",
         strict: bool = False,
         cache_dir: str | Path | None = None,
         workers: int | None = None,
@@ -346,6 +413,7 @@ class DemoReader(KaggleReader):
     ) -> None:
         super().__init__(root, strict=strict, cache_dir=cache_dir, workers=workers, name=name)
         self.params = {
+            "difficulty": difficulty,
             "n_real": n_real,
             "n_fake": n_fake,
             "n_predict": n_predict,
@@ -425,17 +493,7 @@ class _IdResolver:
 
 
 def _read_csv(path: Path, required: tuple[str, ...]) -> pd.DataFrame:
-    try:
-        frame = pd.read_csv(path, dtype=str, keep_default_na=False, encoding="utf-8-sig")
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as err:
-        raise FidBenchError(f"{path}: not a readable CSV ({one_line(err)})") from None
-    frame.columns = [str(c).strip().lower() for c in frame.columns]
-    missing = [c for c in required if c not in frame.columns]
-    if missing:
-        raise FidBenchError(
-            f"{path}: missing column {missing[0]!r} (found: {', '.join(frame.columns) or 'none'})"
-        )
-    return frame
+    return read_csv_table(path, required, dtype=str, keep_default_na=False)
 
 
 def _parse_label(value: str) -> int | None:

@@ -165,7 +165,7 @@ class _CheckCache:
                 ).fetchall()
             finally:
                 con.close()
-        except sqlite3.Error as err:
+        except (sqlite3.Error, OSError) as err:  # a read-only or full cache folder too
             log.warning("image check cache %s unusable (%s); checking every file", self.file, err)
             return {}
         return {p: (size, mtime, sha1) for p, size, mtime, sha1 in rows if p in wanted}
@@ -183,5 +183,5 @@ class _CheckCache:
                     )
             finally:
                 con.close()
-        except sqlite3.Error as err:
+        except (sqlite3.Error, OSError) as err:  # a read-only or full cache folder too
             log.warning("could not update image check cache %s (%s)", self.file, err)

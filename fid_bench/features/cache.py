@@ -154,10 +154,23 @@ def _unique_name(kind: str) -> str:
     return f"{kind}-{time.time_ns():020d}-{os.getpid()}-{uuid.uuid4().hex[:8]}{SUFFIX}"
 
 
+def _discard(path: Path) -> None:
+    """Remove a temporary file after a failed write; a read-only folder refuses even that, and the
+    write's own error is the one to report."""
+    try:
+        path.unlink(missing_ok=True)
+    except OSError:
+        pass
+
+
 def _atomic_write_json(path: Path, obj: dict[str, Any]) -> None:
     tmp = path.with_name(f"{TMP_PREFIX}{uuid.uuid4().hex}.json")
-    tmp.write_text(json.dumps(obj, indent=2, sort_keys=True, default=str))
-    os.replace(tmp, path)
+    try:
+        tmp.write_text(json.dumps(obj, indent=2, sort_keys=True, default=str))
+        os.replace(tmp, path)
+    except BaseException:
+        _discard(tmp)  # a full disk leaves no half-written file behind
+        raise
 
 
 def as_keys(sha1s) -> np.ndarray:
@@ -336,11 +349,34 @@ class FeatureCache:
         keep = keep[self._lookup(keys[keep])[0] < 0]
         if len(keep) == 0:
             return 0
-        self.dir.mkdir(parents=True, exist_ok=True)
-        if known is None:
-            self._write_meta(dim)
-        self._write_file(_unique_name("chunk"), keys[keep], feats[keep].astype(FEAT_DTYPE, copy=False))
+        created = not self.dir.is_dir()
+        try:
+            self.dir.mkdir(parents=True, exist_ok=True)
+            if known is None:
+                self._write_meta(dim)
+            self._write_file(_unique_name("chunk"), keys[keep], feats[keep].astype(FEAT_DTYPE, copy=False))
+        except OSError as err:
+            if created:
+                self._remove_if_unused()
+            raise self._storage_error(err) from None
         return len(keep)
+
+    def _storage_error(self, err: OSError) -> FidBenchError:
+        """One line for a cache that cannot be written (full disk, read-only folder, no permission)."""
+        return FidBenchError(
+            f"feature cache {self.root}: cannot write ({err.strerror or err}); free space or point "
+            "features.cache_dir (FID_BENCH_CACHE_DIR) at a writable folder"
+        )
+
+    def _remove_if_unused(self) -> None:
+        """Undo a folder this process created for a write that failed: only while it holds nothing but
+        the metadata (a concurrent writer's chunk keeps it)."""
+        try:
+            if set(os.listdir(self.dir)) <= {"meta.json"}:
+                (self.dir / "meta.json").unlink(missing_ok=True)
+                self.dir.rmdir()
+        except OSError:
+            pass
 
     def _write_meta(self, dim: int) -> None:
 
@@ -369,7 +405,7 @@ class FeatureCache:
             final = self.dir / name
             os.replace(tmp, final)
         except BaseException:
-            tmp.unlink(missing_ok=True)
+            _discard(tmp)
             raise
         return final
 
@@ -380,10 +416,18 @@ class FeatureCache:
         Non-blocking: returns False without waiting if another process holds the lock or there is
         nothing worth merging. ``force`` merges everything into one pack.
         """
-        from filelock import FileLock, Timeout
-
         if not self.dir.is_dir():
             return False
+        try:
+            return self._consolidate(force)
+        except OSError as err:
+            # merging only saves files: a read-only (complete) cache or a full disk keeps its chunks
+            log.warning("feature cache %s: files not merged (%s)", self.dir, err.strerror or err)
+            return False
+
+    def _consolidate(self, force: bool) -> bool:
+        from filelock import FileLock, Timeout
+
         lock = FileLock(str(self.dir / "consolidate.lock"))
         try:
             lock.acquire(timeout=0)
@@ -435,7 +479,7 @@ class FeatureCache:
                 os.fsync(fp.fileno())
             os.replace(tmp, self.dir / _unique_name("pack"))
         except BaseException:
-            tmp.unlink(missing_ok=True)
+            _discard(tmp)
             raise
         for f in files:
             f.path.unlink(missing_ok=True)

@@ -33,6 +33,7 @@ from typing import Any
 
 import numpy as np
 
+from fid_bench import signals
 from fid_bench.data.decode import ImageDecodeError, load_rgb
 from fid_bench.errors import FidBenchError
 from fid_bench.features.cache import FeatureCache
@@ -301,6 +302,7 @@ def _extract(
         # workers decode and transform; two batches in flight each keep the encoder busy
         prefetch_factor=2 if num_workers > 0 else None,
         multiprocessing_context=_worker_context() if num_workers > 0 else None,
+        worker_init_fn=signals.quiet_worker,  # Ctrl-C/SIGTERM to the group: one line, not tracebacks
     )
     pending_keys: list[str] = []
     pending: list[np.ndarray] = []

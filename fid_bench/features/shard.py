@@ -49,6 +49,10 @@ def shard_settings(cfg: DictConfig) -> tuple[int, int] | None:
         raise FidBenchError(
             f"features.shard must be an integer in [0, {n - 1}] with num_shards={n}, got {i!r}"
         )
+    if OmegaConf.select(cfg, "model.backbone") is None:
+        raise FidBenchError(
+            f"features.num_shards: model={OmegaConf.select(cfg, 'model.name')} has no frozen encoder to extract with"
+        )
     return i, n
 
 
@@ -65,10 +69,6 @@ def extract_shard(cfg: DictConfig, samples: Samples) -> dict[str, float]:
     assert settings is not None
     shard, n = settings
     node = OmegaConf.select(cfg, "model.backbone")
-    if node is None:
-        raise FidBenchError(
-            f"features.num_shards: model={cfg.model.name} has no frozen encoder to extract with"
-        )
     table = samples.table
     use = table["split"].isin(LABELLED_SPLITS).to_numpy() & (table["sha1"].astype(str) != "").to_numpy()
     rows = table[use].drop_duplicates("sha1")

@@ -11,17 +11,21 @@ temporary name and renamed when complete, so two jobs building it at once never 
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
 import os
+import sys
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from tqdm.auto import tqdm
 
+from fid_bench import signals
 from fid_bench.data.decode import DECODER_VERSION, load_rgb, parse_alignment
 from fid_bench.errors import FidBenchError
 from fid_bench.finetune.augment import PREPARE_VERSION, square_uint8
@@ -111,22 +115,35 @@ def decode_images(
         pixels = np.empty((n, size, size, 3), dtype=np.uint8)
     ok = np.zeros(n, dtype=bool)
     t0 = time.perf_counter()
-    for start, batch in _prepared_batches(paths, size, num_workers, align):
-        for j, arr in enumerate(batch):
-            if arr is not None:
-                pixels[start + j] = arr
-                ok[start + j] = True
-            else:
-                pixels[start + j] = 0
-    seconds = time.perf_counter() - t0
-    if mode == "memmap":
-        pixels.flush()
-        del pixels
-        os.replace(tmp_path, data_path)
-        tmp_meta = meta_path.with_suffix(f".{os.getpid()}.tmp")
-        tmp_meta.write_text(json.dumps({"size": size, "n": n, "ok": ok.tolist()}))
-        os.replace(tmp_meta, meta_path)
-        pixels = np.memmap(data_path, dtype=np.uint8, mode="r", shape=(n, size, size, 3))
+    # a bar on a terminal only (quiet in logs and tests): decoding a large set takes minutes
+    bar = tqdm(total=n, unit="img", desc=f"decode {size}px", disable=not sys.stderr.isatty(), leave=False)
+    try:
+        with bar:
+            for start, batch in _prepared_batches(paths, size, num_workers, align):
+                for j, arr in enumerate(batch):
+                    if arr is not None:
+                        pixels[start + j] = arr
+                        ok[start + j] = True
+                    else:
+                        pixels[start + j] = 0
+                bar.update(len(batch))
+        seconds = time.perf_counter() - t0
+        if mode == "memmap":
+            pixels.flush()
+            del pixels
+            os.replace(tmp_path, data_path)
+            tmp_meta = meta_path.with_suffix(f".{os.getpid()}.tmp")
+            try:
+                tmp_meta.write_text(json.dumps({"size": size, "n": n, "ok": ok.tolist()}))
+                os.replace(tmp_meta, meta_path)
+            finally:
+                with contextlib.suppress(OSError):
+                    tmp_meta.unlink(missing_ok=True)
+            pixels = np.memmap(data_path, dtype=np.uint8, mode="r", shape=(n, size, size, 3))
+    finally:
+        if mode == "memmap":
+            with contextlib.suppress(OSError):  # a full disk or an interrupt leaves no partial file
+                tmp_path.unlink(missing_ok=True)
     log.info("decoded %d images at %d px in %.1f s (%s)", n, size, seconds, mode)
     return DecodedImages(pixels, ok, mode, seconds)
 
@@ -150,7 +167,11 @@ def _prepared_batches(paths: Sequence[str], size: int, num_workers: int, align: 
 
     chunk = 256
     loader = DataLoader(
-        _PreparedFiles(paths, size, align), batch_size=chunk, num_workers=num_workers, collate_fn=list
+        _PreparedFiles(paths, size, align),
+        batch_size=chunk,
+        num_workers=num_workers,
+        collate_fn=list,
+        worker_init_fn=signals.quiet_worker,
     )
     for b, batch in enumerate(loader):
         yield b * chunk, batch

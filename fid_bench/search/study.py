@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from fid_bench.detector import Job, NullLogger
-from fid_bench.errors import FidBenchError, first_line
+from fid_bench.errors import FidBenchError, PartlyFailed, failures_report, first_line
 from fid_bench.evaluation import registry
 from fid_bench.experiment import load_samples, output_dir, run_job
 from fid_bench.search.report import ProgressCallback, log_parent_metrics, set_parent_tags, summarize
@@ -36,8 +36,9 @@ from fid_bench.search.space import Param, apply_params, parse_space
 from fid_bench.search.storage import display_url, open_storage, resolve_storage_url
 from fid_bench.search.trial_logger import TrialLogger, pruned_in_chain
 from fid_bench.tracking.kinds import KIND_TAG, RunKind
-from fid_bench.tracking.run import common_tags, group_names, multirun_parent
+from fid_bench.tracking.run import common_tags, group_names, multirun_parent, run_name_of
 from fid_bench.tracking.store import DEFAULT_TRACKING_URI, open_experiment, original_cwd
+from fid_bench.tracking.sweep_report import log_sweep_report
 
 if TYPE_CHECKING:
     import optuna
@@ -424,6 +425,7 @@ def refit_best(
         refit_runs.append(run.run_id)
         run.set_tags(
             {
+                "mlflow.runName": run_name_of(group_names(refit_cfg), "refit"),
                 "hparams_search": "refit",
                 "optuna_study": study.study_name,
                 "optuna_trial": str(best.number),
@@ -532,10 +534,21 @@ def run_study(cfg: DictConfig) -> float:
         if hs.get("refit", True):
             refit_best(cfg, study, storage, client, parent_id, samples if _reuses_samples(space) else None)
         status = "FINISHED"
+        failed = [
+            (f"trial-{t.number}", str(t.user_attrs.get("error") or "failed"))
+            for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.FAIL,))
+            if t.number >= n_before
+        ]
+        log_sweep_report(client.tracking_uri, parent_id, metric=str(hs.metric), failures=failed)
+        if failed:
+            ran = sum(1 for t in study.get_trials(deepcopy=False) if t.number >= n_before)
+            raise PartlyFailed(failures_report("trials", failed, ran), float(summary["best_value"]))
         return float(summary["best_value"])
     except KeyboardInterrupt:
         status = "KILLED"
         raise
+    except PartlyFailed:
+        raise  # the study itself finished; its failed trials are told by the caller
     except BaseException as err:
         try:
             client.set_tag(parent_id, "error", first_line(err))

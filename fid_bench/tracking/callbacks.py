@@ -13,6 +13,7 @@ from __future__ import annotations
 import atexit
 import logging
 import math
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -20,19 +21,23 @@ from typing import TYPE_CHECKING, Any
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
-from fid_bench.errors import FidBenchError, first_line
+from fid_bench.errors import PARTLY_FAILED_EXIT, FidBenchError, failures_report, first_line, one_line
 from fid_bench.evaluation import registry
+from fid_bench.tracking import sweep_report
 from fid_bench.tracking.compare import compare_children
 from fid_bench.tracking.kinds import KIND_TAG, RunKind
 from fid_bench.tracking.leaderboard import Query, add_top_marks, leaderboard, render
 from fid_bench.tracking.run import (
     common_tags,
+    recorded_failures,
     resolved_config,
     sweep_dir_of,
     write_parent_file,
 )
 from fid_bench.tracking.runs import fetch_runs, open_store
 from fid_bench.tracking.store import DEFAULT_TRACKING_URI, connect, open_experiment, original_cwd
+from fid_bench.tracking.sweep_report import log_sweep_report
+from fid_bench.tracking.ui import NOTE_TAG, TOP_TAG
 
 if TYPE_CHECKING:
     from mlflow.entities import Run
@@ -123,8 +128,18 @@ def finish_parent_run(config: DictConfig, parent: ParentRun, *, interrupted: boo
         "n_children_failed": len(failed),
         "metric": metric,
     }
+    # what the failed jobs recorded (also those that failed before their run existed), then the
+    # runs that say more than their job could (workers killed mid-job)
+    failures = recorded_failures(parent.sweep_dir)
+    failures += [
+        (r.info.run_name or r.info.run_id[:8], r.data.tags.get("error") or r.info.status)
+        for r in sorted(failed, key=lambda r: r.info.start_time or 0)
+        if r.data.tags.get("error") == ORPHAN_ERROR or not failures
+    ]
+    summary["failures"] = failures
+    summary["n_children_failed"] = max(len(failed), len(failures))
     client.log_metric(parent.run_id, "n_children_finished", len(finished))
-    client.log_metric(parent.run_id, "n_children_failed", len(failed))
+    client.log_metric(parent.run_id, "n_children_failed", summary["n_children_failed"])
     scored = [
         (r.data.metrics[metric], r)
         for r in finished
@@ -137,6 +152,15 @@ def finish_parent_run(config: DictConfig, parent: ParentRun, *, interrupted: boo
         client.set_tag(parent.run_id, "best_run_id", best.info.run_id)
         client.set_tag(parent.run_id, "best_run_name", best.info.run_name or "")
         summary.update({f"best_{metric}": value, "best_run_id": best.info.run_id})
+    note = [f"{len(finished)} finished, {summary['n_children_failed']} failed"]
+    if "best_run_id" in summary:
+        best = next(r for r in finished if r.info.run_id == summary["best_run_id"])
+        note.insert(
+            0,
+            f"best: **{best.info.run_name}** ({best.info.run_id[:8]}) {metric} {summary[f'best_{metric}']:.4f}",
+        )
+    note.append("`report.html` in Artifacts: leaderboard, curves, per-group bars, audit warnings")
+    client.set_tag(parent.run_id, NOTE_TAG, " · ".join(note))
     status = "KILLED" if interrupted else ("FINISHED" if finished else "FAILED")
     client.set_terminated(parent.run_id, status)
     summary["status"] = status
@@ -149,7 +173,59 @@ def children_leaderboard(parent: ParentRun, metric: str, top: int) -> str:
     client = open_store(parent.tracking_uri)
     boards = leaderboard(client, Query(metric=metric, top=top, parent=parent.run_id))
     add_top_marks(client, boards)
+    # the same marks as a run tag, a column of the UI's saved view ("behind": significantly behind the top run)
+    for board in boards:
+        if board.marks is None:
+            continue
+        for run_id, mark in board.marks.table["mark"].items():
+            try:
+                client.set_tag(str(run_id), TOP_TAG, mark or "behind")
+            except Exception as err:  # noqa: BLE001 - a column of the UI, not the sweep's result
+                log.warning("run %s: tag %s not set: %s", run_id, TOP_TAG, first_line(err))
     return render(boards, "table", headings=len(boards) > 1)
+
+
+#: a sweep with more jobs than this has only its first ones composed before it starts
+MAX_VALIDATED_JOBS = 200
+
+
+def sweep_jobs(config: DictConfig) -> list[list[str]]:
+    """The override lists of a basic-sweeper multirun's jobs, as Hydra's sweeper will expand them
+    (other sweepers choose their points as they go: none)."""
+    from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    target = str(OmegaConf.select(config, "hydra.sweeper._target_", default="") or "")
+    if not target.endswith("BasicSweeper") or not GlobalHydra.instance().is_initialized():
+        return []
+    params = OmegaConf.select(config, "hydra.sweeper.params", default=None) or {}
+    arguments = [f"{k}={v}" for k, v in params.items()]
+    arguments += [str(o) for o in OmegaConf.select(config, "hydra.overrides.task", default=[]) or []]
+    parser = OverridesParser.create(config_loader=GlobalHydra.instance().config_loader())
+    batches = BasicSweeper.split_arguments(parser.parse_overrides(arguments), None)
+    return [list(job) for batch in batches for job in batch]
+
+
+def validate_sweep(config: DictConfig) -> str | None:
+    """What is wrong with the sweep's jobs (an unknown option, an unset or missing data root), as one
+    line naming the job, or None; checked before the parent run exists."""
+    from hydra.core.global_hydra import GlobalHydra
+
+    from fid_bench.config import require_data_root, require_set
+
+    try:
+        jobs = sweep_jobs(config)
+    except Exception as err:  # noqa: BLE001 - Hydra's parser errors: one line
+        return f"overrides: {one_line(err)}"
+    for overrides in jobs[:MAX_VALIDATED_JOBS]:
+        try:
+            job = GlobalHydra.instance().config_loader().load_sweep_config(config, overrides)
+            require_set(job)
+            require_data_root(job)
+        except Exception as err:  # noqa: BLE001 - composition errors of any kind: one line
+            return f"job {' '.join(overrides)}: {one_line(err)}"
+    return None
 
 
 class ParentRunCallback(Callback):
@@ -160,6 +236,11 @@ class ParentRunCallback(Callback):
         self._config: DictConfig | None = None
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        # a typo in one job's overrides must not leave an empty KILLED parent run behind
+        problem = validate_sweep(config)
+        if problem:
+            print(f"error: {problem}; nothing was run", file=sys.stderr, flush=True)
+            raise SystemExit(2)  # passes Hydra's callback wrapper, which would only warn
         try:
             self.parent = start_parent_run(config)
         except Exception as err:  # noqa: BLE001 - the jobs still run (and log) without a parent
@@ -193,6 +274,16 @@ class ParentRunCallback(Callback):
         print("\n".join(lines), flush=True)
         if summary["n_children_finished"]:
             self._compare_top(parent, metric)
+        failures = summary.get("failures") or []
+        if log_sweep_report(parent.tracking_uri, parent.run_id, metric=metric, failures=failures):
+            print(
+                f"report: {sweep_report.REPORT} of MLflow run {parent.run_id} (its Artifacts tab)", flush=True
+            )
+        if failures:
+            total = summary["n_children_finished"] + summary["n_children_failed"]
+            print(failures_report("jobs", failures, total), file=sys.stderr, flush=True)
+            # scripts and CI must see it; SystemExit passes through Hydra's callback wrapper
+            raise SystemExit(PARTLY_FAILED_EXIT)
 
     @staticmethod
     def _compare_top(parent: ParentRun, metric: str) -> None:

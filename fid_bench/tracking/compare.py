@@ -35,7 +35,7 @@ from fid_bench.evaluation.plots import overlay_curves_png
 from fid_bench.tracking.kinds import KIND_TAG, RunKind
 from fid_bench.tracking.leaderboard import Query, leaderboard
 from fid_bench.tracking.paired import PairedReport, paired_report
-from fid_bench.tracking.runs import held_out_scores, make_client
+from fid_bench.tracking.runs import get_run, held_out_scores, make_client
 from fid_bench.tracking.runs import tracking_uri as resolve_uri
 
 if TYPE_CHECKING:
@@ -91,22 +91,14 @@ def _client(tracking_uri: str | None) -> MlflowClient:
 
 
 def get_runs(client: MlflowClient, run_ids: Sequence[str]) -> list[Run]:
-    """The runs, in the given order; an unknown id is a one-line error."""
-    from mlflow.exceptions import MlflowException
-
+    """The runs, in the given order (full ids or unique prefixes); an unknown id is a one-line error."""
     if not run_ids:
         raise FidBenchError("no runs to compare")
-    dup = sorted({r for r in run_ids if list(run_ids).count(r) > 1})
+    runs = [get_run(client, run_id) for run_id in run_ids]
+    full = [r.info.run_id for r in runs]
+    dup = sorted({r for r in full if full.count(r) > 1})
     if dup:
         raise FidBenchError(f"run(s) given twice: {dup}")
-    runs = []
-    for run_id in run_ids:
-        try:
-            runs.append(client.get_run(run_id))
-        except MlflowException:
-            raise FidBenchError(
-                f"unknown run {run_id!r} in the tracking store {client.tracking_uri}"
-            ) from None
     return runs
 
 
@@ -195,7 +187,8 @@ def compare_runs(
     if paired is not None and len(runs) != 2:
         raise FidBenchError(f"the paired report compares exactly two runs, got {len(runs)}")
     if log_to_run_id is not None:
-        get_runs(client, [log_to_run_id])  # fail before any work when the target is unknown
+        # fail before any work when the target is unknown; a prefix becomes the full id
+        log_to_run_id = get_run(client, log_to_run_id).info.run_id
 
     labels = [run_label(r) for r in runs]
     named = {label: held_out_scores(client, run) for label, run in zip(labels, runs, strict=True)}

@@ -26,10 +26,11 @@ from typing import TYPE_CHECKING, Any
 import pandas as pd
 
 from fid_bench import markdown
+from fid_bench.errors import FidBenchError
 from fid_bench.evaluation import registry
 from fid_bench.tracking.kinds import KIND_TAG, SUMMARY_KINDS, UNRANKED_KINDS
 from fid_bench.tracking.paired import TopMarks, marks_against_top
-from fid_bench.tracking.runs import LeaderboardError, fetch_runs
+from fid_bench.tracking.runs import LeaderboardError, fetch_runs, get_run
 
 if TYPE_CHECKING:
     from mlflow.entities import Run
@@ -212,7 +213,6 @@ def rank(frame: pd.DataFrame, query: Query, experiment: str, *, strict: bool) ->
 
 def leaderboard(client: MlflowClient, query: Query) -> list[Board]:
     """Boards for ``query``: one experiment, or every experiment that has matching runs."""
-    from mlflow.exceptions import MlflowException
 
     experiments = sorted(client.search_experiments(), key=lambda e: e.name)
     names = {e.experiment_id: e.name for e in experiments}
@@ -226,10 +226,10 @@ def leaderboard(client: MlflowClient, query: Query) -> list[Board]:
     filter_string = ""
     if query.parent is not None:
         try:
-            client.get_run(query.parent)
-        except MlflowException:
-            raise LeaderboardError(f"unknown parent run {query.parent!r}") from None
-        filter_string = f"tags.`{PARENT_TAG}` = '{query.parent}'"
+            parent_id = get_run(client, query.parent).info.run_id
+        except FidBenchError as err:
+            raise LeaderboardError(str(err).replace("unknown run", "unknown parent run", 1)) from None
+        filter_string = f"tags.`{PARENT_TAG}` = '{parent_id}'"
     if not chosen:
         raise LeaderboardError("the tracking store has no experiments")
     frame = runs_frame(fetch_runs(client, [e.experiment_id for e in chosen], filter_string), names)

@@ -237,8 +237,27 @@ def provenance_tags(cfg: DictConfig) -> dict[str, str]:
     return {f"model_{k}": str(v) for k, v in node.items() if v is not None}
 
 
-def run_name_of(tags: Mapping[str, str]) -> str:
-    return "-".join(tags[g] for g in ("model", "classifier", "balance"))
+def headline_note(metrics: Mapping[str, Any]) -> str:
+    """The run's description: its headline metrics to 4 decimals, ROC-AUC with its interval."""
+    from fid_bench.evaluation import registry
+
+    parts = []
+    for name in (*registry.headline(), "tpr_at_fpr_5pct", "threshold"):
+        value = _metric_value(metrics.get(name))
+        if value is None or math.isnan(value):
+            continue
+        text = f"**{name}** {value:.4f}"
+        low, high = (_metric_value(metrics.get(f"{name}_ci_{end}")) for end in ("low", "high"))
+        if low is not None and high is not None and not (math.isnan(low) or math.isnan(high)):
+            text += f" [{low:.4f}, {high:.4f}]"
+        parts.append(text)
+    return " · ".join(dict.fromkeys(parts))
+
+
+def run_name_of(tags: Mapping[str, str], kind: str = "job") -> str:
+    """``job-spectrum-logreg-none``: the kind first (a study's runs become ``trial-7`` and
+    ``refit-...``), so runs of different kinds never share a name."""
+    return "-".join([kind, *(tags[g] for g in ("model", "classifier", "balance"))])
 
 
 # --------------------------------------------------------------------------- parent run lookup
@@ -271,6 +290,40 @@ def multirun_parent(uri: str) -> str | None:
         log.warning("parent run is in another tracking store (%s); this job's run is not nested", parent_uri)
         return None
     return run_id
+
+
+#: a multirun job that failed leaves this file in its own output folder (``<sweep dir>/<job num>/``)
+JOB_FAILED_FILE = "job_failed.txt"
+
+
+def record_job_failure(message: str) -> None:
+    """Leave ``name<TAB>error`` in this multirun job's output folder, for the sweep's final report.
+
+    Also a job that failed before its MLflow run existed is counted so (the run cannot say it)."""
+    from hydra.core.hydra_config import HydraConfig
+
+    try:
+        hydra = HydraConfig.get()
+        folder = Path(str(hydra.runtime.output_dir))
+        name = " ".join(str(o) for o in hydra.overrides.task) or f"job {hydra.job.num}"
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / JOB_FAILED_FILE).write_text(f"{name}\t{' '.join(message.split())}\n")
+    except Exception as err:  # noqa: BLE001 - the job's own error is what matters
+        log.warning("could not record the job's failure for the sweep's report: %s", first_line(err))
+
+
+def recorded_failures(sweep_dir: Path) -> list[tuple[str, str]]:
+    """``(job, error)`` of every job of the sweep that left ``JOB_FAILED_FILE``, in job order."""
+
+    def order(path: Path) -> tuple[int, str]:
+        num = path.parent.name
+        return (int(num) if num.isdigit() else 1 << 30, num)
+
+    out = []
+    for path in sorted(sweep_dir.glob(f"*/{JOB_FAILED_FILE}"), key=order):
+        name, _, error = path.read_text().rstrip("\n").partition("\t")
+        out.append((name, error))
+    return out
 
 
 def write_parent_file(sweep_dir: Path, info: Mapping[str, str]) -> Path:

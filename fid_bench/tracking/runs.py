@@ -8,7 +8,6 @@ from __future__ import annotations
 import logging
 import math
 import os
-import sqlite3
 from typing import TYPE_CHECKING, Any
 
 from fid_bench.errors import FidBenchError, first_line
@@ -19,6 +18,7 @@ from fid_bench.tracking.store import (
     local_store_path,
     probe_server,
     resolve_tracking_uri,
+    sqlite_store_problem,
 )
 
 if TYPE_CHECKING:
@@ -77,15 +77,9 @@ def open_store(uri: str) -> MlflowClient:
 
 
 def _check_mlflow_sqlite(path: Any) -> None:
-    try:
-        with sqlite3.connect(f"file:{path}?mode=ro", uri=True) as conn:
-            row = conn.execute(
-                "SELECT name FROM sqlite_master WHERE type='table' AND name='experiments'"
-            ).fetchone()
-    except sqlite3.Error as err:
-        raise LeaderboardError(f"cannot read tracking store {path}: {err}") from None
-    if row is None:
-        raise LeaderboardError(f"{path} is not an MLflow tracking database")
+    problem = sqlite_store_problem(path, new_ok=False)
+    if problem is not None:
+        raise LeaderboardError(problem)
 
 
 def fetch_runs(client: MlflowClient, experiment_ids: list[str], filter_string: str = "") -> list[Run]:
@@ -198,14 +192,50 @@ def runs_with_models(client: MlflowClient, experiment_id: str, name: str = MODEL
         return None
 
 
+#: the shortest run-id prefix a command accepts (the leaderboard prints 8 characters)
+MIN_PREFIX = 6
+_HEX = frozenset("0123456789abcdef")
+
+
+def _runs_with_prefix(client: MlflowClient, prefix: str) -> list[Run]:
+    """Active runs of active experiments whose id starts with ``prefix`` (lower-case hex)."""
+    ids = [e.experiment_id for e in client.search_experiments()]
+    if not ids:
+        return []
+    try:
+        return fetch_runs(client, ids, f"attributes.run_id LIKE '{prefix}%'")
+    except Exception as err:  # noqa: BLE001 - a store without LIKE on run ids: scan its runs
+        log.debug("run id LIKE search failed (%s); scanning the runs", first_line(err))
+        return [r for r in fetch_runs(client, ids) if r.info.run_id.startswith(prefix)]
+
+
 def get_run(client: MlflowClient, run_id: str) -> Run:
-    """The run with id ``run_id``, of any kind; an unknown id is a one-line error."""
+    """The run with id ``run_id``, or the one run whose id starts with it (at least ``MIN_PREFIX``
+    characters, as the leaderboard prints them), of any kind. An unknown id, a too short prefix or
+    one shared by several runs (they are listed) is a one-line error."""
     from mlflow.exceptions import MlflowException
 
+    spec = run_id.strip()
     try:
-        return client.get_run(run_id)
+        return client.get_run(spec)
     except MlflowException:
-        raise FidBenchError(f"unknown run {run_id!r} in the tracking store {client.tracking_uri}") from None
+        pass
+    unknown = f"unknown run {run_id!r} in the tracking store {client.tracking_uri}"
+    prefix = spec.lower()
+    if not prefix or not set(prefix) <= _HEX:
+        raise FidBenchError(unknown) from None
+    if len(prefix) < MIN_PREFIX:
+        raise FidBenchError(
+            f"run id prefix {run_id!r} is too short: give at least {MIN_PREFIX} characters of the id"
+        )
+    found = _runs_with_prefix(client, prefix)
+    if not found:
+        raise FidBenchError(unknown)
+    if len(found) > 1:
+        listed = ", ".join(f"{r.info.run_id} ({r.info.run_name or '-'})" for r in found[:10])
+        more = f" and {len(found) - 10} more" if len(found) > 10 else ""
+        raise FidBenchError(f"run id prefix {run_id!r} is ambiguous: {listed}{more}")
+    return found[0]
 
 
 def resolve_run(
@@ -265,7 +295,7 @@ def resolve_run(
             )
     kind = run.data.tags.get(KIND_TAG, "")
     if kind in NO_MODEL_KINDS:
-        raise FidBenchError(no_model_reason(spec, kind))
+        raise FidBenchError(no_model_reason(run.info.run_id, kind))
     return run
 
 

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import urlparse
 
 from fid_bench.errors import FidBenchError, first_line
-from fid_bench.tracking.ui import experiment_tags
+from fid_bench.tracking.ui import NOTE_TAG, experiment_description, experiment_tags
 
 if TYPE_CHECKING:
     from mlflow.tracking import MlflowClient
@@ -124,19 +124,48 @@ def _prepare_local_store(uri: str) -> None:
 
 
 def probe_server(uri: str, timeout: float = 5.0) -> None:
-    """Fail fast on a tracking server that is down: one request, no retries (MLflow's own client
-    retries for minutes before giving up). Any HTTP answer counts as reachable."""
+    """Fail fast on a tracking server that is down or unhealthy: one request to its ``/health``, no
+    retries. Only a 2xx answer counts: MLflow's own client retries a 5xx answer (or no answer) for
+    minutes before giving up, and a proxy in front of a stopped server answers 502/503."""
     import requests
 
     try:
-        requests.get(uri.rstrip("/") + "/health", timeout=timeout)
+        answer = requests.get(uri.rstrip("/") + "/health", timeout=timeout)
     except requests.RequestException as err:
         raise FidBenchError(f"cannot reach tracking server {uri}: {type(err).__name__}") from None
+    if not 200 <= answer.status_code < 300:
+        reason = f" {answer.reason}" if answer.reason else ""
+        raise FidBenchError(
+            f"tracking server {uri} is not healthy: /health answered HTTP {answer.status_code}{reason}"
+        )
+
+
+def sqlite_store_problem(path: Path, *, new_ok: bool = True) -> str | None:
+    """Why the SQLite file at ``path`` cannot be used as an MLflow store, or None when it can.
+
+    With ``new_ok`` (a job) a missing file or a database without tables becomes a new store;
+    without it (reading) only an existing MLflow store will do. A database that holds tables but
+    no MLflow ``experiments`` table belongs to something else: MLflow would add its own tables to
+    it, so it is refused. Read-only: nothing is written to the file.
+    """
+    import sqlite3
+
+    try:
+        if new_ok and (not path.is_file() or path.stat().st_size == 0):
+            return None
+        with sqlite3.connect(f"file:{path}?mode=ro", uri=True) as conn:
+            tables = {row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+    except (sqlite3.Error, OSError) as err:
+        return f"cannot read tracking store {path}: {err}"
+    if "experiments" in tables or (new_ok and not tables):
+        return None
+    held = f"it holds other tables: {', '.join(sorted(tables)[:5])}" if tables else "it holds no tables"
+    return f"{path} is not an MLflow tracking database ({held})"
 
 
 def connect(uri: str) -> MlflowClient:
     """A client for ``uri`` (already resolved); a local store and its folder are created if needed,
-    a tracking server is probed first."""
+    a tracking server is probed first, and an SQLite file of something else is refused."""
     from mlflow.tracking import MlflowClient
 
     if uri.startswith(("http://", "https://")):
@@ -144,6 +173,11 @@ def connect(uri: str) -> MlflowClient:
     _prepare_local_store(uri)
     try:
         with _store_lock(uri):
+            path = local_store_path(uri)
+            if uri.startswith(_SQLITE_PREFIX) and path is not None:
+                problem = sqlite_store_problem(path)
+                if problem is not None:
+                    raise FidBenchError(problem)
             return MlflowClient(tracking_uri=uri)
     except FidBenchError:
         raise
@@ -170,7 +204,9 @@ def ensure_experiment(client: MlflowClient, name: str, artifact_root: Path | Non
         location = (artifact_root / experiment_slug(name)).as_uri() if artifact_root is not None else None
         try:
             # the kind tag and a saved runs view make the UI open on the runs table (tracking.ui)
-            return client.create_experiment(name, artifact_location=location, tags=experiment_tags())
+            experiment_id = client.create_experiment(name, artifact_location=location, tags=experiment_tags())
+            client.set_experiment_tag(experiment_id, NOTE_TAG, experiment_description(experiment_id))
+            return experiment_id
         except MlflowException as err:
             if err.error_code != "RESOURCE_ALREADY_EXISTS" and "already exists" not in str(err):
                 raise

@@ -27,10 +27,20 @@ SAVED_VIEW_PREFIX = "mlflow.sharedViewState."
 VIEW_ID = "fid_bench"
 VIEW_NAME = "fid_bench: best runs first"
 WORKFLOW = "machine_learning"
+#: MLflow's description of a run or an experiment (Markdown), shown on its page
+NOTE_TAG = "mlflow.note.content"
 
 #: metric columns of the saved view, in order (the leaderboard's headline metrics)
 HEADLINE_METRICS = ("roc_auc", "f1", "average_precision", "roc_auc_ci_low", "threshold")
-TAG_COLUMNS = ("model", "classifier", "balance")
+#: the run tag a sweep's end sets on its children: ``top``, ``~`` (tied with the top one), ``behind``
+#: or ``n/a`` (not comparable: other test rows)
+TOP_TAG = "top"
+TAG_COLUMNS = ("model", "classifier", "balance", TOP_TAG)
+#: the kinds the saved view hides (trials, sweep and study parents, comparisons): what is left is
+#: what the leaderboard ranks (jobs, refits, ensembles, imported runs). MLflow's search has no OR,
+#: hence one condition per hidden kind; clearing the search box shows every run again
+HIDDEN_KINDS = ("trial", "parent", "study", "comparison")
+RUNS_FILTER = " AND ".join(f"tags.`fid_bench.kind` != '{kind}'" for kind in HIDDEN_KINDS)
 
 
 def _column(kind: str, key: str) -> str:
@@ -46,7 +56,7 @@ def view_state(metric: str = "roc_auc") -> dict:
     return {
         # metrics right after the run name: the UI otherwise puts the wide Dataset column first
         "columnOrder": columns,
-        "searchFilter": "",
+        "searchFilter": RUNS_FILTER,
         "orderByKey": _column("metrics", metric),
         "orderByAsc": False,
         "startTime": "ALL",
@@ -75,6 +85,20 @@ def experiment_tags(metric: str = "roc_auc") -> dict[str, str]:
     """Tags for an experiment the harness creates."""
     key, value = saved_view_tag(metric)
     return {EXPERIMENT_KIND_TAG: EXPERIMENT_KIND, key: value}
+
+
+def experiment_description(experiment_id: str, metric: str = "roc_auc") -> str:
+    """The experiment's description (its ``mlflow.note.content``): where the answer is, as links
+    relative to the UI, so they work on any host and port."""
+    view = runs_url("", experiment_id).lstrip("/")
+    everything = runs_url("", experiment_id, with_view=False).lstrip("/")
+    return (
+        f"**[The runs, best {metric} first]({view})**: jobs only; trials, study and sweep parents "
+        f"are filtered out ([every run]({everything}), or clear the search box). Column `top`: the "
+        f"best run of a sweep (`top`), those not significantly behind it (`~`), the others (`behind`). Each run's "
+        f"description holds its headline metrics; each sweep's or study's parent run holds "
+        f"`report.html` (leaderboard, curves, per-group bars, audit warnings) in its Artifacts."
+    )
 
 
 def runs_url(base: str, experiment_id: str, *, with_view: bool = True) -> str:
