@@ -83,6 +83,8 @@ class Detector(ABC):
 
     #: short name used in tags and the leaderboard
     name: str = "detector"
+    #: whether ``cv.leave_one_source_out`` may add folds (one fit per source before the job's own)
+    supports_source_folds: bool = True
 
     def setup(self, job: Job) -> None:
         """Work shared by all folds (e.g. feature extraction through the cache)."""

@@ -10,17 +10,18 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import numpy as np
 import pandas as pd
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from tqdm.auto import tqdm
 
-from fid_bench.audit import SKIP_WARNING, audit_from_config
+from fid_bench.audit import SKIP_WARNING, audit_from_config, audit_settings, audit_sources
 from fid_bench.data.readers import read_samples
-from fid_bench.data.splits import leave_one_group_out, make_folds
+from fid_bench.data.splits import leave_one_group_out, leave_one_source_out, make_folds
 from fid_bench.detector import Detector, Job
 from fid_bench.errors import FidBenchError
-from fid_bench.evaluation import generalisation
+from fid_bench.evaluation import generalisation, loso
 from fid_bench.evaluation.generalisation import prefixed
 from fid_bench.evaluation.held_out import HeldOutSettings, held_out_metrics
 from fid_bench.evaluation.metrics import aggregate_folds, evaluate_scores
@@ -73,17 +74,92 @@ def make_job_folds(cfg: DictConfig, samples: Samples) -> list[Fold]:
     )
 
 
+def make_source_folds(cfg: DictConfig, samples: Samples, folds: list[Fold], final: bool) -> list[Fold]:
+    """Leave-one-source-out folds when ``cv.leave_one_source_out`` is set, else none.
+
+    A search trial (``final`` False) leaves the first fold's test rows out of them, so selecting by
+    ``loso/*`` never sees the rows the final run is tested on. Fold indices follow the job's own folds.
+    """
+    if not OmegaConf.select(cfg, "cv.leave_one_source_out", default=False):
+        return []
+    if cfg.cv.leave_one_group_out:
+        raise FidBenchError(
+            "cv.leave_one_group_out and cv.leave_one_source_out exclude each other; set one of them"
+        )
+    rows = None
+    if not final:
+        rows = np.setdiff1d(np.arange(len(samples.table)), folds[0].test)
+    source_folds = leave_one_source_out(
+        samples.table, val_fraction=cfg.data.val_fraction, seed=cfg.seed, rows=rows
+    )
+    return [dataclasses.replace(f, index=len(folds) + f.index) for f in source_folds]
+
+
+def run_source_folds(
+    detector: Detector,
+    job: Job,
+    source_folds: list[Fold],
+    settings: HeldOutSettings,
+    final: bool,
+    run: TrackedRun,
+) -> dict[str, float]:
+    """Train without each source and test on it: ``loso/<source>/*``, ``loso/mean_roc_auc``,
+    ``loso/worst_roc_auc``; a final run also logs the per-source table and bar plot (``loso/``)."""
+    if not getattr(detector, "supports_source_folds", True):
+        raise FidBenchError(
+            f"cv.leave_one_source_out is not supported by classifier={detector.name}; "
+            "use the embedding track (e.g. classifier=logreg with a frozen model)"
+        )
+    per_source: dict[str, dict[str, float]] = {}
+    tests: dict[str, pd.DataFrame] = {}
+    out: dict[str, float] = {}
+    for fold in source_folds:
+        fold_scores = detector.fit_predict(job, fold)
+        if final:
+            m = held_out_metrics(fold_scores, settings)
+        else:
+            m = evaluate_scores(fold_scores, calibration_bins=settings.calibration_bins)
+        per_source[fold.name] = m
+        tests[fold.name] = fold_scores[fold_scores["split"] == "test"]
+        out.update(loso.source_metrics(fold.name, m))
+        log.info("leave-one-source-out: %s held out, roc_auc=%.4f", fold.name, m.get("roc_auc", float("nan")))
+    out.update(loso.summary(per_source))
+    if final:
+        work = job.output_dir / "loso"
+        work.mkdir(parents=True, exist_ok=True)
+        table = loso.source_table(per_source, tests)
+        table.to_csv(work / "per_source.csv", index=False)
+        (work / "per_source.md").write_text(loso.table_markdown(table) + "\n")
+        loso.bar_plot(table, work / "roc_auc_per_source.png")
+        # every held-out row's score: two runs on the same sources can be compared pair-wise
+        pd.concat([t.assign(source=name) for name, t in tests.items()], ignore_index=True).to_csv(
+            work / "scores.csv", index=False
+        )
+        for name in ("per_source.csv", "per_source.md", "roc_auc_per_source.png", "scores.csv"):
+            run.log_artifact(work / name, "loso")
+    return out
+
+
 def log_audit(cfg: DictConfig, samples: Samples, run: TrackedRun) -> None:
     """Audit the data before training: a few metrics, the report as artifacts, warnings in the log."""
     import tempfile
 
     report = audit_from_config(samples, cfg)
     run.log_metrics({f"audit/{k}": v for k, v in report.metrics().items()})
+    # data=multi: each source audited on its own too (a shortcut inside one source is named with it)
+    multi = OmegaConf.select(cfg, "data.sources", default=None)
+    per_source = audit_sources(samples, **audit_settings(cfg)) if multi else {}
     with tempfile.TemporaryDirectory() as tmp:
         for path in report.write(Path(tmp)):
             run.log_artifact(path, "audit")
-    for warning in report.warnings:
-        if warning.startswith(SKIP_WARNING):
+        for name, part in per_source.items():
+            run.log_metrics({f"audit/{name}/{k}": v for k, v in part.metrics().items()})
+            for path in part.write(Path(tmp) / name):
+                run.log_artifact(path, f"audit/{name}")
+    warnings = list(report.warnings)
+    warnings += [w for part in per_source.values() for w in part.warnings]
+    for warning in warnings:
+        if warning.split(": ", 1)[-1].startswith(SKIP_WARNING) or warning.startswith(SKIP_WARNING):
             continue  # the run already said which rows were skipped (one line, see log_samples)
         log.warning("audit: %s", warning)
 
@@ -159,6 +235,7 @@ def run_job(
         folds = make_job_folds(cfg, samples)
         source = data_source(OmegaConf.select(cfg, "data.root", default=None))
         run.log_datasets(fold_parts(samples.table, folds, name=samples.name, source=source, final=final))
+        source_folds = make_source_folds(cfg, samples, folds, final)
         if not final:
             # the validation rows stand in for the test rows, so a search never sees test labels
             folds = [dataclasses.replace(fold, test=fold.val) for fold in folds]
@@ -173,6 +250,11 @@ def run_job(
         detector.setup(job)
         settings = HeldOutSettings.of_config(cfg)
         calibration_bins = settings.calibration_bins
+        # the source folds first: the model of the job's own (last) fold, trained on every source,
+        # is the one logged, predicted with and scored on eval.extra
+        source_metrics = (
+            run_source_folds(detector, job, source_folds, settings, final, run) if source_folds else {}
+        )
         scores, per_fold = [], []
         # K-fold and leave-one-group-out jobs fit one model per fold: a bar on a terminal
         shown = (
@@ -189,6 +271,7 @@ def run_job(
         metrics = aggregate_folds(per_fold)
         if cfg.cv.leave_one_group_out:
             metrics.update(per_group_fold(folds, per_fold))
+        metrics.update(source_metrics)
         logged = metrics if final else {f"val_{k}": v for k, v in metrics.items()}
         extra = detector.extra_metrics()
         metrics.update(extra)

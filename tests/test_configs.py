@@ -47,6 +47,12 @@ def test_every_group_has_options_and_the_packaged_config_is_the_checkouts() -> N
 
 @pytest.mark.parametrize("option", group_options("data"))
 def test_data_options_build_their_reader(option: str, tmp_path: Path) -> None:
+    if option == "multi":  # a root per source
+        cfg = _compose("data=multi", f"data.sources=[{{name: a, data: folder, root: {tmp_path}}}]")
+        reader = instantiate(cfg.data.reader)
+        assert callable(reader.read)
+        assert Path(str(reader.sources[0]["root"])) == tmp_path
+        return
     cfg = _compose(f"data={option}", f"data.root={tmp_path}")
     reader = instantiate(cfg.data.reader)
     assert callable(reader.read)
@@ -139,7 +145,7 @@ def test_compose_reports_a_bad_option_in_one_line() -> None:
 def test_load_option_names_the_choices() -> None:
     assert load_option("data", "folder").reader._target_.endswith("FolderReader")
     with pytest.raises(
-        FidBenchError, match=r"unknown data='nope'; choose one of \['demo', 'folder', 'kaggle'\]"
+        FidBenchError, match=r"unknown data='nope'; choose one of \['demo', 'folder', 'kaggle', 'multi'\]"
     ):
         load_option("data", "nope")
 

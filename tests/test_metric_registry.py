@@ -73,7 +73,7 @@ def test_metric_lists_are_what_evaluation_computes() -> None:
     frame = pd.DataFrame({"label": np.r_[y, y], "score": np.r_[s, s], "split": ["val"] * 40 + ["test"] * 40})
     assert set(evaluate_scores(frame)) <= set(registry.METRICS)
     assert set(registry.names(per_prefix=True)) <= set(computed)
-    assert registry.headline() == ("roc_auc", "f1", "average_precision")
+    assert registry.headline() == ("roc_auc", "f1", "average_precision", "loso/worst_roc_auc")
     assert registry.names(tabulated=True)[0] == "roc_auc" and "threshold" in registry.names(tabulated=True)
 
 

@@ -40,6 +40,7 @@ from fid_bench.audit.core import (
     audit_from_config,
     audit_samples,
     audit_settings,
+    audit_sources,
     check_settings,
 )
 from fid_bench.audit.fix import clean_manifest
@@ -49,6 +50,7 @@ __all__ = [
     "SKIP_WARNING",
     "AuditReport",
     "audit_from_config",
+    "audit_sources",
     "audit_samples",
     "audit_settings",
     "check_settings",

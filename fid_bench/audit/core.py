@@ -204,3 +204,25 @@ def audit_settings(cfg: Any) -> dict[str, Any]:
 def audit_from_config(samples: Samples, cfg: Any) -> AuditReport:
     """The audit a benchmark run does on start: settings from ``cfg.audit``, cache in ``features.cache_dir``."""
     return audit_samples(samples, **audit_settings(cfg))
+
+
+def audit_sources(samples: Samples, **settings: Any) -> dict[str, AuditReport]:
+    """One audit per source of a ``data=multi`` table (its ``group`` column), so a shortcut inside one
+    source is not diluted by the others; each report's warnings start with the source's name.
+    ``settings``: those of ``audit_samples``."""
+    table = samples.table
+    out: dict[str, AuditReport] = {}
+    for name in sorted(set(table["group"].fillna("").astype(str)) - {""}):
+        prefix = f"{name}/"
+        part = Samples(
+            table=table[table["group"] == name].reset_index(drop=True),
+            skipped=samples.skipped[samples.skipped["id"].astype(str).str.startswith(prefix)],
+            name=f"{samples.name}/{name}",
+            unreadable_predict=samples.unreadable_predict[
+                samples.unreadable_predict["id"].astype(str).str.startswith(prefix)
+            ],
+        )
+        report = audit_samples(part, **settings)
+        report.warnings = [f"source {name}: {w}" for w in report.warnings]
+        out[name] = report
+    return out

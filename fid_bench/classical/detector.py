@@ -40,7 +40,8 @@ from fid_bench.errors import FidBenchError, one_line
 from fid_bench.evaluation.metrics import best_f1_threshold
 from fid_bench.features import extract  # called as extract.extract_features: one place to stub it
 from fid_bench.features.aligned import with_alignment
-from fid_bench.features.concat import ConcatEncoder, expand_members, extract_concat
+from fid_bench.features.augment import Augment, augmented_config, parse_augment
+from fid_bench.features.concat import CONCAT_TARGET, ConcatEncoder, expand_members, extract_concat
 from fid_bench.features.encoders import build_encoder
 
 if TYPE_CHECKING:
@@ -285,6 +286,8 @@ class FeatureDetector(Detector):
             "num_workers": int(feats.get("num_workers", 2)),
             "device": str(feats.get("device", "auto")),
         }
+        # features.augment: K altered copies of every training row, extracted per fold (cached)
+        self.augment: Augment | None = parse_augment(feats.get("augment"))
         self.select = feats.get("select")
         self._columns: list[int] | None = None
         self._cache_dir: Path | None = None
@@ -298,6 +301,10 @@ class FeatureDetector(Detector):
         if self._encoder_cfg is not None:
             # data.align wraps every encoder, so features (and their cache key) are of aligned images
             self._encoder_cfg = with_alignment(expand_members(self._encoder_cfg), self.align)
+        if self.augment is not None and (self._encoder_cfg or {}).get("_target_") == CONCAT_TARGET:
+            raise FidBenchError(
+                "features.augment does not support model=concat; augment one encoder at a time"
+            )
         encoder = build_encoder(self._encoder_cfg)
         if self.normalise == "auto":
             self._normalise = auto_normalisation(encoder)
@@ -347,6 +354,26 @@ class FeatureDetector(Detector):
 
     def extra_metrics(self) -> dict[str, float]:
         return dict(self._stats)
+
+    def _augmented(self, table: pd.DataFrame, train: np.ndarray) -> list[np.ndarray]:
+        """Features of each augmented copy of the training rows ``train`` (one array per copy, aligned
+        with ``train``). Only training rows ever get here: held-out rows stay as they are."""
+        assert self.augment is not None and self._encoder_cfg is not None and self._cache_dir is not None
+        paths = table["path"].iloc[train].astype(str).tolist()
+        sha1s = table["sha1"].iloc[train].astype(str).tolist()
+        out = []
+        for copy in range(self.augment.copies):
+            encoder = build_encoder(augmented_config(self._encoder_cfg, self.augment, copy))
+            feats, inverse, stats = extract_unique(
+                encoder, paths, sha1s, self._cache_dir, **self._extract_kwargs
+            )
+            self._stats["augment_n_extracted"] = self._stats.get("augment_n_extracted", 0.0) + float(
+                stats.get("n_extracted", 0.0)
+            )
+            if self._columns is not None:  # features.select: the same blocks as the plain rows
+                feats = feats[:, self._columns]
+            out.append(feats[inverse])
+        return out
 
     def features_for(self, rows: np.ndarray, what: str = "fold") -> np.ndarray:
         """Feature matrix for table positions ``rows`` (a new array, one row per position)."""
@@ -405,6 +432,10 @@ class FeatureDetector(Detector):
             )
         # one gather straight into the (possibly resampled) training matrix: no intermediate copy
         X_fit, y_fit = self.features_for(train[idx], "training"), y_train[idx]
+        if self.augment is not None:
+            copies = self._augmented(table, train)
+            X_fit = np.concatenate([X_fit, *(c[idx] for c in copies)])
+            y_fit = np.tile(y_fit, 1 + len(copies))
         classes = np.unique(y_fit)
         if classes.size < 2:
             raise FidBenchError(

@@ -21,7 +21,14 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from fid_bench.audit import AuditReport, audit_samples, audit_settings, check_settings, clean_manifest
+from fid_bench.audit import (
+    AuditReport,
+    audit_samples,
+    audit_settings,
+    audit_sources,
+    check_settings,
+    clean_manifest,
+)
 from fid_bench.commands.common import OneLineParser, run_handler
 from fid_bench.config import compose, conf_dir
 from fid_bench.data.readers import read_configured_samples
@@ -92,6 +99,12 @@ def run(args: argparse.Namespace) -> int:
     samples = read_configured_samples(cfg)
     report = audit_samples(samples, **settings)
     print(report.to_markdown(), end="")
+    # data=multi: every source on its own too, so a shortcut inside one source is named with it
+    per_source = (
+        audit_sources(samples, **settings) if OmegaConf.select(cfg, "data.sources", default=None) else {}
+    )
+    for part in per_source.values():
+        print("\n" + part.to_markdown(), end="")
     if args.json:
         _write_text(args.json, json.dumps(report.to_dict(), indent=1))
         print(f"\nreport written to {args.json}")
@@ -99,7 +112,7 @@ def run(args: argparse.Namespace) -> int:
         _write_text(args.markdown, report.to_markdown())
     if args.fix:
         _write_fix(samples, report, args.fix)
-    return 1 if args.strict and report.warnings else 0
+    return 1 if args.strict and (report.warnings or any(p.warnings for p in per_source.values())) else 0
 
 
 # ----------------------------------------------------------------------------- config

@@ -117,11 +117,15 @@ class ImageReader(ABC):
     def rows(self) -> list[_Row]:
         """Candidate rows with resolved paths, or with a reason when they cannot be used."""
 
-    def read(self) -> Samples:
+    def read(self, *, max_per_class: int | None = None, seed: int = 0) -> Samples:
+        """The samples table. ``max_per_class``: keep at most that many labelled rows per class, drawn
+        at random (``seed``) before any file is checked, so a cap on a large set also saves its reading."""
         # labelled rows by id; predict rows keep their source order (a submission follows test.csv)
         rows = sorted(
             self.rows(), key=lambda r: (_SPLIT_ORDER[r.split], "" if r.split == "predict" else r.id, r.order)
         )
+        if max_per_class is not None:
+            rows = _cap_per_class(rows, int(max_per_class), seed)
         if self.strict:
             self._raise_first_bad(rows)  # before decoding anything: fail fast
         todo = [r for r in rows if not r.reason]
@@ -589,6 +593,23 @@ def _relative_id(path: str, prefix: str) -> str:
     # plain string slicing: os.path.relpath costs more than the rest of a warm 120k-file read
     rel = path[len(prefix) :] if path.startswith(prefix) else os.path.relpath(path, prefix)
     return rel.replace(os.sep, "/")
+
+
+def _cap_per_class(rows: list[_Row], cap: int, seed: int) -> list[_Row]:
+    """At most ``cap`` labelled rows of each class (a seeded random draw, order kept); rows the listing
+    already marked bad and predict rows are kept, so they are still counted and scored."""
+    import numpy as np
+
+    if cap < 1:
+        raise FidBenchError(f"max_per_class must be a positive whole number, got {cap}")
+    rng = np.random.default_rng(seed)
+    drop: set[int] = set()
+    for label in (0, 1):
+        pos = [i for i, r in enumerate(rows) if r.split != "predict" and r.label == label and not r.reason]
+        if len(pos) > cap:
+            keep = set(rng.choice(len(pos), size=cap, replace=False).tolist())
+            drop.update(p for j, p in enumerate(pos) if j not in keep)
+    return [r for i, r in enumerate(rows) if i not in drop]
 
 
 def _count_reasons(rows: list[_Row]) -> str:

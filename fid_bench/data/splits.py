@@ -137,6 +137,41 @@ def leave_one_group_out(
     return folds
 
 
+def leave_one_source_out(
+    table: pd.DataFrame, *, val_fraction: float, seed: int, rows: np.ndarray | None = None
+) -> list[Fold]:
+    """One fold per source (the ``group`` column of ``data=multi``): train and validate on the other
+    sources, test on every row of the held-out one. Unlike ``leave_one_group_out`` nothing is shared:
+    each source must hold both classes. ``rows`` limits the folds to those positions (a search keeps
+    the final test rows out). Images identical to a test image never stay in train or val.
+    """
+    val_fraction = _fraction("val_fraction", val_fraction)
+    split = table["split"].astype(str).to_numpy()
+    labelled = np.flatnonzero(np.isin(split, ("train", "test")))
+    if rows is not None:
+        labelled = np.intersect1d(labelled, np.asarray(rows, dtype=np.int64))
+    labels = table["label"].to_numpy().astype(np.int64)
+    group = table["group"].fillna("").astype(str).to_numpy()
+    names = sorted({group[i] for i in labelled})
+    if len(names) < 2 or "" in names:
+        raise FidBenchError(
+            "cv.leave_one_source_out needs at least 2 named sources (data=multi with 2+ data.sources), "
+            f"found {names or 'none'}"
+        )
+    dups = _duplicate_groups(table)
+    rng = np.random.default_rng(seed)
+    folds = []
+    for i, name in enumerate(names):
+        test = labelled[group[labelled] == name]
+        _require_both_classes(labels[test], f"source {name!r}")
+        rest = labelled[group[labelled] != name]
+        rest = rest[~np.isin(dups[rest], dups[test])]  # no copy of a test image trains
+        _require_both_classes(labels[rest], f"the sources other than {name!r}")
+        val, train = _split_off(rest, val_fraction, labels, dups, rng, "val")
+        folds.append(Fold(i, train, val, test.astype(np.int64), name=name))
+    return folds
+
+
 def _fraction(name: str, value: float) -> float:
     try:
         value = float(value)

@@ -33,6 +33,7 @@ EVALUATION = "evaluate_scores"
 FOLDS = "aggregate_folds"
 TRAINING = "fine-tuning epochs (train_/val_ prefix)"
 AUDIT = "data audit"
+LOSO = "leave-one-source-out folds (cv.leave_one_source_out)"
 EXTERNAL = "not computed by fid_bench; registered so that a run logging it ranks the right way"
 
 
@@ -77,6 +78,9 @@ _ALL = (
     Metric("n_folds", None, FOLDS),
     Metric("loss", False, TRAINING),
     Metric("audit/n_warnings", False, AUDIT),
+    # leave-one-source-out: the held-out sources' ROC-AUC, mean and worst (what the next generator risks)
+    Metric("loso/worst_roc_auc", True, LOSO, headline=4),
+    Metric("loso/mean_roc_auc", True, LOSO),
     Metric("brier_score", False, EXTERNAL),
 )
 #: name -> metric, in the order above (the order of every list read from here)

@@ -59,6 +59,10 @@ def _is_tty() -> bool:
 class FinetuneDetector(Detector):
     """Fine-tune ``model.backbone`` (see ``conf/classifier/finetune.yaml`` for every option)."""
 
+    # per-fold checkpoints and epoch metrics are laid out for cv.folds only; a network per source
+    # on top would also cost hours on a CPU
+    supports_source_folds = False
+
     def __init__(
         self,
         name: str = "finetune",
