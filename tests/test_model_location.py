@@ -504,6 +504,9 @@ class _FakeClient:
     def get_logged_model(self, model_id: str):
         return SimpleNamespace(artifact_location=f"file:///art/models/{model_id}/artifacts")
 
+    def get_model_version_download_uri(self, name: str, version: str) -> str:
+        return "models:/m-0123456789abcdef0123456789abcdef"  # a version registered from a logged model
+
 
 class _Page(list):
     """One page of search results, the last one (no next-page token)."""
@@ -522,6 +525,12 @@ def test_a_runs_uri_with_a_path_inside_the_model_reaches_both_locations() -> Non
 def test_a_logged_model_id_uri_is_its_artifact_location() -> None:
     assert model_uri_locations(_FakeClient(), "models:/m-0123456789abcdef0123456789abcdef") == [
         "file:///art/models/m-0123456789abcdef0123456789abcdef/artifacts"
+    ]
+
+
+def test_a_path_inside_a_registered_version_follows_it_to_the_logged_model() -> None:
+    assert model_uri_locations(_FakeClient(), "models:/detector/1/sub") == [
+        "file:///art/models/m-0123456789abcdef0123456789abcdef/artifacts/sub"
     ]
 
 
