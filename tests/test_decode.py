@@ -229,3 +229,13 @@ def test_loaded_image_is_detached_from_file(tmp_path: Path) -> None:
     img = load_rgb(path)
     path.unlink()  # pixels already decoded: the image survives its file
     assert img.getpixel((1, 1)) == (7, 8, 9)
+
+
+def test_alignment_resizes_to_its_size_and_keeps_rgb() -> None:
+    from fid_bench.data.decode import Alignment
+
+    img = Image.new("RGB", (40, 24), (200, 30, 90))
+    for fmt in ("jpeg", "png"):
+        out = Alignment(format=fmt, quality=90 if fmt == "jpeg" else None, size=16).apply(img)
+        assert out.size == (16, 16) and out.mode == "RGB", fmt
+    assert Alignment(format="png", quality=None, size=None).apply(img).size == (40, 24)

@@ -546,6 +546,19 @@ def test_a_store_in_a_new_nested_folder_is_created_with_its_artifact_root(isolat
     assert location == (root.resolve() / "nested").as_uri()  # the root given, not the default
 
 
+def test_a_relative_store_is_placed_under_the_given_base_folder(isolated: Path) -> None:
+    from fid_bench.tracking.store import open_experiment
+    from fid_bench.tracking.ui import NOTE_TAG, experiment_description
+
+    base = isolated / "launched_from"
+    client, experiment_id, uri = open_experiment("sqlite:///stores/mlflow.db", "rel", base=base)
+    db = (base / "stores" / "mlflow.db").resolve()
+    assert db.is_file() and uri == f"sqlite:///{db}" and not (isolated / "stores").exists()
+    # a new experiment carries the description the MLflow UI shows on its page
+    tags = client.get_experiment(experiment_id).tags
+    assert tags[NOTE_TAG] == experiment_description(experiment_id)
+
+
 def test_an_unreadable_csv_says_why(tmp_path: Path) -> None:
     from fid_bench.data.csv_table import read_csv_table
     from fid_bench.errors import FidBenchError
@@ -557,6 +570,23 @@ def test_an_unreadable_csv_says_why(tmp_path: Path) -> None:
     assert str(err.value) == f"{empty}: not a readable CSV (No columns to parse from file)"
     twice = tmp_path / "twice.csv"
     twice.write_text("id,Id\n1,2\n")
+    with pytest.raises(FidBenchError) as err:
+        read_csv_table(twice, ("id",))
+    assert str(err.value) == (
+        f"{twice}: the header names a column more than once (case and spaces ignored): 'id' and 'Id'; "
+        "rename or remove the extra column"
+    )
+
+
+def test_a_csv_saved_with_a_byte_order_mark_is_read_by_its_column_names(tmp_path: Path) -> None:
+    from fid_bench.data.csv_table import read_csv_table
+    from fid_bench.errors import FidBenchError
+
+    bom = tmp_path / "excel.csv"
+    bom.write_bytes("\ufeffid,Label\nr1,0\n".encode())
+    assert read_csv_table(bom, ("id", "label")).to_dict("list") == {"id": ["r1"], "label": [0]}
+    twice = tmp_path / "excel_twice.csv"
+    twice.write_bytes("\ufeffid,Id\n1,2\n".encode())
     with pytest.raises(FidBenchError) as err:
         read_csv_table(twice, ("id",))
     assert str(err.value) == (

@@ -375,3 +375,44 @@ def test_module_entry_points_in_a_subprocess(runs, isolated):
         "fid-bench leaderboard: error: metric 'nope' was never logged in experiment 'exp_a' "
         "(logged: average_precision, f1, roc_auc, threshold)"
     ]
+
+
+def test_a_metric_never_logged_is_refused_whatever_the_status_filter(runs, capsys):
+    # finished runs exist: a metric none of them logged is a typo, even when failed runs are listed too
+    code, out, err = lb(capsys, "-e", "exp_a", "--status", "all", "-m", "nope")
+    assert code == 2 and out == "" and "metric 'nope' was never logged in experiment 'exp_a'" in err
+
+
+def test_the_roc_auc_interval_is_shown_beside_roc_auc(isolated, template_db, capsys):
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(install_store(template_db, isolated))
+    exp = client.create_experiment("exp_ci")
+    metrics = {"roc_auc": 0.93, "roc_auc_ci_low": 0.9, "roc_auc_ci_high": 0.96}
+    _run(client, exp, "with-ci", _tags("spectrum"), metrics)
+    code, out, err = lb(capsys, "-e", "exp_ci")
+    assert code == 0, err
+    assert "roc_auc 95% CI" in out.splitlines()[0]
+    assert "[0.9000, 0.9600]" in out.splitlines()[2]
+
+
+def test_duration_of_a_run_without_end_time_runs_to_now_only_while_running():
+    from types import SimpleNamespace
+
+    from fid_bench.tracking.leaderboard import runs_frame
+
+    def fake(status: str, run_id: str) -> SimpleNamespace:
+        info = SimpleNamespace(
+            experiment_id="1", run_id=run_id, run_name=run_id, status=status, start_time=T0, end_time=None
+        )
+        return SimpleNamespace(info=info, data=SimpleNamespace(tags={}, params={}, metrics={}))
+
+    frame = runs_frame([fake("RUNNING", "a"), fake("FAILED", "b")], {"1": "exp"})
+    running, failed = frame["duration_s"].tolist()
+    assert running > 0  # still going: measured up to now
+    assert failed != failed  # NaN: a run that stopped without an end time has no known duration
+
+
+def test_a_parent_without_children_is_one_line_across_all_experiments(runs, capsys):
+    code, out, err = lb(capsys, "--parent", runs["resnet"])
+    assert code == 2 and out == "" and f"run {runs['resnet']} has no child runs" in err

@@ -223,6 +223,26 @@ def test_a_genuine_model_still_loads_on_every_route(tmp_path: Path, capsys) -> N
     assert ensemble_main([run_id, other_id, "--method", "mean"]) == 0
 
 
+def test_a_model_folder_loads_directly_and_through_its_mlflow_wrapper(tmp_path: Path) -> None:
+    from types import SimpleNamespace
+
+    from fid_bench.tracking.model_location import PREDICTOR_ARTIFACT
+    from fid_bench.tracking.pyfunc import PredictorModel, load_predictor
+
+    exp = _experiment(tmp_path)
+    _, _, model_dir = _scored_run(exp, seed=1)
+    copy = tmp_path / "copied_model"
+    shutil.copytree(model_dir, copy)
+    images = sorted(str(p) for p in _images(tmp_path / "imgs").iterdir())
+    predictor = load_predictor(str(copy))  # a folder is read in place, not looked up as a run
+    assert predictor.predict_paths(images).tolist() == pytest.approx([0.0, 1.0])
+    (pickled,) = copy.rglob("*.pkl")
+    wrapper = PredictorModel()
+    wrapper.load_context(SimpleNamespace(artifacts={PREDICTOR_ARTIFACT: str(pickled)}))
+    frame = wrapper.predict(None, pd.DataFrame({"path": images}))
+    assert frame["score"].tolist() == pytest.approx([0.0, 1.0]) and frame["label"].tolist() == [0, 1]
+
+
 def test_a_foreign_loader_inside_the_copy_is_not_a_fid_bench_model(tmp_path: Path, capsys) -> None:
     """A loader_module other than the one fid_bench logs is never imported, even with nothing outside."""
     exp = _experiment(tmp_path)

@@ -9,6 +9,7 @@ Models are logged directly through the client (no training), so each test takes 
 
 from __future__ import annotations
 
+import logging
 import os
 import pickle
 import shutil
@@ -233,6 +234,16 @@ def test_refusal_is_one_line_naming_the_escape_hatch(tmp_path: Path) -> None:
     msg = str(err.value)
     assert "\n" not in msg and "--allow-external" in msg and "code" in msg
     check_model_location([str(tmp_path / "evil" / "model")], roots, allow_external=True)  # a warning only
+
+
+def test_allowing_an_outside_model_warns_naming_the_location(tmp_path: Path, caplog) -> None:
+    roots = StoreRoots(local=(tmp_path.resolve() / "store",))
+    outside = str(tmp_path / "evil" / "model")
+    with caplog.at_level(logging.WARNING, logger="fid_bench.tracking.model_location"):
+        check_model_location([outside], roots, allow_external=True)
+    warned = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warned) == 1, warned
+    assert warned[0].startswith("loading a model from outside the tracking store: ") and outside in warned[0]
 
 
 # --------------------------------------------------------------------------- attacks through predict
@@ -493,6 +504,9 @@ class _FakeClient:
     def get_logged_model(self, model_id: str):
         return SimpleNamespace(artifact_location=f"file:///art/models/{model_id}/artifacts")
 
+    def get_model_version_download_uri(self, name: str, version: str) -> str:
+        return "models:/m-0123456789abcdef0123456789abcdef"  # a version registered from a logged model
+
 
 class _Page(list):
     """One page of search results, the last one (no next-page token)."""
@@ -511,6 +525,12 @@ def test_a_runs_uri_with_a_path_inside_the_model_reaches_both_locations() -> Non
 def test_a_logged_model_id_uri_is_its_artifact_location() -> None:
     assert model_uri_locations(_FakeClient(), "models:/m-0123456789abcdef0123456789abcdef") == [
         "file:///art/models/m-0123456789abcdef0123456789abcdef/artifacts"
+    ]
+
+
+def test_a_path_inside_a_registered_version_follows_it_to_the_logged_model() -> None:
+    assert model_uri_locations(_FakeClient(), "models:/detector/1/sub") == [
+        "file:///art/models/m-0123456789abcdef0123456789abcdef/artifacts/sub"
     ]
 
 

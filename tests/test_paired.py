@@ -238,3 +238,14 @@ def test_paired_report_without_a_threshold_keeps_delong_and_operating_points() -
     pairs = pd.DataFrame({"id": frame(sa)["id"], "label": y, "score_a": sa, "score_b": sb})
     assert [r.as_dict() for r in both.results] == [r.as_dict() for r in compare_scores(pairs, 0.5, 0.4, **kw)]
     assert not both.notes
+
+
+def test_delong_placements_with_one_row_of_a_class_and_refusal_with_none() -> None:
+    from fid_bench.evaluation.paired import placement_values
+
+    y = np.array([1, 0, 0, 0])  # a single generated row is enough
+    v10, v01 = placement_values(y, np.array([0.6, 0.2, 0.6, 0.9]))
+    assert v10.tolist() == pytest.approx([(1 + 0.5) / 3])  # outscores one negative, ties one
+    assert v01.tolist() == pytest.approx([1.0, 0.5, 0.0])
+    with pytest.raises(FidBenchError, match="got 0 generated and 3 real rows"):
+        placement_values(np.array([0, 0, 0]), np.array([0.1, 0.2, 0.3]))
