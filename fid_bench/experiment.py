@@ -113,7 +113,9 @@ def run_source_folds(
     per_source: dict[str, dict[str, float]] = {}
     tests: dict[str, pd.DataFrame] = {}
     out: dict[str, float] = {}
-    for fold in source_folds:
+    # one model per held-out source: a bar on a terminal
+    shown = source_folds if not sys.stderr.isatty() else tqdm(source_folds, desc="sources", unit="source")
+    for fold in shown:
         fold_scores = detector.fit_predict(job, fold)
         if final:
             m = held_out_metrics(fold_scores, settings)
@@ -290,7 +292,8 @@ def run_job(
         if final:
             # the run's Description in the UI: its headline figures, rounded
             run.set_tags({NOTE_TAG: headline_note(metrics)})
-        if final and cfg.cv.leave_one_group_out and isinstance(run, TrackedRun):
+        held_out_folds = cfg.cv.leave_one_group_out or cfg.cv.get("leave_one_source_out", False)
+        if final and held_out_folds and isinstance(run, TrackedRun):
             log_sweep_report(
                 run.client.tracking_uri, run.run_id, metric=str(cfg.optimized_metric), children=False
             )

@@ -155,6 +155,9 @@ def test_loso_held_out_score_drops_for_the_source_separable_only_by_a_shortcut(
         f"loso/{n}" for n in ("per_source.csv", "per_source.md", "roc_auc_per_source.png", "scores.csv")
     }
     assert m["n_test"] < 240 and "roc_auc" in m
+    # the run's report: one page with the held-out sources' bars
+    page = Path(mlflow.MlflowClient().download_artifacts(run.info.run_id, "report.html")).read_text()
+    assert "<h2>Per held-out source (leave-one-source-out)</h2>" in page and "data:image/png;base64," in page
 
 
 def test_loso_refuses_without_sources_and_with_fine_tuning(compose_cfg, tmp_path: Path) -> None:

@@ -72,7 +72,11 @@ def _table(
 
 
 #: per-group metric prefixes: the test rows of each group, and leave-one-group-out folds
-GROUP_PREFIXES = {"group": "per group", "logo": "per held-out group (leave-one-group-out)"}
+GROUP_PREFIXES = {
+    "group": "per group",
+    "logo": "per held-out group (leave-one-group-out)",
+    "loso": "per held-out source (leave-one-source-out)",
+}
 
 
 def _group_bars(
