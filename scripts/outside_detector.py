@@ -1,4 +1,4 @@
-"""A detector written without fid_bench, for the README's `fid-bench import-predictions` example.
+"""A detector written without fid_bench, for the `fid-bench import-predictions` example of docs/COMPARISON.md.
 
 It stands for "a detector from another tool": it reads a class-folder data set on its own, fits a
 scikit-learn model on simple pixel statistics of the train images (colour histograms and the

@@ -1,4 +1,4 @@
-"""The import structure the README's architecture section promises, read from the source with ``ast``.
+"""The import structure docs/ARCHITECTURE.md promises, read from the source with ``ast``.
 
 Every import counts, wherever it sits (module top, inside a function, under ``TYPE_CHECKING``): a lazy
 import is still an arrow between two modules.

@@ -140,7 +140,7 @@ def test_cached_open_clip_tag_loads_with_its_preprocessing(tiny_clip, monkeypatc
 
 
 def test_features_of_a_new_hub_commit_never_join_the_old_commits_features(tmp_path: Path) -> None:
-    """README: features of different weights never mix; a moved hub commit stops extraction instead."""
+    """docs/MODELS.md: features of different weights never mix; a moved hub commit stops extraction instead."""
     import timm
     import torch
     from safetensors.torch import save_file
