@@ -140,6 +140,8 @@ def detector_track(detector: Any) -> str:
     A class that cannot be imported or declares no track is a one-line ``FidBenchError``.
     """
     target = detector.get("_target_") if isinstance(detector, Mapping) else detector
+    if target is None or target == "":
+        raise FidBenchError("classifier._target_ is not set: no detector class to read a track from")
     if isinstance(target, str):
         from hydra.utils import get_class
 

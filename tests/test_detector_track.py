@@ -46,12 +46,19 @@ def test_a_new_detector_kind_gets_the_track_it_declares() -> None:
     assert detector_track(TARGET) == "probe"
 
 
+def test_a_config_selecting_the_new_kind_reads_its_track(compose_cfg: Any) -> None:
+    cfg = compose_cfg("model=spectrum", f"classifier._target_={TARGET}")
+    assert detector_track(cfg.classifier) == "probe"
+
+
 def test_a_detector_without_a_track_or_an_unknown_target_is_one_line() -> None:
     with pytest.raises(FidBenchError, match=r"UndeclaredDetector declares no track") as err:
         detector_track(UndeclaredDetector())
     assert "\n" not in str(err.value)
     with pytest.raises(FidBenchError, match=r"classifier._target_=nowhere.Nothing: cannot import it"):
         detector_track({"_target_": "nowhere.Nothing"})
+    with pytest.raises(FidBenchError, match=r"classifier._target_ is not set"):
+        detector_track({"name": "x"})
 
 
 @pytest.mark.parametrize("option", group_options("classifier"))
