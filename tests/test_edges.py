@@ -183,7 +183,8 @@ def test_a_kaggle_csv_naming_a_column_twice_is_one_line(
 
 
 def test_predict_and_import_refuse_a_header_naming_a_column_twice(tmp_path: Path) -> None:
-    from fid_bench.data.inputs import kaggle_inputs
+    from fid_bench.config import compose
+    from fid_bench.data.inputs import configured_inputs
     from fid_bench.errors import FidBenchError
     from fid_bench.imported import read_predictions_csv
 
@@ -191,7 +192,7 @@ def test_predict_and_import_refuse_a_header_naming_a_column_twice(tmp_path: Path
     with pytest.raises(
         FidBenchError, match=r"test\.csv: the header names a column more than once .*'id' and 'ID'"
     ):
-        kaggle_inputs(root, tmp_path / "cache")
+        configured_inputs(compose(["data=kaggle", f"data.root={root}"]))
     scores = tmp_path / "scores.csv"
     scores.write_text("id,score,Score\na,0.1,0.9\nb,0.8,0.2\n")  # before: a traceback
     with pytest.raises(
@@ -440,14 +441,15 @@ def test_predict_images_and_the_folder_reader_take_the_same_files(tmp_path: Path
 
 
 def test_predict_data_kaggle_needs_no_train_csv(tmp_path: Path) -> None:
-    from fid_bench.data.inputs import kaggle_inputs
+    from fid_bench.config import compose
+    from fid_bench.data.inputs import configured_inputs
 
     root = tmp_path / "kaggle"
     _png_file(root / "images" / "t1.png")
     _png_file(root / "images" / "t2.png", 30)
     (root / "test.csv").write_text("id\nt2\nt1.png\n")
-    inputs = kaggle_inputs(root, tmp_path / "cache")  # before: "train.csv not found"
-    assert inputs.ids == ["t2", "t1.png"] and inputs.unreadable == {}
+    inputs = configured_inputs(compose(["data=kaggle", f"data.root={root}"]))  # before: "train.csv not found"
+    assert inputs.ids == ["t2", "t1.png"] and inputs.kind == "kaggle" and inputs.unreadable == {}
 
 
 def test_kaggle_id_aliases_are_duplicates(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:

@@ -176,6 +176,8 @@ def test_written_file_is_validated_before_it_replaces_the_output(tmp_path: Path)
         (["--run", "best", "--images", "x", "--root", "r", "--out", "o.csv"], "only with --data"),
         (["--run", "best", "--images", "x", "--out", "o.csv", "--batch-size", "0"], "--batch-size"),
         (["--run", "a", "--model-uri", "b", "--images", "x", "--out", "o.csv"], "not allowed"),
+        (["--run", "best", "--images", "x", "--out", "o.csv", "data=folder"], "not both"),
+        (["--run", "best", "--out", "o.csv", "folder"], "'folder' is not an override"),
     ],
 )
 def test_bad_arguments_exit_2_with_one_line(argv, needle, capsys) -> None:
@@ -498,36 +500,70 @@ def test_module_entry_points(isolated: Path) -> None:
 
 
 def test_folder_inputs_keep_skipped_files_as_unreadable_in_id_order(tmp_path: Path) -> None:
-    from fid_bench.data.inputs import folder_inputs
+    from fid_bench.config import compose
+    from fid_bench.data.inputs import configured_inputs
 
     root = tmp_path / "set"
     _png(root / "real" / "a.png")
     _png(root / "fake" / "b.png", value=30)
     (root / "fake" / "a_broken.png").write_bytes(b"not an image")
-    inputs = folder_inputs(root, tmp_path / "cache")
+    inputs = configured_inputs(compose(["data=folder", f"data.root={root}"]))
+    assert inputs.kind == "images"
     assert inputs.ids == ["fake/a_broken.png", "fake/b.png", "real/a.png"] == inputs.expected_ids
     assert inputs.paths == [str(root / i) for i in inputs.ids]
     # only the broken file, with the reader's reason; readable files carry none
     assert list(inputs.unreadable) == [0] and inputs.unreadable[0].startswith("undecodable")
 
 
-def test_kaggle_row_without_a_hash_or_a_reason_is_still_unreadable(tmp_path: Path, monkeypatch) -> None:
+def test_kaggle_row_without_a_hash_or_a_reason_is_still_unreadable() -> None:
     """A predict row the reader left without a content hash but gave no reason for is listed as such."""
-    from fid_bench.data import inputs as inputs_module
+    from fid_bench.data.inputs import scored_inputs
     from fid_bench.data.samples import SAMPLE_COLUMNS, Samples
 
-    (tmp_path / "test.csv").write_text("id\nx\ny\n")
     table = pd.DataFrame(
         [("x", "/d/x.png", -1, "predict", "", "ab" * 20), ("y", "/d/y.png", -1, "predict", "", "")],
         columns=SAMPLE_COLUMNS,
     )
+    inputs = scored_inputs(Samples(table))
+    assert (inputs.kind, inputs.ids, inputs.unreadable) == ("kaggle", ["x", "y"], {1: "unreadable"})
 
-    class Reader:
-        def read(self) -> Samples:
-            return Samples(table)
 
-    monkeypatch.setattr(inputs_module, "_kaggle_predict_reader", lambda root, cache_dir: Reader())
-    assert inputs_module.kaggle_inputs(tmp_path, tmp_path / "cache").unreadable == {1: "unreadable"}
+def test_a_data_set_named_by_overrides_is_scored_as_audit_reads_it(store: Path, capsys) -> None:
+    """``predict ... data=folder data.root=DIR``: the reader its config builds; ``--data`` is the same."""
+    run_id = _log_model_run("exp", store / "mlruns" / "artifacts" / "exp", {"roc_auc": 0.8})
+    root = store / "set"
+    _png(root / "real" / "dark.png", value=0)
+    _png(root / "fake" / "light.png", value=255)
+    (root / "fake" / "a_broken.png").write_bytes(b"not an image")
+    out, alias = store / "p.csv", store / "alias.csv"
+    argv = ["--run", run_id, "--no-progress"]
+    assert main([*argv, "--out", str(out), "data=folder", f"data.root={root}"]) == 0
+    df = pd.read_csv(out)
+    assert df["id"].tolist() == ["fake/a_broken.png", "fake/light.png", "real/dark.png"]
+    assert df["score"].tolist() == pytest.approx([0.25, 1.0, 0.0])  # the prior for the broken file
+    assert "1 image(s) could not be read" in capsys.readouterr().out
+    assert main([*argv, "--out", str(alias), "--data", "folder", "--root", str(root)]) == 0
+    assert alias.read_text() == out.read_text()
+    # the reader's own settings come through the same overrides (a strict reader refuses the broken file)
+    assert main([*argv, "--out", str(alias), "data=folder", f"data.root={root}", "data.strict=true"]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "a_broken.png" in err[0] and "strict" in err[0]
+
+
+@pytest.mark.parametrize(
+    ("overrides", "needle"),
+    [
+        (["data=nope"], "nope"),
+        (["data=folder"], "data.root is required"),
+        (["data=folder", "data.no_such_key=1"], "no_such_key"),
+    ],
+)
+def test_a_bad_data_override_is_one_line_before_any_model(
+    overrides: list[str], needle: str, isolated: Path, capsys
+) -> None:
+    assert main(["--run", "never-looked-up", "--out", str(isolated / "o.csv"), *overrides]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("fid-bench predict: error:") and needle in err[0], err
 
 
 def test_nan_score_gets_the_default_prior_and_the_reason_no_score() -> None:

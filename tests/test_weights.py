@@ -297,11 +297,14 @@ def test_shared_builders_for_the_finetune_track(tmp_path: Path, resnet_source) -
 
     enc, _ = resnet_source
     torch.save(enc._model.state_dict(), tmp_path / "r.pt")
-    model = W.create_timm_model("test_resnet", weights=str(tmp_path / "r.pt"), num_classes=0)
+    from fid_bench.backbones.open_clip import create_open_clip_model
+    from fid_bench.backbones.timm import create_timm_model
+
+    model = create_timm_model("test_resnet", weights=str(tmp_path / "r.pt"), num_classes=0)
     for a, b in zip(model.state_dict().values(), enc._model.state_dict().values(), strict=True):
         assert torch.equal(a, b)
     # CNNs refuse img_size with timm's own TypeError, which callers use to retry without it
     with pytest.raises(TypeError, match="img_size"):
-        W.create_timm_model("test_resnet", weights=str(tmp_path / "r.pt"), num_classes=0, img_size=32)
+        create_timm_model("test_resnet", weights=str(tmp_path / "r.pt"), num_classes=0, img_size=32)
     with pytest.raises(FidBenchError, match="not in the local Hugging Face cache"):
-        W.create_open_clip_model("ViT-B-32", "openai")
+        create_open_clip_model("ViT-B-32", "openai")

@@ -13,6 +13,8 @@ network on the CPU and resolves its preprocessing:
 ``eval_transform()``   a decoded RGB ``PIL.Image`` -> the network's input tensor, made by the
                        family's own library from the declared ``Preprocessing``
 ``frozen_features``    whether frozen features of it mean anything (a from-scratch CNN: no)
+``weight_source()``    where its pretrained weights come from (``fid_bench.backbones.weights``): what
+                       ``fid-bench weights get`` fetches and the offline check looks for
 """
 
 from __future__ import annotations
@@ -24,7 +26,13 @@ from functools import cache
 from typing import Any, ClassVar
 
 from fid_bench.backbones.layers import layer_spec, pool_spec
-from fid_bench.backbones.weights import check_weights_file, file_sha256
+from fid_bench.backbones.weights import (
+    LOCAL_OR_RANDOM,
+    NO_PRETRAINED,
+    WeightSource,
+    check_weights_file,
+    file_sha256,
+)
 from fid_bench.errors import FidBenchError
 
 #: how an image reaches the input size: shorter side then centre crop, stretched, longer side then
@@ -129,6 +137,10 @@ class Backbone(ABC):
         """Whether ``build()`` draws the weights at random (then the caller's seed decides them)."""
         return True
 
+    def weight_source(self) -> WeightSource:
+        """Where its pretrained weights come from; cheap (no download, no network built)."""
+        return NO_PRETRAINED
+
     def eval_transform(self, preprocessing: Preprocessing) -> Callable[[Any], Any]:
         """Decoded RGB ``PIL.Image`` -> input tensor, as ``preprocessing`` declares."""
         raise FidBenchError(
@@ -164,6 +176,16 @@ class PretrainedBackbone(Backbone):
     @property
     def random_init(self) -> bool:
         return not (self.pretrained or self.weights)
+
+    def weight_source(self) -> WeightSource:
+        """A local file or random weights: nothing to fetch; else the family's ``pretrained_source()``."""
+        if self.weights or not self.pretrained:
+            return LOCAL_OR_RANDOM
+        return self.pretrained_source()
+
+    def pretrained_source(self) -> WeightSource:
+        """Where the family's pretrained weights come from (a hub repo, a known file)."""
+        return NO_PRETRAINED
 
     def weights_identity(self, default: dict[str, Any], init_seed: int) -> dict[str, Any]:
         """A local file by its content, hub weights by ``default``, random weights by seed and torch."""

@@ -192,6 +192,21 @@ def converted_state_dict(
     return sd, report
 
 
+def convert_now(name: str, weights_dir: str | os.PathLike | None) -> list[str]:
+    """Convert and check known file ``name`` when it becomes a timm network, so the first run need not;
+    lines to print (none for a file without a conversion)."""
+    if name not in CONVERSIONS:
+        return []
+    conv = conversion(name)
+    _, report = converted_state_dict(conv, weights_dir)
+    check = report.get("check", {})
+    return [
+        f"{name}: converted into timm {conv.arch} ({report.get('tensors', '?')} tensors, every one mapped, "
+        f"none left over), {conv.what}: max |diff| {check.get('max_abs_diff', float('nan')):.2g} "
+        f"(allowed {check.get('allowed', float('nan')):.2g}); {converted_path(conv, weights_dir)}"
+    ]
+
+
 def convert(
     conv: Conversion, source: Path, weights_dir: str | os.PathLike | None = None
 ) -> tuple[dict[str, Tensor], dict[str, Any]]:

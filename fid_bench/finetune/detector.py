@@ -28,7 +28,7 @@ import pandas as pd
 
 from fid_bench.backbones.base import Backbone
 from fid_bench.data.decode import parse_alignment
-from fid_bench.detector import Detector, Job, Predictor, scores_frame
+from fid_bench.detector import FINETUNE_TRACK, Detector, Job, Predictor, scores_frame
 from fid_bench.errors import FidBenchError
 from fid_bench.evaluation.metrics import best_f1_threshold
 from fid_bench.finetune.augment import Augment
@@ -62,6 +62,7 @@ class FinetuneDetector(Detector):
     # per-fold checkpoints and epoch metrics are laid out for cv.folds only; a network per source
     # on top would also cost hours on a CPU
     supports_source_folds = False
+    track = FINETUNE_TRACK
 
     def __init__(
         self,
