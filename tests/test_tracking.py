@@ -625,3 +625,33 @@ def test_hydra_multirun_nests_jobs_under_one_parent(isolated, store, client, lau
     assert parent.info.status == "FINISHED" and parent.data.metrics["best_roc_auc"] == 0.2
     assert parent.data.tags["launcher"] == launcher
     assert "1 failed" in proc.stdout and "roc_auc" in proc.stdout
+
+
+# --------------------------------------------------------------------------- the run factory
+
+
+def test_start_run_tags_the_kind_names_and_nests_a_created_run(client):
+    from fid_bench.tracking.kinds import RunKind
+    from fid_bench.tracking.run_factory import start_run
+
+    experiment = open_experiment(os.environ["MLFLOW_TRACKING_URI"], "factory")
+    parent = start_run(RunKind.PARENT, experiment, "sweep", {"fid_bench.kind": "job"})
+    child = start_run(RunKind.COMPARISON, experiment, "compare-2-runs", {"x": "1"}, parent.run_id)
+    logged = client.get_run(child.run_id)
+    assert logged.info.run_name == "compare-2-runs" and logged.info.status == "RUNNING"
+    assert logged.data.tags["fid_bench.kind"] == "comparison" and logged.data.tags["x"] == "1"
+    assert logged.data.tags["mlflow.parentRunId"] == parent.run_id
+    # the kind given to the factory wins over a tag that says otherwise
+    assert client.get_run(parent.run_id).data.tags["fid_bench.kind"] == "parent"
+
+
+def test_a_store_that_refuses_a_run_is_one_line(client):
+    from fid_bench.tracking.kinds import RunKind
+    from fid_bench.tracking.run_factory import start_run
+    from fid_bench.tracking.store import OpenExperiment
+
+    gone = OpenExperiment(client, "123456", os.environ["MLFLOW_TRACKING_URI"])  # no such experiment
+    for active in (False, True):
+        with pytest.raises(FidBenchError, match="cannot start an MLflow run in sqlite:///") as err:
+            start_run(RunKind.JOB, gone, "job-x", {}, active=active)
+        assert "\n" not in str(err.value)
