@@ -1,11 +1,11 @@
 """``ParentRunCallback``: one MLflow parent run per Hydra multirun.
 
 ``on_multirun_start`` (in the launching process) creates the parent run and records its id in
-``<sweep dir>/mlflow_parent_run.json``; every job, whether it runs in this process (basic
-launcher), in a worker process (joblib) or on another machine (submitit), reads that file in
-``tracking.job_run.tracked_run`` and nests its run under the parent. ``on_multirun_end`` closes the parent with a
-summary of its children and prints their leaderboard. If the sweep dies before its end, the
-parent is closed as KILLED at interpreter exit.
+``<sweep dir>/mlflow_parent_run.json`` (``sweep_files``); every job, whether it runs in this
+process (basic launcher), in a worker process (joblib) or on another machine (submitit), reads that
+file in ``job_run.tracked_run`` and nests its run under the parent. ``on_multirun_end`` closes the
+parent with a summary of its children and prints their leaderboard. If the sweep dies before its
+end, the parent is closed as KILLED at interpreter exit.
 """
 
 from __future__ import annotations
