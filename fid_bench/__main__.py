@@ -28,7 +28,7 @@ from fid_bench.config import require_data_root, require_set  # noqa: E402
 from fid_bench.errors import PartlyFailed, first_line, user_error  # noqa: E402
 from fid_bench.experiment import run_job  # noqa: E402
 from fid_bench.search.study import run_study  # noqa: E402
-from fid_bench.tracking.run import record_job_failure  # noqa: E402
+from fid_bench.tracking.sweep_files import record_job_failure  # noqa: E402
 
 log = logging.getLogger("fid_bench")
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
@@ -65,6 +66,16 @@ def compose(
             return hydra_compose(config_name, overrides=list(overrides))
     except (HydraException, OmegaConfBaseException) as err:
         raise FidBenchError(f"config: {one_line(err)}") from None
+
+
+def to_plain(value: Any) -> Any:
+    """A config node as plain Python containers (interpolations resolved); anything else unchanged.
+
+    Detectors and readers receive nodes from ``hydra.utils.instantiate`` and keep plain values.
+    """
+    if isinstance(value, (DictConfig, ListConfig)):
+        return OmegaConf.to_container(value, resolve=True)
+    return value
 
 
 def unset_values(node: DictConfig | ListConfig, prefix: str = "") -> list[str]:

@@ -21,12 +21,13 @@ from typing import TYPE_CHECKING
 
 from fid_bench.ensemble import EnsemblePredictor, ensemble_scores
 from fid_bench.errors import FidBenchError
-from fid_bench.evaluation.held_out import HeldOutSettings, validation_threshold
+from fid_bench.evaluation.held_out import HeldOutSettings, threshold_and_source
 from fid_bench.predict import load_run_predictor
 from fid_bench.tracking.kinds import DATA_TAGS, KIND_TAG, RunKind
 from fid_bench.tracking.lineage import copy_dataset_inputs
-from fid_bench.tracking.runs import has_model_kind, run_scores, runs_with_models
-from fid_bench.tracking.scored_run import log_held_out, scored_run
+from fid_bench.tracking.logged_scores import log_held_out
+from fid_bench.tracking.run_queries import has_model_kind, run_scores, runs_with_models
+from fid_bench.tracking.scored_run import scored_run
 
 if TYPE_CHECKING:
     from mlflow.entities import Run
@@ -129,7 +130,7 @@ def log_ensemble(
     settings = member_settings(members)
     frames = {run_id: run_scores(client, run) for run_id, run in zip(ids, members, strict=True)}
     scores, combiner = ensemble_scores(frames, method, seed=settings.seed)
-    threshold, threshold_source = validation_threshold(scores)
+    threshold, threshold_source = threshold_and_source(scores)
     predictor = EnsemblePredictor(
         [load_run_predictor(client, uri, run_id, hint=MEMBER_HINT) for run_id in ids],
         combiner,

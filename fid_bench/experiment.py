@@ -26,8 +26,11 @@ from fid_bench.evaluation.generalisation import prefixed
 from fid_bench.evaluation.held_out import HeldOutSettings, held_out_metrics
 from fid_bench.evaluation.metrics import aggregate_folds, evaluate_scores
 from fid_bench.features.shard import extract_shard, shard_settings
+from fid_bench.tracking.job_run import JobRunSpec, tracked_run
 from fid_bench.tracking.lineage import DatasetPart, data_source, fold_parts
-from fid_bench.tracking.run import TrackedRun, headline_note, tracked_run
+from fid_bench.tracking.logged_run import TrackedRun
+from fid_bench.tracking.logged_scores import log_scores
+from fid_bench.tracking.run_tags import headline_note
 from fid_bench.tracking.sweep_report import log_sweep_report
 from fid_bench.tracking.ui import NOTE_TAG
 
@@ -35,7 +38,6 @@ if TYPE_CHECKING:
     from fid_bench.data.samples import Samples
     from fid_bench.data.splits import Fold
     from fid_bench.detector import Predictor, RunLogger
-    from fid_bench.tracking.run import TrackedRun
 
 log = logging.getLogger(__name__)
 
@@ -223,7 +225,7 @@ def run_job(
         raise FidBenchError(f"holdout must be 'test' or 'val', got {holdout!r}")
     final = holdout == "test"  # a search trial (holdout="val") skips everything that reads test rows
     sharded = shard_settings(cfg)  # bad shard values: one line before any run exists
-    with tracked_run(cfg, parent_run_id=parent_run_id) as run:
+    with tracked_run(JobRunSpec.of_config(cfg), parent_run_id=parent_run_id) as run:
         if samples is None:
             samples = load_samples(cfg)
         run.log_samples(samples)
@@ -279,7 +281,7 @@ def run_job(
         metrics.update(extra)
         run.log_metrics({**logged, **extra})
         if final:
-            run.log_scores(pd.concat(scores, ignore_index=True), metrics, calibration_bins=calibration_bins)
+            log_scores(run, pd.concat(scores, ignore_index=True), metrics, calibration_bins=calibration_bins)
         if final or cfg.tracking.log_model:
             predictor = detector.predictor()
         if final:

@@ -17,7 +17,6 @@ leaderboard, ``compare`` and the paired tests take it like any job.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import tempfile
 from collections.abc import Sequence
@@ -28,14 +27,16 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
+from fid_bench.backbones.weights import file_sha256
 from fid_bench.detector import CONTENT_HASH
 from fid_bench.errors import FidBenchError
-from fid_bench.evaluation.held_out import HeldOutSettings, validation_threshold
+from fid_bench.evaluation.held_out import HeldOutSettings, threshold_and_source
 from fid_bench.imported import ImportReport, align_predictions, read_predictions_csv
 from fid_bench.tracking.kinds import DATA_TAGS, RunKind
 from fid_bench.tracking.lineage import DatasetPart, copy_dataset_inputs, data_source, fold_parts
-from fid_bench.tracking.runs import run_scores
-from fid_bench.tracking.scored_run import log_held_out, scored_run
+from fid_bench.tracking.logged_scores import log_held_out
+from fid_bench.tracking.run_queries import run_scores
+from fid_bench.tracking.scored_run import scored_run
 
 if TYPE_CHECKING:
     from mlflow.entities import Run
@@ -139,14 +140,6 @@ class ImportedRun:
     threshold_source: str
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def log_import(
     client: MlflowClient,
     uri: str,
@@ -164,7 +157,7 @@ def log_import(
     """
     path = Path(path)
     scores, report = align_predictions(read_predictions_csv(path), reference.rows, missing=missing)
-    threshold, threshold_source = validation_threshold(scores)
+    threshold, threshold_source = threshold_and_source(scores)
     experiment = experiment or reference.experiment
     params: dict[str, Any] = {
         "name": name,
@@ -176,7 +169,7 @@ def log_import(
     tags = {
         "model": name,
         "classifier": "imported",
-        "imported_file_sha256": _sha256(path),
+        "imported_file_sha256": file_sha256(path),
         "threshold_source": threshold_source,
         **reference.tags,
     }

@@ -146,7 +146,7 @@ def test_runs_without_a_common_parent_get_a_comparison_run(sweep, isolated: Path
     }
 
     # the comparison run never competes with real runs for "best"
-    from fid_bench.tracking.runs import rank_runs
+    from fid_bench.tracking.run_queries import rank_runs
 
     _, ranked = rank_runs(_client(), "demo", "roc_auc")
     assert target.info.run_id not in {r.info.run_id for r in ranked}

@@ -65,7 +65,7 @@ def test_cifake_record_preset_runs_its_recipe_end_to_end(cifake_small, compose_c
 
     from fid_bench.experiment import run_job
     from fid_bench.tracking.pyfunc import load_predictor
-    from fid_bench.tracking.runs import run_scores
+    from fid_bench.tracking.run_queries import run_scores
 
     cfg = compose_cfg(
         "experiment=cifake",

@@ -59,7 +59,7 @@ def _store_with_runs(isolated, ids: list[str]):
 
 def test_run_id_prefixes_resolve_and_ambiguity_lists_the_candidates(isolated) -> None:
     from fid_bench.errors import FidBenchError
-    from fid_bench.tracking.runs import get_run
+    from fid_bench.tracking.run_queries import get_run
 
     a, b, c = "abcdef01" + "0" * 24, "abcdef02" + "0" * 24, "123456ab" + "1" * 24
     client = _store_with_runs(isolated, [a, b, c])

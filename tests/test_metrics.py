@@ -226,3 +226,25 @@ def test_aggregate_skips_nan_folds_with_warning(caplog: pytest.LogCaptureFixture
     assert m["b"] == 2.0 and m["b_std"] == pytest.approx(np.sqrt(2))
     with pytest.raises(FidBenchError):
         aggregate_folds([])
+
+
+def test_validation_threshold_chooses_on_val_rows_or_falls_back() -> None:
+    from fid_bench.evaluation.metrics import validation_threshold
+
+    scores = pd.DataFrame(
+        {
+            "label": [0, 1, 0, 1, 1, 0],
+            "score": [0.1, 0.9, 0.2, 0.8, 0.05, 0.95],
+            "split": ["val", "val", "val", "val", "test", "test"],
+        }
+    )
+    # only the val rows choose: the test rows (which would move it) are not read
+    assert validation_threshold(scores) == pytest.approx(
+        best_f1_threshold([0, 1, 0, 1], [0.1, 0.9, 0.2, 0.8])
+    )
+    no_positive = scores.assign(label=0)
+    assert validation_threshold(no_positive) == 0.5
+    assert validation_threshold(no_positive, fallback=0.3) == 0.3
+    assert math.isnan(validation_threshold(scores[scores["split"] == "test"].head(0), fallback=math.nan))
+    # a frame without a split column is all validation rows
+    assert validation_threshold(scores.drop(columns="split").head(4)) == validation_threshold(scores)

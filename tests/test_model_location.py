@@ -389,7 +389,7 @@ def test_the_load_reads_the_checked_locations_not_the_uri_again(tmp_path: Path) 
     """The predictor is loaded from copies of the locations that were checked: a store changed between
     the check and the load (the logged model redirected elsewhere) cannot slip another pickle in."""
     from fid_bench.predict import load_checked_predictor
-    from fid_bench.tracking.runs import make_client
+    from fid_bench.tracking.run_queries import make_client
 
     exp = _experiment("race", tmp_path / "mlruns" / "artifacts" / "race")
     run_id, model_id, model_dir = _log_run(exp, {"roc_auc": 0.9})
@@ -442,7 +442,7 @@ def test_a_model_trained_in_one_folder_loads_from_any_other(
     writes an absolute experiment location, and predict run in folder B trusts it from the store."""
     import mlflow
 
-    from fid_bench.tracking.run import tracked_run
+    from fid_bench.tracking.job_run import JobRunSpec, tracked_run
 
     a, b = tmp_path / "A", tmp_path / "B"
     a.mkdir()
@@ -451,7 +451,7 @@ def test_a_model_trained_in_one_folder_loads_from_any_other(
 
     def train_in_a() -> str:
         monkeypatch.chdir(a)
-        with tracked_run(compose_cfg()) as run:
+        with tracked_run(JobRunSpec.of_config(compose_cfg())) as run:
             run.log_predictor(BrightnessPredictor())
             run.client.log_metric(run.run_id, "roc_auc", 0.9)
         experiment = run.client.get_experiment(run.experiment_id)

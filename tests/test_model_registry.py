@@ -171,10 +171,10 @@ def test_bad_promote_key_fails_before_the_study(compose_cfg) -> None:
 def test_harness_experiments_open_on_a_flat_runs_view_with_headline_columns(compose_cfg) -> None:
     import mlflow
 
-    from fid_bench.tracking.run import tracked_run
+    from fid_bench.tracking.job_run import JobRunSpec, tracked_run
     from fid_bench.tracking.ui import SAVED_VIEW_PREFIX, VIEW_ID, runs_url
 
-    with tracked_run(compose_cfg()) as run:
+    with tracked_run(JobRunSpec.of_config(compose_cfg())) as run:
         experiment_id = run.experiment_id
     tags = mlflow.MlflowClient().get_experiment(experiment_id).tags
     assert tags["mlflow.experimentKind"] == "custom_model_development"
@@ -193,9 +193,9 @@ def test_harness_experiments_open_on_a_flat_runs_view_with_headline_columns(comp
 def test_make_ui_prints_the_runs_link_of_each_experiment(compose_cfg, isolated: Path, capsys) -> None:
     from fid_bench.commands import ui as ui_command
     from fid_bench.tracking import ui
-    from fid_bench.tracking.run import tracked_run
+    from fid_bench.tracking.job_run import JobRunSpec, tracked_run
 
-    with tracked_run(compose_cfg()) as run:
+    with tracked_run(JobRunSpec.of_config(compose_cfg())) as run:
         experiment_id = run.experiment_id
     assert ui_command.main(["--tracking-uri", f"sqlite:///{isolated / 'mlruns' / 'mlflow.db'}"]) == 0
     out = capsys.readouterr().out
@@ -209,14 +209,14 @@ def test_system_metrics_are_opt_in(compose_cfg, monkeypatch) -> None:
 
     import mlflow
 
-    from fid_bench.tracking.run import tracked_run
+    from fid_bench.tracking.job_run import JobRunSpec, tracked_run
 
     monkeypatch.setenv("MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL", "0.2")
     monkeypatch.setenv("MLFLOW_SYSTEM_METRICS_SAMPLES_BEFORE_LOGGING", "1")
     client = mlflow.MlflowClient()
 
     def system_metrics(cfg) -> set[str]:
-        with tracked_run(cfg) as run:
+        with tracked_run(JobRunSpec.of_config(cfg)) as run:
             time.sleep(2.0)  # ten sampling intervals
         return {k for k in client.get_run(run.run_id).data.metrics if k.startswith("system/")}
 

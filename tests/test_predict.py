@@ -429,7 +429,7 @@ def test_run_selection_errors_are_one_line(store: Path, capsys, tmp_path: Path) 
     )
 
     # best by roc_auc (higher) and by log_loss (lower) pick different runs
-    from fid_bench.tracking.runs import make_client, rank_runs, resolve_run, tracking_uri
+    from fid_bench.tracking.run_queries import make_client, rank_runs, resolve_run, tracking_uri
 
     client = make_client(tracking_uri())
     assert rank_runs(client, "a", "roc_auc")[1][0].info.run_id == best_a
@@ -447,7 +447,7 @@ def test_run_selection_errors_are_one_line(store: Path, capsys, tmp_path: Path) 
 
 def test_best_is_the_leaderboards_first_row_even_on_ties(store: Path) -> None:
     from fid_bench.tracking.leaderboard import Query, leaderboard
-    from fid_bench.tracking.runs import make_client, resolve_run, tracking_uri
+    from fid_bench.tracking.run_queries import make_client, resolve_run, tracking_uri
 
     ids = [_log_model_run("tie", store / "mlruns" / "artifacts" / "tie", {"roc_auc": 1.0}) for _ in range(3)]
     client = make_client(tracking_uri())

@@ -124,7 +124,7 @@ def test_sweep_over_http_read_back_by_leaderboard_compare_and_predict(
 
     # leaderboard over HTTP: both jobs, ranked by roc_auc
     from fid_bench.tracking.leaderboard import Query, leaderboard
-    from fid_bench.tracking.runs import open_store
+    from fid_bench.tracking.run_queries import open_store
 
     client = open_store(mlflow_server)
     (board,) = leaderboard(client, Query(experiment="demo", metric="roc_auc"))

@@ -84,7 +84,7 @@ def _client():
 
 
 def _scores(run_id: str) -> pd.DataFrame:
-    from fid_bench.tracking.runs import run_scores
+    from fid_bench.tracking.run_queries import run_scores
 
     client = _client()
     return run_scores(client, client.get_run(run_id))
@@ -223,7 +223,7 @@ def test_import_like_a_run_reports_missing_ids_and_holds_no_model(
     store: dict, cifake_small: Path, isolated: Path, capsys
 ) -> None:
     from fid_bench.evaluation.metrics import evaluate_scores
-    from fid_bench.tracking.runs import make_client, resolve_run
+    from fid_bench.tracking.run_queries import make_client, resolve_run
 
     a = store["logreg"]
     test = _scores(a)

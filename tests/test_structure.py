@@ -156,3 +156,23 @@ def test_no_import_circle() -> None:
         if v not in index:
             visit(v)
     assert [sorted(c) for c in circles] == []
+
+
+#: the one module that starts MLflow runs (``start_run``); every kind of run goes through it
+RUN_FACTORY = "fid_bench.tracking.run_factory"
+
+
+def test_runs_are_started_in_one_place() -> None:
+    """``mlflow.start_run`` and ``MlflowClient.create_run`` are called by the run factory only, so
+    every run gets its kind tag, name and parent the same way."""
+    callers = set()
+    for name, path in MODULES.items():
+        for node in ast.walk(ast.parse(path.read_text())):
+            if (
+                isinstance(node, ast.Call)
+                and isinstance(node.func, ast.Attribute)
+                and node.func.attr in ("start_run", "create_run")
+            ):
+                callers.add(name)
+    assert RUN_FACTORY in callers  # the reader sees the factory's own calls
+    assert callers == {RUN_FACTORY}

@@ -18,10 +18,13 @@ from omegaconf import OmegaConf
 
 from fid_bench.data.samples import SAMPLE_COLUMNS, SKIP_COLUMNS, Samples
 from fid_bench.errors import PARTLY_FAILED_EXIT, FidBenchError
-from fid_bench.tracking import run as run_module
+from fid_bench.tracking import run_tags
 from fid_bench.tracking.callbacks import ORPHAN_ERROR, ParentRunCallback
-from fid_bench.tracking.run import PARENT_RUN_FILE, flatten_config, tracked_run
+from fid_bench.tracking.job_run import JobRunSpec, tracked_run
+from fid_bench.tracking.logged_scores import log_scores
+from fid_bench.tracking.logged_values import flatten_config
 from fid_bench.tracking.store import ensure_experiment, open_experiment, resolve_tracking_uri
+from fid_bench.tracking.sweep_files import PARENT_RUN_FILE
 from tests.conftest import CONF_DIR, REPO
 from tests.tracking_support import BrightnessPredictor, grey_image, install_store, make_template_store
 
@@ -72,7 +75,7 @@ def artifact_text(client, run_id: str, path: str) -> str:
 
 def test_run_logs_params_tags_metrics_and_config(compose_cfg, client, isolated):
     cfg = compose_cfg("classifier=rf", "balance=oversample", "seed=7")
-    with tracked_run(cfg) as run:
+    with tracked_run(JobRunSpec.of_config(cfg)) as run:
         run.log_metrics({"roc_auc": 0.75, "undefined": float("nan"), "skipped": None, "f1": np.float32(0.5)})
         run.log_metrics({"train_loss": 0.3}, step=2)
         run.log_params({"extra": [1, 2]})
@@ -131,7 +134,7 @@ def test_params_are_flattened_truncated_and_logged_in_batches(compose_cfg, clien
     assert "hydra.x" not in flat
 
     cfg = compose_cfg()
-    with tracked_run(cfg) as run:
+    with tracked_run(JobRunSpec.of_config(cfg)) as run:
         run.log_params({f"p{i:03d}": i for i in range(250)})  # more than one batch of 100
         with caplog.at_level(logging.WARNING):
             run.log_params({"seed": 1, "p000": 0})  # seed conflicts, p000 repeats the same value
@@ -148,22 +151,22 @@ def test_group_names_fall_back_to_config_without_hydra(monkeypatch):
     monkeypatch.setattr(HydraConfig.instance(), "cfg", None)
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         cfg = compose("config", overrides=["model=resnet50", "classifier=knn", "balance=class_weight"])
-    names = run_module.group_names(cfg)
+    names = run_tags.group_names(cfg)
     assert names == {"model": "resnet50", "classifier": "knn", "balance": "class_weight", "data": "demo"}
-    assert run_module.hydra_overrides() == ""
+    assert run_tags.hydra_overrides() == ""
 
 
 def test_git_absent_is_not_an_error(compose_cfg, client, monkeypatch):
     def no_git(*args, **kwargs):
         raise FileNotFoundError("git")
 
-    run_module.git_state.cache_clear()
-    monkeypatch.setattr(run_module.subprocess, "run", no_git)
+    run_tags.git_state.cache_clear()
+    monkeypatch.setattr(run_tags.subprocess, "run", no_git)
     try:
-        with tracked_run(compose_cfg()):
+        with tracked_run(JobRunSpec.of_config(compose_cfg())):
             pass
     finally:
-        run_module.git_state.cache_clear()
+        run_tags.git_state.cache_clear()
     tags = only_run(client).data.tags
     assert "git_commit" not in tags and tags["fid_bench_version"] == "0.1.0"
 
@@ -175,7 +178,7 @@ def test_raising_body_marks_run_failed_and_propagates(compose_cfg, client):
     import mlflow
 
     with pytest.raises(ValueError, match="bad batch"):
-        with tracked_run(compose_cfg()) as run:
+        with tracked_run(JobRunSpec.of_config(compose_cfg())) as run:
             run.log_metrics({"partial": 1.0})
             raise ValueError("bad batch\nsecond line of detail")
     assert mlflow.active_run() is None
@@ -189,7 +192,7 @@ def test_raising_body_marks_run_failed_and_propagates(compose_cfg, client):
 
 def test_keyboard_interrupt_marks_run_killed(compose_cfg, client):
     with pytest.raises(KeyboardInterrupt):
-        with tracked_run(compose_cfg()):
+        with tracked_run(JobRunSpec.of_config(compose_cfg())):
             raise KeyboardInterrupt
     logged = only_run(client)
     assert logged.info.status == "KILLED" and logged.data.tags["error"] == "KeyboardInterrupt"
@@ -197,7 +200,7 @@ def test_keyboard_interrupt_marks_run_killed(compose_cfg, client):
 
 def test_fid_bench_error_is_recorded_as_one_line(compose_cfg, client):
     with pytest.raises(FidBenchError):
-        with tracked_run(compose_cfg()):
+        with tracked_run(JobRunSpec.of_config(compose_cfg())):
             raise FidBenchError("data root /nowhere does not exist (set data.root)")
     assert (
         only_run(client).data.tags["error"]
@@ -209,7 +212,7 @@ def test_deleted_experiment_is_a_clear_error(compose_cfg, client):
     exp_id = client.create_experiment("demo")
     client.delete_experiment(exp_id)
     with pytest.raises(FidBenchError, match="'demo' is deleted"):
-        with tracked_run(compose_cfg()):
+        with tracked_run(JobRunSpec.of_config(compose_cfg())):
             pass
 
 
@@ -240,7 +243,7 @@ def _samples() -> Samples:
 def test_log_samples_counts_skips_and_fingerprint(compose_cfg, client, caplog):
     samples = _samples()
     with caplog.at_level(logging.WARNING):
-        with tracked_run(compose_cfg()) as run:
+        with tracked_run(JobRunSpec.of_config(compose_cfg())) as run:
             run.log_samples(samples)
     logged = only_run(client)
     m = logged.data.metrics
@@ -291,8 +294,8 @@ def _scores() -> pd.DataFrame:
 
 def test_log_scores_writes_predictions_and_plots(compose_cfg, client):
     scores = _scores()
-    with tracked_run(compose_cfg()) as run:
-        run.log_scores(scores, {"roc_auc": 0.8, "threshold": 0.5})
+    with tracked_run(JobRunSpec.of_config(compose_cfg())) as run:
+        log_scores(run, scores, {"roc_auc": 0.8, "threshold": 0.5})
     back = pd.read_csv(client.download_artifacts(run.run_id, "predictions.csv"), keep_default_na=False)
     pd.testing.assert_frame_equal(back, scores, check_dtype=False)
     plots = {a.path for a in client.list_artifacts(run.run_id, "plots")}
@@ -309,8 +312,8 @@ def test_a_broken_plot_does_not_fail_the_run(compose_cfg, client, monkeypatch):
         raise RuntimeError("no display")
 
     monkeypatch.setattr(plots, "pr_curve_png", broken)
-    with tracked_run(compose_cfg()) as run:
-        run.log_scores(_scores(), {"threshold": 0.5})
+    with tracked_run(JobRunSpec.of_config(compose_cfg())) as run:
+        log_scores(run, _scores(), {"threshold": 0.5})
     logged = only_run(client)
     assert logged.info.status == "FINISHED"
     assert logged.data.tags["plot_errors"] == "pr.png: RuntimeError: no display"
@@ -330,7 +333,7 @@ def test_predictor_logged_as_mlflow_model_and_loaded_back(compose_cfg, client, t
     from fid_bench.tracking.pyfunc import load_predictor
 
     dark, light = grey_image(tmp_path / "dark.png", 20), grey_image(tmp_path / "light.png", 230)
-    with tracked_run(compose_cfg()) as run:
+    with tracked_run(JobRunSpec.of_config(compose_cfg())) as run:
         model_uri = run.log_predictor(BrightnessPredictor(threshold=0.6, prior=0.3))
 
     model = mlflow.pyfunc.load_model(f"runs:/{run.run_id}/model")
@@ -379,7 +382,7 @@ def multirun_cfg(compose_cfg, isolated):
 
 def _child(cfg, roc_auc: float | None = None, error: Exception | None = None) -> str:
     try:
-        with tracked_run(cfg) as run:
+        with tracked_run(JobRunSpec.of_config(cfg)) as run:
             if error is not None:
                 raise error
             run.log_metrics({"roc_auc": roc_auc, "f1": roc_auc - 0.1})
@@ -477,7 +480,7 @@ def test_job_without_parent_file_is_logged_standalone(multirun_cfg, client, capl
 def test_explicit_parent_run_id(compose_cfg, client):
     exp_id = client.create_experiment("demo")
     parent_id = client.create_run(exp_id).info.run_id
-    with tracked_run(compose_cfg(), parent_run_id=parent_id) as run:
+    with tracked_run(JobRunSpec.of_config(compose_cfg()), parent_run_id=parent_id) as run:
         pass
     assert client.get_run(run.run_id).data.tags["mlflow.parentRunId"] == parent_id
 
@@ -573,12 +576,12 @@ def test_two_processes_create_the_store_and_experiment_at_once(tmp_path):
 _APP = textwrap.dedent(
     """
     import hydra
-    from fid_bench.tracking.run import tracked_run
+    from fid_bench.tracking.job_run import JobRunSpec, tracked_run
 
     @hydra.main(version_base="1.3", config_path={conf!r}, config_name="config")
     def main(cfg):
         try:
-            with tracked_run(cfg) as run:
+            with tracked_run(JobRunSpec.of_config(cfg)) as run:
                 if cfg.seed == 3:
                     raise ValueError("seed 3 fails")
                 run.log_metrics({{"roc_auc": cfg.seed / 10}})
@@ -622,3 +625,33 @@ def test_hydra_multirun_nests_jobs_under_one_parent(isolated, store, client, lau
     assert parent.info.status == "FINISHED" and parent.data.metrics["best_roc_auc"] == 0.2
     assert parent.data.tags["launcher"] == launcher
     assert "1 failed" in proc.stdout and "roc_auc" in proc.stdout
+
+
+# --------------------------------------------------------------------------- the run factory
+
+
+def test_start_run_tags_the_kind_names_and_nests_a_created_run(client):
+    from fid_bench.tracking.kinds import RunKind
+    from fid_bench.tracking.run_factory import start_run
+
+    experiment = open_experiment(os.environ["MLFLOW_TRACKING_URI"], "factory")
+    parent = start_run(RunKind.PARENT, experiment, "sweep", {"fid_bench.kind": "job"})
+    child = start_run(RunKind.COMPARISON, experiment, "compare-2-runs", {"x": "1"}, parent.run_id)
+    logged = client.get_run(child.run_id)
+    assert logged.info.run_name == "compare-2-runs" and logged.info.status == "RUNNING"
+    assert logged.data.tags["fid_bench.kind"] == "comparison" and logged.data.tags["x"] == "1"
+    assert logged.data.tags["mlflow.parentRunId"] == parent.run_id
+    # the kind given to the factory wins over a tag that says otherwise
+    assert client.get_run(parent.run_id).data.tags["fid_bench.kind"] == "parent"
+
+
+def test_a_store_that_refuses_a_run_is_one_line(client):
+    from fid_bench.tracking.kinds import RunKind
+    from fid_bench.tracking.run_factory import start_run
+    from fid_bench.tracking.store import OpenExperiment
+
+    gone = OpenExperiment(client, "123456", os.environ["MLFLOW_TRACKING_URI"])  # no such experiment
+    for active in (False, True):
+        with pytest.raises(FidBenchError, match="cannot start an MLflow run in sqlite:///") as err:
+            start_run(RunKind.JOB, gone, "job-x", {}, active=active)
+        assert "\n" not in str(err.value)

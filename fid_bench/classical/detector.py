@@ -20,7 +20,6 @@ Class weights reach the estimator in one of two ways, chosen per estimator:
 from __future__ import annotations
 
 import logging
-import math
 import time
 from collections.abc import Sequence
 from contextlib import AbstractContextManager, nullcontext
@@ -33,11 +32,12 @@ from sklearn.base import BaseEstimator, ClassifierMixin, clone
 
 from fid_bench.backbones import layers as block_layers
 from fid_bench.backbones.weights import file_sha256
+from fid_bench.config import to_plain
 from fid_bench.data.decode import ImageDecodeError, check_image
 from fid_bench.data.samples import LABELLED_SPLITS
 from fid_bench.detector import FEATURES_TRACK, Detector, Job, Predictor, scores_frame
 from fid_bench.errors import FidBenchError, one_line
-from fid_bench.evaluation.metrics import best_f1_threshold
+from fid_bench.evaluation.metrics import validation_threshold
 from fid_bench.features import extract  # called as extract.extract_features: one place to stub it
 from fid_bench.features.aligned import with_alignment
 from fid_bench.features.augment import Augment, augmented_config, parse_augment
@@ -113,21 +113,6 @@ def _positive_proba(name: str, pipeline: Pipeline, X: np.ndarray, threads: int |
         raise FidBenchError(f"classifier={name}: prediction failed: {one_line(err)}") from err
     col = list(pipeline.classes_).index(POSITIVE)
     return np.asarray(proba[:, col], dtype=np.float64)
-
-
-def _val_threshold(val_scores: pd.DataFrame) -> float:
-    """The threshold the shared metrics choose on these validation scores; 0.5 when undefined."""
-    threshold = best_f1_threshold(val_scores["label"].to_numpy(), val_scores["score"].to_numpy())
-    return 0.5 if math.isnan(threshold) else threshold
-
-
-def _plain(value: Any) -> Any:
-    """DictConfig/ListConfig -> plain Python containers (resolved); anything else unchanged."""
-    from omegaconf import DictConfig, ListConfig, OmegaConf
-
-    if isinstance(value, (DictConfig, ListConfig)):
-        return OmegaConf.to_container(value, resolve=True)
-    return value
 
 
 def extract_unique(
@@ -243,7 +228,7 @@ class FeatureDetector(Detector):
                 name,
                 ", ".join(sorted(unused)),
             )
-        estimator = _plain(estimator)
+        estimator = to_plain(estimator)
         if isinstance(estimator, dict) and "_target_" in estimator:
             from hydra.utils import instantiate
 
@@ -280,9 +265,9 @@ class FeatureDetector(Detector):
         self._features: np.ndarray | None = None
         self._row_index: np.ndarray | None = None
         self._stats: dict[str, float] = {}
-        self._encoder_cfg: dict[str, Any] | None = _plain(encoder)
-        self.align = _plain(align)  # data.align: every image re-encoded the same way first
-        feats = _plain(features) or {}
+        self._encoder_cfg: dict[str, Any] | None = to_plain(encoder)
+        self.align = to_plain(align)  # data.align: every image re-encoded the same way first
+        feats = to_plain(features) or {}
         self._extract_kwargs: dict[str, Any] = {
             "batch_size": int(feats.get("batch_size", 64)),
             "num_workers": int(feats.get("num_workers", 2)),
@@ -483,7 +468,7 @@ class FeatureDetector(Detector):
                 len(y_fit),
             )
         self._pipeline = pipeline
-        self._threshold = _val_threshold(frames[0])
+        self._threshold = validation_threshold(frames[0])
         # the share of generated images as the data has it (before balancing): the honest guess
         # for an image the predictor cannot read
         self._prior = float(y_train.mean())

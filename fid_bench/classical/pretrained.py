@@ -26,10 +26,12 @@ import numpy as np
 import pandas as pd
 
 from fid_bench.backbones import onnx_files
-from fid_bench.classical.detector import FeaturePredictor, _plain, _val_threshold, extract_unique
+from fid_bench.classical.detector import FeaturePredictor, extract_unique
+from fid_bench.config import to_plain
 from fid_bench.data.samples import LABELLED_SPLITS
 from fid_bench.detector import FEATURES_TRACK, Detector, Job, scores_frame
 from fid_bench.errors import FidBenchError
+from fid_bench.evaluation.metrics import validation_threshold
 from fid_bench.features.aligned import with_alignment
 from fid_bench.features.encoders import build_encoder
 
@@ -43,7 +45,7 @@ OUTPUT_TYPES = ("probability", "logits")
 
 def load_head(head: Any, weights_dir: str | None) -> dict[str, Any] | None:
     """``model.head`` -> ``{weights, bias, normalised, source}`` (``None`` without a head)."""
-    head = _plain(head)
+    head = to_plain(head)
     if head is None:
         return None
     if not isinstance(head, dict) or not (head.get("file") or head.get("path")):
@@ -149,11 +151,11 @@ class PretrainedDetector(Detector):
                 f"model.positive_index must be a non-negative integer, got {positive_index!r}"
             )
         self.name = name
-        self._encoder_cfg = _plain(encoder)
-        self.align = _plain(align)
+        self._encoder_cfg = to_plain(encoder)
+        self.align = to_plain(align)
         self.fixed = _Fixed(str(output_type), int(positive_index), None)
-        self._head, self._weights_dir = _plain(head), weights_dir  # read in setup: building stays cheap
-        feats = _plain(features) or {}
+        self._head, self._weights_dir = to_plain(head), weights_dir  # read in setup: building stays cheap
+        feats = to_plain(features) or {}
         self._extract_kwargs = {
             "batch_size": int(feats.get("batch_size", 64)),
             "num_workers": int(feats.get("num_workers", 2)),
@@ -207,7 +209,7 @@ class PretrainedDetector(Detector):
                     f"classifier={self.name}: {int(np.isnan(s).sum())} {split} row(s) have no score"
                 )
             frames.append(scores_frame(table, rows, s, split, fold.index))
-        self._threshold = _val_threshold(frames[0])
+        self._threshold = validation_threshold(frames[0])
         y = table["label"].to_numpy()[np.asarray(fold.train, dtype=np.int64)]
         self._prior = float(np.mean(y == 1)) if len(y) else 0.5
         return pd.concat(frames, ignore_index=True)

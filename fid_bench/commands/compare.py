@@ -22,7 +22,7 @@ from pathlib import Path
 from fid_bench.commands.common import add_tracking_uri, alpha_arg, run_standalone
 from fid_bench.errors import UsageError
 from fid_bench.tracking.compare import PairedOptions, compare_runs
-from fid_bench.tracking.runs import make_client, rank_runs, tracking_uri
+from fid_bench.tracking.run_queries import make_client, rank_runs, tracking_uri
 from fid_bench.tracking.store import local_store_path
 
 NAME = "compare"

@@ -50,7 +50,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     """The command for parsed ``args``; its exit code."""
     from fid_bench.ensemble_run import log_ensemble
-    from fid_bench.tracking.runs import make_client, resolve_run, tracking_uri
+    from fid_bench.tracking.run_queries import make_client, resolve_run, tracking_uri
 
     if len(args.runs) < 2:
         raise UsageError("an ensemble needs at least two RUNs")

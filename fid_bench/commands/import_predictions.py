@@ -74,7 +74,7 @@ def run(args: argparse.Namespace) -> int:
     """The command for parsed ``args``; its exit code."""
     from fid_bench.import_run import MISSING_IDS, config_reference, log_import, run_reference
     from fid_bench.imported import read_predictions_csv
-    from fid_bench.tracking.runs import get_run, make_client, rank_runs, tracking_uri
+    from fid_bench.tracking.run_queries import get_run, make_client, rank_runs, tracking_uri
 
     check_arguments(args)
     read_predictions_csv(args.file)  # a bad file is refused before the data set is read

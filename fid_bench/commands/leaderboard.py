@@ -8,7 +8,7 @@ from collections.abc import Sequence
 
 from fid_bench.commands.common import add_tracking_uri, alpha_arg, run_standalone
 from fid_bench.tracking.leaderboard import FORMATS, STATUSES, Query, add_top_marks, leaderboard, render
-from fid_bench.tracking.runs import default_tracking_uri, open_store
+from fid_bench.tracking.run_queries import default_tracking_uri, open_store
 
 NAME = "leaderboard"
 PROG = "fid-bench leaderboard"

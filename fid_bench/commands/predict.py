@@ -10,7 +10,7 @@ what it names to score (Kaggle's test.csv rows: a submission), else every image.
 --root DIR`` is the older spelling of ``data=NAME data.root=DIR`` and means exactly that.
 
 The model is the MLflow model ``model`` of a run (``fid_bench.predict`` loads and applies it); the
-inputs come from ``fid_bench.data.inputs``, the run from ``fid_bench.tracking.runs``, the location
+inputs come from ``fid_bench.data.inputs``, the run from ``fid_bench.tracking.run_queries``, the location
 check from ``fid_bench.tracking.model_location`` and the written file from ``fid_bench.submission``.
 """
 
@@ -32,7 +32,7 @@ from fid_bench.predict import choose_feature_cache, default_cache_dir, load_chec
 from fid_bench.submission import build_output, check_spreadsheet_safe, report_unreadable, write_output
 from fid_bench.tracking.kinds import MODEL_NAME
 from fid_bench.tracking.model_location import local_path, model_uri_locations
-from fid_bench.tracking.runs import make_client, resolve_run, tracking_uri
+from fid_bench.tracking.run_queries import make_client, resolve_run, tracking_uri
 
 if TYPE_CHECKING:
     from omegaconf import DictConfig

@@ -11,7 +11,7 @@ import argparse
 
 from fid_bench.commands.common import add_tracking_uri
 from fid_bench.tracking.registry import DEFAULT_ALIAS, check_name, promote_run
-from fid_bench.tracking.runs import make_client, resolve_run, tracking_uri
+from fid_bench.tracking.run_queries import make_client, resolve_run, tracking_uri
 
 NAME = "promote"
 HELP = "register a run's model in the model registry and set an alias (champion)"

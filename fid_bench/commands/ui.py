@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from fid_bench.errors import FidBenchError
-from fid_bench.tracking.runs import open_store
+from fid_bench.tracking.run_queries import open_store
 from fid_bench.tracking.store import resolve_tracking_uri
 from fid_bench.tracking.ui import SAVED_VIEW_PREFIX, VIEW_ID, runs_url
 

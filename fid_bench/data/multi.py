@@ -29,6 +29,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from fid_bench.config import to_plain
 from fid_bench.data.samples import SAMPLE_COLUMNS, SKIP_COLUMNS, Samples
 from fid_bench.errors import FidBenchError
 
@@ -38,17 +39,9 @@ _SOURCE_KEYS = {"name", "data", "root", "max_per_class", "strict", "reader"}
 _NAME = re.compile(r"^[A-Za-z0-9_.\-]+$")
 
 
-def _plain(node: Any) -> Any:
-    from omegaconf import DictConfig, ListConfig, OmegaConf
-
-    if isinstance(node, (DictConfig, ListConfig)):
-        return OmegaConf.to_container(node, resolve=True)
-    return node
-
-
 def parse_sources(sources: Any) -> list[dict[str, Any]]:
     """``data.sources`` checked: a list of mappings with a unique, metric-safe ``name``, ``data`` and ``root``."""
-    sources = _plain(sources)
+    sources = to_plain(sources)
     if not isinstance(sources, list) or not sources:
         raise FidBenchError(
             "data=multi needs data.sources, a list like [{name: cifake, data: folder, root: /data/cifake}, ...]"

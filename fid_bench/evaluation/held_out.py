@@ -15,7 +15,12 @@ from typing import Any
 import pandas as pd
 
 from fid_bench.evaluation.generalisation import group_metrics
-from fid_bench.evaluation.metrics import CALIBRATION_BINS, best_f1_threshold, evaluate_scores
+from fid_bench.evaluation.metrics import (
+    CALIBRATION_BINS,
+    DEFAULT_THRESHOLD,
+    evaluate_scores,
+    validation_threshold,
+)
 from fid_bench.evaluation.uncertainty import bootstrap_metrics
 
 
@@ -83,17 +88,13 @@ def held_out_metrics(
     return metrics
 
 
-#: the decision threshold of scores whose validation rows cannot choose one
-DEFAULT_THRESHOLD = 0.5
-
-
-def validation_threshold(scores: pd.DataFrame) -> tuple[float, str]:
+def threshold_and_source(scores: pd.DataFrame) -> tuple[float, str]:
     """The threshold a job chooses on the ``val`` rows (best F1), and where it came from; ``0.5``
     when there are none (e.g. imported test scores only) or they cannot choose one (no positive)."""
     val = scores[scores["split"] == "val"]
     if val.empty:
         return DEFAULT_THRESHOLD, f"{DEFAULT_THRESHOLD:g} (no validation rows scored)"
-    chosen = best_f1_threshold(val["label"].to_numpy(), val["score"].to_numpy())
+    chosen = validation_threshold(val, fallback=math.nan)
     if math.isnan(chosen):
         return DEFAULT_THRESHOLD, f"{DEFAULT_THRESHOLD:g} (the {len(val)} validation rows have no positive)"
     return chosen, f"chosen on {len(val)} validation rows, best F1"

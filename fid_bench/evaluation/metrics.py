@@ -272,6 +272,22 @@ def _check_scores(scores: pd.DataFrame) -> None:
         )
 
 
+#: the decision threshold of scores whose validation rows cannot choose one
+DEFAULT_THRESHOLD = 0.5
+
+
+def validation_threshold(scores: pd.DataFrame, *, fallback: float = DEFAULT_THRESHOLD) -> float:
+    """The decision threshold chosen on the ``val`` rows of ``scores`` (best F1, ``best_f1_threshold``);
+    ``fallback`` when they cannot choose one (no validation rows, or no positive among them).
+
+    Every detector and every scored run chooses its threshold here, so a model's threshold and the
+    one its metrics report are the same. A frame without a ``split`` column is all validation rows.
+    """
+    val = scores[scores["split"] == "val"] if "split" in scores.columns else scores
+    chosen = best_f1_threshold(val["label"].to_numpy(), val["score"].to_numpy())
+    return fallback if math.isnan(chosen) else float(chosen)
+
+
 def evaluate_scores(
     scores: pd.DataFrame, *, calibration_bins: int = CALIBRATION_BINS, threshold: float | None = None
 ) -> dict[str, float]:
@@ -287,7 +303,7 @@ def evaluate_scores(
     val = scores[scores["split"] == "val"]
     test = scores[scores["split"] == "test"]
     if threshold is None:
-        threshold = best_f1_threshold(val["label"].to_numpy(), val["score"].to_numpy())
+        threshold = validation_threshold(scores, fallback=NAN)
     y_test, s_test = test["label"].to_numpy(), test["score"].to_numpy()
     if test.empty:
         log.warning("metrics: no test rows; test metrics are NaN")

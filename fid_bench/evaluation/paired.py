@@ -383,8 +383,8 @@ def operating_point_comparisons(y: np.ndarray, a: np.ndarray, b: np.ndarray, **k
 
 def compare_scores(
     pairs: pd.DataFrame,
-    threshold_a: float,
-    threshold_b: float,
+    threshold_a: float | None,
+    threshold_b: float | None,
     *,
     n_boot: int = 1000,
     alpha: float = 0.05,
@@ -392,12 +392,19 @@ def compare_scores(
 ) -> list[PairedResult]:
     """The comparison of two runs on paired rows (``pair_test_rows``): ROC-AUC by DeLong's test;
     F1 and accuracy (each run at its own validation threshold) and TPR at FPR 1 % and 5 % by the
-    paired bootstrap."""
+    paired bootstrap.
+
+    ``n_boot=0`` runs DeLong's test only; a threshold of None (a run that logged none) leaves out
+    F1 and accuracy, whose comparison needs both.
+    """
+    if n_boot < 0:
+        raise FidBenchError(f"the number of bootstrap resamples must be >= 0, got {n_boot}")
     y = pairs["label"].to_numpy(dtype=np.int64)
     a, b = pairs["score_a"].to_numpy(dtype=np.float64), pairs["score_b"].to_numpy(dtype=np.float64)
+    results = [delong_test(y, a, b, alpha)]
+    if not n_boot:
+        return results
     kw = {"n_boot": n_boot, "alpha": alpha, "seed": seed}
-    return [
-        delong_test(y, a, b, alpha),
-        *threshold_comparisons(y, a, b, threshold_a, threshold_b, **kw),
-        *operating_point_comparisons(y, a, b, **kw),
-    ]
+    if threshold_a is not None and threshold_b is not None:
+        results += threshold_comparisons(y, a, b, threshold_a, threshold_b, **kw)
+    return results + operating_point_comparisons(y, a, b, **kw)

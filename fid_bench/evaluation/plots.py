@@ -11,6 +11,7 @@ Every function returns the numbers it drew, so callers (and tests) can check the
 from __future__ import annotations
 
 import logging
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -18,7 +19,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 
-from fid_bench.errors import FidBenchError
+from fid_bench.errors import FidBenchError, first_line
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
@@ -236,3 +237,30 @@ def reliability_png(
     bottom.set(xlabel="score (probability of generated)", ylabel="rows")
     _save(fig, path)
     return bins
+
+
+def score_plots(
+    scores: pd.DataFrame, out: Path, *, title: str, threshold: float | None, calibration_bins: int = 15
+) -> list[str]:
+    """A scored run's figures in folder ``out``: ``roc.png``, ``pr.png``, ``reliability.png`` and,
+    when ``threshold`` is a number, ``confusion.png``.
+
+    A figure that cannot be drawn is left out with a warning: returns those as ``"file: error"``.
+    """
+    jobs = [
+        ("roc.png", lambda p: roc_curve_png(scores, p, f"ROC {title}")),
+        ("pr.png", lambda p: pr_curve_png(scores, p, f"PR {title}")),
+        ("reliability.png", lambda p: reliability_png(scores, p, calibration_bins, f"Reliability {title}")),
+    ]
+    if threshold is None or math.isnan(threshold):
+        log.warning("no threshold in metrics; confusion matrix not drawn")
+    else:
+        jobs.append(("confusion.png", lambda p: confusion_png(scores, threshold, p)))
+    failed = []
+    for filename, draw in jobs:
+        try:
+            draw(out / filename)
+        except Exception as err:  # noqa: BLE001 - a broken plot must not fail a finished job
+            log.warning("plot %s not drawn: %s", filename, first_line(err))
+            failed.append(f"{filename}: {first_line(err)}")
+    return failed

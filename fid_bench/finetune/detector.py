@@ -27,10 +27,11 @@ import numpy as np
 import pandas as pd
 
 from fid_bench.backbones.base import Backbone
+from fid_bench.config import to_plain
 from fid_bench.data.decode import parse_alignment
 from fid_bench.detector import FINETUNE_TRACK, Detector, Job, Predictor, scores_frame
 from fid_bench.errors import FidBenchError
-from fid_bench.evaluation.metrics import best_f1_threshold
+from fid_bench.evaluation.metrics import validation_threshold
 from fid_bench.finetune.augment import Augment
 from fid_bench.finetune.decoded import MODES, prepare_file
 
@@ -41,15 +42,6 @@ log = logging.getLogger(__name__)
 
 #: trainer config keys read by the harness; every other key is a Lightning ``Trainer`` argument
 HARNESS_KEYS = ("num_workers", "pin_memory", "channels_last", "compile", "progress_bar", "matmul_precision")
-
-
-def _plain(value: Any) -> Any:
-    """DictConfig/ListConfig -> plain Python containers (resolved); anything else unchanged."""
-    from omegaconf import DictConfig, ListConfig, OmegaConf
-
-    if isinstance(value, (DictConfig, ListConfig)):
-        return OmegaConf.to_container(value, resolve=True)
-    return value
 
 
 def _is_tty() -> bool:
@@ -92,19 +84,19 @@ class FinetuneDetector(Detector):
     ) -> None:
 
         self.name = name
-        self.backbone_cfg: dict[str, Any] | None = _plain(backbone)
-        self.trainer_cfg: dict[str, Any] = dict(_plain(trainer) or {})
+        self.backbone_cfg: dict[str, Any] | None = to_plain(backbone)
+        self.trainer_cfg: dict[str, Any] = dict(to_plain(trainer) or {})
         self.folds = int(folds or 1)
-        self.align = _plain(align)  # data.align: every image re-encoded the same way first
+        self.align = to_plain(align)  # data.align: every image re-encoded the same way first
         self.max_epochs = int(max_epochs)
         self.batch_size = int(batch_size)
         self.eval_batch_size = int(eval_batch_size)
-        self.optimizer_cfg = _plain(optimizer) or {
+        self.optimizer_cfg = to_plain(optimizer) or {
             "_target_": "torch.optim.AdamW",
             "_partial_": True,
             "lr": 1e-3,
         }
-        self.scheduler_cfg = _plain(scheduler)
+        self.scheduler_cfg = to_plain(scheduler)
         self.freeze_backbone = bool(freeze_backbone)
         self.unfreeze_after = unfreeze_after
         self.head_dropout = float(head_dropout)
@@ -115,7 +107,7 @@ class FinetuneDetector(Detector):
         self.early_stopping_min_delta = float(early_stopping_min_delta)
         self.monitor = monitor
         self.seed = int(seed)
-        self.augment = Augment.from_config(_plain(augment))
+        self.augment = Augment.from_config(to_plain(augment))
         self.decoded_cache = str(decoded_cache)
         self.decoded_cache_max_gb = float(decoded_cache_max_gb)
         if self.decoded_cache not in MODES:
@@ -233,7 +225,7 @@ class FinetuneDetector(Detector):
             n_unreadable += int((~ok).sum())
             scores[split] = s
 
-        threshold = _val_threshold(val_labels, scores["val"])
+        threshold = validation_threshold(pd.DataFrame({"label": val_labels, "score": scores["val"]}))
         self._predictor = FinetunePredictor(
             backbone=self.backbone_cfg,
             state_dict={k: v.detach().cpu().clone() for k, v in module.net.state_dict().items()},
@@ -363,12 +355,6 @@ class FinetuneDetector(Detector):
         if root is not None and root.type != "cpu":
             return root
         return torch.device("cpu")
-
-
-def _val_threshold(labels: np.ndarray, scores: np.ndarray) -> float:
-    """The decision threshold the shared metrics module would choose on these validation scores."""
-    threshold = best_f1_threshold(labels, scores) if len(labels) else math.nan
-    return 0.5 if threshold is None or math.isnan(threshold) else float(threshold)
 
 
 def score_batches(net: Any, loader: Any, device: Any) -> tuple[np.ndarray, np.ndarray]:

@@ -36,8 +36,10 @@ from fid_bench.search.space import Param, apply_params, parse_space
 from fid_bench.search.storage import display_url, open_storage, resolve_storage_url
 from fid_bench.search.trial_logger import TrialLogger, pruned_in_chain
 from fid_bench.tracking.kinds import KIND_TAG, RunKind
-from fid_bench.tracking.run import common_tags, group_names, multirun_parent, run_name_of
-from fid_bench.tracking.store import DEFAULT_TRACKING_URI, open_experiment, original_cwd
+from fid_bench.tracking.run_factory import start_run
+from fid_bench.tracking.run_tags import common_tags, group_names, run_name_of
+from fid_bench.tracking.store import TrackingSettings, original_cwd
+from fid_bench.tracking.sweep_files import multirun_parent, multirun_sweep_dir
 from fid_bench.tracking.sweep_report import log_sweep_report
 
 if TYPE_CHECKING:
@@ -197,13 +199,8 @@ def parent_run(
     cfg: DictConfig, study: optuna.Study, created: bool, storage_text: str, space: list[Param]
 ) -> tuple[MlflowClient, str, str]:
     """(client, parent run id, experiment id) of the study's MLflow run, created on first use."""
-    tracking = cfg.get("tracking") or {}
-    client, experiment_id, uri = open_experiment(
-        str(tracking.get("uri") or DEFAULT_TRACKING_URI),
-        str(tracking.get("experiment") or "Default"),
-        tracking.get("artifact_root"),
-        original_cwd(),
-    )
+    experiment = TrackingSettings.of_config(cfg.get("tracking"), original_cwd()).open()
+    client, experiment_id, uri = experiment
     info = study.user_attrs.get(PARENT_ATTR)
     if not created and info is None:
         # the creating process records the parent run right after creating the study
@@ -226,18 +223,14 @@ def parent_run(
     hs = cfg.hparams_search
     names = group_names(cfg)
     tags = {
-        KIND_TAG: RunKind.STUDY.value,
         **names,
         **common_tags(),
         "optuna_study": study.study_name,
         "optuna_storage": storage_text,
-        "mlflow.runName": f"study-{study.study_name}",
     }
-    outer = multirun_parent(uri)  # a multirun of studies: nest each study under the sweep's run
-    if outer:
-        tags["mlflow.parentRunId"] = outer
-    run = client.create_run(experiment_id, tags=tags)
-    run_id = run.info.run_id
+    # a multirun of studies: nest each study under the sweep's run
+    outer = multirun_parent(multirun_sweep_dir(), uri)
+    run_id = start_run(RunKind.STUDY, experiment, f"study-{study.study_name}", tags, outer).run_id
     from mlflow.entities import Param as MlflowParam
 
     params = {

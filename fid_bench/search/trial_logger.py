@@ -21,7 +21,7 @@ from fid_bench.errors import first_line
 if TYPE_CHECKING:
     import optuna
 
-    from fid_bench.tracking.run import TrackedRun
+    from fid_bench.tracking.logged_run import TrackedRun
 
 log = logging.getLogger(__name__)
 
@@ -96,7 +96,7 @@ class TrialLogger:
             log.warning("could not tag MLflow run %s: %s", self.run_id, first_line(err))
 
     def mark_pruned(self) -> None:
-        """The run was closed as FAILED by ``tracked_run``; record it as pruned instead."""
+        """The run was closed as FAILED by ``closing_run``; record it as pruned instead."""
         if self.run is None:
             return
         self.set_state("PRUNED", pruned_at_step=self.last_step)

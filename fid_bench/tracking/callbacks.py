@@ -1,11 +1,11 @@
 """``ParentRunCallback``: one MLflow parent run per Hydra multirun.
 
 ``on_multirun_start`` (in the launching process) creates the parent run and records its id in
-``<sweep dir>/mlflow_parent_run.json``; every job, whether it runs in this process (basic
-launcher), in a worker process (joblib) or on another machine (submitit), reads that file in
-``tracked_run`` and nests its run under the parent. ``on_multirun_end`` closes the parent with a
-summary of its children and prints their leaderboard. If the sweep dies before its end, the
-parent is closed as KILLED at interpreter exit.
+``<sweep dir>/mlflow_parent_run.json`` (``sweep_files``); every job, whether it runs in this
+process (basic launcher), in a worker process (joblib) or on another machine (submitit), reads that
+file in ``job_run.tracked_run`` and nests its run under the parent. ``on_multirun_end`` closes the
+parent with a summary of its children and prints their leaderboard. If the sweep dies before its
+end, the parent is closed as KILLED at interpreter exit.
 """
 
 from __future__ import annotations
@@ -25,17 +25,14 @@ from fid_bench.errors import PARTLY_FAILED_EXIT, FidBenchError, failures_report,
 from fid_bench.evaluation import registry
 from fid_bench.tracking import sweep_report
 from fid_bench.tracking.compare import compare_children
-from fid_bench.tracking.kinds import KIND_TAG, RunKind
+from fid_bench.tracking.kinds import RunKind
 from fid_bench.tracking.leaderboard import Query, add_top_marks, leaderboard, render
-from fid_bench.tracking.run import (
-    common_tags,
-    recorded_failures,
-    resolved_config,
-    sweep_dir_of,
-    write_parent_file,
-)
-from fid_bench.tracking.runs import fetch_runs, open_store
-from fid_bench.tracking.store import DEFAULT_TRACKING_URI, connect, open_experiment, original_cwd
+from fid_bench.tracking.logged_values import resolved_config
+from fid_bench.tracking.run_factory import PARENT_TAG, start_run
+from fid_bench.tracking.run_queries import fetch_runs, open_store
+from fid_bench.tracking.run_tags import common_tags
+from fid_bench.tracking.store import TrackingSettings, connect, original_cwd
+from fid_bench.tracking.sweep_files import recorded_failures, sweep_dir_of, write_parent_file
 from fid_bench.tracking.sweep_report import log_sweep_report
 from fid_bench.tracking.ui import NOTE_TAG, TOP_TAG
 
@@ -45,7 +42,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-PARENT_TAG = "mlflow.parentRunId"
 ORPHAN_ERROR = "job ended without closing its run (worker killed?)"
 
 
@@ -60,21 +56,14 @@ class ParentRun:
 def start_parent_run(config: DictConfig) -> ParentRun:
     """Create the parent run of a multirun and record it in the sweep dir for the jobs."""
     hydra = config.hydra
-    base = original_cwd(hydra)
-    tracking = config.get("tracking") or {}
-    client, experiment_id, uri = open_experiment(
-        str(tracking.get("uri") or DEFAULT_TRACKING_URI),
-        str(tracking.get("experiment") or "Default"),
-        tracking.get("artifact_root"),
-        base,
-    )
+    experiment = TrackingSettings.of_config(config.get("tracking"), original_cwd(hydra)).open()
+    client, experiment_id, uri = experiment
     # resolving sweep.dir here caches ${now:...} in this config, so the sweeper uses the same dir
     sweep_dir = sweep_dir_of(hydra)
     choices = OmegaConf.select(hydra, "runtime.choices", default={}) or {}
     overrides = " ".join(str(o) for o in (OmegaConf.select(hydra, "overrides.task", default=[]) or []))
     task_name = str(config.get("task_name") or "multirun")
     tags = {
-        KIND_TAG: RunKind.PARENT.value,
         "sweep_dir": str(sweep_dir),
         "overrides": overrides,
         "task_name": task_name,
@@ -82,8 +71,7 @@ def start_parent_run(config: DictConfig) -> ParentRun:
         "sweeper": str(choices.get("hydra/sweeper", "")),
         **common_tags(),
     }
-    run = client.create_run(experiment_id, run_name=f"{task_name}-{sweep_dir.name}", tags=tags)
-    run_id = run.info.run_id
+    run_id = start_run(RunKind.PARENT, experiment, f"{task_name}-{sweep_dir.name}", tags).run_id
     try:
         job_cfg = OmegaConf.create(resolved_config(config))
         client.log_text(run_id, OmegaConf.to_yaml(job_cfg), "config.yaml")

@@ -32,11 +32,13 @@ from fid_bench import markdown
 from fid_bench.errors import FidBenchError
 from fid_bench.evaluation import registry
 from fid_bench.evaluation.plots import overlay_curves_png
-from fid_bench.tracking.kinds import KIND_TAG, RunKind
+from fid_bench.tracking.kinds import RunKind
 from fid_bench.tracking.leaderboard import Query, leaderboard
 from fid_bench.tracking.paired import PairedReport, paired_report
-from fid_bench.tracking.runs import get_run, held_out_scores, make_client
-from fid_bench.tracking.runs import tracking_uri as resolve_uri
+from fid_bench.tracking.run_factory import start_run
+from fid_bench.tracking.run_queries import get_run, held_out_scores, make_client
+from fid_bench.tracking.run_queries import tracking_uri as resolve_uri
+from fid_bench.tracking.store import OpenExperiment
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
@@ -155,12 +157,9 @@ def paired_paths(out: Path) -> tuple[Path, Path]:
 
 def _new_comparison_run(client: MlflowClient, runs: Sequence[Run]) -> str:
     ids = [r.info.run_id for r in runs]
-    run = client.create_run(
-        runs[0].info.experiment_id,
-        run_name=f"compare-{len(ids)}-runs",
-        tags={KIND_TAG: RunKind.COMPARISON.value, COMPARED_TAG: ",".join(ids)},
-    )
-    return run.info.run_id
+    experiment = OpenExperiment(client, runs[0].info.experiment_id, str(client.tracking_uri))
+    tags = {COMPARED_TAG: ",".join(ids)}
+    return start_run(RunKind.COMPARISON, experiment, f"compare-{len(ids)}-runs", tags).run_id
 
 
 def compare_runs(

@@ -30,7 +30,7 @@ from fid_bench.errors import FidBenchError
 from fid_bench.evaluation import registry
 from fid_bench.tracking.kinds import KIND_TAG, SUMMARY_KINDS, UNRANKED_KINDS
 from fid_bench.tracking.paired import TopMarks, marks_against_top
-from fid_bench.tracking.runs import LeaderboardError, fetch_runs, get_run
+from fid_bench.tracking.run_queries import LeaderboardError, fetch_runs, get_run
 
 if TYPE_CHECKING:
     from mlflow.entities import Run

@@ -18,7 +18,7 @@ from urllib.parse import unquote, urlparse
 
 from fid_bench.errors import FidBenchError
 from fid_bench.tracking.kinds import MODEL_NAME
-from fid_bench.tracking.runs import make_client
+from fid_bench.tracking.run_queries import make_client
 from fid_bench.tracking.store import DECLARED_ROOT_TAG, DEFAULT_EXPERIMENT_ID
 
 if TYPE_CHECKING:

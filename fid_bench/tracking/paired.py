@@ -25,13 +25,11 @@ from fid_bench.errors import FidBenchError, one_line
 from fid_bench.evaluation.paired import (
     CORRECTION,
     PairedResult,
-    delong_test,
-    operating_point_comparisons,
+    compare_scores,
     pair_test_rows,
-    threshold_comparisons,
     tied_with_top,
 )
-from fid_bench.tracking.runs import held_out_scores
+from fid_bench.tracking.run_queries import held_out_scores
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
@@ -205,26 +203,17 @@ def paired_report(
     (``require_hold_out``). ``n_boot=0`` runs DeLong's test only. A run without a logged threshold (not one fid_bench
     wrote) gets no F1/accuracy rows, with a note saying why.
     """
-    if n_boot < 0:
-        raise FidBenchError(f"the number of bootstrap resamples must be >= 0, got {n_boot}")
     ids = (runs[0].info.run_id, runs[1].info.run_id)
     a_rows, b_rows = (require_hold_out(frame, i) for frame, i in zip(scores, ids, strict=True))
     pairs = pair_test_rows(a_rows, b_rows, names=(ids[0][:8], ids[1][:8]))
-    y = pairs["label"].to_numpy(dtype=np.int64)
-    a, b = pairs["score_a"].to_numpy(dtype=np.float64), pairs["score_b"].to_numpy(dtype=np.float64)
     thresholds = (decision_threshold(runs[0]), decision_threshold(runs[1]))
     notes = []
-    results = [delong_test(y, a, b, alpha)]
-    if n_boot:
-        kw = {"n_boot": n_boot, "alpha": alpha, "seed": seed}
-        if None in thresholds:
-            lacking = " and ".join(
-                f"{k} ({i[:8]})" for k, i, t in zip("AB", ids, thresholds, strict=True) if t is None
-            )
-            notes.append(f"F1 and accuracy not compared: run {lacking} logged no decision threshold.")
-        else:
-            results += threshold_comparisons(y, a, b, thresholds[0], thresholds[1], **kw)
-        results += operating_point_comparisons(y, a, b, **kw)
+    if n_boot and None in thresholds:
+        lacking = " and ".join(
+            f"{k} ({i[:8]})" for k, i, t in zip("AB", ids, thresholds, strict=True) if t is None
+        )
+        notes.append(f"F1 and accuracy not compared: run {lacking} logged no decision threshold.")
+    results = compare_scores(pairs, *thresholds, n_boot=n_boot, alpha=alpha, seed=seed)
     return PairedReport(ids, names, results, alpha, n_boot, seed, notes)
 
 

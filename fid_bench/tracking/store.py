@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 from urllib.parse import urlparse
 
 from fid_bench.errors import FidBenchError, first_line
@@ -228,9 +229,17 @@ def ensure_experiment(client: MlflowClient, name: str, artifact_root: Path | Non
     return experiment.experiment_id
 
 
+class OpenExperiment(NamedTuple):
+    """An experiment ready for runs: the client of its store, its id, and the store's resolved URI."""
+
+    client: MlflowClient
+    experiment_id: str
+    uri: str
+
+
 def open_experiment(
     uri: str, name: str, artifact_root: str | Path | None = None, base: Path | None = None
-) -> tuple[MlflowClient, str, str]:
+) -> OpenExperiment:
     """Connect to the store at ``uri`` and make sure experiment ``name`` exists.
 
     Returns (client, experiment_id, resolved uri). ``artifact_root`` is used only for a local store
@@ -245,8 +254,40 @@ def open_experiment(
         root = (root if root.is_absolute() else base / root).resolve()
     try:
         with _store_lock(uri):
-            return client, ensure_experiment(client, name, root), uri
+            return OpenExperiment(client, ensure_experiment(client, name, root), uri)
     except FidBenchError:
         raise
     except Exception as err:  # noqa: BLE001 - any store failure becomes one readable line
         raise FidBenchError(f"cannot use MLflow experiment {name!r} at {uri}: {first_line(err)}") from None
+
+
+@dataclass(frozen=True)
+class TrackingSettings:
+    """Where a job's runs go (the ``tracking`` config group): store, experiment, artifact root.
+
+    ``base`` is the folder relative store paths start from (the launch dir); ``system_metrics``
+    samples CPU, memory (and GPU with pynvml) every few seconds during a job's run.
+    """
+
+    uri: str = DEFAULT_TRACKING_URI
+    experiment: str = "Default"
+    artifact_root: str | None = None
+    system_metrics: bool = False
+    base: Path | None = None
+
+    @classmethod
+    def of_config(cls, tracking: Mapping[str, Any] | None, base: Path | None = None) -> TrackingSettings:
+        """From the ``tracking`` node (unset keys take their defaults)."""
+        tracking = tracking or {}
+        root = tracking.get("artifact_root")
+        return cls(
+            uri=str(tracking.get("uri") or DEFAULT_TRACKING_URI),
+            experiment=str(tracking.get("experiment") or "Default"),
+            artifact_root=str(root) if root else None,
+            system_metrics=bool(tracking.get("system_metrics", False)),
+            base=base,
+        )
+
+    def open(self) -> OpenExperiment:
+        """Connect to the store and make sure the experiment exists (``open_experiment``)."""
+        return open_experiment(self.uri, self.experiment, self.artifact_root, self.base)

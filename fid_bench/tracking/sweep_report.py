@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING
 
 from fid_bench.errors import FidBenchError, first_line
 from fid_bench.tracking.leaderboard import Query, add_top_marks, display_rows, leaderboard
-from fid_bench.tracking.runs import held_out_scores
+from fid_bench.tracking.run_queries import held_out_scores
 
 if TYPE_CHECKING:
     from mlflow.entities import Run
@@ -224,7 +224,7 @@ def log_sweep_report(
 ) -> str | None:
     """Build the report of run ``run_id`` (its children with ``children``, else the run itself) and log
     it as its ``report.html``; returns the artifact path, or None (with a warning) when it failed."""
-    from fid_bench.tracking.runs import open_store
+    from fid_bench.tracking.run_queries import open_store
 
     try:
         client = open_store(tracking_uri)
