@@ -67,3 +67,12 @@ def test_every_classifier_option_keeps_its_track(compose_cfg: Any, option: str) 
     before = FINETUNE_TRACK if cfg.classifier._target_ == FINETUNE_TARGET else FEATURES_TRACK
     assert detector_track(cfg.classifier) == before
     assert before == ("finetune" if option == "finetune" else "features")
+
+
+def test_a_job_of_the_new_kind_is_tagged_with_its_track(compose_cfg: Any) -> None:
+    from fid_bench.tracking.run_tags import job_tags_of_config
+
+    tags = job_tags_of_config(compose_cfg("model=spectrum", f"classifier._target_={TARGET}"))
+    assert tags["track"] == "probe"
+    assert job_tags_of_config(compose_cfg("model=small_cnn"))["track"] == FINETUNE_TRACK
+    assert job_tags_of_config(compose_cfg("model=spectrum", "classifier=logreg"))["track"] == FEATURES_TRACK

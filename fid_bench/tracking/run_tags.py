@@ -19,12 +19,11 @@ from omegaconf import DictConfig, OmegaConf
 
 import fid_bench
 from fid_bench import __version__
+from fid_bench.detector import FEATURES_TRACK, FINETUNE_TRACK, detector_track
 from fid_bench.tracking.kinds import KIND_TAG, RunKind
 from fid_bench.tracking.logged_values import MAX_TAG_VAL_LENGTH, metric_value, truncate
 
 GROUPS = ("model", "classifier", "balance", "data")
-#: the detector of the fine-tuning track (every other classifier runs on frozen features)
-FINETUNE_TARGET = "fid_bench.finetune.detector.FinetuneDetector"
 #: what the UI's Source column shows for runs of the benchmark (parents, jobs, studies, trials)
 ENTRY_POINT = "python -m fid_bench"
 
@@ -71,8 +70,9 @@ def common_tags() -> dict[str, str]:
 
 
 def track_of(classifier_target: str) -> str:
-    """``finetune`` for the fine-tuning detector, ``features`` for every classifier on frozen features."""
-    return "finetune" if classifier_target == FINETUNE_TARGET else "features"
+    """The track the detector class ``classifier_target`` declares (``features``, ``finetune``, or a
+    new detector kind's own word); ``features`` when no classifier is configured."""
+    return detector_track(classifier_target) if classifier_target else FEATURES_TRACK
 
 
 def classifier_source(overrides: str, *, track: str, preset: bool) -> str:
@@ -85,7 +85,7 @@ def classifier_source(overrides: str, *, track: str, preset: bool) -> str:
         return "command line"
     if preset:
         return "preset"
-    if track == "finetune":
+    if track == FINETUNE_TRACK:
         return "model default"  # trainable model configs select classifier=finetune
     return "config default"
 
