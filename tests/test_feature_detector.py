@@ -227,7 +227,7 @@ def test_setup_extracts_labelled_rows_once_with_the_configured_settings(
     det.setup(make_job(cfg, samples, tmp_path))
 
     (call,) = fake_extract.calls
-    assert isinstance(call["encoder"], FakeEncoder)
+    assert isinstance(call["encoder"].inner, FakeEncoder)  # wrapped: the documented minimum
     assert call["cache_dir"] == tmp_path / "cache"
     assert (call["batch_size"], call["num_workers"], call["device"]) == (17, 0, "cpu")
     # labelled rows only, each distinct image once

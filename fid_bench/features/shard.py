@@ -23,9 +23,7 @@ import numpy as np
 
 from fid_bench.data.samples import LABELLED_SPLITS
 from fid_bench.errors import FidBenchError
-from fid_bench.features.concat import ConcatEncoder, extract_concat
 from fid_bench.features.encoders import build_encoder
-from fid_bench.features.extract import extract_features
 
 if TYPE_CHECKING:
     from fid_bench.data.samples import Samples
@@ -84,10 +82,7 @@ def extract_shard(shard: Shard, samples: Samples) -> dict[str, float]:
     done = {"shard": float(shard.index), "num_shards": float(shard.count)}
     if not sha1s:
         return {"n_images": 0.0, "n_extracted": 0.0, **done}
-    encoder = build_encoder(shard.encoder)
-    extract = extract_concat if isinstance(encoder, ConcatEncoder) else extract_features
-    _, stats = extract(
-        encoder,
+    _, stats = build_encoder(shard.encoder).extract(
         paths,
         sha1s,
         shard.cache_dir,
