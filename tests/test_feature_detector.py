@@ -45,6 +45,13 @@ class FakeEncoder:
     def identity(self) -> str:
         return f"fake-{self.dim}"
 
+    # the rest of the documented minimum: never called (the fake extraction looks vectors up)
+    def transform(self, img: Any) -> Any:
+        raise AssertionError("FakeEncoder.transform called")
+
+    def encode(self, batch: Any) -> np.ndarray:
+        raise AssertionError("FakeEncoder.encode called")
+
 
 class FakeExtract:
     """``extract_features`` replacement: vectors looked up by sha1; every call recorded."""
