@@ -36,6 +36,7 @@ if TYPE_CHECKING:
     from fid_bench.data.splits import Fold
     from fid_bench.detector import Predictor, RunLogger
     from fid_bench.evaluation.generalisation import ExtraSet
+    from fid_bench.features.shard import Shard
     from fid_bench.tracking.run import TrackedRun
 
 log = logging.getLogger(__name__)
@@ -208,127 +209,118 @@ def run_job(
 ) -> float:
     """Run one job of the grid and return ``cfg.optimized_metric`` on held-out data.
 
-    The config is read once, into a ``JobSpec``; a job that is one shard of a split extraction goes
-    to ``run_shard``, any other to ``run_experiment`` (whose keywords these are).
+    The config is read once, into a ``JobSpec``; the job's MLflow run is opened and its samples
+    read (``samples`` reuses a data set already read; ``parent_run_id`` nests the run); then a
+    shard of a split extraction goes to ``run_shard``, any other job to ``run_experiment`` (the
+    other keywords are its own).
     """
     if holdout not in ("test", "val"):
         raise FidBenchError(f"holdout must be 'test' or 'val', got {holdout!r}")
     spec = JobSpec.of_config(cfg)  # bad shard or extra-set values: one line before any run exists
-    if spec.shard is not None:
-        return run_shard(spec, parent_run_id=parent_run_id, samples=samples)
-    return run_experiment(
-        spec, holdout=holdout, parent_run_id=parent_run_id, samples=samples, on_run=on_run, job_dir=job_dir
-    )
-
-
-def run_shard(spec: JobSpec, *, parent_run_id: str | None = None, samples: Samples | None = None) -> float:
-    """One shard of a split extraction (``features.shard``): fill the cache, log its stats, and
-    return NaN (no model, no metric; see ``features.shard``)."""
-    assert spec.shard is not None
     with tracked_run(spec.run_config, parent_run_id=parent_run_id) as run:
         if samples is None:
             samples = read_samples(spec.data)
         run.log_samples(samples)
-        run.set_tags({"features_shard": f"{spec.shard.index}/{spec.shard.count}"})
-        run.log_metrics(extract_shard(spec.shard, samples))
-    return math.nan
+        if spec.shard is not None:
+            run_shard(spec.shard, samples, run)
+            return math.nan
+        metrics = run_experiment(spec, samples, run, holdout=holdout, on_run=on_run, job_dir=job_dir)
+    if spec.optimized_metric not in metrics:
+        raise FidBenchError(
+            f"optimized_metric={spec.optimized_metric!r} was not computed; choose one of {sorted(metrics)}"
+        )
+    return float(metrics[spec.optimized_metric])
+
+
+def run_shard(shard: Shard, samples: Samples, run: TrackedRun) -> None:
+    """One shard of a split extraction (``features.shard``): fill the cache and log its stats; no
+    model, no metric (the job returns NaN; see ``features.shard``)."""
+    run.set_tags({"features_shard": f"{shard.index}/{shard.count}"})
+    run.log_metrics(extract_shard(shard, samples))
 
 
 def run_experiment(
     spec: JobSpec,
+    samples: Samples,
+    run: TrackedRun,
     *,
     holdout: str = "test",
-    parent_run_id: str | None = None,
-    samples: Samples | None = None,
     on_run: Callable[[TrackedRun], RunLogger] | None = None,
     job_dir: Path | None = None,
-) -> float:
-    """Fit and score the spec's detector on every fold; the optimised metric on held-out data.
+) -> dict[str, float]:
+    """Fit and score the spec's detector on every fold of ``samples``, logged to ``run``; the metrics.
 
     The keywords serve hyperparameter search (``fid_bench.search``); the defaults are a plain job.
     ``holdout="val"`` scores the validation rows in place of the test rows, which are never
     predicted, logs the metrics with a ``val_`` prefix and skips predictions and plots;
-    ``parent_run_id`` nests the MLflow run; ``samples`` reuses a data set already read;
     ``on_run`` turns the run into the logger the detector sees (e.g. to watch per-epoch metrics);
     ``job_dir`` replaces the Hydra output folder for the detector's files (e.g. checkpoints), so
     jobs sharing one Hydra run cannot overwrite each other's.
     """
     final = holdout == "test"  # a search trial (holdout="val") skips everything that reads test rows
     plan, settings, detector = spec.folds, spec.held_out, spec.detector
-    with tracked_run(spec.run_config, parent_run_id=parent_run_id) as run:
-        if samples is None:
-            samples = read_samples(spec.data)
-        run.log_samples(samples)
-        if final and spec.audit is not None:
-            log_audit(spec.audit, samples, run, per_source=spec.multi_source)
-        folds = make_job_folds(plan, samples)
-        source = data_source(spec.data_root)
-        run.log_datasets(fold_parts(samples.table, folds, name=samples.name, source=source, final=final))
-        source_folds = make_source_folds(plan, samples, folds, final)
-        if not final:
-            # the validation rows stand in for the test rows, so a search never sees test labels
-            folds = [dataclasses.replace(fold, test=fold.val) for fold in folds]
-        job = spec.job(
-            samples,
-            output_dir=job_dir if job_dir is not None else output_dir(),
-            logger=on_run(run) if on_run is not None else run,
-        )
-        detector.setup(job)
-        calibration_bins = settings.calibration_bins
-        # the source folds first: the model of the job's own (last) fold, trained on every source,
-        # is the one logged, predicted with and scored on eval.extra
-        source_metrics = (
-            run_source_folds(detector, job, source_folds, settings, final, run) if source_folds else {}
-        )
-        scores, per_fold = [], []
-        # K-fold and leave-one-group-out jobs fit one model per fold: a bar on a terminal
-        shown = (
-            folds if len(folds) == 1 or not sys.stderr.isatty() else tqdm(folds, desc="folds", unit="fold")
-        )
-        for fold in shown:
-            fold_scores = detector.fit_predict(job, fold)
-            scores.append(fold_scores)
-            if final:  # with per-group metrics and bootstrap intervals, as ensembles and imports log them
-                fold_metrics = held_out_metrics(fold_scores, settings)
-            else:
-                fold_metrics = evaluate_scores(fold_scores, calibration_bins=calibration_bins)
-            per_fold.append(fold_metrics)
-        metrics = aggregate_folds(per_fold)
-        if plan.leave_one_group_out:
-            metrics.update(per_group_fold(folds, per_fold))
-        metrics.update(source_metrics)
-        logged = metrics if final else {f"val_{k}": v for k, v in metrics.items()}
-        extra = detector.extra_metrics()
-        metrics.update(extra)
-        run.log_metrics({**logged, **extra})
-        if final:
-            run.log_scores(pd.concat(scores, ignore_index=True), metrics, calibration_bins=calibration_bins)
-        if final or spec.log_model:
-            predictor = detector.predictor()
-        if final:
-            # extra data sets and perturbations use the model of the last fold on that fold's test rows
-            beyond = beyond_holdout(spec, predictor, samples.table.iloc[folds[-1].test], metrics, run, job)
-            metrics.update(beyond)
-            run.log_metrics(beyond)
-        if spec.log_model:
-            run.log_predictor(predictor)
-        if final:
-            # the run's Description in the UI: its headline figures, rounded
-            run.set_tags({NOTE_TAG: headline_note(metrics)})
-        held_out_folds = plan.leave_one_group_out or plan.leave_one_source_out
-        if final and held_out_folds and isinstance(run, TrackedRun):
-            log_sweep_report(
-                run.client.tracking_uri, run.run_id, metric=spec.optimized_metric, children=False
-            )
-        log.info(
-            "%s%s",
-            "validation " if not final else "",
-            ", ".join(
-                f"{k}={v:.4f}" for k, v in sorted(metrics.items()) if "/" not in k and not k.startswith("n_")
-            ),
-        )
-    if spec.optimized_metric not in metrics:
-        raise FidBenchError(
-            f"optimized_metric={spec.optimized_metric!r} was not computed; choose one of {sorted(metrics)}"
-        )
-    return float(metrics[spec.optimized_metric])
+    if final and spec.audit is not None:
+        log_audit(spec.audit, samples, run, per_source=spec.multi_source)
+    folds = make_job_folds(plan, samples)
+    source = data_source(spec.data_root)
+    run.log_datasets(fold_parts(samples.table, folds, name=samples.name, source=source, final=final))
+    source_folds = make_source_folds(plan, samples, folds, final)
+    if not final:
+        # the validation rows stand in for the test rows, so a search never sees test labels
+        folds = [dataclasses.replace(fold, test=fold.val) for fold in folds]
+    job = spec.job(
+        samples,
+        output_dir=job_dir if job_dir is not None else output_dir(),
+        logger=on_run(run) if on_run is not None else run,
+    )
+    detector.setup(job)
+    calibration_bins = settings.calibration_bins
+    # the source folds first: the model of the job's own (last) fold, trained on every source,
+    # is the one logged, predicted with and scored on eval.extra
+    source_metrics = (
+        run_source_folds(detector, job, source_folds, settings, final, run) if source_folds else {}
+    )
+    scores, per_fold = [], []
+    # K-fold and leave-one-group-out jobs fit one model per fold: a bar on a terminal
+    shown = folds if len(folds) == 1 or not sys.stderr.isatty() else tqdm(folds, desc="folds", unit="fold")
+    for fold in shown:
+        fold_scores = detector.fit_predict(job, fold)
+        scores.append(fold_scores)
+        if final:  # with per-group metrics and bootstrap intervals, as ensembles and imports log them
+            fold_metrics = held_out_metrics(fold_scores, settings)
+        else:
+            fold_metrics = evaluate_scores(fold_scores, calibration_bins=calibration_bins)
+        per_fold.append(fold_metrics)
+    metrics = aggregate_folds(per_fold)
+    if plan.leave_one_group_out:
+        metrics.update(per_group_fold(folds, per_fold))
+    metrics.update(source_metrics)
+    logged = metrics if final else {f"val_{k}": v for k, v in metrics.items()}
+    extra = detector.extra_metrics()
+    metrics.update(extra)
+    run.log_metrics({**logged, **extra})
+    if final:
+        run.log_scores(pd.concat(scores, ignore_index=True), metrics, calibration_bins=calibration_bins)
+    if final or spec.log_model:
+        predictor = detector.predictor()
+    if final:
+        # extra data sets and perturbations use the model of the last fold on that fold's test rows
+        beyond = beyond_holdout(spec, predictor, samples.table.iloc[folds[-1].test], metrics, run, job)
+        metrics.update(beyond)
+        run.log_metrics(beyond)
+    if spec.log_model:
+        run.log_predictor(predictor)
+    if final:
+        # the run's Description in the UI: its headline figures, rounded
+        run.set_tags({NOTE_TAG: headline_note(metrics)})
+    held_out_folds = plan.leave_one_group_out or plan.leave_one_source_out
+    if final and held_out_folds and isinstance(run, TrackedRun):
+        log_sweep_report(run.client.tracking_uri, run.run_id, metric=spec.optimized_metric, children=False)
+    log.info(
+        "%s%s",
+        "validation " if not final else "",
+        ", ".join(
+            f"{k}={v:.4f}" for k, v in sorted(metrics.items()) if "/" not in k and not k.startswith("n_")
+        ),
+    )
+    return metrics
