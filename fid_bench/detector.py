@@ -63,7 +63,7 @@ class NullLogger:
 
 @dataclass
 class Job:
-    """Everything one benchmark job needs, built once by ``experiment.run_job``.
+    """Everything one benchmark job needs, built once per job by ``job_spec.JobSpec.job``.
 
     Detectors get the rest of the configuration as constructor arguments (their ``classifier``
     node interpolates what they read), never the whole config.

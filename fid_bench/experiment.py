@@ -8,15 +8,14 @@ import math
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
-from hydra.utils import instantiate
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 from tqdm.auto import tqdm
 
-from fid_bench.audit import SKIP_WARNING, audit_from_config, audit_settings, audit_sources
+from fid_bench.audit import SKIP_WARNING, audit_samples, audit_sources
 from fid_bench.data.readers import read_samples
 from fid_bench.data.splits import leave_one_group_out, leave_one_source_out, make_folds
 from fid_bench.detector import Detector, Job
@@ -25,8 +24,9 @@ from fid_bench.evaluation import generalisation, loso
 from fid_bench.evaluation.generalisation import prefixed
 from fid_bench.evaluation.held_out import HeldOutSettings, held_out_metrics
 from fid_bench.evaluation.metrics import aggregate_folds, evaluate_scores
-from fid_bench.features.shard import extract_shard, shard_settings
-from fid_bench.tracking.job_run import JobRunSpec, tracked_run
+from fid_bench.features.shard import extract_shard
+from fid_bench.job_spec import FoldPlan, JobSpec
+from fid_bench.tracking.job_run import tracked_run
 from fid_bench.tracking.lineage import DatasetPart, data_source, fold_parts
 from fid_bench.tracking.logged_run import TrackedRun
 from fid_bench.tracking.logged_scores import log_scores
@@ -38,6 +38,8 @@ if TYPE_CHECKING:
     from fid_bench.data.samples import Samples
     from fid_bench.data.splits import Fold
     from fid_bench.detector import Predictor, RunLogger
+    from fid_bench.evaluation.generalisation import ExtraSet
+    from fid_bench.features.shard import Shard
 
 log = logging.getLogger(__name__)
 
@@ -56,35 +58,32 @@ def output_dir() -> Path:
         return Path.cwd()
 
 
-def make_job_folds(cfg: DictConfig, samples: Samples) -> list[Fold]:
-    """Hold-out, K-fold or leave-one-group-out folds, as the config says."""
-    if cfg.cv.leave_one_group_out:
-        if cfg.cv.folds:
+def make_job_folds(plan: FoldPlan, samples: Samples) -> list[Fold]:
+    """Hold-out, K-fold or leave-one-group-out folds, as the plan says."""
+    if plan.leave_one_group_out:
+        if plan.folds:
             raise FidBenchError("cv.folds and cv.leave_one_group_out exclude each other; set one of them")
         return leave_one_group_out(
-            samples.table,
-            val_fraction=cfg.data.val_fraction,
-            test_fraction=cfg.data.test_fraction,
-            seed=cfg.seed,
+            samples.table, val_fraction=plan.val_fraction, test_fraction=plan.test_fraction, seed=plan.seed
         )
     return make_folds(
         samples.table,
-        val_fraction=cfg.data.val_fraction,
-        test_fraction=cfg.data.test_fraction,
-        cv_folds=cfg.cv.folds,
-        seed=cfg.seed,
+        val_fraction=plan.val_fraction,
+        test_fraction=plan.test_fraction,
+        cv_folds=plan.folds,
+        seed=plan.seed,
     )
 
 
-def make_source_folds(cfg: DictConfig, samples: Samples, folds: list[Fold], final: bool) -> list[Fold]:
+def make_source_folds(plan: FoldPlan, samples: Samples, folds: list[Fold], final: bool) -> list[Fold]:
     """Leave-one-source-out folds when ``cv.leave_one_source_out`` is set, else none.
 
     A search trial (``final`` False) leaves the first fold's test rows out of them, so selecting by
     ``loso/*`` never sees the rows the final run is tested on. Fold indices follow the job's own folds.
     """
-    if not OmegaConf.select(cfg, "cv.leave_one_source_out", default=False):
+    if not plan.leave_one_source_out:
         return []
-    if cfg.cv.leave_one_group_out:
+    if plan.leave_one_group_out:
         raise FidBenchError(
             "cv.leave_one_group_out and cv.leave_one_source_out exclude each other; set one of them"
         )
@@ -92,7 +91,7 @@ def make_source_folds(cfg: DictConfig, samples: Samples, folds: list[Fold], fina
     if not final:
         rows = np.setdiff1d(np.arange(len(samples.table)), folds[0].test)
     source_folds = leave_one_source_out(
-        samples.table, val_fraction=cfg.data.val_fraction, seed=cfg.seed, rows=rows
+        samples.table, val_fraction=plan.val_fraction, seed=plan.seed, rows=rows
     )
     return [dataclasses.replace(f, index=len(folds) + f.index) for f in source_folds]
 
@@ -144,24 +143,24 @@ def run_source_folds(
     return out
 
 
-def log_audit(cfg: DictConfig, samples: Samples, run: TrackedRun) -> None:
-    """Audit the data before training: a few metrics, the report as artifacts, warnings in the log."""
+def log_audit(settings: dict[str, Any], samples: Samples, run: TrackedRun, *, per_source: bool) -> None:
+    """Audit the data before training: a few metrics, the report as artifacts, warnings in the log.
+    ``settings``: those of ``audit_samples``; ``per_source`` (data=multi) audits each source on its own too."""
     import tempfile
 
-    report = audit_from_config(samples, cfg)
+    report = audit_samples(samples, **settings)
     run.log_metrics({f"audit/{k}": v for k, v in report.metrics().items()})
     # data=multi: each source audited on its own too (a shortcut inside one source is named with it)
-    multi = OmegaConf.select(cfg, "data.sources", default=None)
-    per_source = audit_sources(samples, **audit_settings(cfg)) if multi else {}
+    sources = audit_sources(samples, **settings) if per_source else {}
     with tempfile.TemporaryDirectory() as tmp:
         for path in report.write(Path(tmp)):
             run.log_artifact(path, "audit")
-        for name, part in per_source.items():
+        for name, part in sources.items():
             run.log_metrics({f"audit/{name}/{k}": v for k, v in part.metrics().items()})
             for path in part.write(Path(tmp) / name):
                 run.log_artifact(path, f"audit/{name}")
     warnings = list(report.warnings)
-    warnings += [w for part in per_source.values() for w in part.warnings]
+    warnings += [w for part in sources.values() for w in part.warnings]
     for warning in warnings:
         if warning.split(": ", 1)[-1].startswith(SKIP_WARNING) or warning.startswith(SKIP_WARNING):
             continue  # the run already said which rows were skipped (one line, see log_samples)
@@ -177,23 +176,22 @@ def per_group_fold(folds: list[Fold], per_fold: list[dict[str, float]]) -> dict[
 
 
 def beyond_holdout(
-    cfg: DictConfig, predictor: Predictor, test_rows: pd.DataFrame, metrics: dict, run: TrackedRun, job: Job
+    spec: JobSpec, predictor: Predictor, test_rows: pd.DataFrame, metrics: dict, run: TrackedRun, job: Job
 ) -> dict[str, float]:
     """``eval.extra`` data sets and ``eval.perturb`` perturbations, each under its own metric prefix."""
     out: dict[str, float] = {}
     work = job.output_dir / "eval"
-    if cfg.eval.extra:
+    if spec.extra:
 
-        def log_extra(spec: DictConfig, table: pd.DataFrame) -> None:
-            part = DatasetPart("extra", str(spec.name), data_source(spec.get("root")), table)
-            run.log_datasets([part])
+        def log_extra(extra: ExtraSet, table: pd.DataFrame) -> None:
+            run.log_datasets([DatasetPart("extra", extra.name, data_source(extra.root), table)])
 
-        extra, _ = generalisation.extra_set_metrics(cfg, predictor, work, on_read=log_extra)
-        out.update(extra)
-    if cfg.eval.perturb:
-        perturbed, curve = generalisation.perturbation_metrics(
-            list(cfg.eval.perturb), test_rows, predictor, work
+        found, _ = generalisation.extra_set_metrics(
+            spec.extra, predictor, work, normalise=spec.normalise_extra, on_read=log_extra
         )
+        out.update(found)
+    if spec.perturb:
+        perturbed, curve = generalisation.perturbation_metrics(list(spec.perturb), test_rows, predictor, work)
         out.update(perturbed)
         curve.to_csv(work / "robustness.csv", index=False)
         run.log_artifact(work / "robustness.csv", "robustness")
@@ -213,101 +211,118 @@ def run_job(
 ) -> float:
     """Run one job of the grid and return ``cfg.optimized_metric`` on held-out data.
 
+    The config is read once, into a ``JobSpec``; the job's MLflow run is opened and its samples
+    read (``samples`` reuses a data set already read; ``parent_run_id`` nests the run); then a
+    shard of a split extraction goes to ``run_shard``, any other job to ``run_experiment`` (the
+    other keywords are its own).
+    """
+    if holdout not in ("test", "val"):
+        raise FidBenchError(f"holdout must be 'test' or 'val', got {holdout!r}")
+    spec = JobSpec.of_config(cfg)  # bad shard or extra-set values: one line before any run exists
+    with tracked_run(spec.run, parent_run_id=parent_run_id) as run:
+        if samples is None:
+            samples = read_samples(spec.data)
+        run.log_samples(samples)
+        if spec.shard is not None:
+            run_shard(spec.shard, samples, run)
+            return math.nan
+        metrics = run_experiment(spec, samples, run, holdout=holdout, on_run=on_run, job_dir=job_dir)
+    if spec.optimized_metric not in metrics:
+        raise FidBenchError(
+            f"optimized_metric={spec.optimized_metric!r} was not computed; choose one of {sorted(metrics)}"
+        )
+    return float(metrics[spec.optimized_metric])
+
+
+def run_shard(shard: Shard, samples: Samples, run: TrackedRun) -> None:
+    """One shard of a split extraction (``features.shard``): fill the cache and log its stats; no
+    model, no metric (the job returns NaN; see ``features.shard``)."""
+    run.set_tags({"features_shard": f"{shard.index}/{shard.count}"})
+    run.log_metrics(extract_shard(shard, samples))
+
+
+def run_experiment(
+    spec: JobSpec,
+    samples: Samples,
+    run: TrackedRun,
+    *,
+    holdout: str = "test",
+    on_run: Callable[[TrackedRun], RunLogger] | None = None,
+    job_dir: Path | None = None,
+) -> dict[str, float]:
+    """Fit and score the spec's detector on every fold of ``samples``, logged to ``run``; the metrics.
+
     The keywords serve hyperparameter search (``fid_bench.search``); the defaults are a plain job.
     ``holdout="val"`` scores the validation rows in place of the test rows, which are never
     predicted, logs the metrics with a ``val_`` prefix and skips predictions and plots;
-    ``parent_run_id`` nests the MLflow run; ``samples`` reuses a data set already read;
     ``on_run`` turns the run into the logger the detector sees (e.g. to watch per-epoch metrics);
     ``job_dir`` replaces the Hydra output folder for the detector's files (e.g. checkpoints), so
     jobs sharing one Hydra run cannot overwrite each other's.
     """
-    if holdout not in ("test", "val"):
-        raise FidBenchError(f"holdout must be 'test' or 'val', got {holdout!r}")
     final = holdout == "test"  # a search trial (holdout="val") skips everything that reads test rows
-    sharded = shard_settings(cfg)  # bad shard values: one line before any run exists
-    with tracked_run(JobRunSpec.of_config(cfg), parent_run_id=parent_run_id) as run:
-        if samples is None:
-            samples = load_samples(cfg)
-        run.log_samples(samples)
-        if sharded is not None:
-            # one shard of a split extraction: fill the cache and stop (see features.shard)
-            run.set_tags({"features_shard": f"{sharded[0]}/{sharded[1]}"})
-            run.log_metrics(extract_shard(cfg, samples))
-            return math.nan
-        if final and cfg.audit.enabled:
-            log_audit(cfg, samples, run)
-        folds = make_job_folds(cfg, samples)
-        source = data_source(OmegaConf.select(cfg, "data.root", default=None))
-        run.log_datasets(fold_parts(samples.table, folds, name=samples.name, source=source, final=final))
-        source_folds = make_source_folds(cfg, samples, folds, final)
-        if not final:
-            # the validation rows stand in for the test rows, so a search never sees test labels
-            folds = [dataclasses.replace(fold, test=fold.val) for fold in folds]
-        detector: Detector = instantiate(cfg.classifier)
-        job = Job(
-            samples=samples,
-            balance=instantiate(cfg.balance),
-            cache_dir=Path(cfg.features.cache_dir).expanduser(),
-            output_dir=job_dir if job_dir is not None else output_dir(),
-            logger=on_run(run) if on_run is not None else run,
-        )
-        detector.setup(job)
-        settings = HeldOutSettings.of_config(cfg)
-        calibration_bins = settings.calibration_bins
-        # the source folds first: the model of the job's own (last) fold, trained on every source,
-        # is the one logged, predicted with and scored on eval.extra
-        source_metrics = (
-            run_source_folds(detector, job, source_folds, settings, final, run) if source_folds else {}
-        )
-        scores, per_fold = [], []
-        # K-fold and leave-one-group-out jobs fit one model per fold: a bar on a terminal
-        shown = (
-            folds if len(folds) == 1 or not sys.stderr.isatty() else tqdm(folds, desc="folds", unit="fold")
-        )
-        for fold in shown:
-            fold_scores = detector.fit_predict(job, fold)
-            scores.append(fold_scores)
-            if final:  # with per-group metrics and bootstrap intervals, as ensembles and imports log them
-                fold_metrics = held_out_metrics(fold_scores, settings)
-            else:
-                fold_metrics = evaluate_scores(fold_scores, calibration_bins=calibration_bins)
-            per_fold.append(fold_metrics)
-        metrics = aggregate_folds(per_fold)
-        if cfg.cv.leave_one_group_out:
-            metrics.update(per_group_fold(folds, per_fold))
-        metrics.update(source_metrics)
-        logged = metrics if final else {f"val_{k}": v for k, v in metrics.items()}
-        extra = detector.extra_metrics()
-        metrics.update(extra)
-        run.log_metrics({**logged, **extra})
-        if final:
-            log_scores(run, pd.concat(scores, ignore_index=True), metrics, calibration_bins=calibration_bins)
-        if final or cfg.tracking.log_model:
-            predictor = detector.predictor()
-        if final:
-            # extra data sets and perturbations use the model of the last fold on that fold's test rows
-            beyond = beyond_holdout(cfg, predictor, samples.table.iloc[folds[-1].test], metrics, run, job)
-            metrics.update(beyond)
-            run.log_metrics(beyond)
-        if cfg.tracking.log_model:
-            run.log_predictor(predictor)
-        if final:
-            # the run's Description in the UI: its headline figures, rounded
-            run.set_tags({NOTE_TAG: headline_note(metrics)})
-        held_out_folds = cfg.cv.leave_one_group_out or cfg.cv.get("leave_one_source_out", False)
-        if final and held_out_folds and isinstance(run, TrackedRun):
-            log_sweep_report(
-                run.client.tracking_uri, run.run_id, metric=str(cfg.optimized_metric), children=False
-            )
-        log.info(
-            "%s%s",
-            "validation " if not final else "",
-            ", ".join(
-                f"{k}={v:.4f}" for k, v in sorted(metrics.items()) if "/" not in k and not k.startswith("n_")
-            ),
-        )
-    if cfg.optimized_metric not in metrics:
-        raise FidBenchError(
-            f"optimized_metric={cfg.optimized_metric!r} was not computed; choose one of {sorted(metrics)}"
-        )
-    return float(metrics[cfg.optimized_metric])
+    plan, settings, detector = spec.folds, spec.held_out, spec.detector
+    if final and spec.audit is not None:
+        log_audit(spec.audit, samples, run, per_source=spec.multi_source)
+    folds = make_job_folds(plan, samples)
+    source = data_source(spec.data_root)
+    run.log_datasets(fold_parts(samples.table, folds, name=samples.name, source=source, final=final))
+    source_folds = make_source_folds(plan, samples, folds, final)
+    if not final:
+        # the validation rows stand in for the test rows, so a search never sees test labels
+        folds = [dataclasses.replace(fold, test=fold.val) for fold in folds]
+    job = spec.job(
+        samples,
+        output_dir=job_dir if job_dir is not None else output_dir(),
+        logger=on_run(run) if on_run is not None else run,
+    )
+    detector.setup(job)
+    calibration_bins = settings.calibration_bins
+    # the source folds first: the model of the job's own (last) fold, trained on every source,
+    # is the one logged, predicted with and scored on eval.extra
+    source_metrics = (
+        run_source_folds(detector, job, source_folds, settings, final, run) if source_folds else {}
+    )
+    scores, per_fold = [], []
+    # K-fold and leave-one-group-out jobs fit one model per fold: a bar on a terminal
+    shown = folds if len(folds) == 1 or not sys.stderr.isatty() else tqdm(folds, desc="folds", unit="fold")
+    for fold in shown:
+        fold_scores = detector.fit_predict(job, fold)
+        scores.append(fold_scores)
+        if final:  # with per-group metrics and bootstrap intervals, as ensembles and imports log them
+            fold_metrics = held_out_metrics(fold_scores, settings)
+        else:
+            fold_metrics = evaluate_scores(fold_scores, calibration_bins=calibration_bins)
+        per_fold.append(fold_metrics)
+    metrics = aggregate_folds(per_fold)
+    if plan.leave_one_group_out:
+        metrics.update(per_group_fold(folds, per_fold))
+    metrics.update(source_metrics)
+    logged = metrics if final else {f"val_{k}": v for k, v in metrics.items()}
+    extra = detector.extra_metrics()
+    metrics.update(extra)
+    run.log_metrics({**logged, **extra})
+    if final:
+        log_scores(run, pd.concat(scores, ignore_index=True), metrics, calibration_bins=calibration_bins)
+    if final or spec.log_model:
+        predictor = detector.predictor()
+    if final:
+        # extra data sets and perturbations use the model of the last fold on that fold's test rows
+        beyond = beyond_holdout(spec, predictor, samples.table.iloc[folds[-1].test], metrics, run, job)
+        metrics.update(beyond)
+        run.log_metrics(beyond)
+    if spec.log_model:
+        run.log_predictor(predictor)
+    if final:
+        # the run's Description in the UI: its headline figures, rounded
+        run.set_tags({NOTE_TAG: headline_note(metrics)})
+    held_out_folds = plan.leave_one_group_out or plan.leave_one_source_out
+    if final and held_out_folds and isinstance(run, TrackedRun):
+        log_sweep_report(run.client.tracking_uri, run.run_id, metric=spec.optimized_metric, children=False)
+    log.info(
+        "%s%s",
+        "validation " if not final else "",
+        ", ".join(
+            f"{k}={v:.4f}" for k, v in sorted(metrics.items()) if "/" not in k and not k.startswith("n_")
+        ),
+    )
+    return metrics

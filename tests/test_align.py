@@ -13,7 +13,7 @@ from PIL import Image
 from fid_bench.data.decode import Alignment, load_rgb, parse_alignment
 from fid_bench.errors import FidBenchError
 from fid_bench.features.aligned import AlignedEncoder, with_alignment
-from fid_bench.features.concat import ConcatEncoder, expand_members, extract_concat
+from fid_bench.features.concat import ConcatEncoder, expand_members
 from fid_bench.features.spectrum import SpectrumEncoder
 
 ALIGN = {"format": "jpeg", "quality": 96, "size": None}
@@ -170,7 +170,7 @@ def test_concat_of_two_encoders_on_cifake(cifake_small, tmp_path) -> None:
     cache = tmp_path / "cache"
     fa, _ = extract_features(a, paths, sha1s, cache, num_workers=0)  # one member already cached
     concat = ConcatEncoder([a, b])
-    feats, stats = extract_concat(concat, paths, sha1s, cache, num_workers=0)
+    feats, stats = concat.extract(paths, sha1s, cache, num_workers=0)
     assert feats.shape == (len(paths), a.dim + b.dim)
     np.testing.assert_array_equal(feats[:, : a.dim], fa)
     assert stats["cache_hit_ratio"] == pytest.approx(0.5)  # a from its cache, b extracted

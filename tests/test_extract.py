@@ -17,6 +17,7 @@ from PIL import Image
 
 from fid_bench.data.decode import load_rgb
 from fid_bench.errors import FidBenchError
+from fid_bench.features.encoders import as_encoder
 from fid_bench.features.extract import extract_features, feature_cache
 from fid_bench.features.spectrum import SpectrumEncoder
 from tests.conftest import REPO
@@ -302,17 +303,21 @@ class MinimalEncoder:
 
 def test_any_object_with_identity_transform_and_encode_is_accepted(tmp_path: Path) -> None:
     paths, sha1s = make_images(tmp_path / "img", 5)
-    feats, stats = extract_features(MinimalEncoder(), paths, sha1s, tmp_path / "cache", num_workers=2)
+    feats, stats = extract_features(
+        as_encoder(MinimalEncoder()), paths, sha1s, tmp_path / "cache", num_workers=2
+    )
     want = np.stack([np.asarray(load_rgb(p), dtype=np.float32).mean(axis=(0, 1)) for p in paths])
     np.testing.assert_allclose(feats, want, rtol=1e-6)
-    _, stats = extract_features(MinimalEncoder(), paths, sha1s, tmp_path / "cache", num_workers=0)
+    _, stats = extract_features(as_encoder(MinimalEncoder()), paths, sha1s, tmp_path / "cache", num_workers=0)
     assert stats["n_extracted"] == 0 and stats["cache_hit_ratio"] == 1.0
 
 
 def test_minimal_encoder_in_this_process(tmp_path: Path) -> None:
     """The same promise without worker processes, so the mutation run (which cannot use them) checks it."""
     paths, sha1s = make_images(tmp_path / "img", 3)
-    feats, stats = extract_features(MinimalEncoder(), paths, sha1s, tmp_path / "cache", num_workers=0)
+    feats, stats = extract_features(
+        as_encoder(MinimalEncoder()), paths, sha1s, tmp_path / "cache", num_workers=0
+    )
     want = np.stack([np.asarray(load_rgb(p), dtype=np.float32).mean(axis=(0, 1)) for p in paths])
     np.testing.assert_allclose(feats, want, rtol=1e-6)
     assert stats["n_extracted"] == 3

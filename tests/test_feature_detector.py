@@ -45,6 +45,13 @@ class FakeEncoder:
     def identity(self) -> str:
         return f"fake-{self.dim}"
 
+    # the rest of the documented minimum: never called (the fake extraction looks vectors up)
+    def transform(self, img: Any) -> Any:
+        raise AssertionError("FakeEncoder.transform called")
+
+    def encode(self, batch: Any) -> np.ndarray:
+        raise AssertionError("FakeEncoder.encode called")
+
 
 class FakeExtract:
     """``extract_features`` replacement: vectors looked up by sha1; every call recorded."""
@@ -227,7 +234,7 @@ def test_setup_extracts_labelled_rows_once_with_the_configured_settings(
     det.setup(make_job(cfg, samples, tmp_path))
 
     (call,) = fake_extract.calls
-    assert isinstance(call["encoder"], FakeEncoder)
+    assert isinstance(call["encoder"].inner, FakeEncoder)  # wrapped: the documented minimum
     assert call["cache_dir"] == tmp_path / "cache"
     assert (call["batch_size"], call["num_workers"], call["device"]) == (17, 0, "cpu")
     # labelled rows only, each distinct image once

@@ -267,14 +267,15 @@ def test_read_extra_set_honours_its_strict_setting(tmp_path):
     from omegaconf import OmegaConf
 
     from fid_bench.evaluation.generalisation import read_extra_set
+    from fid_bench.job_spec import extra_set
 
     root = _folder_set(tmp_path / "other", n=3)
     (root / "fake" / "broken.png").write_bytes(b"not an image")
     features = OmegaConf.create({"cache_dir": str(tmp_path / "cache")})
     spec = {"name": "other", "data": "folder", "root": str(root)}
-    assert len(read_extra_set(spec, features)) == 6  # the broken file skipped
+    assert len(read_extra_set(extra_set(spec, features))) == 6  # the broken file skipped
     with pytest.raises(FidBenchError, match="broken.png"):
-        read_extra_set({**spec, "strict": True}, features)
+        read_extra_set(extra_set({**spec, "strict": True}, features))
 
 
 def test_normalise_images_writes_the_asked_jpeg_quality(tmp_path):

@@ -11,7 +11,8 @@ import pytest
 
 from fid_bench.errors import FidBenchError
 from fid_bench.experiment import run_job
-from fid_bench.features.shard import shard_of, shard_settings
+from fid_bench.features.shard import shard_of
+from fid_bench.job_spec import shard_of_config
 
 
 def test_shards_partition_by_content() -> None:
@@ -22,14 +23,20 @@ def test_shards_partition_by_content() -> None:
 
 
 def test_bad_shard_settings_are_one_line(compose_cfg) -> None:
-    assert shard_settings(compose_cfg()) is None
+    assert shard_of_config(compose_cfg()) is None
+    shard = shard_of_config(compose_cfg("model=spectrum", "features.num_shards=2", "features.shard=1"))
+    assert (shard.index, shard.count, shard.encoder["_target_"]) == (
+        1,
+        2,
+        "fid_bench.features.spectrum.SpectrumEncoder",
+    )
     for overrides, message in (
         (["features.num_shards=2", "features.shard=2"], r"features.shard must be an integer in \[0, 1\]"),
         (["features.num_shards=2"], "features.shard must be"),
         (["features.num_shards=0", "features.shard=0"], "num_shards must be a positive integer"),
     ):
         with pytest.raises(FidBenchError, match=message):
-            shard_settings(compose_cfg(*overrides))
+            shard_of_config(compose_cfg(*overrides))
 
 
 def test_shards_fill_the_cache_and_the_sweep_extracts_nothing(compose_cfg) -> None:

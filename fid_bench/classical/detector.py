@@ -38,10 +38,10 @@ from fid_bench.data.samples import LABELLED_SPLITS
 from fid_bench.detector import FEATURES_TRACK, Detector, Job, Predictor, scores_frame
 from fid_bench.errors import FidBenchError, one_line
 from fid_bench.evaluation.metrics import validation_threshold
-from fid_bench.features import extract  # called as extract.extract_features: one place to stub it
+from fid_bench.features import extract
 from fid_bench.features.aligned import with_alignment
 from fid_bench.features.augment import Augment, augmented_config, parse_augment
-from fid_bench.features.concat import CONCAT_TARGET, ConcatEncoder, expand_members, extract_concat
+from fid_bench.features.concat import CONCAT_TARGET, expand_members
 from fid_bench.features.encoders import build_encoder
 
 if TYPE_CHECKING:
@@ -122,17 +122,15 @@ def extract_unique(
     cache_dir: Path,
     **kwargs: Any,
 ) -> tuple[np.ndarray, np.ndarray, dict[str, float]]:
-    """``extract_features`` with each distinct image (sha1) extracted once.
+    """``encoder.extract`` with each distinct image (sha1) extracted once.
 
     Returns ``(features, inverse, stats)``: one float32 row per distinct image, and for every input
     position the row holding its features (``features[inverse]`` is aligned with ``paths``).
     """
     sha1_arr = np.asarray(sha1s, dtype=object)
     uniq, first, inverse = np.unique(sha1_arr.astype(str), return_index=True, return_inverse=True)
-    # a concatenation extracts each member through its own cache (model=concat)
-    extract_fn = extract_concat if isinstance(encoder, ConcatEncoder) else extract.extract_features
-    feats, stats = extract_fn(
-        encoder, [paths[i] for i in first], [str(s) for s in uniq], Path(cache_dir), **kwargs
+    feats, stats = encoder.extract(
+        [paths[i] for i in first], [str(s) for s in uniq], Path(cache_dir), **kwargs
     )
     feats = np.asarray(feats, dtype=np.float32)
     if feats.ndim != 2 or feats.shape[0] != len(uniq):

@@ -10,16 +10,16 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
-from omegaconf import DictConfig, OmegaConf
 
-from fid_bench.config import load_option
 from fid_bench.data.decode import load_rgb
+from fid_bench.data.readers import read_samples
 from fid_bench.detector import Predictor
 from fid_bench.errors import FidBenchError
 from fid_bench.evaluation import registry
@@ -38,28 +38,24 @@ def prefixed(prefix: str, metrics: dict[str, float]) -> dict[str, float]:
     return {f"{safe}/{k}": v for k, v in metrics.items() if k in PREFIXED}
 
 
-def read_extra_set(spec: DictConfig | dict[str, Any], features_cfg: DictConfig) -> pd.DataFrame:
-    """Labelled rows of an extra data set described as ``{name, data: folder|kaggle|demo, root, ...}``."""
-    spec = OmegaConf.create(dict(spec)) if not isinstance(spec, DictConfig) else spec
-    for key in ("name", "data", "root"):
-        if key not in spec:
-            raise FidBenchError(f"eval.extra entry {OmegaConf.to_container(spec)} lacks {key!r}")
-    data_cfg = load_option("data", str(spec.data), what=f"eval.extra {spec.name!r}")
-    data_cfg.root = str(spec.root)
-    data_cfg.strict = bool(spec.get("strict", False))
-    # reader settings of the extra set, e.g. {reader: {confound: format_reversed}} for a demo set
-    for key, value in (spec.get("reader") or {}).items():
-        data_cfg.reader[key] = value
-    # resolve the reader's interpolations (${..root}, ${features.cache_dir}) in a small config of its own
-    cfg = OmegaConf.create({"data": data_cfg, "features": OmegaConf.to_container(features_cfg)})
-    from hydra.utils import instantiate
+@dataclass(frozen=True)
+class ExtraSet:
+    """One ``eval.extra`` data set: its ``name`` (the metric prefix), ``root`` and the ``data`` node
+    ``read_samples`` reads it with (built from the config by ``job_spec.extra_sets``)."""
 
-    samples = instantiate(cfg.data.reader).read()
+    name: str
+    root: str
+    data: Any
+
+
+def read_extra_set(extra: ExtraSet) -> pd.DataFrame:
+    """The labelled rows of an extra data set, read as every data set is (``read_samples``)."""
+    samples = read_samples(extra.data)
     if len(samples.skipped):
-        log.warning("eval.extra %s: skipped %d unreadable or invalid rows", spec.name, len(samples.skipped))
+        log.warning("eval.extra %s: skipped %d unreadable or invalid rows", extra.name, len(samples.skipped))
     table = samples.labelled()
     if table.empty:
-        raise FidBenchError(f"eval.extra {spec.name!r}: no labelled images under {spec.root}")
+        raise FidBenchError(f"eval.extra {extra.name!r}: no labelled images under {extra.root}")
     return table
 
 
@@ -83,35 +79,37 @@ def normalise_images(
 
 
 def extra_set_metrics(
-    cfg: DictConfig,
+    extra_sets: Sequence[ExtraSet],
     predictor: Predictor,
     work_dir: Path,
-    on_read: Callable[[DictConfig, pd.DataFrame], None] | None = None,
+    normalise: Mapping[str, Any] | None = None,
+    on_read: Callable[[ExtraSet, pd.DataFrame], None] | None = None,
 ) -> tuple[dict[str, float], dict[str, pd.DataFrame]]:
-    """Metrics on every ``eval.extra`` data set, each under its own prefix, and their scores frames.
+    """Metrics on every extra data set, each under its own prefix, and their scores frames.
 
-    ``on_read(spec, table)`` sees each set's labelled rows as read (e.g. to log them as a run input).
+    ``normalise`` (``eval.normalise_extra``: ``size``, ``jpeg_quality``) re-encodes the images first;
+    ``on_read(extra, table)`` sees each set's labelled rows as read (e.g. to log them as a run input).
     """
     metrics: dict[str, float] = {}
     frames: dict[str, pd.DataFrame] = {}
-    norm = cfg.eval.get("normalise_extra") or {}
-    for spec in cfg.eval.extra:
-        table = read_extra_set(spec, cfg.features)
+    norm = normalise or {}
+    for extra in extra_sets:
+        table = read_extra_set(extra)
         if on_read is not None:
-            on_read(spec, table)
+            on_read(extra, table)
         paths = table["path"].tolist()
         if norm:
             paths = normalise_images(
-                paths, work_dir / "extra" / str(spec.name), norm.get("size"), norm.get("jpeg_quality")
+                paths, work_dir / "extra" / extra.name, norm.get("size"), norm.get("jpeg_quality")
             )
         scores = np.asarray(predictor.predict_paths(paths), dtype=float)
         y = table["label"].to_numpy(dtype=int)
         m = compute_metrics(y, scores, predictor.threshold)
-        metrics.update(prefixed(str(spec.name), m))
-        frames[str(spec.name)] = pd.DataFrame(
+        metrics.update(prefixed(extra.name, m))
+        frames[extra.name] = pd.DataFrame(
             {"id": table["id"].to_numpy(), "label": y, "score": scores, "split": "test"}
         )
-        log.info("eval.extra %s: roc_auc=%.4f on %d images", spec.name, m["roc_auc"], len(y))
+        log.info("eval.extra %s: roc_auc=%.4f on %d images", extra.name, m["roc_auc"], len(y))
     return metrics, frames
 
 

@@ -15,7 +15,6 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from fid_bench.data.decode import Alignment, parse_alignment
-from fid_bench.features.concat import CONCAT_TARGET
 from fid_bench.features.encoders import Encoder, as_encoder
 
 if TYPE_CHECKING:
@@ -73,18 +72,37 @@ class AlignedEncoder(Encoder):
     def __getstate__(self) -> dict[str, Any]:
         return dict(self.__dict__)  # the inner encoder drops its own network when pickled
 
+    @classmethod
+    def aligned_config(cls, encoder_cfg: dict[str, Any], alignment: Alignment) -> dict[str, Any]:
+        """Aligned already: the config as it is (see ``with_alignment``)."""
+        return encoder_cfg
+
 
 def with_alignment(encoder_cfg: dict[str, Any], align: Any) -> dict[str, Any]:
     """The encoder config (a plain ``_target_`` mapping) with ``align`` applied to every encoder in it.
 
-    No alignment: the config unchanged. A concatenation gets each member aligned, so every member
-    keeps its own (aligned) feature cache.
+    No alignment: the config unchanged. An encoder class may declare how it is aligned
+    (``aligned_config``: a concatenation aligns each member, so every member keeps its own aligned
+    feature cache; an aligned encoder is aligned already); any other encoder or backbone is wrapped.
     """
     alignment = parse_alignment(align)
     if alignment is None:
         return encoder_cfg
-    if encoder_cfg.get("_target_") == CONCAT_TARGET:
-        return {**encoder_cfg, "members": [with_alignment(dict(m), align) for m in encoder_cfg["members"]]}
-    if encoder_cfg.get("_target_") == ALIGNED_TARGET:
-        return encoder_cfg
+    declared = getattr(_target_class(encoder_cfg), "aligned_config", None)
+    if declared is not None:
+        return declared(encoder_cfg, alignment)
     return {"_target_": ALIGNED_TARGET, "encoder": encoder_cfg, "align": alignment.as_dict()}
+
+
+def _target_class(encoder_cfg: dict[str, Any]) -> Any:
+    """The class a config's ``_target_`` names (its module imported: no network built), or None
+    when it cannot be found (building the encoder then says why)."""
+    from hydra.utils import get_object
+
+    target = encoder_cfg.get("_target_")
+    if not target:
+        return None
+    try:
+        return get_object(str(target))
+    except ImportError:
+        return None

@@ -2,7 +2,7 @@
 
 ``ConcatEncoder(members)`` holds encoders of the ``Encoder`` contract (``identity``,
 ``transform``, ``encode``; e.g. CLIP and the spectrum features). The embedding track extracts each
-member through its *own* feature cache (``extract_concat``) and joins the columns, so fusing
+member through its *own* feature cache (``ConcatEncoder.extract``) and joins the columns, so fusing
 features already cached for single-encoder runs costs no extraction, and a member's cache is
 shared with every run that uses it. The classifier's ``StandardScaler`` (``scale: true`` in the
 configs that need it) puts members of different scales on an equal footing.
@@ -97,6 +97,37 @@ class ConcatEncoder(Encoder):
             parts.append(np.asarray(member.encode(_collate(items)), dtype=np.float32))
         return np.concatenate(parts, axis=1)
 
+    @classmethod
+    def aligned_config(cls, encoder_cfg: dict[str, Any], alignment: Any) -> dict[str, Any]:
+        """Each member aligned on its own, so it keeps its own (aligned) feature cache (see
+        ``aligned.with_alignment``)."""
+        from fid_bench.features.aligned import with_alignment
+
+        return {
+            **encoder_cfg,
+            "members": [with_alignment(dict(m), alignment) for m in encoder_cfg["members"]],
+        }
+
+    def extract(
+        self, paths: Sequence[str], sha1s: Sequence[str], cache_dir: Path, **kwargs: Any
+    ) -> tuple[np.ndarray, dict[str, float]]:
+        """Each member's features through its own cache, joined column-wise; stats summed over members
+        (``cache_hit_ratio`` is the share of member-image pairs already cached)."""
+        blocks, totals = [], {}
+        for member in self.members:
+            feats, stats = member.extract(paths, sha1s, cache_dir, **kwargs)
+            blocks.append(np.asarray(feats, dtype=np.float32))
+            for key, value in stats.items():
+                totals[key] = totals.get(key, 0.0) + float(value)
+        n = len(self.members)
+        totals["cache_hit_ratio"] = totals.get("cache_hit_ratio", 0.0) / n
+        for key in ("n_images", "n_unique"):
+            if key in totals:
+                totals[key] /= n  # the same images for every member
+        for key in ("images_per_s", "extract_images_per_s"):
+            totals.pop(key, None)  # rates do not add up across members
+        return np.concatenate(blocks, axis=1), totals
+
 
 def _collate(items: list[Any]) -> Any:
     """One member's items of a batch in the form its ``encode`` takes (as extraction collates them)."""
@@ -106,33 +137,6 @@ def _collate(items: list[Any]) -> Any:
     import torch
 
     return torch.stack([torch.as_tensor(i) for i in items])
-
-
-def extract_concat(
-    encoder: ConcatEncoder,
-    paths: Sequence[str],
-    sha1s: Sequence[str],
-    cache_dir: Path,
-    **kwargs: Any,
-) -> tuple[np.ndarray, dict[str, float]]:
-    """Each member's features through its own cache, joined column-wise; stats summed over members
-    (``cache_hit_ratio`` is the share of member-image pairs already cached)."""
-    from fid_bench.features.extract import extract_features
-
-    blocks, totals = [], {}
-    for member in encoder.members:
-        feats, stats = extract_features(member, paths, sha1s, cache_dir, **kwargs)
-        blocks.append(np.asarray(feats, dtype=np.float32))
-        for key, value in stats.items():
-            totals[key] = totals.get(key, 0.0) + float(value)
-    n = len(encoder.members)
-    totals["cache_hit_ratio"] = totals.get("cache_hit_ratio", 0.0) / n
-    for key in ("n_images", "n_unique"):
-        if key in totals:
-            totals[key] /= n  # the same images for every member
-    for key in ("images_per_s", "extract_images_per_s"):
-        totals.pop(key, None)  # rates do not add up across members
-    return np.concatenate(blocks, axis=1), totals
 
 
 def expand_members(encoder_cfg: dict[str, Any], image_size: int | None = None) -> dict[str, Any]:

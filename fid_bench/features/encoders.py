@@ -12,8 +12,9 @@ in the cache's meta.json, and extraction refuses to add features of another comm
 It is the feature-cache key, and computing it neither loads the network nor imports torch, so a
 fully cached job never does.
 
-Interface used by ``extract.extract_features`` (only ``identity``, ``transform`` and ``encode`` are
-required of an object that does not derive from ``Encoder``):
+Interface used by ``extract.extract_features`` through ``Encoder.extract`` (only ``identity``,
+``transform`` and ``encode`` are required of an object that does not derive from ``Encoder``:
+``as_encoder``, hence ``build_encoder``, wraps it in a ``MinimalEncoder``):
 
 ``prepare(device)``  choose the device (sets the compute dtype, hence ``identity``); no loading
 ``load()``           build the network and its preprocessing (idempotent)
@@ -32,7 +33,8 @@ import json
 import logging
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
@@ -137,6 +139,18 @@ class Encoder(ABC):
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.short})"
+
+    # -- extraction -----------------------------------------------------------------------------
+    def extract(
+        self, paths: Sequence[str], sha1s: Sequence[str], cache_dir: Path, **kwargs: Any
+    ) -> tuple[np.ndarray, dict[str, float]]:
+        """Features of ``paths`` through the cache of this encoder's identity, and the extraction's
+        stats (``extract.extract_features``, whose keywords ``kwargs`` are). An encoder whose features
+        come from other caches (a concatenation) overrides it; wrappers (alignment, augmentation)
+        extract through their own identity, as this does."""
+        from fid_bench.features import extract as extraction  # looked up here: one place to stub it
+
+        return extraction.extract_features(self, paths, sha1s, cache_dir, **kwargs)
 
 
 class FrozenEncoder(Encoder):
@@ -351,10 +365,48 @@ def build_encoder(node: Mapping[str, Any] | None) -> Any:
 
 
 def as_encoder(built: Any) -> Any:
-    """A built backbone frozen, anything else as it is (extraction checks the interface it needs);
-    also used by encoders that wrap others (alignment, concatenation)."""
+    """A built backbone frozen, an object offering only ``identity``, ``transform`` and ``encode``
+    (the documented minimum) as a ``MinimalEncoder``, anything else as it is; also used by encoders
+    that wrap others (alignment, concatenation)."""
     if isinstance(built, Backbone):
         if not built.frozen_features:
             raise FidBenchError(f"model={built.name} has no frozen encoder; use classifier=finetune")
         return FrozenEncoder(built)
+    if not isinstance(built, Encoder) and all(hasattr(built, a) for a in ("identity", "transform", "encode")):
+        return MinimalEncoder(built)
     return built
+
+
+class MinimalEncoder(Encoder):
+    """Wraps an object offering only ``identity``, ``transform`` and ``encode`` (the documented minimum);
+    its ``prepare``, ``load`` and ``name`` are used when it has them."""
+
+    def __init__(self, inner: Any) -> None:
+        super().__init__()
+        self.inner = inner
+
+    @property
+    def name(self) -> str:
+        return str(getattr(self.inner, "name", type(self.inner).__name__))
+
+    @property
+    def identity(self) -> str:
+        return str(self.inner.identity)
+
+    def _identity_fields(self) -> dict[str, Any]:
+        return {}
+
+    def prepare(self, device: str) -> None:
+        self.device = device
+        if hasattr(self.inner, "prepare"):
+            self.inner.prepare(device)
+
+    def load(self) -> None:
+        if hasattr(self.inner, "load"):
+            self.inner.load()
+
+    def transform(self, img: Any) -> Any:
+        return self.inner.transform(img)
+
+    def encode(self, batch: Any) -> np.ndarray:
+        return self.inner.encode(batch)

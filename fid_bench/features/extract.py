@@ -37,7 +37,6 @@ from fid_bench import signals
 from fid_bench.data.decode import ImageDecodeError, load_rgb
 from fid_bench.errors import FidBenchError
 from fid_bench.features.cache import FeatureCache
-from fid_bench.features.encoders import Encoder
 
 log = logging.getLogger(__name__)
 
@@ -79,8 +78,10 @@ def extract_features(
     ``progress``: show a tqdm bar (None: only on a terminal).
     """
     t0 = time.perf_counter()
-    if not isinstance(encoder, Encoder):
-        encoder = _MinimalEncoder(encoder)
+    if not hasattr(encoder, "extract"):  # not of the Encoder contract (its lifecycle, its identity)
+        raise FidBenchError(
+            f"extract_features: {type(encoder).__name__} is no Encoder; wrap it with features.encoders.as_encoder"
+        )
     paths = [str(p) for p in paths]
     sha1s = [str(s).lower() for s in sha1s]
     if len(paths) != len(sha1s):
@@ -150,42 +151,6 @@ def extract_features(
         "seconds": seconds,
     }
     return feats, stats
-
-
-# --------------------------------------------------------------------------- encoders
-class _MinimalEncoder(Encoder):
-    """Wraps an object offering only ``identity``, ``transform`` and ``encode`` (the documented minimum);
-    its ``prepare``, ``load`` and ``name`` are used when it has them."""
-
-    def __init__(self, inner: Any) -> None:
-        super().__init__()
-        self.inner = inner
-
-    @property
-    def name(self) -> str:
-        return str(getattr(self.inner, "name", type(self.inner).__name__))
-
-    @property
-    def identity(self) -> str:
-        return str(self.inner.identity)
-
-    def _identity_fields(self) -> dict[str, Any]:
-        return {}
-
-    def prepare(self, device: str) -> None:
-        self.device = device
-        if hasattr(self.inner, "prepare"):
-            self.inner.prepare(device)
-
-    def load(self) -> None:
-        if hasattr(self.inner, "load"):
-            self.inner.load()
-
-    def transform(self, img: Any) -> Any:
-        return self.inner.transform(img)
-
-    def encode(self, batch: Any) -> np.ndarray:
-        return self.inner.encode(batch)
 
 
 # --------------------------------------------------------------------------- devices

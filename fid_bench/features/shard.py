@@ -15,6 +15,7 @@ sweep finds every feature cached::
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -22,38 +23,43 @@ import numpy as np
 
 from fid_bench.data.samples import LABELLED_SPLITS
 from fid_bench.errors import FidBenchError
-from fid_bench.features.aligned import with_alignment
-from fid_bench.features.concat import ConcatEncoder, expand_members, extract_concat
 from fid_bench.features.encoders import build_encoder
-from fid_bench.features.extract import extract_features
 
 if TYPE_CHECKING:
-    from omegaconf import DictConfig
-
     from fid_bench.data.samples import Samples
 
 log = logging.getLogger(__name__)
 
 
-def shard_settings(cfg: DictConfig) -> tuple[int, int] | None:
-    """``(shard, num_shards)`` when the job is one shard of a split extraction, else ``None``."""
-    from omegaconf import OmegaConf
+@dataclass(frozen=True)
+class Shard:
+    """Shard ``index`` of ``count``, the encoder config a job of the same config builds (``_target_``
+    mapping, alignment included) and the extraction settings (``features.*``)."""
 
-    n = OmegaConf.select(cfg, "features.num_shards", default=1)
-    i = OmegaConf.select(cfg, "features.shard", default=None)
+    index: int
+    count: int
+    encoder: dict[str, Any]
+    cache_dir: Path
+    batch_size: int
+    num_workers: int
+    device: str
+
+
+def check_shard(shard: Any, num_shards: Any, *, has_encoder: bool, model: Any = None) -> bool:
+    """Whether ``features.shard`` / ``features.num_shards`` split the extraction; bad values, or a
+    model without a frozen encoder to extract with, are one-line errors."""
+    n, i = num_shards, shard
     if n in (None, 1) and i in (None, 0):
-        return None
+        return False
     if isinstance(n, bool) or not isinstance(n, int) or n < 1:
         raise FidBenchError(f"features.num_shards must be a positive integer, got {n!r}")
     if isinstance(i, bool) or not isinstance(i, int) or not 0 <= i < n:
         raise FidBenchError(
             f"features.shard must be an integer in [0, {n - 1}] with num_shards={n}, got {i!r}"
         )
-    if OmegaConf.select(cfg, "model.backbone") is None:
-        raise FidBenchError(
-            f"features.num_shards: model={OmegaConf.select(cfg, 'model.name')} has no frozen encoder to extract with"
-        )
-    return i, n
+    if not has_encoder:
+        raise FidBenchError(f"features.num_shards: model={model} has no frozen encoder to extract with")
+    return True
 
 
 def shard_of(sha1s: list[str], num_shards: int) -> np.ndarray:
@@ -61,40 +67,29 @@ def shard_of(sha1s: list[str], num_shards: int) -> np.ndarray:
     return np.array([int(s[:15], 16) % num_shards for s in sha1s], dtype=np.int64)
 
 
-def extract_shard(cfg: DictConfig, samples: Samples) -> dict[str, float]:
+def extract_shard(shard: Shard, samples: Samples) -> dict[str, float]:
     """Extract this shard's labelled images into the cache; the extraction's stats."""
-    from omegaconf import OmegaConf
-
-    settings = shard_settings(cfg)
-    assert settings is not None
-    shard, n = settings
-    node = OmegaConf.select(cfg, "model.backbone")
     table = samples.table
     use = table["split"].isin(LABELLED_SPLITS).to_numpy() & (table["sha1"].astype(str) != "").to_numpy()
     rows = table[use].drop_duplicates("sha1")
     sha1s = rows["sha1"].astype(str).str.lower().tolist()
-    mine = shard_of(sha1s, n) == shard
+    mine = shard_of(sha1s, shard.count) == shard.index
     paths = rows["path"].astype(str).to_numpy()[mine].tolist()
     sha1s = [s for s, m in zip(sha1s, mine, strict=True) if m]
-    log.info("features shard %d of %d: %d of %d distinct images", shard, n, len(sha1s), len(mine))
-    if not sha1s:
-        return {"n_images": 0.0, "n_extracted": 0.0, "shard": float(shard), "num_shards": float(n)}
-    # the encoder a job of this config builds (alignment included), so the jobs find these features
-    enc_cfg = with_alignment(
-        expand_members(OmegaConf.to_container(node, resolve=True)),
-        OmegaConf.select(cfg, "data.align", default=None),
+    log.info(
+        "features shard %d of %d: %d of %d distinct images", shard.index, shard.count, len(sha1s), len(mine)
     )
-    encoder = build_encoder(enc_cfg)
-    extract = extract_concat if isinstance(encoder, ConcatEncoder) else extract_features
-    _, stats = extract(
-        encoder,
+    done = {"shard": float(shard.index), "num_shards": float(shard.count)}
+    if not sha1s:
+        return {"n_images": 0.0, "n_extracted": 0.0, **done}
+    _, stats = build_encoder(shard.encoder).extract(
         paths,
         sha1s,
-        Path(cfg.features.cache_dir).expanduser(),
-        batch_size=int(cfg.features.batch_size),
-        num_workers=int(cfg.features.num_workers),
-        device=str(cfg.features.device),
+        shard.cache_dir,
+        batch_size=shard.batch_size,
+        num_workers=shard.num_workers,
+        device=shard.device,
     )
     out: dict[str, Any] = {k: float(v) for k, v in stats.items()}
-    out.update(shard=float(shard), num_shards=float(n))
+    out.update(done)
     return out

@@ -27,10 +27,10 @@ from typing import TYPE_CHECKING, Any
 
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from fid_bench.detector import Job, NullLogger
 from fid_bench.errors import FidBenchError, PartlyFailed, failures_report, first_line
 from fid_bench.evaluation import registry
 from fid_bench.experiment import load_samples, output_dir, run_job
+from fid_bench.job_spec import JobSpec
 from fid_bench.search.report import ProgressCallback, log_parent_metrics, set_parent_tags, summarize
 from fid_bench.search.space import Param, apply_params, parse_space
 from fid_bench.search.storage import display_url, open_storage, resolve_storage_url
@@ -259,19 +259,10 @@ def _space_text(p: Param) -> str:
 
 def warm_cache(cfg: DictConfig, samples: Samples) -> dict[str, float]:
     """Run the detector's shared setup once (feature extraction into the cache) before any trial."""
-    from hydra.utils import instantiate
-
     start = time.perf_counter()
-    detector = instantiate(cfg.classifier)
-    job = Job(
-        samples=samples,
-        balance=instantiate(cfg.balance),
-        cache_dir=Path(cfg.features.cache_dir).expanduser(),
-        output_dir=output_dir(),
-        logger=NullLogger(),
-    )
-    detector.setup(job)
-    stats = {f"setup_{k}": float(v) for k, v in detector.extra_metrics().items()}
+    spec = JobSpec.of_config(cfg)
+    spec.detector.setup(spec.job(samples, output_dir=output_dir()))
+    stats = {f"setup_{k}": float(v) for k, v in spec.detector.extra_metrics().items()}
     stats["setup_seconds"] = time.perf_counter() - start
     return stats
 

@@ -1,0 +1,171 @@
+"""The job spec: what one benchmark job takes from its composed config, built once at the top.
+
+``JobSpec.of_config(cfg)`` is the only place a job reads its Hydra config: it instantiates the
+detector and the balance strategy, reads the settings of folds, evaluation, audit and a sharded
+extraction into plain values, and resolves every ``eval.extra`` set into the ``data`` node
+``read_samples`` takes. Everything below (``experiment``, the features, evaluation and audit
+layers) gets these pieces, never ``cfg``. Bad values that need no data (shards, extra sets) fail
+here, in one line, before any run exists.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from omegaconf import DictConfig, OmegaConf
+
+from fid_bench.errors import FidBenchError
+from fid_bench.evaluation.generalisation import ExtraSet
+from fid_bench.evaluation.held_out import HeldOutSettings
+from fid_bench.tracking.job_run import JobRunSpec
+
+if TYPE_CHECKING:
+    from fid_bench.balance import BalanceStrategy
+    from fid_bench.data.samples import Samples
+    from fid_bench.detector import Detector, Job, RunLogger
+    from fid_bench.features.shard import Shard
+
+
+@dataclass(frozen=True)
+class FoldPlan:
+    """``cv.*``, ``data.val_fraction`` / ``data.test_fraction`` and ``seed``: how rows become folds."""
+
+    folds: int | None
+    leave_one_group_out: bool
+    leave_one_source_out: bool
+    val_fraction: float
+    test_fraction: float
+    seed: int
+
+
+@dataclass(frozen=True)
+class JobSpec:
+    """One job, as its config describes it (see the module docstring)."""
+
+    #: the job's MLflow run: store, experiment, tags and the resolved config it logs
+    run: JobRunSpec
+    #: the ``data`` node (its ``reader`` and ``max_pixels``), read by ``read_samples``
+    data: DictConfig
+    #: ``data.root`` (None for the demo): the run's dataset source
+    data_root: str | None
+    #: ``data=multi``: the audit also reports each source on its own
+    multi_source: bool
+    detector: Detector
+    balance: BalanceStrategy | None
+    cache_dir: Path
+    folds: FoldPlan
+    held_out: HeldOutSettings
+    #: ``audit_samples`` keyword arguments when ``audit.enabled``, else None
+    audit: dict[str, Any] | None
+    extra: tuple[ExtraSet, ...]
+    #: ``eval.normalise_extra``: ``{size, jpeg_quality}`` the extra sets are re-encoded to, or empty
+    normalise_extra: dict[str, Any]
+    perturb: tuple[str, ...]
+    log_model: bool
+    optimized_metric: str
+    #: one shard of a split extraction (``features.shard``), else None
+    shard: Shard | None
+
+    @classmethod
+    def of_config(cls, cfg: DictConfig) -> JobSpec:
+        """The spec of a composed config; shard and ``eval.extra`` mistakes are one-line errors."""
+        from hydra.utils import instantiate
+
+        from fid_bench.audit import audit_settings
+
+        audit = audit_settings(cfg) if cfg.audit.enabled else None
+        return cls(
+            run=JobRunSpec.of_config(cfg),
+            data=cfg.data,
+            data_root=OmegaConf.select(cfg, "data.root", default=None),
+            multi_source=bool(OmegaConf.select(cfg, "data.sources", default=None)),
+            detector=instantiate(cfg.classifier),
+            balance=instantiate(cfg.balance),
+            cache_dir=Path(cfg.features.cache_dir).expanduser(),
+            folds=FoldPlan(
+                folds=cfg.cv.folds,
+                leave_one_group_out=bool(cfg.cv.leave_one_group_out),
+                leave_one_source_out=bool(OmegaConf.select(cfg, "cv.leave_one_source_out", default=False)),
+                val_fraction=cfg.data.val_fraction,
+                test_fraction=cfg.data.test_fraction,
+                seed=cfg.seed,
+            ),
+            held_out=HeldOutSettings.of_config(cfg),
+            audit=audit,
+            extra=extra_sets(cfg),
+            normalise_extra=dict(OmegaConf.to_container(cfg.eval.normalise_extra or OmegaConf.create({}))),
+            perturb=tuple(str(p) for p in cfg.eval.perturb or ()),
+            log_model=bool(cfg.tracking.log_model),
+            optimized_metric=str(cfg.optimized_metric),
+            shard=shard_of_config(cfg),
+        )
+
+    def job(self, samples: Samples, *, output_dir: Path, logger: RunLogger | None = None) -> Job:
+        """The ``Job`` the detector sees: these samples, the spec's balance and cache, ``output_dir``."""
+        from fid_bench.detector import Job, NullLogger
+
+        return Job(
+            samples=samples,
+            balance=self.balance,
+            cache_dir=self.cache_dir,
+            output_dir=output_dir,
+            logger=logger if logger is not None else NullLogger(),
+        )
+
+
+def shard_of_config(cfg: DictConfig) -> Shard | None:
+    """``features.shard`` of ``features.num_shards`` with the encoder a job of this config builds
+    (alignment included, so the jobs find these features), or None for an ordinary job."""
+    from fid_bench.features.aligned import with_alignment
+    from fid_bench.features.concat import expand_members
+    from fid_bench.features.shard import Shard, check_shard
+
+    n = OmegaConf.select(cfg, "features.num_shards", default=1)
+    i = OmegaConf.select(cfg, "features.shard", default=None)
+    node = OmegaConf.select(cfg, "model.backbone")
+    if not check_shard(i, n, has_encoder=node is not None, model=OmegaConf.select(cfg, "model.name")):
+        return None
+    encoder = with_alignment(
+        expand_members(OmegaConf.to_container(node, resolve=True)),
+        OmegaConf.select(cfg, "data.align", default=None),
+    )
+    return Shard(
+        index=i,
+        count=n,
+        encoder=encoder,
+        cache_dir=Path(cfg.features.cache_dir).expanduser(),
+        batch_size=int(cfg.features.batch_size),
+        num_workers=int(cfg.features.num_workers),
+        device=str(cfg.features.device),
+    )
+
+
+def extra_sets(cfg: DictConfig) -> tuple[ExtraSet, ...]:
+    """Each ``eval.extra`` entry ``{name, data: folder|kaggle|demo, root, strict?, reader?}`` as the
+    ``data`` node of its option, with ``root``, ``strict`` and reader settings applied and the job's
+    ``data.max_pixels``; its interpolations (``${..root}``, ``${features.cache_dir}``) resolve in a
+    small config of its own."""
+    max_pixels = OmegaConf.select(cfg, "data.max_pixels", default=None)
+    return tuple(extra_set(entry, cfg.features, max_pixels) for entry in cfg.eval.extra or ())
+
+
+def extra_set(spec: DictConfig | dict[str, Any], features: Any, max_pixels: Any = None) -> ExtraSet:
+    """One ``eval.extra`` entry as an ``ExtraSet`` (see ``extra_sets``)."""
+    from fid_bench.config import load_option
+
+    spec = OmegaConf.create(dict(spec)) if not isinstance(spec, DictConfig) else spec
+    for key in ("name", "data", "root"):
+        if key not in spec:
+            raise FidBenchError(f"eval.extra entry {OmegaConf.to_container(spec)} lacks {key!r}")
+    data_cfg = load_option("data", str(spec.data), what=f"eval.extra {spec.name!r}")
+    data_cfg.root = str(spec.root)
+    data_cfg.strict = bool(spec.get("strict", False))
+    data_cfg.max_pixels = max_pixels  # the job's decode limit: read_samples sets it for the process
+    # reader settings of the extra set, e.g. {reader: {confound: format_reversed}} for a demo set
+    for key, value in (spec.get("reader") or {}).items():
+        data_cfg.reader[key] = value
+    features_node = OmegaConf.to_container(features) if isinstance(features, DictConfig) else dict(features)
+    own = OmegaConf.create({"data": data_cfg, "features": features_node})
+    return ExtraSet(name=str(spec.name), root=str(spec.root), data=own.data)
