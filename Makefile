@@ -73,7 +73,7 @@ ui: $(STAMP) ## the MLflow UI over mlruns/ on port PORT (default 5000); prints e
 	@mkdir -p mlruns; $(BIN)/mlflow ui --backend-store-uri sqlite:///mlruns/mlflow.db \
 		--default-artifact-root ./mlruns/artifacts --host 127.0.0.1 --port $(PORT) >mlruns/ui.log 2>&1 & \
 	pid=$$!; trap 'kill $$pid 2>/dev/null' INT TERM EXIT; \
-	$(BIN)/python -m fid_bench.commands.ui --tracking-uri sqlite:///mlruns/mlflow.db \
+	$(BIN)/python -m fid_bench.commands.ui_command --tracking-uri sqlite:///mlruns/mlflow.db \
 		--url http://127.0.0.1:$(PORT) --wait-pid $$pid || { tail -5 mlruns/ui.log; exit 1; }; \
 	echo "(server log: mlruns/ui.log; Ctrl-C stops it)"; wait $$pid
 

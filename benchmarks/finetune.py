@@ -147,8 +147,8 @@ def harness(
     from omegaconf import open_dict
 
     from fid_bench.balance import NoBalance
+    from fid_bench.contract import Job, NullLogger
     from fid_bench.data.samples import Samples
-    from fid_bench.detector import Job, NullLogger
 
     with open_dict(cfg):
         cfg.classifier.decoded_cache = mode

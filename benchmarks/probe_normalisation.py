@@ -80,9 +80,9 @@ def main() -> None:
     import numpy as np
     from hydra import compose, initialize_config_dir
 
-    from fid_bench.classical.detector import FeatureDetector
     from fid_bench.features.extract import extract_features
     from fid_bench.features.onnx import OnnxEncoder
+    from fid_bench.features_track.detector import FeatureDetector
 
     print(load())
     sets = {}

@@ -1,6 +1,6 @@
 """``python -m fid_bench``: the Hydra app. Compose the config, run one job, return its metric.
 
-With ``hparams_search=NAME`` the app runs an Optuna study instead (``fid_bench.search.study``) and
+With ``hparams_search=NAME`` the app runs an Optuna study instead (``fid_bench.jobs.search.study``) and
 returns the best validation value.
 
 Exit codes: 0 done; 1 a job's user error (one line) or a single job that failed; 2 a sweep whose
@@ -26,8 +26,8 @@ from omegaconf import DictConfig  # noqa: E402
 from fid_bench import signals  # noqa: E402
 from fid_bench.config import require_data_root, require_set  # noqa: E402
 from fid_bench.errors import PartlyFailed, first_line, user_error  # noqa: E402
-from fid_bench.experiment import run_job  # noqa: E402
-from fid_bench.search.study import run_study  # noqa: E402
+from fid_bench.jobs.experiment import run_job  # noqa: E402
+from fid_bench.jobs.search.study import run_study  # noqa: E402
 from fid_bench.tracking.sweep_files import record_job_failure  # noqa: E402
 
 log = logging.getLogger("fid_bench")

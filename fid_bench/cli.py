@@ -18,21 +18,30 @@ from fid_bench import installed
 installed.require("fid-bench")  # one line naming `make install`, not a ModuleNotFoundError
 
 from fid_bench.commands import (  # noqa: E402
-    audit,
-    compare,
-    ensemble,
-    export_onnx,
-    import_predictions,
-    leaderboard,
-    predict,
-    promote,
-    weights,
+    audit_command,
+    compare_command,
+    ensemble_command,
+    export_onnx_command,
+    import_predictions_command,
+    leaderboard_command,
+    predict_command,
+    promote_command,
+    weights_command,
 )
 from fid_bench.commands.common import OneLineParser, Subcommands, run_handler  # noqa: E402
 
 PROG = "fid-bench"
 #: the commands with a parser of their own, in ``--help`` order (the audit is dispatched in ``main``)
-COMMANDS = (leaderboard, compare, predict, promote, ensemble, import_predictions, weights, export_onnx)
+COMMANDS = (
+    leaderboard_command,
+    compare_command,
+    predict_command,
+    promote_command,
+    ensemble_command,
+    import_predictions_command,
+    weights_command,
+    export_onnx_command,
+)
 
 
 def _audit(commands: Subcommands) -> None:
@@ -42,7 +51,9 @@ def _audit(commands: Subcommands) -> None:
         description="Audit a data set before training (see `fid-bench audit --help`).",
         add_help=False,  # the audit's own parser answers --help
     )
-    parser.add_argument("rest", nargs=argparse.REMAINDER)  # listed here; main() hands it to commands.audit
+    parser.add_argument(
+        "rest", nargs=argparse.REMAINDER
+    )  # listed here; main() hands it to commands.audit_command
 
 
 def build_parser() -> OneLineParser:
@@ -60,7 +71,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["audit"]:
         # argparse's REMAINDER drops a leading option such as --help: hand the audit its argv whole
-        return audit.main(argv[1:])
+        return audit_command.main(argv[1:])
     args = build_parser().parse_args(argv)
     return run_handler(args.handler, args, f"{PROG} {args.command}")
 

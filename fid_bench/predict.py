@@ -1,6 +1,6 @@
 """Inference: load a run's ``Predictor`` and score images with it.
 
-The model is the MLflow model ``model`` of a run: a pickled ``fid_bench.detector.Predictor`` (a
+The model is the MLflow model ``model`` of a run: a pickled ``fid_bench.contract.Predictor`` (a
 fine-tuned network, or an encoder plus a classifier on cached features). Its ``predict_paths``
 applies the training preprocessing; its ``threshold`` and ``prior`` come from training.
 
@@ -37,7 +37,7 @@ from fid_bench.tracking.model_location import (
 if TYPE_CHECKING:
     from mlflow import MlflowClient
 
-    from fid_bench.detector import Predictor
+    from fid_bench.contract import Predictor
 
 log = logging.getLogger(__name__)
 

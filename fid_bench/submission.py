@@ -20,7 +20,7 @@ from fid_bench.data.inputs import Inputs
 from fid_bench.errors import FidBenchError
 
 if TYPE_CHECKING:
-    from fid_bench.detector import Predictor
+    from fid_bench.contract import Predictor
 
 
 #: how many unreadable ids are printed on the terminal (all of them go to a side file)

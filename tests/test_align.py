@@ -134,7 +134,7 @@ def test_audit_names_data_align_on_a_format_shortcut(compose_cfg, tmp_path) -> N
 
 def test_aligned_job_end_to_end_on_cifake(compose_cfg, cifake_small) -> None:
     """A real job with data.align: features of aligned images, and a predictor that aligns too."""
-    from fid_bench.experiment import run_job
+    from fid_bench.jobs.experiment import run_job
     from fid_bench.tracking.pyfunc import load_predictor
 
     cfg = compose_cfg(

@@ -23,7 +23,7 @@ from fid_bench.audit import (
     scan,
 )
 from fid_bench.audit.hashing import near_pairs
-from fid_bench.commands.audit import main
+from fid_bench.commands.audit_command import main
 from fid_bench.data.jpeg_quality import estimate_quality, ijg_table, table_distance
 from fid_bench.data.samples import SAMPLE_COLUMNS, SKIP_COLUMNS, Samples
 from fid_bench.errors import FidBenchError

@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from fid_bench.commands.compare import main
+from fid_bench.commands.compare_command import main
 from fid_bench.errors import FidBenchError
 from fid_bench.tracking.compare import compare_runs
 

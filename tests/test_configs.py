@@ -71,7 +71,7 @@ def test_model_options_build_every_object(option: str) -> None:
 
 @pytest.mark.parametrize("option", group_options("classifier"))
 def test_classifier_options_build_a_detector(option: str) -> None:
-    from fid_bench.detector import Detector
+    from fid_bench.contract import Detector
 
     model = "small_cnn" if option == "finetune" else "spectrum"
     cfg = _compose(f"model={model}", f"classifier={option}")

@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 
 from fid_bench.config import group_options
-from fid_bench.detector import FEATURES_TRACK, FINETUNE_TRACK, Detector, detector_track
+from fid_bench.contract import FEATURES_TRACK, FINETUNE_TRACK, Detector, detector_track
 from fid_bench.errors import FidBenchError
 
 #: the rule the ``track`` tag followed before detectors declared it (the fine-tuning detector or not)

@@ -58,7 +58,7 @@ def unhealthy_server() -> Iterator[str]:
 def test_a_server_answering_503_fails_a_read_command_at_once(isolated: Path, unhealthy_server: str) -> None:
     # before: the probe took any HTTP answer and MLflow retried the 503s for about 4 minutes
     proc = _run(
-        "fid_bench.commands.leaderboard", "--tracking-uri", unhealthy_server, cwd=isolated, timeout=90
+        "fid_bench.commands.leaderboard_command", "--tracking-uri", unhealthy_server, cwd=isolated, timeout=90
     )
     assert proc.returncode == 2, proc.stderr[-2000:]
     lines = proc.stderr.strip().splitlines()
@@ -113,7 +113,7 @@ def test_a_job_refuses_an_sqlite_file_that_is_not_an_mlflow_store(
     isolated: Path, compose_cfg, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from fid_bench.errors import FidBenchError
-    from fid_bench.experiment import run_job
+    from fid_bench.jobs.experiment import run_job
 
     foreign = isolated / "inventory.db"
     with sqlite3.connect(foreign) as conn:
@@ -186,7 +186,7 @@ def test_predict_and_import_refuse_a_header_naming_a_column_twice(tmp_path: Path
     from fid_bench.config import compose
     from fid_bench.data.inputs import configured_inputs
     from fid_bench.errors import FidBenchError
-    from fid_bench.imported import read_predictions_csv
+    from fid_bench.imported_scores import read_predictions_csv
 
     root = _kaggle_root(tmp_path, "id,target\na,0\nb,1\n", "id,ID\nc,a\n")
     with pytest.raises(
@@ -492,7 +492,7 @@ def test_bad_shard_values_leave_no_run_behind(isolated: Path, compose_cfg, overr
     import mlflow
 
     from fid_bench.errors import FidBenchError
-    from fid_bench.experiment import run_job
+    from fid_bench.jobs.experiment import run_job
 
     cfg = compose_cfg("model=spectrum", *overrides)
     with pytest.raises(FidBenchError, match="features.(num_)?shard"):
@@ -520,7 +520,7 @@ def test_plain_ids_and_numbers_pass_the_formula_check() -> None:
 
 
 def test_predict_refuses_a_formula_id_before_loading_a_model(isolated: Path, capsys) -> None:
-    from fid_bench.commands.predict import main
+    from fid_bench.commands.predict_command import main
 
     root = isolated / "kaggle"
     _png_file(root / "images" / "=cmd|calc!A1.png")

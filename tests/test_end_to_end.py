@@ -50,7 +50,7 @@ def _fid_bench(*args: str, cwd: Path, check: bool = True) -> subprocess.Complete
 def test_single_job_logs_metrics_artifacts_and_model(compose_cfg, isolated):
     import mlflow
 
-    from fid_bench.experiment import run_job
+    from fid_bench.jobs.experiment import run_job
 
     cfg = compose_cfg("model=spectrum", "classifier=logreg")
     value = run_job(cfg)
@@ -93,7 +93,7 @@ def test_single_job_logs_metrics_artifacts_and_model(compose_cfg, isolated):
 
 
 def test_rerun_hits_the_cache(compose_cfg):
-    from fid_bench.experiment import run_job
+    from fid_bench.jobs.experiment import run_job
 
     run_job(compose_cfg("classifier=logreg"))
     run_job(compose_cfg("classifier=rf"))
@@ -103,7 +103,7 @@ def test_rerun_hits_the_cache(compose_cfg):
 
 
 def test_cross_validation_reports_mean_and_std(compose_cfg):
-    from fid_bench.experiment import run_job
+    from fid_bench.jobs.experiment import run_job
 
     run_job(compose_cfg("classifier=logreg", "cv.folds=3"))
     (run,) = _runs()
@@ -233,7 +233,7 @@ def _kaggle_folder(root: Path, n: int = 40) -> Path:
 def test_kaggle_layout_with_broken_files_skips_and_lists_them(compose_cfg, isolated):
     import mlflow
 
-    from fid_bench.experiment import run_job
+    from fid_bench.jobs.experiment import run_job
 
     root = _kaggle_folder(isolated / "gon")
     cfg = compose_cfg(
@@ -271,7 +271,7 @@ def test_joblib_launcher_runs_two_jobs_at_once_sharing_cache_and_store(isolated)
 
 
 def test_only_rank_zero_of_a_distributed_job_logs(compose_cfg, monkeypatch):
-    from fid_bench.experiment import run_job
+    from fid_bench.jobs.experiment import run_job
 
     monkeypatch.setenv("LOCAL_RANK", "1")  # what Lightning's DDP launcher sets in its second process
     value = run_job(compose_cfg("classifier=logreg", "eval.bootstrap=0"))

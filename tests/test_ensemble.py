@@ -7,8 +7,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from fid_bench.detector import Predictor
-from fid_bench.ensemble import Combiner, EnsemblePredictor, ensemble_scores, member_matrix
+from fid_bench.contract import Predictor
+from fid_bench.ensemble_scores import Combiner, EnsemblePredictor, ensemble_scores, member_matrix
 from fid_bench.errors import FidBenchError
 
 
@@ -104,7 +104,7 @@ def test_two_real_runs_on_cifake(compose_cfg, cifake_small) -> None:
     from mlflow import MlflowClient
 
     from fid_bench.evaluation.metrics import evaluate_scores
-    from fid_bench.experiment import run_job
+    from fid_bench.jobs.experiment import run_job
     from fid_bench.tracking.pyfunc import load_predictor
 
     frames, predictors, aucs = {}, [], {}
@@ -133,7 +133,7 @@ def test_two_real_runs_on_cifake(compose_cfg, cifake_small) -> None:
 def test_ensemble_settings_are_the_members_and_a_difference_is_said(caplog) -> None:
     from types import SimpleNamespace
 
-    from fid_bench.ensemble_run import member_settings
+    from fid_bench.jobs.ensemble import member_settings
 
     def run(run_id: str, **params: str):
         return SimpleNamespace(info=SimpleNamespace(run_id=run_id), data=SimpleNamespace(params=params))

@@ -24,12 +24,12 @@ from PIL import Image
 from sklearn.linear_model import LogisticRegression
 
 from fid_bench.balance import ClassWeight
-from fid_bench.classical.detector import FeatureDetector, FeaturePredictor
+from fid_bench.contract import CONTENT_HASH, SCORE_COLUMNS, Job
 from fid_bench.data.samples import SAMPLE_COLUMNS, Samples
 from fid_bench.data.splits import Fold
-from fid_bench.detector import CONTENT_HASH, SCORE_COLUMNS, Job
 from fid_bench.errors import FidBenchError
 from fid_bench.evaluation.metrics import evaluate_scores
+from fid_bench.features_track.detector import FeatureDetector, FeaturePredictor
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -462,7 +462,7 @@ def test_single_class_training_fold_and_missing_fit(
 def test_classifier_track_does_not_import_heavy_frameworks() -> None:
     code = (
         "import sys, numpy as np\n"
-        "import fid_bench.classical.detector, fid_bench.balance\n"
+        "import fid_bench.features_track.detector, fid_bench.balance\n"
         "import fid_bench.evaluation.metrics, fid_bench.evaluation.plots\n"
         "heavy = [m for m in ('torch', 'pytorch_lightning', 'lightning', 'mlflow', 'open_clip', 'timm') if m in sys.modules]\n"
         "assert not heavy, heavy\n"
@@ -474,7 +474,7 @@ def test_classifier_track_does_not_import_heavy_frameworks() -> None:
 def test_real_extraction_cache_and_predictor_agree_on_demo_images(compose_cfg, tmp_path: Path) -> None:
     """The real reader, folds, spectrum encoder and cache: fold scores equal the predictor's scores."""
     from fid_bench.data.splits import make_folds
-    from fid_bench.experiment import load_samples
+    from fid_bench.jobs.experiment import load_samples
 
     # the easy demo set: a linear probe must find the trace in a few dozen images
     cfg = compose_cfg(
@@ -547,7 +547,7 @@ def test_threads_cap_reaches_fit_and_estimator_pools(
 
 
 def test_predictor_logged_before_the_backbones_package_names_todays_encoders() -> None:
-    from fid_bench.classical.detector import FeaturePredictor
+    from fid_bench.features_track.detector import FeaturePredictor
 
     old = {"model_name": "resnet50", "pretrained": True, "weights": None, "image_size": None, "amp": True}
     for target, now in [

@@ -15,8 +15,8 @@ import torch
 from omegaconf import OmegaConf
 from PIL import Image
 
+from fid_bench.contract import Job
 from fid_bench.data.samples import Samples
-from fid_bench.detector import Job
 from fid_bench.errors import FidBenchError
 from tests.conftest import CONF_DIR
 
@@ -550,7 +550,7 @@ def test_trainer_configs_build_a_lightning_trainer(compose_cfg, name):
 def test_run_job_small_cnn_logs_epochs_final_metrics_and_a_loadable_model(compose_cfg):
     import mlflow
 
-    from fid_bench.experiment import run_job
+    from fid_bench.jobs.experiment import run_job
 
     cfg = compose_cfg(
         "model=small_cnn",

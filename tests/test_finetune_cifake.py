@@ -34,7 +34,7 @@ def extract_subset(archive: Path, dest: Path) -> Path:
 def test_small_cnn_learns_cifake_subset_through_the_real_job(cifake_archive, compose_cfg, isolated):
     import mlflow
 
-    from fid_bench.experiment import run_job
+    from fid_bench.jobs.experiment import run_job
 
     root = extract_subset(cifake_archive, isolated / "cifake")
     cfg = compose_cfg(
@@ -63,7 +63,7 @@ def test_cifake_record_preset_runs_its_recipe_end_to_end(cifake_small, compose_c
     are a benchmark (docs/BENCHMARKS.md), not a test."""
     import mlflow
 
-    from fid_bench.experiment import run_job
+    from fid_bench.jobs.experiment import run_job
     from fid_bench.tracking.pyfunc import load_predictor
     from fid_bench.tracking.run_queries import run_scores
 

@@ -31,7 +31,7 @@ SCRIPT = textwrap.dedent(
 
     from fid_bench.balance import NoBalance
     from fid_bench.data.samples import Samples
-    from fid_bench.detector import Job, NullLogger
+    from fid_bench.contract import Job, NullLogger
     from fid_bench.finetune.detector import FinetuneDetector
 
     out = Path(sys.argv[1])

@@ -147,7 +147,7 @@ def _artifact_text(client, run_id: str, path: str) -> str:
 def test_a_leave_one_group_out_run_logs_its_report(compose_cfg) -> None:
     from mlflow.tracking import MlflowClient
 
-    from fid_bench.experiment import run_job
+    from fid_bench.jobs.experiment import run_job
 
     cfg = compose_cfg(
         "model=spectrum", "classifier=logreg", "cv.leave_one_group_out=true", "eval.bootstrap=0"

@@ -174,7 +174,7 @@ def _folder_set(root: Path, n: int = 12) -> Path:
 def _run(compose_cfg, *overrides: str):
     import mlflow
 
-    from fid_bench.experiment import run_job
+    from fid_bench.jobs.experiment import run_job
 
     run_job(compose_cfg("model=spectrum", "classifier=logreg", *overrides))
     client = mlflow.MlflowClient()
@@ -238,7 +238,7 @@ def test_leave_one_group_out_job_logs_each_held_out_group(compose_cfg):
 
 
 def test_bad_perturbation_and_extra_set_are_one_line_errors(compose_cfg):
-    from fid_bench.experiment import run_job
+    from fid_bench.jobs.experiment import run_job
 
     with pytest.raises(FidBenchError, match="unknown perturbation"):
         run_job(compose_cfg("eval.perturb=[sharpen3]", "eval.bootstrap=0"))
@@ -267,7 +267,7 @@ def test_read_extra_set_honours_its_strict_setting(tmp_path):
     from omegaconf import OmegaConf
 
     from fid_bench.evaluation.generalisation import read_extra_set
-    from fid_bench.job_spec import extra_set
+    from fid_bench.jobs.job_spec import extra_set
 
     root = _folder_set(tmp_path / "other", n=3)
     (root / "fake" / "broken.png").write_bytes(b"not an image")

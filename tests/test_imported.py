@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 
 from fid_bench.errors import FidBenchError
-from fid_bench.imported import align_predictions, read_predictions_csv
+from fid_bench.imported_scores import align_predictions, read_predictions_csv
 
 
 @pytest.fixture

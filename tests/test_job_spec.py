@@ -7,11 +7,11 @@ from pathlib import Path
 import pytest
 
 from fid_bench.errors import FidBenchError
-from fid_bench.job_spec import JobSpec
+from fid_bench.jobs.job_spec import JobSpec
 
 
 def test_the_spec_holds_built_pieces_and_plain_values(compose_cfg) -> None:
-    from fid_bench.classical.detector import FeatureDetector
+    from fid_bench.features_track.detector import FeatureDetector
 
     cfg = compose_cfg(
         "classifier=knn",
@@ -50,7 +50,7 @@ def test_an_extra_set_is_read_as_the_job_reads_its_data(compose_cfg, tmp_path: P
 def test_bad_extra_sets_fail_before_any_run(isolated: Path, compose_cfg) -> None:
     import mlflow
 
-    from fid_bench.experiment import run_job
+    from fid_bench.jobs.experiment import run_job
 
     with pytest.raises(FidBenchError, match="unknown data='nope'"):
         run_job(compose_cfg("eval.extra=[{name: x, data: nope, root: /tmp}]"))

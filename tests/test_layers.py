@@ -175,7 +175,7 @@ def test_pooling_and_selection_arithmetic() -> None:
 def test_select_chooses_cached_blocks_without_extracting_again(compose_cfg, exported) -> None:
     import mlflow
 
-    from fid_bench.experiment import run_job
+    from fid_bench.jobs.experiment import run_job
 
     report = exported["timm"]
     pp = report.preprocess

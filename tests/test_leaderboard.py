@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from fid_bench import cli
-from fid_bench.commands import leaderboard as leaderboard_module
+from fid_bench.commands import leaderboard_command as leaderboard_module
 from fid_bench.tracking.leaderboard import format_duration
 from tests.conftest import REPO
 from tests.tracking_support import install_store, make_template_store
@@ -353,7 +353,7 @@ def test_help_everywhere(capsys):
 def test_module_entry_points_in_a_subprocess(runs, isolated):
     env = dict(os.environ, PYTHONPATH=str(REPO))
     ok = subprocess.run(
-        [sys.executable, "-m", "fid_bench.commands.leaderboard", "-e", "exp_a", "-f", "markdown"],
+        [sys.executable, "-m", "fid_bench.commands.leaderboard_command", "-e", "exp_a", "-f", "markdown"],
         cwd=isolated,
         env=env,
         capture_output=True,

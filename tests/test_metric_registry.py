@@ -1,6 +1,6 @@
 """The metric registry: the direction of every name the harness logs, the lists read from it, and proof
 that every command that ranks runs (leaderboard, compare, predict --run best, the multirun summary)
-and the search's default direction take the direction from the registry."""
+and the search's default direction take the direction from the metric_registry."""
 
 from __future__ import annotations
 
@@ -13,9 +13,9 @@ import pytest
 from omegaconf import OmegaConf
 
 from fid_bench import cli
-from fid_bench.evaluation import registry
+from fid_bench.evaluation import metric_registry
+from fid_bench.evaluation.metric_registry import Metric, direction, lookup
 from fid_bench.evaluation.metrics import compute_metrics, evaluate_scores
-from fid_bench.evaluation.registry import Metric, direction, lookup
 from tests.tracking_support import BrightnessPredictor, grey_image
 
 
@@ -51,7 +51,7 @@ from tests.tracking_support import BrightnessPredictor, grey_image
 )
 def test_direction_of_logged_names(name: str, expected: str) -> None:
     assert direction(name) == expected
-    assert registry.lower_is_better(name) is (expected == "minimize")
+    assert metric_registry.lower_is_better(name) is (expected == "minimize")
 
 
 def test_lookup_finds_the_registered_metric_behind_a_logged_name() -> None:
@@ -59,7 +59,7 @@ def test_lookup_finds_the_registered_metric_behind_a_logged_name() -> None:
     assert lookup("test_positive_rate").name == "test_positive_rate"  # registered itself, not "positive_rate"
     assert lookup("val_") is None and lookup("_std") is None and lookup("nope") is None
     # counts and the threshold are not scores; ranked largest first like any number
-    assert registry.METRICS["n_test"].higher_is_better is None and direction("n_test") == "maximize"
+    assert metric_registry.METRICS["n_test"].higher_is_better is None and direction("n_test") == "maximize"
 
 
 def test_metric_lists_are_what_evaluation_computes() -> None:
@@ -68,13 +68,15 @@ def test_metric_lists_are_what_evaluation_computes() -> None:
     y = np.arange(40) % 2
     s = rng.uniform(size=40)
     computed = compute_metrics(y, s, 0.5)
-    sources = {registry.CURVE, registry.AT_THRESHOLD, registry.COUNTS}
-    assert set(computed) == {m.name for m in registry.METRICS.values() if m.source in sources}
+    sources = {metric_registry.CURVE, metric_registry.AT_THRESHOLD, metric_registry.COUNTS}
+    assert set(computed) == {m.name for m in metric_registry.METRICS.values() if m.source in sources}
     frame = pd.DataFrame({"label": np.r_[y, y], "score": np.r_[s, s], "split": ["val"] * 40 + ["test"] * 40})
-    assert set(evaluate_scores(frame)) <= set(registry.METRICS)
-    assert set(registry.names(per_prefix=True)) <= set(computed)
-    assert registry.headline() == ("roc_auc", "f1", "average_precision", "loso/worst_roc_auc")
-    assert registry.names(tabulated=True)[0] == "roc_auc" and "threshold" in registry.names(tabulated=True)
+    assert set(evaluate_scores(frame)) <= set(metric_registry.METRICS)
+    assert set(metric_registry.names(per_prefix=True)) <= set(computed)
+    assert metric_registry.headline() == ("roc_auc", "f1", "average_precision", "loso/worst_roc_auc")
+    assert metric_registry.names(tabulated=True)[0] == "roc_auc" and "threshold" in metric_registry.names(
+        tabulated=True
+    )
 
 
 # --------------------------------------------------------------------------- every command reads it
@@ -86,7 +88,7 @@ ODD = "zz_score"
 @pytest.fixture
 def odd_metric(monkeypatch: pytest.MonkeyPatch) -> str:
     assert direction(ODD) == "maximize"  # without the registry entry it would rank largest first
-    monkeypatch.setitem(registry.METRICS, ODD, Metric(ODD, False, registry.EXTERNAL))
+    monkeypatch.setitem(metric_registry.METRICS, ODD, Metric(ODD, False, metric_registry.EXTERNAL))
     assert direction(ODD) == "minimize"
     return ODD
 
@@ -129,8 +131,8 @@ def ranked_runs(isolated: Path) -> dict[str, str]:
 def test_every_command_ranks_by_the_registry(
     odd_metric: str, ranked_runs: dict[str, str], isolated: Path, monkeypatch: pytest.MonkeyPatch, capsys
 ) -> None:
-    from fid_bench.commands import predict as predict_command
-    from fid_bench.tracking.callbacks import ParentRun, finish_parent_run
+    from fid_bench.commands import predict_command
+    from fid_bench.tracking.sweep_parent import ParentRun, finish_parent_run
 
     low, mid, high = ranked_runs["low"], ranked_runs["mid"], ranked_runs["high"]
 
@@ -179,7 +181,7 @@ def test_every_command_ranks_by_the_registry(
 def test_search_direction_defaults_to_the_registry(odd_metric: str, compose_cfg) -> None:
     import optuna
 
-    from fid_bench.search.study import check_search_config, objective_direction, open_study
+    from fid_bench.jobs.search.study import check_search_config, objective_direction, open_study
 
     for metric, expected in ((odd_metric, "minimize"), ("log_loss", "minimize"), ("roc_auc", "maximize")):
         cfg = compose_cfg("model=spectrum", "hparams_search=logreg", f"optimized_metric={metric}")

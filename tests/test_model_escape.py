@@ -21,8 +21,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from fid_bench.commands.ensemble import main as ensemble_main
-from fid_bench.commands.predict import main as predict_main
+from fid_bench.commands.ensemble_command import main as ensemble_main
+from fid_bench.commands.predict_command import main as predict_main
 from fid_bench.tracking.kinds import KIND_TAG
 from tests.tracking_support import BrightnessPredictor, grey_image
 
@@ -382,7 +382,7 @@ def test_predict_refuses_an_onnx_file_replaced_since_training(compose_cfg, tmp_p
 
     import mlflow
 
-    from fid_bench.experiment import run_job
+    from fid_bench.jobs.experiment import run_job
     from tests.test_onnx import W_EMBED, tiny_graph
 
     graph = tiny_graph(tmp_path / "enc.onnx")

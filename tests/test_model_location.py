@@ -21,7 +21,7 @@ from types import SimpleNamespace
 import pandas as pd
 import pytest
 
-from fid_bench.commands.predict import main
+from fid_bench.commands.predict_command import main
 from fid_bench.errors import FidBenchError
 from fid_bench.tracking.kinds import KIND_TAG
 from fid_bench.tracking.model_location import (

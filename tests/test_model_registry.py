@@ -29,7 +29,7 @@ def _forget_global_tracking_uri() -> Iterator[None]:
 @pytest.fixture
 def kaggle_run(compose_cfg, isolated: Path):
     """One embedding run on a small Kaggle-style folder; returns (data root, run)."""
-    from fid_bench.experiment import run_job
+    from fid_bench.jobs.experiment import run_job
 
     root = kaggle_folder(isolated / "gon")
     run_job(
@@ -139,7 +139,7 @@ def test_promote_and_alias_errors_are_one_line(kaggle_run, capsys) -> None:
 def test_a_study_promotes_its_refit_when_asked(compose_cfg) -> None:
     import mlflow
 
-    from fid_bench.search.study import run_study
+    from fid_bench.jobs.search.study import run_study
 
     run_study(
         compose_cfg("hparams_search=logreg", "hparams_search.n_trials=2", f"hparams_search.promote={MODEL}")
@@ -159,7 +159,7 @@ def test_a_study_promotes_its_refit_when_asked(compose_cfg) -> None:
 
 def test_bad_promote_key_fails_before_the_study(compose_cfg) -> None:
     from fid_bench.errors import FidBenchError
-    from fid_bench.search.study import check_search_config
+    from fid_bench.jobs.search.study import check_search_config
 
     with pytest.raises(FidBenchError, match="hparams_search.promote"):
         check_search_config(compose_cfg("hparams_search=logreg", "hparams_search.promote='a b'"))
@@ -191,7 +191,7 @@ def test_harness_experiments_open_on_a_flat_runs_view_with_headline_columns(comp
 
 
 def test_make_ui_prints_the_runs_link_of_each_experiment(compose_cfg, isolated: Path, capsys) -> None:
-    from fid_bench.commands import ui as ui_command
+    from fid_bench.commands import ui_command
     from fid_bench.tracking import ui
     from fid_bench.tracking.job_run import JobRunSpec, tracked_run
 

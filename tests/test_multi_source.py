@@ -125,7 +125,7 @@ def test_loso_held_out_score_drops_for_the_source_separable_only_by_a_shortcut(
     PNG, so only the format separates them. In distribution c looks easy; held out it must not."""
     import mlflow
 
-    from fid_bench.experiment import run_job
+    from fid_bench.jobs.experiment import run_job
 
     specs = [
         ("a", make_source(tmp_path / "a", 40, 0)),
@@ -161,7 +161,7 @@ def test_loso_held_out_score_drops_for_the_source_separable_only_by_a_shortcut(
 
 
 def test_loso_refuses_without_sources_and_with_fine_tuning(compose_cfg, tmp_path: Path) -> None:
-    from fid_bench.experiment import run_job
+    from fid_bench.jobs.experiment import run_job
 
     with pytest.raises(FidBenchError, match="at least 2 named sources"):
         run_job(compose_cfg("cv.leave_one_source_out=true", "model=spectrum", *FAST))
@@ -185,8 +185,8 @@ def test_augmentation_extracts_altered_copies_of_training_rows_only(
 ) -> None:
     from hydra.utils import instantiate
 
+    from fid_bench.contract import Job
     from fid_bench.data.splits import make_folds
-    from fid_bench.detector import Job
     from fid_bench.features import extract
 
     seen: list[tuple[str, list[str]]] = []
@@ -226,7 +226,7 @@ def test_augmentation_extracts_altered_copies_of_training_rows_only(
 
 
 def test_augment_settings_are_checked(compose_cfg) -> None:
-    from fid_bench.features.augment import parse_augment
+    from fid_bench.features.augmented import parse_augment
 
     for ops, message in (
         ("[{sharpen: [1, 2]}]", "unknown op 'sharpen'"),
@@ -250,10 +250,10 @@ def test_search_by_worst_held_out_source_never_sees_the_test_rows(
     import mlflow
     import optuna
 
-    from fid_bench.classical.detector import FeatureDetector
     from fid_bench.data.splits import make_folds
-    from fid_bench.experiment import load_samples
-    from fid_bench.search.study import run_study
+    from fid_bench.features_track.detector import FeatureDetector
+    from fid_bench.jobs.experiment import load_samples
+    from fid_bench.jobs.search.study import run_study
 
     calls: list[tuple[str, set[int]]] = []
     original = FeatureDetector.fit_predict

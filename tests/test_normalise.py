@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 from sklearn.linear_model import LogisticRegression
 
-from fid_bench.classical.detector import FeatureDetector
 from fid_bench.errors import FidBenchError
+from fid_bench.features_track.detector import FeatureDetector
 
 
 def steps(**kw) -> list[str]:
@@ -48,11 +48,11 @@ def test_the_configs_carry_the_measured_defaults(compose_cfg, clf: str, expected
 
 def test_auto_is_l2_for_one_learned_embedding_and_standard_otherwise(tmp_path) -> None:
     from fid_bench.backbones.timm import TimmBackbone
-    from fid_bench.classical.detector import auto_normalisation
     from fid_bench.features.aligned import AlignedEncoder
     from fid_bench.features.encoders import FrozenEncoder
     from fid_bench.features.onnx import OnnxEncoder
     from fid_bench.features.spectrum import SpectrumEncoder
+    from fid_bench.features_track.detector import auto_normalisation
 
     onnx = OnnxEncoder(path=str(tmp_path / "x.onnx"))
     assert auto_normalisation(onnx) == "l2"

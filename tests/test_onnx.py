@@ -254,7 +254,7 @@ def test_extraction_with_workers_fills_the_cache(tmp_path: Path, tiny: Path) -> 
 def test_a_job_and_its_pickled_predictor(compose_cfg, tiny: Path, tmp_path: Path) -> None:
     import mlflow
 
-    from fid_bench.experiment import run_job
+    from fid_bench.jobs.experiment import run_job
 
     cfg = compose_cfg(
         "model=onnx",

@@ -212,7 +212,7 @@ def test_paired_report_without_a_threshold_keeps_delong_and_operating_points() -
     with thresholds the report's rows are ``compare_scores``'s."""
     from types import SimpleNamespace
 
-    from fid_bench.tracking.paired import paired_report
+    from fid_bench.tracking.paired_runs import paired_report
 
     rng = np.random.default_rng(4)
     y = rng.integers(0, 2, 300)

@@ -12,8 +12,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from fid_bench.commands import compare as compare_command
-from fid_bench.commands import leaderboard as leaderboard_command
+from fid_bench.commands import compare_command, leaderboard_command
 from fid_bench.evaluation.paired import delong_test, holm
 
 # 200 labelled demo images: 40 test rows, enough for the tests to tell a weak detector apart (on the
@@ -34,7 +33,7 @@ def job(compose_cfg: Callable) -> Callable[..., str]:
     """Run one real job with these overrides; returns its run id."""
     import mlflow
 
-    from fid_bench.experiment import run_job
+    from fid_bench.jobs.experiment import run_job
 
     def ids() -> set[str]:
         client = mlflow.MlflowClient()

@@ -20,10 +20,10 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from fid_bench.commands.compare import main as compare_main
-from fid_bench.commands.ensemble import main as ensemble_main
-from fid_bench.commands.import_predictions import main as import_main
-from fid_bench.commands.leaderboard import main as leaderboard_main
+from fid_bench.commands.compare_command import main as compare_main
+from fid_bench.commands.ensemble_command import main as ensemble_main
+from fid_bench.commands.import_predictions_command import main as import_main
+from fid_bench.commands.leaderboard_command import main as leaderboard_main
 
 
 @pytest.fixture(autouse=True)
@@ -50,7 +50,7 @@ def _data(root: Path, n: int = 24) -> Path:
 def _job(compose_cfg, root: Path, classifier: str) -> str:
     import mlflow
 
-    from fid_bench.experiment import run_job
+    from fid_bench.jobs.experiment import run_job
 
     before = {r.info.run_id for r in mlflow.search_runs(search_all_experiments=True, output_format="list")}
     cfg = compose_cfg(

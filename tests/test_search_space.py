@@ -7,7 +7,7 @@ import pytest
 from omegaconf import OmegaConf
 
 from fid_bench.errors import FidBenchError
-from fid_bench.search.space import apply_params, parse_param, parse_space
+from fid_bench.jobs.search.space import apply_params, parse_param, parse_space
 
 CLASSICAL_SPACES = ["logreg", "knn", "rf", "gboost", "lightgbm"]
 

@@ -56,7 +56,7 @@ def _artifacts(run_id: str, path: str | None = None) -> set[str]:
 def test_study_logs_parent_trials_refit_and_resumes(compose_cfg, isolated):
     import optuna
 
-    from fid_bench.search.study import run_study
+    from fid_bench.jobs.search.study import run_study
 
     cfg = compose_cfg("model=spectrum", "hparams_search=logreg", "hparams_search.n_trials=3")
     best = run_study(cfg)
@@ -121,10 +121,10 @@ def test_study_logs_parent_trials_refit_and_resumes(compose_cfg, isolated):
 
 
 def test_trials_score_validation_rows_and_only_the_refit_sees_test_rows(compose_cfg, monkeypatch):
-    from fid_bench.classical.detector import FeatureDetector
     from fid_bench.data.splits import make_folds
-    from fid_bench.experiment import load_samples
-    from fid_bench.search.study import run_study
+    from fid_bench.features_track.detector import FeatureDetector
+    from fid_bench.jobs.experiment import load_samples
+    from fid_bench.jobs.search.study import run_study
 
     calls: list[tuple[set[int], set[int], set[int]]] = []
     original = FeatureDetector.fit_predict
@@ -157,7 +157,7 @@ def test_trials_score_validation_rows_and_only_the_refit_sees_test_rows(compose_
 def test_crashing_trials_are_failed_and_the_study_continues(compose_cfg):
     import optuna
 
-    from fid_bench.search.study import run_study
+    from fid_bench.jobs.search.study import run_study
 
     cfg = compose_cfg(
         "model=spectrum",
@@ -199,7 +199,7 @@ def test_crashing_trials_are_failed_and_the_study_continues(compose_cfg):
 
 
 def test_max_trials_caps_the_study_over_all_processes(compose_cfg):
-    from fid_bench.search.study import run_study
+    from fid_bench.jobs.search.study import run_study
 
     cfg = compose_cfg(
         "model=spectrum",
@@ -231,7 +231,7 @@ def test_max_trials_caps_the_study_over_all_processes(compose_cfg):
     ],
 )
 def test_bad_search_config_is_a_one_line_error(compose_cfg, overrides, fragment):
-    from fid_bench.search.study import run_study
+    from fid_bench.jobs.search.study import run_study
 
     with pytest.raises(FidBenchError) as err:
         run_study(compose_cfg("model=spectrum", *overrides))
@@ -243,7 +243,7 @@ def test_bad_search_config_is_a_one_line_error(compose_cfg, overrides, fragment)
 def test_resuming_with_the_other_direction_is_refused(compose_cfg):
     import optuna
 
-    from fid_bench.search.study import run_study
+    from fid_bench.jobs.search.study import run_study
 
     optuna.create_study(storage="sqlite:///mlruns/optuna.db", study_name="s1", direction="minimize")
     cfg = compose_cfg("model=spectrum", "hparams_search=logreg", "hparams_search.study_name=s1")
@@ -255,7 +255,7 @@ def test_resuming_with_the_other_direction_is_refused(compose_cfg):
 def test_refit_claim_is_granted_once_and_released_after_a_failure(tmp_path):
     import optuna
 
-    from fid_bench.search.study import claim_refit, release_refit
+    from fid_bench.jobs.search.study import claim_refit, release_refit
 
     storage = optuna.storages.RDBStorage(f"sqlite:///{tmp_path / 'o.db'}")
     assert claim_refit(storage, "s", 3) is True
@@ -266,7 +266,7 @@ def test_refit_claim_is_granted_once_and_released_after_a_failure(tmp_path):
 
 
 def test_storage_urls(tmp_path):
-    from fid_bench.search.storage import display_url, resolve_storage_url
+    from fid_bench.jobs.search.storage import display_url, resolve_storage_url
 
     assert (
         resolve_storage_url("sqlite:///mlruns/optuna.db", tmp_path)
@@ -296,7 +296,7 @@ def test_two_workers_started_together_share_one_study_and_one_parent_run(compose
 
     import optuna
 
-    from fid_bench.search.study import run_study
+    from fid_bench.jobs.search.study import run_study
 
     cfg = compose_cfg("model=spectrum", "hparams_search=logreg", "hparams_search.n_trials=2")
     errors: list[BaseException] = []
@@ -359,7 +359,7 @@ def test_finetune_study_prunes_poor_trials(compose_cfg, isolated):
     """Real fine-tuning trials on tiny demo images: per-epoch ROC-AUC reaches the pruner."""
     import optuna
 
-    from fid_bench.search.study import run_study
+    from fid_bench.jobs.search.study import run_study
 
     cfg = compose_cfg(
         "hparams_search=finetune",

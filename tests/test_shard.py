@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 
 from fid_bench.errors import FidBenchError
-from fid_bench.experiment import run_job
 from fid_bench.features.shard import shard_of
-from fid_bench.job_spec import shard_of_config
+from fid_bench.jobs.experiment import run_job
+from fid_bench.jobs.job_spec import shard_of_config
 
 
 def test_shards_partition_by_content() -> None:

@@ -19,7 +19,7 @@ PACKAGE = REPO / "fid_bench"
 FOUNDATIONS = (
     "fid_bench.errors",
     "fid_bench.markdown",
-    "fid_bench.evaluation.registry",
+    "fid_bench.evaluation.metric_registry",
     "fid_bench.tracking.kinds",
 )
 
@@ -61,9 +61,9 @@ GRAPH = {name: _first_party(name) for name in MODULES}
 
 def test_the_graph_is_read() -> None:
     # a guard for the reader itself: known arrows are seen, including lazy ones
-    assert "fid_bench.commands.predict" in GRAPH["fid_bench.cli"]
+    assert "fid_bench.commands.predict_command" in GRAPH["fid_bench.cli"]
     assert "fid_bench.tracking.pyfunc" in GRAPH["fid_bench.predict"]  # imported inside a function
-    assert "fid_bench.evaluation.registry" in GRAPH["fid_bench.tracking.leaderboard"]
+    assert "fid_bench.evaluation.metric_registry" in GRAPH["fid_bench.tracking.leaderboard"]
 
 
 def test_nothing_imports_the_commands() -> None:
@@ -79,25 +79,20 @@ def test_nothing_imports_the_commands() -> None:
     ("package", "forbidden"),
     [
         # the data layer sits below everything but the foundations and the config
-        ("fid_bench.data", ("fid_bench.detector", "fid_bench.evaluation", "fid_bench.features",
+        ("fid_bench.data", ("fid_bench.contract", "fid_bench.evaluation", "fid_bench.features",
                             "fid_bench.backbones", "fid_bench.audit", "fid_bench.balance",
-                            "fid_bench.classical", "fid_bench.finetune", "fid_bench.tracking",
-                            "fid_bench.predict", "fid_bench.submission", "fid_bench.experiment", "fid_bench.job_spec",
-                            "fid_bench.search", "fid_bench.commands", "fid_bench.cli")),
+                            "fid_bench.features_track", "fid_bench.finetune", "fid_bench.tracking",
+                            "fid_bench.predict", "fid_bench.submission", "fid_bench.jobs", "fid_bench.commands", "fid_bench.cli")),
         # a backbone builds a network and its preprocessing; it knows nothing of the tracks above it
-        ("fid_bench.backbones", ("fid_bench.detector", "fid_bench.evaluation", "fid_bench.features",
-                                 "fid_bench.classical", "fid_bench.finetune", "fid_bench.tracking",
-                                 "fid_bench.audit", "fid_bench.predict", "fid_bench.experiment", "fid_bench.job_spec",
-                                 "fid_bench.search", "fid_bench.commands", "fid_bench.cli")),
-        ("fid_bench.audit", ("fid_bench.tracking", "fid_bench.predict", "fid_bench.experiment", "fid_bench.job_spec",
-                             "fid_bench.search", "fid_bench.commands", "fid_bench.cli")),
-        ("fid_bench.evaluation", ("fid_bench.audit", "fid_bench.tracking", "fid_bench.predict", "fid_bench.experiment", "fid_bench.job_spec",
-                                  "fid_bench.search", "fid_bench.commands", "fid_bench.cli")),
+        ("fid_bench.backbones", ("fid_bench.contract", "fid_bench.evaluation", "fid_bench.features",
+                                 "fid_bench.features_track", "fid_bench.finetune", "fid_bench.tracking",
+                                 "fid_bench.audit", "fid_bench.predict", "fid_bench.jobs", "fid_bench.commands", "fid_bench.cli")),
+        ("fid_bench.audit", ("fid_bench.tracking", "fid_bench.predict", "fid_bench.jobs", "fid_bench.commands", "fid_bench.cli")),
+        ("fid_bench.evaluation", ("fid_bench.audit", "fid_bench.tracking", "fid_bench.predict", "fid_bench.jobs", "fid_bench.commands", "fid_bench.cli")),
         # run queries and logging never reach up into inference, jobs, searches or commands
-        ("fid_bench.tracking", ("fid_bench.predict", "fid_bench.submission", "fid_bench.experiment", "fid_bench.job_spec",
-                                "fid_bench.search", "fid_bench.commands", "fid_bench.cli")),
-        ("fid_bench.predict", ("fid_bench.experiment", "fid_bench.job_spec", "fid_bench.search", "fid_bench.commands")),
-        ("fid_bench.submission", ("fid_bench.tracking", "fid_bench.experiment", "fid_bench.job_spec", "fid_bench.commands")),
+        ("fid_bench.tracking", ("fid_bench.predict", "fid_bench.submission", "fid_bench.jobs", "fid_bench.commands", "fid_bench.cli")),
+        ("fid_bench.predict", ("fid_bench.jobs", "fid_bench.commands")),
+        ("fid_bench.submission", ("fid_bench.tracking", "fid_bench.jobs", "fid_bench.commands")),
     ],
 )  # fmt: skip
 def test_no_arrow_runs_back_up(package: str, forbidden: tuple[str, ...]) -> None:

@@ -19,12 +19,12 @@ from omegaconf import OmegaConf
 from fid_bench.data.samples import SAMPLE_COLUMNS, SKIP_COLUMNS, Samples
 from fid_bench.errors import PARTLY_FAILED_EXIT, FidBenchError
 from fid_bench.tracking import run_tags
-from fid_bench.tracking.callbacks import ORPHAN_ERROR, ParentRunCallback
 from fid_bench.tracking.job_run import JobRunSpec, tracked_run
 from fid_bench.tracking.logged_scores import log_scores
 from fid_bench.tracking.logged_values import flatten_config
 from fid_bench.tracking.store import ensure_experiment, open_experiment, resolve_tracking_uri
 from fid_bench.tracking.sweep_files import PARENT_RUN_FILE
+from fid_bench.tracking.sweep_parent import ORPHAN_ERROR, ParentRunCallback
 from tests.conftest import CONF_DIR, REPO
 from tests.tracking_support import BrightnessPredictor, grey_image, install_store, make_template_store
 

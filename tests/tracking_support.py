@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from fid_bench.detector import Predictor
+from fid_bench.contract import Predictor
 
 
 class BrightnessPredictor(Predictor):

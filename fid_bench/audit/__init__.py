@@ -30,9 +30,9 @@ Modules, each owning one concern:
     scan        per-file work in chunks and worker processes, cached by content hash
 
 The package stands above ``fid_bench.data`` and ``fid_bench.evaluation``: it may import those and
-``fid_bench.errors``, never ``fid_bench.experiment`` or ``fid_bench.commands``. Only
-``fid_bench.experiment`` (the audit at the start of every run) and the ``fid-bench audit`` command
-(``fid_bench.commands.audit``) import it.
+``fid_bench.errors``, never ``fid_bench.jobs.experiment`` or ``fid_bench.commands``. Only
+``fid_bench.jobs.experiment`` (the audit at the start of every run) and the ``fid-bench audit`` command
+(``fid_bench.commands.audit_command``) import it.
 """
 
 from fid_bench.audit.core import (

@@ -1,6 +1,6 @@
 """Backbones: one network family per module, each building one network that carries its preprocessing.
 
-A backbone maps an ``N x 3 x H x W`` image batch to ``N x D`` features. The embedding track
+A backbone maps an ``N x 3 x H x W`` image batch to ``N x D`` features. The features track
 (``fid_bench.features``) freezes it and caches its features; the fine-tuning track
 (``fid_bench.finetune``) trains it under a binary head. Both build it from the same ``backbone:``
 node of a model YAML, so a new model family is one module here plus one ``conf/model/*.yaml``: the

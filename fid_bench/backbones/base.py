@@ -69,7 +69,7 @@ class Preprocessing:
     """How a decoded image becomes the network's input, declared once per built backbone.
 
     ``size`` is (height, width); ``mean``/``std`` normalise ``[0, 1]`` pixels per channel. The
-    embedding track applies all of it (the family's own eval transform); the fine-tuning track
+    features track applies all of it (the family's own eval transform); the fine-tuning track
     trains on ``side``-pixel squares (shorter side resized, centre crop) normalised by the same
     ``mean``/``std``.
     """

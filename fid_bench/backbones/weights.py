@@ -1,7 +1,7 @@
 """Pretrained-weight resolution shared by every family: the Hugging Face hub (through its local cache)
 or a local checkpoint, and the declaration of where a backbone's weights come from.
 
-One policy for every backbone the project builds, frozen (embedding track) or fine-tuned:
+One policy for every backbone the project builds, frozen (features track) or fine-tuned:
 
 * ``weights=/path/file`` wins: a local checkpoint (``.safetensors``, or a ``.pth``/``.pt``/``.bin``
   state dict, possibly nested under ``state_dict``/``model``/``state_dict_ema``/``model_ema`` and

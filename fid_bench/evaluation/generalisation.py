@@ -18,18 +18,18 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from fid_bench.contract import Predictor
 from fid_bench.data.decode import load_rgb
 from fid_bench.data.readers import read_samples
-from fid_bench.detector import Predictor
 from fid_bench.errors import FidBenchError
-from fid_bench.evaluation import registry
+from fid_bench.evaluation import metric_registry
 from fid_bench.evaluation.metrics import compute_metrics
 from fid_bench.evaluation.perturb import parse_perturbation
 
 log = logging.getLogger(__name__)
 
 # The metrics repeated under each prefix: the threshold-free ones plus F1 at the stored threshold.
-PREFIXED = registry.names(per_prefix=True)
+PREFIXED = metric_registry.names(per_prefix=True)
 
 
 def prefixed(prefix: str, metrics: dict[str, float]) -> dict[str, float]:

@@ -36,7 +36,7 @@ import numpy as np
 import pandas as pd
 
 from fid_bench.errors import FidBenchError
-from fid_bench.evaluation import registry
+from fid_bench.evaluation import metric_registry
 
 log = logging.getLogger(__name__)
 
@@ -50,8 +50,8 @@ CALIBRATION_BINS = 15
 
 #: keys of ``compute_metrics`` (besides ``n`` and ``positive_rate``); ``evaluate_scores`` reports them
 #: for the test rows
-CURVE_METRICS = registry.names(source=registry.CURVE)
-THRESHOLD_METRICS = registry.names(source=registry.AT_THRESHOLD)
+CURVE_METRICS = metric_registry.names(source=metric_registry.CURVE)
+THRESHOLD_METRICS = metric_registry.names(source=metric_registry.AT_THRESHOLD)
 
 
 def _as_arrays(y_true: Sequence[int] | np.ndarray, score: Sequence[float] | np.ndarray) -> tuple:

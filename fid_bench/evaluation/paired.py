@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from fid_bench.detector import CONTENT_HASH
+from fid_bench.contract import CONTENT_HASH
 from fid_bench.errors import FidBenchError
 from fid_bench.evaluation.uncertainty import bootstrap_distribution
 

@@ -3,7 +3,7 @@
 ``AlignedEncoder`` wraps any encoder of the ``Encoder`` contract: ``transform`` re-encodes the
 decoded image with ``data.decode.Alignment`` before the wrapped encoder's own preprocessing, and
 ``identity`` (the feature-cache key) adds the alignment's key, so aligned and unaligned features
-never mix. The embedding track builds its encoder from ``with_alignment(model.backbone, data.align)``,
+never mix. The features track builds its encoder from ``with_alignment(model.backbone, data.align)``,
 and its predictor keeps that config, so ``predict``, extra data sets and perturbations are aligned
 the same way as training.
 """

@@ -1,7 +1,7 @@
 """``model=concat``: several frozen encoders' features side by side (feature fusion).
 
 ``ConcatEncoder(members)`` holds encoders of the ``Encoder`` contract (``identity``,
-``transform``, ``encode``; e.g. CLIP and the spectrum features). The embedding track extracts each
+``transform``, ``encode``; e.g. CLIP and the spectrum features). The features track extracts each
 member through its *own* feature cache (``ConcatEncoder.extract``) and joins the columns, so fusing
 features already cached for single-encoder runs costs no extraction, and a member's cache is
 shared with every run that uses it. The classifier's ``StandardScaler`` (``scale: true`` in the

@@ -2,7 +2,7 @@
 PyTorch Lightning.
 
 ``detector.FinetuneDetector`` is what ``classifier=finetune`` builds. Nothing here imports torch or
-Lightning at package import time, so the embedding track never pays for them.
+Lightning at package import time, so the features track never pays for them.
 
 May import: ``features`` (weights), ``classical`` (balancing), ``evaluation``, ``data``, ``detector``
 and the foundations; never tracking, jobs or commands.

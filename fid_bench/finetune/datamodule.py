@@ -1,7 +1,7 @@
 """LightningDataModule over the core data layer: the samples table and one ``Fold`` of it.
 
 The rows are the ones the readers kept (same bad-input rules) and the positions are the ones
-``make_folds`` chose (same splits as the embedding track). Images go through ``square_uint8`` (the
+``make_folds`` chose (same splits as the features track). Images go through ``square_uint8`` (the
 deterministic preprocessing) and, for training only, ``Augment``. When ``decoded_cache`` allows it,
 every image of the fold is decoded once (``decoded.py``) and epochs read prepared pixels.
 

@@ -1,6 +1,6 @@
 """``classifier=finetune``: train ``model.backbone`` end to end with Lightning, score val and test rows.
 
-The job flow is the embedding track's (``experiment.run_job``): ``setup`` once, ``fit_predict`` per
+The job flow is the features track's (``experiment.run_job``): ``setup`` once, ``fit_predict`` per
 fold returning scores for ``fold.val`` and ``fold.test``, final metrics by the shared metrics module.
 Per-epoch metrics go to the job's run logger (``EpochMetrics``); the weights of the best validation
 ROC-AUC epoch (Lightning's ``ModelCheckpoint``) score the held-out rows and become the predictor.
@@ -28,8 +28,8 @@ import pandas as pd
 
 from fid_bench.backbones.base import Backbone
 from fid_bench.config import to_plain
+from fid_bench.contract import FINETUNE_TRACK, Detector, Job, Predictor, scores_frame
 from fid_bench.data.decode import parse_alignment
-from fid_bench.detector import FINETUNE_TRACK, Detector, Job, Predictor, scores_frame
 from fid_bench.errors import FidBenchError
 from fid_bench.evaluation.metrics import validation_threshold
 from fid_bench.finetune.augment import Augment

@@ -2,7 +2,7 @@
 
 The curves come from each run's ``predictions.csv`` artifact (``split == "test"`` rows); the table
 from the metrics each run logged. For exactly two runs, ``paired=PairedOptions()`` adds the paired
-report (``fid_bench.tracking.paired``: DeLong's test of the ROC-AUC difference and a paired bootstrap
+report (``fid_bench.tracking.paired_runs``: DeLong's test of the ROC-AUC difference and a paired bootstrap
 of F1, accuracy and TPR at a fixed FPR on the rows both runs scored, matched by id), written as
 ``<stem>_paired.csv`` and ``<stem>_paired.md``. Everything is written next to ``out_path`` (PNG, CSV,
 Markdown) and logged to MLflow under ``comparison/``:
@@ -30,11 +30,11 @@ import pandas as pd
 
 from fid_bench import markdown
 from fid_bench.errors import FidBenchError
-from fid_bench.evaluation import registry
+from fid_bench.evaluation import metric_registry
 from fid_bench.evaluation.plots import overlay_curves_png
 from fid_bench.tracking.kinds import RunKind
 from fid_bench.tracking.leaderboard import Query, leaderboard
-from fid_bench.tracking.paired import PairedReport, paired_report
+from fid_bench.tracking.paired_runs import PairedReport, paired_report
 from fid_bench.tracking.run_factory import start_run
 from fid_bench.tracking.run_queries import get_run, held_out_scores, make_client
 from fid_bench.tracking.run_queries import tracking_uri as resolve_uri
@@ -49,7 +49,7 @@ log = logging.getLogger(__name__)
 ARTIFACT_DIR = "comparison"
 COMPARED_TAG = "fid_bench.compared_runs"
 #: metric columns of the table, in this order, when any compared run logged them
-TABLE_METRICS = registry.names(tabulated=True)
+TABLE_METRICS = metric_registry.names(tabulated=True)
 #: tags written by the tracker that say what a run was (shown when present)
 TABLE_TAGS = ("model", "classifier", "balance")
 
@@ -268,7 +268,7 @@ def compare_children(
     returns None, with a log line, when there is nothing to compare or the comparison fails.
     """
     client = _client(tracking_uri)
-    ascending = registry.lower_is_better(metric) if lower_is_better is None else lower_is_better
+    ascending = metric_registry.lower_is_better(metric) if lower_is_better is None else lower_is_better
     try:
         boards = leaderboard(client, Query(metric=metric, top=0, parent=parent_run_id, ascending=ascending))
     except FidBenchError as err:

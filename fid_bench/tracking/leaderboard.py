@@ -5,7 +5,7 @@ out, runs are filtered by status and tags, sorted by one logged metric and shown
 that identify a job. Cross-validated metrics (``<m>`` with ``<m>_std``) show as "mean ± std".
 
 ``add_top_marks`` adds the ``~top`` column: the shown runs not significantly different in ROC-AUC
-from the top one on the same test rows (``fid_bench.tracking.paired.marks_against_top``: DeLong,
+from the top one on the same test rows (``fid_bench.tracking.paired_runs.marks_against_top``: DeLong,
 Holm-adjusted), with a footer naming the test; it reads the shown runs' ``predictions.csv``.
 
 Every board shows each run's test-row count (``n_test``). A run scored on fewer test rows than the
@@ -27,9 +27,9 @@ import pandas as pd
 
 from fid_bench import markdown
 from fid_bench.errors import FidBenchError
-from fid_bench.evaluation import registry
+from fid_bench.evaluation import metric_registry
 from fid_bench.tracking.kinds import KIND_TAG, SUMMARY_KINDS, UNRANKED_KINDS
-from fid_bench.tracking.paired import TopMarks, marks_against_top
+from fid_bench.tracking.paired_runs import TopMarks, marks_against_top
 from fid_bench.tracking.run_queries import LeaderboardError, fetch_runs, get_run
 
 if TYPE_CHECKING:
@@ -38,7 +38,7 @@ if TYPE_CHECKING:
 
 PARENT_TAG = "mlflow.parentRunId"
 GROUP_COLUMNS = ["model", "classifier", "balance", "data"]
-KEY_METRICS = list(registry.headline())
+KEY_METRICS = list(metric_registry.headline())
 FORMATS = ("table", "markdown", "csv")
 STATUSES = ("FINISHED", "FAILED", "KILLED", "RUNNING", "SCHEDULED", "ALL")
 MISSING = "-"
@@ -57,8 +57,8 @@ class Query:
     ascending: bool | None = None  # None: the metric's direction in the registry (losses ascend)
 
     def is_ascending(self) -> bool:
-        """Smallest first? An explicit ``ascending`` wins over the metric registry."""
-        return registry.lower_is_better(self.metric) if self.ascending is None else self.ascending
+        """Smallest first? An explicit ``ascending`` wins over the metric metric_registry."""
+        return metric_registry.lower_is_better(self.metric) if self.ascending is None else self.ascending
 
 
 @dataclass

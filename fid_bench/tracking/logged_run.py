@@ -34,8 +34,8 @@ if TYPE_CHECKING:
     import pandas as pd
     from mlflow.tracking import MlflowClient
 
+    from fid_bench.contract import Predictor
     from fid_bench.data.samples import Samples
-    from fid_bench.detector import Predictor
     from fid_bench.tracking.lineage import DatasetPart
 
 log = logging.getLogger(__name__)

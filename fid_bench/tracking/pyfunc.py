@@ -28,7 +28,7 @@ import numpy as np
 import pandas as pd
 
 from fid_bench import __version__
-from fid_bench.detector import Predictor
+from fid_bench.contract import Predictor
 from fid_bench.errors import FidBenchError, first_line
 from fid_bench.tracking.kinds import MODEL_NAME
 from fid_bench.tracking.model_location import PREDICTOR_ARTIFACT, checked_predictor_file
@@ -50,6 +50,27 @@ _OPTIONAL_REQUIREMENTS = {
 }
 
 
+#: modules renamed since models were first logged: a pickle naming an old path loads from the new one
+RENAMED_MODULES = {
+    "fid_bench.detector": "fid_bench.contract",
+    "fid_bench.classical.detector": "fid_bench.features_track.detector",
+    "fid_bench.classical.pretrained": "fid_bench.features_track.pretrained",
+    "fid_bench.ensemble": "fid_bench.ensemble_scores",
+    "fid_bench.imported": "fid_bench.imported_scores",
+    "fid_bench.features.augment": "fid_bench.features.augmented",
+}
+
+
+class _RenamingUnpickler(pickle.Unpickler):
+    def find_class(self, module: str, name: str) -> Any:
+        return super().find_class(RENAMED_MODULES.get(module, module), name)
+
+
+def load_pickle(fh: Any) -> Any:
+    """``pickle.load`` that also reads predictors pickled before a module was renamed."""
+    return _RenamingUnpickler(fh).load()
+
+
 class PredictorModel(mlflow.pyfunc.PythonModel):
     """MLflow wrapper around a fid_bench ``Predictor`` (unpickled from the model's artifacts)."""
 
@@ -58,7 +79,7 @@ class PredictorModel(mlflow.pyfunc.PythonModel):
 
     def load_context(self, context: Any) -> None:
         with open(context.artifacts[PREDICTOR_ARTIFACT], "rb") as fh:
-            self.predictor = pickle.load(fh)
+            self.predictor = load_pickle(fh)
 
     # model_input must be annotated pd.DataFrame: MLflow reads predict's type hints, warns on other
     # hints and keeps the explicit signature logged with the model for this one
@@ -178,7 +199,7 @@ def load_predictor_folder(folder: Path, model_uri: str) -> Predictor:
     path = checked_predictor_file(folder, model_uri)
     try:
         with open(path, "rb") as fh:
-            predictor = pickle.load(fh)
+            predictor = load_pickle(fh)
     except Exception as err:  # noqa: BLE001 - a broken or foreign pickle is a one-line user error
         raise FidBenchError(f"cannot load the model {model_uri}: {first_line(err)}") from None
     # duck-typed like the rest of prediction: an unpickled dict or estimator would fail later, deep inside

@@ -1,7 +1,7 @@
 """``start_run``: the one place an MLflow run is started, whatever its kind.
 
 A job's run (``job_run.tracked_run``), a run made from scores (``scored_run``), a multirun's parent
-(``callbacks``), a study's parent (``fid_bench.search.study``) and a comparison (``compare``) all
+(``callbacks``), a study's parent (``fid_bench.jobs.search.study``) and a comparison (``compare``) all
 begin here, so every run gets its kind tag, its name and its parent the same way, and a store that
 refuses a run is one readable line.
 """

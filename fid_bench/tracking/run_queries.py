@@ -11,7 +11,7 @@ import os
 from typing import TYPE_CHECKING, Any
 
 from fid_bench.errors import FidBenchError, first_line
-from fid_bench.evaluation.registry import lower_is_better
+from fid_bench.evaluation.metric_registry import lower_is_better
 from fid_bench.tracking.kinds import KIND_TAG, MODEL_NAME, NO_MODEL_KINDS, UNRANKED_KINDS, no_model_reason
 from fid_bench.tracking.store import (
     DEFAULT_TRACKING_URI,

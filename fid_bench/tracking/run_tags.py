@@ -19,7 +19,7 @@ from omegaconf import DictConfig, OmegaConf
 
 import fid_bench
 from fid_bench import __version__
-from fid_bench.detector import FEATURES_TRACK, FINETUNE_TRACK, detector_track
+from fid_bench.contract import FEATURES_TRACK, FINETUNE_TRACK, detector_track
 from fid_bench.tracking.kinds import KIND_TAG, RunKind
 from fid_bench.tracking.logged_values import MAX_TAG_VAL_LENGTH, metric_value, truncate
 
@@ -130,10 +130,10 @@ def run_name_of(tags: Mapping[str, str], kind: str = "job") -> str:
 
 def headline_note(metrics: Mapping[str, Any]) -> str:
     """The run's description: its headline metrics to 4 decimals, ROC-AUC with its interval."""
-    from fid_bench.evaluation import registry
+    from fid_bench.evaluation import metric_registry
 
     parts = []
-    for name in (*registry.headline(), "tpr_at_fpr_5pct", "threshold"):
+    for name in (*metric_registry.headline(), "tpr_at_fpr_5pct", "threshold"):
         value = metric_value(metrics.get(name))
         if value is None or math.isnan(value):
             continue

@@ -12,7 +12,7 @@ So experiments the harness creates carry:
   headline metrics, the group choices, Dataset, Source and Models as columns.
 
 ``runs_url`` is the link that opens both; ``make ui`` prints it for every experiment of the store
-(``python -m fid_bench.commands.ui``).
+(``python -m fid_bench.commands.ui_command``).
 """
 
 from __future__ import annotations

@@ -26,14 +26,14 @@ import numpy as np
 import pandas as pd
 
 from fid_bench.backbones import onnx_files
-from fid_bench.classical.detector import FeaturePredictor, extract_unique
 from fid_bench.config import to_plain
+from fid_bench.contract import FEATURES_TRACK, Detector, Job, scores_frame
 from fid_bench.data.samples import LABELLED_SPLITS
-from fid_bench.detector import FEATURES_TRACK, Detector, Job, scores_frame
 from fid_bench.errors import FidBenchError
 from fid_bench.evaluation.metrics import validation_threshold
 from fid_bench.features.aligned import with_alignment
 from fid_bench.features.encoders import build_encoder
+from fid_bench.features_track.detector import FeaturePredictor, extract_unique
 
 if TYPE_CHECKING:
     from fid_bench.data.splits import Fold

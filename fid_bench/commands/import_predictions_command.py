@@ -5,7 +5,7 @@
 
 The file has ``id,score`` and optionally ``label``; the rows it is aligned with are those of an
 existing run (``--like``) or of the data set the overrides configure, split as a job splits it.
-The library is ``fid_bench.import_run``.
+The library is ``fid_bench.jobs.imported``.
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ DESCRIPTION = (
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    """The options of ``fid-bench import-predictions`` (also ``python -m fid_bench.commands.import_predictions``)."""
+    """The options of ``fid-bench import-predictions`` (also ``python -m fid_bench.commands.import_predictions_command``)."""
     p.add_argument(
         "file", type=Path, metavar="FILE.csv", help="id,score[,label]; score = probability of 'generated'"
     )
@@ -72,8 +72,8 @@ def check_arguments(args: argparse.Namespace) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """The command for parsed ``args``; its exit code."""
-    from fid_bench.import_run import MISSING_IDS, config_reference, log_import, run_reference
-    from fid_bench.imported import read_predictions_csv
+    from fid_bench.imported_scores import read_predictions_csv
+    from fid_bench.jobs.imported import MISSING_IDS, config_reference, log_import, run_reference
     from fid_bench.tracking.run_queries import get_run, make_client, rank_runs, tracking_uri
 
     check_arguments(args)
@@ -113,7 +113,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m fid_bench.commands.import_predictions``; returns the exit code (2 for bad arguments, 1 for other errors)."""
+    """``python -m fid_bench.commands.import_predictions_command``; returns the exit code (2 for bad arguments, 1 for other errors)."""
     return run_standalone(PROG, DESCRIPTION, add_arguments, argv)
 
 

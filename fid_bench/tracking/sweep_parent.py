@@ -22,7 +22,7 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
 from fid_bench.errors import PARTLY_FAILED_EXIT, FidBenchError, failures_report, first_line, one_line
-from fid_bench.evaluation import registry
+from fid_bench.evaluation import metric_registry
 from fid_bench.tracking import sweep_report
 from fid_bench.tracking.compare import compare_children
 from fid_bench.tracking.kinds import RunKind
@@ -89,12 +89,12 @@ def child_runs(client: MlflowClient, parent_id: str) -> list[Run]:
 
 
 def _direction(config: DictConfig, metric: str) -> str:
-    """The sweeper's direction when it declares one, else the metric's direction in the registry."""
+    """The sweeper's direction when it declares one, else the metric's direction in the metric_registry."""
     direction = OmegaConf.select(config, "hydra.sweeper.direction", default=None)
     if direction is not None and not isinstance(direction, str):  # multi-objective: the first objective
         direction = str(list(direction)[0]) if direction else None
     if not direction:
-        return registry.direction(metric)
+        return metric_registry.direction(metric)
     return "minimize" if direction.lower().startswith("min") else "maximize"
 
 

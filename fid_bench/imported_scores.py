@@ -128,7 +128,7 @@ def align_predictions(
     ``fold`` and ``sha1``; its ids must be unique per split. The result has ``SCORE_COLUMNS`` (and
     ``sha1`` when the reference has it) in the reference's order, for the rows the file scores.
     """
-    from fid_bench.detector import score_columns
+    from fid_bench.contract import score_columns
 
     if missing not in ("report", "error"):
         raise FidBenchError(f"missing must be 'report' or 'error', got {missing!r}")

@@ -23,8 +23,8 @@ from fid_bench.tracking.job_run import JobRunSpec
 
 if TYPE_CHECKING:
     from fid_bench.balance import BalanceStrategy
+    from fid_bench.contract import Detector, Job, RunLogger
     from fid_bench.data.samples import Samples
-    from fid_bench.detector import Detector, Job, RunLogger
     from fid_bench.features.shard import Shard
 
 
@@ -104,7 +104,7 @@ class JobSpec:
 
     def job(self, samples: Samples, *, output_dir: Path, logger: RunLogger | None = None) -> Job:
         """The ``Job`` the detector sees: these samples, the spec's balance and cache, ``output_dir``."""
-        from fid_bench.detector import Job, NullLogger
+        from fid_bench.contract import Job, NullLogger
 
         return Job(
             samples=samples,

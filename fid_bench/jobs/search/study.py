@@ -28,13 +28,18 @@ from typing import TYPE_CHECKING, Any
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from fid_bench.errors import FidBenchError, PartlyFailed, failures_report, first_line
-from fid_bench.evaluation import registry
-from fid_bench.experiment import load_samples, output_dir, run_job
-from fid_bench.job_spec import JobSpec
-from fid_bench.search.report import ProgressCallback, log_parent_metrics, set_parent_tags, summarize
-from fid_bench.search.space import Param, apply_params, parse_space
-from fid_bench.search.storage import display_url, open_storage, resolve_storage_url
-from fid_bench.search.trial_logger import TrialLogger, pruned_in_chain
+from fid_bench.evaluation import metric_registry
+from fid_bench.jobs.experiment import load_samples, output_dir, run_job
+from fid_bench.jobs.job_spec import JobSpec
+from fid_bench.jobs.search.space import Param, apply_params, parse_space
+from fid_bench.jobs.search.storage import display_url, open_storage, resolve_storage_url
+from fid_bench.jobs.search.study_report import (
+    ProgressCallback,
+    log_parent_metrics,
+    set_parent_tags,
+    summarize,
+)
+from fid_bench.jobs.search.trial_logger import TrialLogger, pruned_in_chain
 from fid_bench.tracking.kinds import KIND_TAG, RunKind
 from fid_bench.tracking.run_factory import start_run
 from fid_bench.tracking.run_tags import common_tags, group_names, run_name_of
@@ -85,7 +90,7 @@ def check_search_config(cfg: DictConfig) -> DictConfig:
     ):
         raise FidBenchError(f"hparams_search.timeout must be positive seconds or null, got {timeout!r}")
     if hs.get("promote"):
-        from fid_bench.tracking.registry import check_name
+        from fid_bench.tracking.model_registry import check_name
 
         check_name(str(hs.promote), "hparams_search.promote")
         if not hs.get("refit", True):
@@ -153,7 +158,7 @@ def make_pruner(hs: DictConfig) -> optuna.pruners.BasePruner:
 def objective_direction(hs: DictConfig) -> str:
     """``hparams_search.direction``, or the metric's direction from the registry when it is null."""
     explicit = hs.get("direction")
-    return str(explicit) if explicit is not None else registry.direction(str(hs.metric))
+    return str(explicit) if explicit is not None else metric_registry.direction(str(hs.metric))
 
 
 def open_study(cfg: DictConfig, storage: Any, study_name: str) -> tuple[optuna.Study, bool]:
@@ -442,8 +447,8 @@ def refit_best(
 
 def promote_refit(client: MlflowClient, run_id: str, name: str, parent_run_id: str) -> None:
     """``hparams_search.promote=NAME``: the refit's model becomes NAME's champion version."""
-    from fid_bench.search.report import set_parent_tags
-    from fid_bench.tracking.registry import promote_run
+    from fid_bench.jobs.search.study_report import set_parent_tags
+    from fid_bench.tracking.model_registry import promote_run
 
     promotion = promote_run(client, client.get_run(run_id), name)
     set_parent_tags(client, parent_run_id, {"promoted": f"{promotion.name}/{promotion.version}"})

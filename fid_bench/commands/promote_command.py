@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 
 from fid_bench.commands.common import add_tracking_uri
-from fid_bench.tracking.registry import DEFAULT_ALIAS, check_name, promote_run
+from fid_bench.tracking.model_registry import DEFAULT_ALIAS, check_name, promote_run
 from fid_bench.tracking.run_queries import make_client, resolve_run, tracking_uri
 
 NAME = "promote"

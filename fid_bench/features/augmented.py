@@ -1,4 +1,4 @@
-"""Train-time augmentation for the embedding track (``features.augment``): K altered copies of each
+"""Train-time augmentation for the features track (``features.augment``): K altered copies of each
 training image, each extracted once and cached like any features.
 
 ``features.augment.ops`` lists the alterations applied in order, each with the range its strength is
@@ -30,7 +30,7 @@ from fid_bench.features.encoders import Encoder, as_encoder
 if TYPE_CHECKING:
     from PIL import Image
 
-AUGMENTED_TARGET = "fid_bench.features.augment.AugmentedEncoder"
+AUGMENTED_TARGET = "fid_bench.features.augmented.AugmentedEncoder"
 OPS = ("jpeg", "blur", "resize")
 VERSION = 1
 

@@ -26,7 +26,7 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-from fid_bench.detector import CONTENT_HASH, Predictor
+from fid_bench.contract import CONTENT_HASH, Predictor
 from fid_bench.errors import FidBenchError
 from fid_bench.evaluation.paired import differing_content, require_content_hashes
 
@@ -225,7 +225,7 @@ def ensemble_scores(
 
     The combiner is fitted on the shared validation rows; test rows are only transformed.
     """
-    from fid_bench.detector import score_columns
+    from fid_bench.contract import score_columns
 
     matrix = member_matrix(frames)
     names = list(frames)

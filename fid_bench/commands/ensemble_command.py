@@ -3,7 +3,7 @@
     fid-bench ensemble RUN_ID RUN_ID --method stack --experiment cifake
     fid-bench ensemble best RUN_ID --method mean --name clip+spectrum
 
-The library is ``fid_bench.ensemble_run`` (members, scores, the logged run and its model).
+The library is ``fid_bench.jobs.ensemble`` (members, scores, the logged run and its model).
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import sys
 from collections.abc import Sequence
 
 from fid_bench.commands.common import add_tracking_uri, run_standalone
-from fid_bench.ensemble import METHODS
+from fid_bench.ensemble_scores import METHODS
 from fid_bench.errors import UsageError
 
 NAME = "ensemble"
@@ -28,7 +28,7 @@ DESCRIPTION = (
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    """The options of ``fid-bench ensemble`` (also ``python -m fid_bench.commands.ensemble``)."""
+    """The options of ``fid-bench ensemble`` (also ``python -m fid_bench.commands.ensemble_command``)."""
     p.add_argument(
         "runs",
         nargs="+",
@@ -49,7 +49,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """The command for parsed ``args``; its exit code."""
-    from fid_bench.ensemble_run import log_ensemble
+    from fid_bench.jobs.ensemble import log_ensemble
     from fid_bench.tracking.run_queries import make_client, resolve_run, tracking_uri
 
     if len(args.runs) < 2:
@@ -77,7 +77,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m fid_bench.commands.ensemble``; returns the exit code (2 for bad arguments, 1 for other errors)."""
+    """``python -m fid_bench.commands.ensemble_command``; returns the exit code (2 for bad arguments, 1 for other errors)."""
     return run_standalone(PROG, DESCRIPTION, add_arguments, argv)
 
 

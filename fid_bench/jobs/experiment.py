@@ -16,16 +16,16 @@ from omegaconf import DictConfig
 from tqdm.auto import tqdm
 
 from fid_bench.audit import SKIP_WARNING, audit_samples, audit_sources
+from fid_bench.contract import Detector, Job
 from fid_bench.data.readers import read_samples
 from fid_bench.data.splits import leave_one_group_out, leave_one_source_out, make_folds
-from fid_bench.detector import Detector, Job
 from fid_bench.errors import FidBenchError
 from fid_bench.evaluation import generalisation, loso
 from fid_bench.evaluation.generalisation import prefixed
 from fid_bench.evaluation.held_out import HeldOutSettings, held_out_metrics
 from fid_bench.evaluation.metrics import aggregate_folds, evaluate_scores
 from fid_bench.features.shard import extract_shard
-from fid_bench.job_spec import FoldPlan, JobSpec
+from fid_bench.jobs.job_spec import FoldPlan, JobSpec
 from fid_bench.tracking.job_run import tracked_run
 from fid_bench.tracking.lineage import DatasetPart, data_source, fold_parts
 from fid_bench.tracking.logged_run import TrackedRun
@@ -35,9 +35,9 @@ from fid_bench.tracking.sweep_report import log_sweep_report
 from fid_bench.tracking.ui import NOTE_TAG
 
 if TYPE_CHECKING:
+    from fid_bench.contract import Predictor, RunLogger
     from fid_bench.data.samples import Samples
     from fid_bench.data.splits import Fold
-    from fid_bench.detector import Predictor, RunLogger
     from fid_bench.evaluation.generalisation import ExtraSet
     from fid_bench.features.shard import Shard
 
@@ -109,7 +109,7 @@ def run_source_folds(
     if not getattr(detector, "supports_source_folds", True):
         raise FidBenchError(
             f"cv.leave_one_source_out is not supported by classifier={detector.name}; "
-            "use the embedding track (e.g. classifier=logreg with a frozen model)"
+            "use the features track (e.g. classifier=logreg with a frozen model)"
         )
     per_source: dict[str, dict[str, float]] = {}
     tests: dict[str, pd.DataFrame] = {}
@@ -252,7 +252,7 @@ def run_experiment(
 ) -> dict[str, float]:
     """Fit and score the spec's detector on every fold of ``samples``, logged to ``run``; the metrics.
 
-    The keywords serve hyperparameter search (``fid_bench.search``); the defaults are a plain job.
+    The keywords serve hyperparameter search (``fid_bench.jobs.search``); the defaults are a plain job.
     ``holdout="val"`` scores the validation rows in place of the test rows, which are never
     predicted, logs the metrics with a ``val_`` prefix and skips predictions and plots;
     ``on_run`` turns the run into the logger the detector sees (e.g. to watch per-epoch metrics);

@@ -8,7 +8,7 @@ Writes ``compare.png`` plus the metric table (``compare.csv``, ``compare.md``) i
 ``--out`` (by default a new folder under the local store's ``comparisons/``, or a temporary one:
 never the working directory) and logs them to MLflow
 (see ``fid_bench.tracking.compare`` for which run receives them). Exactly two runs also get the
-paired report (``fid_bench.tracking.paired``): A minus B on the test rows both scored, ROC-AUC by
+paired report (``fid_bench.tracking.paired_runs``): A minus B on the test rows both scored, ROC-AUC by
 DeLong's test, F1/accuracy/TPR@FPR by a paired bootstrap (``<stem>_paired.csv`` and ``.md``).
 """
 
@@ -51,7 +51,7 @@ def _count_arg(text: str) -> int:
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    """The options of ``fid-bench compare`` (also ``python -m fid_bench.commands.compare``)."""
+    """The options of ``fid-bench compare`` (also ``python -m fid_bench.commands.compare_command``)."""
     p.add_argument("run_ids", nargs="*", metavar="RUN_ID", help="runs to compare (at least one)")
     p.add_argument(
         "--top", type=int, metavar="N", help="compare the N best finished runs by --metric instead"
@@ -154,7 +154,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m fid_bench.commands.compare``; returns the exit code (2 for bad arguments, 1 for other errors)."""
+    """``python -m fid_bench.commands.compare_command``; returns the exit code (2 for bad arguments, 1 for other errors)."""
     return run_standalone(PROG, DESCRIPTION, add_arguments, argv)
 
 

@@ -30,7 +30,7 @@ if TYPE_CHECKING:
     from fid_bench.data.samples import Samples
     from fid_bench.data.splits import Fold
 
-#: the tracks of the benchmark as the ``track`` run tag names them: frozen features (embedding track)
+#: the tracks of the benchmark as the ``track`` run tag names them: frozen features
 #: and end-to-end fine-tuning; a detector class may declare another
 FEATURES_TRACK = "features"
 FINETUNE_TRACK = "finetune"

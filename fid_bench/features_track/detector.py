@@ -33,14 +33,14 @@ from sklearn.base import BaseEstimator, ClassifierMixin, clone
 from fid_bench.backbones import layers as block_layers
 from fid_bench.backbones.weights import file_sha256
 from fid_bench.config import to_plain
+from fid_bench.contract import FEATURES_TRACK, Detector, Job, Predictor, scores_frame
 from fid_bench.data.decode import ImageDecodeError, check_image
 from fid_bench.data.samples import LABELLED_SPLITS
-from fid_bench.detector import FEATURES_TRACK, Detector, Job, Predictor, scores_frame
 from fid_bench.errors import FidBenchError, one_line
 from fid_bench.evaluation.metrics import validation_threshold
 from fid_bench.features import extract
 from fid_bench.features.aligned import with_alignment
-from fid_bench.features.augment import Augment, augmented_config, parse_augment
+from fid_bench.features.augmented import Augment, augmented_config, parse_augment
 from fid_bench.features.concat import CONCAT_TARGET, expand_members
 from fid_bench.features.encoders import build_encoder
 

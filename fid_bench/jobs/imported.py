@@ -7,7 +7,7 @@ The scores must be on the rows our runs are scored on, so the reference rows (``
 * ``config_reference``: a composed config, read and split exactly as a job splits it (same data,
   ``seed`` and fractions give the same validation and test rows).
 
-The file is aligned with them by id (``fid_bench.imported``: bad files are one line, missing ids
+The file is aligned with them by id (``fid_bench.imported_scores``: bad files are one line, missing ids
 counted and listed, never dropped silently). The threshold is chosen on the file's validation rows
 when it scores them, as a job chooses its own, else it is 0.5; the run says which. The run then logs
 what a job logs (``fid_bench.tracking.scored_run``), the import's counts as metrics and the missing
@@ -28,10 +28,10 @@ import numpy as np
 import pandas as pd
 
 from fid_bench.backbones.weights import file_sha256
-from fid_bench.detector import CONTENT_HASH
+from fid_bench.contract import CONTENT_HASH
 from fid_bench.errors import FidBenchError
 from fid_bench.evaluation.held_out import HeldOutSettings, threshold_and_source
-from fid_bench.imported import ImportReport, align_predictions, read_predictions_csv
+from fid_bench.imported_scores import ImportReport, align_predictions, read_predictions_csv
 from fid_bench.tracking.kinds import DATA_TAGS, RunKind
 from fid_bench.tracking.lineage import DatasetPart, copy_dataset_inputs, data_source, fold_parts
 from fid_bench.tracking.logged_scores import log_held_out
@@ -87,7 +87,7 @@ def config_reference(cfg: DictConfig, overrides: Sequence[str] = ()) -> Referenc
     from omegaconf import OmegaConf
 
     from fid_bench.data.readers import read_configured_samples
-    from fid_bench.experiment import make_job_folds
+    from fid_bench.jobs.experiment import make_job_folds
 
     samples = read_configured_samples(cfg)
     folds = make_job_folds(cfg, samples)

@@ -1,7 +1,7 @@
 """``fid-bench ensemble``: finished runs combined into a new run of kind ``ensemble``.
 
 Members are finished job or ensemble runs that logged a model. Their ``predictions.csv`` (validation
-and test rows) are combined by ``fid_bench.ensemble``: the combiner learns from the validation rows
+and test rows) are combined by ``fid_bench.ensemble_scores``: the combiner learns from the validation rows
 only, never from a test label. The threshold is chosen on the ensemble's validation scores as a job
 chooses its own, and the run logs what a job logs (``fid_bench.tracking.scored_run``: metrics with
 intervals, per-group metrics, plots, ``predictions.csv``), the members' dataset inputs, and an MLflow
@@ -19,7 +19,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from fid_bench.ensemble import EnsemblePredictor, ensemble_scores
+from fid_bench.ensemble_scores import EnsemblePredictor, ensemble_scores
 from fid_bench.errors import FidBenchError
 from fid_bench.evaluation.held_out import HeldOutSettings, threshold_and_source
 from fid_bench.predict import load_run_predictor

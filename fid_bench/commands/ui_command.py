@@ -1,4 +1,4 @@
-"""``python -m fid_bench.commands.ui``: where to click in the MLflow UI (``make ui`` prints it first).
+"""``python -m fid_bench.commands.ui_command``: where to click in the MLflow UI (``make ui`` prints it first).
 
 Prints, for every experiment of the store, the link that opens its runs table on the harness's saved
 view (``fid_bench.tracking.ui``); with ``--wait-pid`` only once the server answers. Nothing is
@@ -58,7 +58,7 @@ def wait_until_up(url: str, pid: int | None, timeout: float) -> str | None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """``make ui``: print where to click once the server answers (nothing is written to the store)."""
-    parser = argparse.ArgumentParser(prog="python -m fid_bench.commands.ui", description=main.__doc__)
+    parser = argparse.ArgumentParser(prog="python -m fid_bench.commands.ui_command", description=main.__doc__)
     parser.add_argument("--tracking-uri", default="sqlite:///mlruns/mlflow.db")
     parser.add_argument("--url", default="http://127.0.0.1:5000", help="where the UI listens")
     parser.add_argument("--wait-pid", type=int, help="the server's process: wait until it answers first")

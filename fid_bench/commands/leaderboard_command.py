@@ -1,4 +1,4 @@
-"""``fid-bench leaderboard`` (also ``python -m fid_bench.commands.leaderboard``): rank tracked runs."""
+"""``fid-bench leaderboard`` (also ``python -m fid_bench.commands.leaderboard_command``): rank tracked runs."""
 
 from __future__ import annotations
 
@@ -42,7 +42,7 @@ def _top_arg(text: str) -> int:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """The options of ``fid-bench leaderboard`` (also ``python -m fid_bench.commands.leaderboard``)."""
+    """The options of ``fid-bench leaderboard`` (also ``python -m fid_bench.commands.leaderboard_command``)."""
     parser.add_argument(
         "--experiment",
         "-e",
@@ -130,7 +130,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m fid_bench.commands.leaderboard``; returns the exit code (2 for bad arguments)."""
+    """``python -m fid_bench.commands.leaderboard_command``; returns the exit code (2 for bad arguments)."""
     return run_standalone(PROG, DESCRIPTION, add_arguments, argv)
 
 

@@ -44,7 +44,7 @@ DESCRIPTION = "Score images with the model logged in a run (either track) and wr
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    """The options of ``fid-bench predict`` (also ``python -m fid_bench.commands.predict``)."""
+    """The options of ``fid-bench predict`` (also ``python -m fid_bench.commands.predict_command``)."""
     model = p.add_mutually_exclusive_group(required=True)
     model.add_argument("--run", help="run id, or 'best': the best finished run of --experiment by --metric")
     model.add_argument(
@@ -191,7 +191,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m fid_bench.commands.predict``; returns the exit code (2 for bad arguments, 1 for other errors)."""
+    """``python -m fid_bench.commands.predict_command``; returns the exit code (2 for bad arguments, 1 for other errors)."""
     return run_standalone(PROG, DESCRIPTION, add_arguments, argv)
 
 
