@@ -224,10 +224,17 @@ class _Images:
     wrapped in a multi-line traceback, while the user needs one line naming the file.
     """
 
-    def __init__(self, paths: Sequence[str], sha1s: Sequence[str], transform: Any) -> None:
+    def __init__(
+        self,
+        paths: Sequence[str],
+        sha1s: Sequence[str],
+        transform: Any,
+        draft: tuple[int, int] | None = None,
+    ) -> None:
         self.paths = list(paths)
         self.sha1s = list(sha1s)
         self.transform = transform
+        self.draft = draft
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -250,7 +257,7 @@ class _Images:
                 ),
             )
         try:
-            img = load_rgb(path)
+            img = load_rgb(path, draft=self.draft)
         except ImageDecodeError as err:
             return i, None, f"{err} (during feature extraction)"
         try:
@@ -293,7 +300,8 @@ def _extract(
     _check_hub_revision(cache, encoder)
     cache.update_meta(encoder.describe())
     loader = DataLoader(
-        _Images(paths, sha1s, encoder.transform),
+        # an encoder that resizes down may let JPEGs decode at reduced scale (keyed in its identity)
+        _Images(paths, sha1s, encoder.transform, getattr(encoder, "draft_size", None)),
         batch_size=batch_size,
         shuffle=False,
         num_workers=num_workers,
