@@ -152,11 +152,16 @@ def with_uint8_input(
         inputs = [i for i in graph.input if i.name not in weights]
         if input_name:
             match = [i for i in inputs if i.name == input_name]
+            if not match:
+                raise FidBenchError(
+                    f"{Path(run_path).name}: no input {input_name!r}; it has {', '.join(i.name for i in inputs)}"
+                )
         else:
             match = [i for i in inputs if len(i.type.tensor_type.shape.dim) == 4]
         if len(match) != 1:
             raise FidBenchError(
-                f"{Path(run_path).name}: cannot tell the image input among {', '.join(i.name for i in inputs)}"
+                f"{Path(run_path).name}: cannot tell the image input among "
+                f"{', '.join(i.name for i in inputs)}; set model.input_name"
             )
         image = match[0]
         dims = list(image.type.tensor_type.shape.dim)
@@ -172,10 +177,18 @@ def with_uint8_input(
             numpy_helper.from_array(np.asarray(offset, dtype=np.float32), f"{prefix}/offset"),
         ]
         nodes = [
-            helper.make_node("Cast", [UINT8_INPUT], [f"{prefix}/float"], to=TensorProto.FLOAT, name=f"{prefix}/Cast"),
-            helper.make_node("Mul", [f"{prefix}/float", f"{prefix}/scale"], [f"{prefix}/scaled"], name=f"{prefix}/Mul"),
-            helper.make_node("Add", [f"{prefix}/scaled", f"{prefix}/offset"], [f"{prefix}/nhwc"], name=f"{prefix}/Add"),
-            helper.make_node("Transpose", [f"{prefix}/nhwc"], [image.name], perm=[0, 3, 1, 2], name=f"{prefix}/Transpose"),
+            helper.make_node(
+                "Cast", [UINT8_INPUT], [f"{prefix}/float"], to=TensorProto.FLOAT, name=f"{prefix}/Cast"
+            ),
+            helper.make_node(
+                "Mul", [f"{prefix}/float", f"{prefix}/scale"], [f"{prefix}/scaled"], name=f"{prefix}/Mul"
+            ),
+            helper.make_node(
+                "Add", [f"{prefix}/scaled", f"{prefix}/offset"], [f"{prefix}/nhwc"], name=f"{prefix}/Add"
+            ),
+            helper.make_node(
+                "Transpose", [f"{prefix}/nhwc"], [image.name], perm=[0, 3, 1, 2], name=f"{prefix}/Transpose"
+            ),
         ]
         kept = [i for i in graph.input if i.name != image.name]
         del graph.input[:]

@@ -75,8 +75,11 @@ def extract_features(
     ``n_cached`` (rows already cached), ``n_extracted`` (distinct images computed now),
     ``cache_hit_ratio`` (``n_cached / n_images``), ``images_per_s`` (``n_images / seconds``, the
     throughput of the whole call), ``extract_images_per_s`` (distinct images computed per second
-    of extraction, 0 when nothing was extracted), ``seconds``.
-    ``progress``: show a tqdm bar (None: only on a terminal).
+    of extraction, 0 when nothing was extracted), ``seconds``; and the throughput every run logs:
+    ``extract/seconds`` (decoding and encoding the images not cached, cache writes included: 0 when
+    every image was cached) and ``extract/images_per_s`` (distinct images computed per second of it).
+    ``progress``: show a progress bar with images/s on stderr (None: only when stderr is a terminal
+    and not under pytest).
     """
     t0 = time.perf_counter()
     if not isinstance(encoder, Encoder):
@@ -148,7 +151,17 @@ def extract_features(
         "images_per_s": len(sha1s) / seconds if seconds > 0 else 0.0,
         "extract_images_per_s": len(todo) / seconds_extracting if seconds_extracting > 0 else 0.0,
         "seconds": seconds,
+        "extract/seconds": seconds_extracting,
+        "extract/images_per_s": len(todo) / seconds_extracting if seconds_extracting > 0 else 0.0,
     }
+    if todo:
+        log.info(
+            "features: %d images extracted in %.1f s (%.1f images/s) with %s",
+            len(todo),
+            seconds_extracting,
+            stats["extract/images_per_s"],
+            encoder.short,
+        )
     return feats, stats
 
 
@@ -333,7 +346,7 @@ def _extract(
         total=len(paths),
         unit="img",
         desc=f"features {encoder.name}",
-        disable=(not sys.stderr.isatty()) if progress is None else not progress,
+        disable=not _show_progress(progress),
         leave=False,
         smoothing=0.1,
     )
@@ -363,6 +376,13 @@ def _extract(
         flush()
         bar.close()
         torch.set_num_threads(threads)
+
+
+def _show_progress(progress: bool | None) -> bool:
+    """The bar is drawn when asked, else only on a terminal and never under pytest (quiet logs)."""
+    if progress is not None:
+        return bool(progress)
+    return sys.stderr.isatty() and "PYTEST_CURRENT_TEST" not in os.environ
 
 
 def _check_hub_revision(cache: FeatureCache, encoder: Any) -> None:

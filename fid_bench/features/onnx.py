@@ -138,7 +138,9 @@ def preprocess_config(
         out.update(crops=crops, crop_mode=str(crop_mode), crop_seed=int(crop_seed))
     if draft:
         if resize == "native":
-            raise FidBenchError("model.draft needs a resize that scales down; resize=native keeps every pixel")
+            raise FidBenchError(
+                "model.draft needs a resize that scales down; resize=native keeps every pixel"
+            )
         out["draft"] = True
     return out
 
