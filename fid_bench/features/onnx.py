@@ -49,8 +49,8 @@ import numpy as np
 
 from fid_bench.backbones import layers as block_layers
 from fid_bench.backbones import onnx_files
-from fid_bench.backbones.onnx_graph import UINT8_INPUT
 from fid_bench.backbones.base import lib_version
+from fid_bench.backbones.onnx_graph import UINT8_INPUT
 from fid_bench.errors import FidBenchError, one_line
 from fid_bench.features.encoders import Encoder
 
