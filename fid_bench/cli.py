@@ -26,13 +26,24 @@ from fid_bench.commands import (  # noqa: E402
     leaderboard,
     predict,
     promote,
+    quantise_onnx,
     weights,
 )
 from fid_bench.commands.common import OneLineParser, Subcommands, run_handler  # noqa: E402
 
 PROG = "fid-bench"
 #: the commands with a parser of their own, in ``--help`` order (the audit is dispatched in ``main``)
-COMMANDS = (leaderboard, compare, predict, promote, ensemble, import_predictions, weights, export_onnx)
+COMMANDS = (
+    leaderboard,
+    compare,
+    predict,
+    promote,
+    ensemble,
+    import_predictions,
+    weights,
+    export_onnx,
+    quantise_onnx,
+)
 
 
 def _audit(commands: Subcommands) -> None:

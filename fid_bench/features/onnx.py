@@ -240,6 +240,8 @@ class OnnxEncoder(Encoder):
             ``extended``, ``all``); see docs/BENCHMARKS.md for the measurements behind the defaults.
         draft: decode JPEGs at a reduced scale (1/2 to 1/8) when the input size allows it
             (``draft_size``); changes the pixels slightly, so it is part of the identity when on.
+        quantise: ``dynamic`` or ``static``: run a checked int8 copy of the file
+            (``fid_bench.features.onnx_quantise``); its content hash joins the identity.
     """
 
     version = 1
@@ -271,6 +273,7 @@ class OnnxEncoder(Encoder):
         fuse_normalise: bool = True,
         graph_optimization: str = "all",
         draft: bool = False,
+        quantise: str | None = None,
     ) -> None:
         super().__init__()
         if file and not path:
@@ -299,6 +302,9 @@ class OnnxEncoder(Encoder):
                 f"model.graph_optimization must be one of {', '.join(GRAPH_OPTIMIZATION)}, got {graph_optimization!r}"
             )
         self.graph_optimization = str(graph_optimization)
+        if quantise not in (None, "dynamic", "static"):
+            raise FidBenchError(f"model.quantise must be null, dynamic or static, got {quantise!r}")
+        self.quantise = quantise
         if isinstance(expose, str):
             expose = [expose]
         self.expose = [str(e) for e in expose] if expose else None
@@ -374,7 +380,51 @@ class OnnxEncoder(Encoder):
             # only present with layers, so the identity of an encoder without them stays what it was
             **({"layers": self.layers, "pool": self.pools} if self.layers is not None else {}),
             **({"expose": self.expose} if self.expose else {}),
+            # only present when quantised: the int8 copy's own content (its calibration included)
+            **(
+                {"quantise": {"method": self.quantise, "sha256": self._quantised_sha256()}}
+                if self.quantise
+                else {}
+            ),
         }
+
+    def quantised_file(self) -> Path:
+        """Where the int8 copy of the file the session would run is cached (whether or not it is there)."""
+        from fid_bench.features.onnx_quantise import quantised_path
+
+        weights = self.weights_dir or onnx_files.default_weights_dir()
+        spec = json.dumps({"expose": self.expose}, sort_keys=True)
+        return quantised_path(self.file_sha256(), str(self.quantise), weights, spec)
+
+    def ensure_quantised(self) -> Path:
+        """The int8 copy: made now when dynamic and absent; refused when its check failed."""
+        from fid_bench.features import onnx_quantise as q
+
+        dest = self.quantised_file()
+        if not dest.is_file():
+            if self.quantise == "static":
+                raise FidBenchError(
+                    f"model.quantise=static: no calibrated int8 copy of {self.name} yet ({dest.name}); make and "
+                    f"check it with `fid-bench quantise-onnx model=... --method static --calibrate DIR`"
+                )
+            q.quantise(self.file_path(), dest, "dynamic", self.input_name)
+        report = q.read_report(dest)
+        if report and not report.get("passed"):
+            raise FidBenchError(
+                f"model.quantise={self.quantise}: the int8 copy of {self.name} was {q.summary(report)}"
+            )
+        if not report:
+            log.warning(
+                "onnx: the %s int8 copy of %s is not checked against fp32 yet (`fid-bench quantise-onnx`)",
+                self.quantise,
+                self.name,
+            )
+        return dest
+
+    def _quantised_sha256(self) -> str:
+        from fid_bench.backbones.weights import file_sha256
+
+        return file_sha256(self.ensure_quantised())
 
     # -- loading --------------------------------------------------------------------------------
     def chosen_providers(self) -> list[str]:
@@ -439,6 +489,17 @@ class OnnxEncoder(Encoder):
                     f"{path}: cannot read the graph for model.layers ({one_line(err, 200)})"
                 ) from None
             blocks = {"blocks": chosen, "names": names, "n_blocks": n_blocks}
+        if self.quantise:
+            if blocks:
+                raise FidBenchError(
+                    "model.quantise and model.layers cannot be combined yet: set one of them to null"
+                )
+            run_path = self.ensure_quantised()
+            from fid_bench.features.onnx_quantise import read_report
+
+            self._loaded_info.update(
+                quantised_file=str(run_path), quantise_checked=bool(read_report(run_path).get("passed"))
+            )
         if self.fuse_normalise:
             from fid_bench.backbones.onnx_graph import with_uint8_input
 
