@@ -45,6 +45,9 @@ log = logging.getLogger(__name__)
 CHUNK_SECONDS = 30.0
 #: default rows per cache chunk
 CHUNK_ROWS = 2048
+#: the main process's extraction time, by what it was doing: loading the encoder (and starting the
+#: workers), waiting for decoded batches, encoding, writing the cache
+PROFILE = ("load", "wait", "encode", "write")
 #: the cache folder under ``features.cache_dir``
 CACHE_SUBDIR = "features"
 
@@ -77,7 +80,10 @@ def extract_features(
     throughput of the whole call), ``extract_images_per_s`` (distinct images computed per second
     of extraction, 0 when nothing was extracted), ``seconds``; and the throughput every run logs:
     ``extract/seconds`` (decoding and encoding the images not cached, cache writes included: 0 when
-    every image was cached) and ``extract/images_per_s`` (distinct images computed per second of it).
+    every image was cached) and ``extract/images_per_s`` (distinct images computed per second of it),
+    with ``extract/{load,wait,encode,write}_seconds``: the main process's share of it loading the
+    encoder, waiting for the decode workers (decoding beyond what hides behind encoding), encoding
+    and writing the cache.
     ``progress``: show a progress bar with images/s on stderr (None: only when stderr is a terminal
     and not under pytest).
     """
@@ -108,6 +114,7 @@ def extract_features(
         raise FidBenchError(f"extract_features: {err}") from None
     n_unique = len(set(sha1s))
     seconds_extracting = 0.0
+    profile = dict.fromkeys(PROFILE, 0.0)
     if todo:
         resolved = _resolve_device(device)
         if resolved != encoder.device:
@@ -127,7 +134,7 @@ def extract_features(
         for p, s in zip(paths, sha1s, strict=True):
             first_path.setdefault(s, p)
         t1 = time.perf_counter()
-        _extract(
+        profile = _extract(
             encoder,
             [first_path[s] for s in todo],
             todo,
@@ -137,8 +144,10 @@ def extract_features(
             chunk_rows=int(chunk_rows),
             progress=progress,
         )
-        seconds_extracting = time.perf_counter() - t1
+        t2 = time.perf_counter()
         cache.consolidate()
+        profile["write"] += time.perf_counter() - t2
+        seconds_extracting = time.perf_counter() - t1
 
     feats = cache.get(sha1s)
     seconds = time.perf_counter() - t0
@@ -153,6 +162,8 @@ def extract_features(
         "seconds": seconds,
         "extract/seconds": seconds_extracting,
         "extract/images_per_s": len(todo) / seconds_extracting if seconds_extracting > 0 else 0.0,
+        # where the main process's extraction time went (sums to about extract/seconds)
+        **{f"extract/{k}_seconds": v for k, v in profile.items()},
     }
     if todo:
         log.info(
@@ -304,14 +315,18 @@ def _extract(
     num_workers: int,
     chunk_rows: int,
     progress: bool | None,
-) -> None:
+) -> dict[str, float]:
+    """Extract and cache ``paths``; returns the main process's time by ``PROFILE`` part."""
     import torch
     from torch.utils.data import DataLoader
     from tqdm.auto import tqdm
 
-    encoder.load()
-    _check_hub_revision(cache, encoder)
-    cache.update_meta(encoder.describe())
+    profile = dict.fromkeys(PROFILE, 0.0)
+    t0 = time.perf_counter()
+    # an encoder whose transform needs nothing loaded lets the workers start decoding while it loads
+    early = bool(getattr(encoder, "transform_before_load", False)) and num_workers > 0
+    if not early:
+        encoder.load()
     loader = DataLoader(
         # an encoder that resizes down may let JPEGs decode at reduced scale (keyed in its identity)
         _Images(paths, sha1s, encoder.transform, getattr(encoder, "draft_size", None)),
@@ -325,17 +340,25 @@ def _extract(
         multiprocessing_context=_worker_context() if num_workers > 0 else None,
         worker_init_fn=signals.quiet_worker,  # Ctrl-C/SIGTERM to the group: one line, not tracebacks
     )
+    batches = iter(loader)  # starts the workers (fork: before the session exists, so they never hold it)
+    if early:
+        encoder.load()
+    _check_hub_revision(cache, encoder)
+    cache.update_meta(encoder.describe())
+    profile["load"] = time.perf_counter() - t0
     pending_keys: list[str] = []
     pending: list[np.ndarray] = []
     last_flush = time.monotonic()
 
     def flush() -> None:
         nonlocal last_flush
+        t = time.perf_counter()
         if pending:
             cache.put(pending_keys, np.concatenate(pending))
             pending_keys.clear()
             pending.clear()
         last_flush = time.monotonic()
+        profile["write"] += time.perf_counter() - t
 
     # on the CPU the decode workers need cores too: intra-op threads competing with them for the
     # same cores spin-wait and can slow a forward pass several-fold
@@ -352,11 +375,19 @@ def _extract(
     )
     try:
         with torch.inference_mode():
-            for index, batch, errors in loader:
+            while True:
+                t = time.perf_counter()
+                item = next(batches, None)
+                profile["wait"] += time.perf_counter() - t
+                if item is None:
+                    break
+                index, batch, errors = item
                 if errors:
                     more = f" (and {len(errors) - 1} more in this batch)" if len(errors) > 1 else ""
                     raise FidBenchError(errors[0] + more)
+                t = time.perf_counter()
                 feats = np.asarray(encoder.encode(batch), dtype=np.float32)
+                profile["encode"] += time.perf_counter() - t
                 if feats.ndim != 2 or feats.shape[0] != len(index):
                     raise FidBenchError(
                         f"{encoder.short}: encode() returned shape {list(feats.shape)} for a batch of {len(index)}"
@@ -376,6 +407,7 @@ def _extract(
         flush()
         bar.close()
         torch.set_num_threads(threads)
+    return profile
 
 
 def _show_progress(progress: bool | None) -> bool:

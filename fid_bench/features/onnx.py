@@ -245,6 +245,8 @@ class OnnxEncoder(Encoder):
     """
 
     version = 1
+    #: ``transform`` needs only the config: extraction starts decoding while the session is created
+    transform_before_load = True
 
     def __init__(
         self,
