@@ -129,3 +129,23 @@ def test_extraction_reports_throughput_and_stays_quiet_under_tests(tmp_path: Pat
     assert "PYTEST_CURRENT_TEST" in os.environ
     assert extract_mod._show_progress(None) is False  # no bar in test logs unless asked
     assert extract_mod._show_progress(True) is True
+
+
+def test_cost_quality_plot_takes_speed_from_runs_that_extracted(tmp_path: Path) -> None:
+    import pandas as pd
+
+    from fid_bench.evaluation.plots import cost_quality_png
+
+    runs = pd.DataFrame(
+        {
+            "encoder": ["clip", "clip", "dino", "spectrum"],
+            "images_per_s": [25.0, 0.0, 9.0, 0.0],  # the second clip run found its features cached
+            "roc_auc": [0.95, 0.97, 0.96, 0.9],
+        }
+    )
+    drawn = cost_quality_png(runs, tmp_path / "frontier.png").set_index("encoder")
+    assert (tmp_path / "frontier.png").stat().st_size > 0
+    assert drawn.loc["clip", "roc_auc"] == 0.97 and drawn.loc["clip", "images_per_s"] == 25.0
+    assert "spectrum" not in drawn.index  # never timed: no point rather than a point at 0
+    with pytest.raises(FidBenchError, match="need columns"):
+        cost_quality_png(runs.drop(columns="roc_auc"), tmp_path / "x.png")
