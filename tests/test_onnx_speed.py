@@ -149,3 +149,47 @@ def test_cost_quality_plot_takes_speed_from_runs_that_extracted(tmp_path: Path) 
     assert "spectrum" not in drawn.index  # never timed: no point rather than a point at 0
     with pytest.raises(FidBenchError, match="need columns"):
         cost_quality_png(runs.drop(columns="roc_auc"), tmp_path / "x.png")
+
+
+def _check_set(folder: Path, n: int = 24, seed: int = 0) -> Path:
+    """real/ and fake/ PNGs the tiny graph tells apart (fakes are redder), with noise so it is not perfect."""
+    rng = np.random.default_rng(seed)
+    for label in ("real", "fake"):
+        (folder / label).mkdir(parents=True)
+        for i in range(n // 2):
+            arr = rng.integers(0, 256, (8, 8, 3)).astype(np.int16)
+            if label == "fake":
+                arr[..., 0] += 40
+            Image.fromarray(np.clip(arr, 0, 255).astype(np.uint8)).save(folder / label / f"{i}.png")
+    return folder
+
+
+def test_quantised_copies_are_made_checked_and_refused_when_worse(tmp_path: Path) -> None:
+    from fid_bench.features import onnx_quantise as q
+
+    src = tiny_graph(tmp_path / "tiny.onnx")
+    sets = {"a": q.labelled_images(_check_set(tmp_path / "a"), 24)}
+    assert list(sets["a"][1]).count(1) == 12
+    weights = str(tmp_path / "w")
+    fp32 = OnnxEncoder(path=str(src), weights_dir=weights, **PLAIN)
+    path, report = q.make_checked(fp32, "dynamic", sets)
+    assert path.is_file() and path.name.startswith(fp32.file_sha256()[:16]) and "-int8-dynamic-" in path.name
+    assert set(report["sets"]["a"]) >= {"min_cosine", "fp32_roc_auc", "int8_roc_auc", "auc_drift", "passed"}
+    assert report["passed"] == (
+        report["min_cosine"] >= 0.99 and abs(report["sets"]["a"]["auc_drift"]) <= 0.005
+    )
+    int8 = OnnxEncoder(path=str(src), weights_dir=weights, quantise="dynamic", **PLAIN)
+    assert int8.identity != fp32.identity  # int8 features never mix with fp32 ones
+    calib = [str(p) for p in sorted((tmp_path / "a" / "real").iterdir())]
+    static, _ = q.make_checked(fp32, "static", sets, calibration=calib)
+    assert static != path and static.is_file()
+    # a copy whose check failed is refused, with the figures, in one line
+    refused = {**q.read_report(path), "passed": False}
+    q.write_report(path, refused)
+    with pytest.raises(FidBenchError, match="refused .*a: min cosine") as info:
+        OnnxEncoder(path=str(src), weights_dir=weights, quantise="dynamic", **PLAIN).load()
+    assert "\n" not in str(info.value)
+    with pytest.raises(FidBenchError, match="quantise-onnx"):
+        OnnxEncoder(path=str(src), weights_dir=str(tmp_path / "w2"), quantise="static", **PLAIN).load()
+    with pytest.raises(FidBenchError, match="model.quantise"):
+        OnnxEncoder(path=str(src), quantise="int4", **PLAIN)
