@@ -241,7 +241,8 @@ class OnnxEncoder(Encoder):
         draft: decode JPEGs at a reduced scale (1/2 to 1/8) when the input size allows it
             (``draft_size``); changes the pixels slightly, so it is part of the identity when on.
         quantise: ``dynamic`` or ``static``: run a checked int8 copy of the file
-            (``fid_bench.features.onnx_quantise``); its content hash joins the identity.
+            (``fid_bench.features.onnx_quantise``); the method joins the identity (with the
+            onnxruntime version for ``dynamic``, the copy's content hash for ``static``).
     """
 
     version = 1
@@ -382,12 +383,8 @@ class OnnxEncoder(Encoder):
             # only present with layers, so the identity of an encoder without them stays what it was
             **({"layers": self.layers, "pool": self.pools} if self.layers is not None else {}),
             **({"expose": self.expose} if self.expose else {}),
-            # only present when quantised: the int8 copy's own content (its calibration included)
-            **(
-                {"quantise": {"method": self.quantise, "sha256": self._quantised_sha256()}}
-                if self.quantise
-                else {}
-            ),
+            # only present when quantised (see _quantise_identity)
+            **({"quantise": self._quantise_identity()} if self.quantise else {}),
         }
 
     def quantised_file(self) -> Path:
@@ -395,7 +392,8 @@ class OnnxEncoder(Encoder):
         from fid_bench.features.onnx_quantise import quantised_path
 
         weights = self.weights_dir or onnx_files.default_weights_dir()
-        spec = json.dumps({"expose": self.expose}, sort_keys=True)
+        # a new onnxruntime may quantise differently: its own copy
+        spec = json.dumps({"expose": self.expose, "onnxruntime": lib_version("onnxruntime")}, sort_keys=True)
         return quantised_path(self.file_sha256(), str(self.quantise), weights, spec)
 
     def ensure_quantised(self) -> Path:
@@ -423,10 +421,23 @@ class OnnxEncoder(Encoder):
             )
         return dest
 
-    def _quantised_sha256(self) -> str:
+    def _quantise_identity(self) -> dict[str, Any]:
+        """What the int8 features depend on beyond the source: a dynamic copy is a fixed function of
+        the source and the onnxruntime that made it (no file needed to name it); a static copy also of
+        its calibration images, so its own content hash names it."""
+        from fid_bench.features.onnx_quantise import RECIPE_VERSION
+
+        if self.quantise == "dynamic":
+            return {"method": "dynamic", "recipe": RECIPE_VERSION, "onnxruntime": lib_version("onnxruntime")}
         from fid_bench.backbones.weights import file_sha256
 
-        return file_sha256(self.ensure_quantised())
+        path = self.quantised_file()
+        if not path.is_file():
+            raise FidBenchError(
+                f"model.quantise=static: no calibrated int8 copy of {self.name} yet ({path.name}); make and "
+                f"check it with `fid-bench quantise-onnx model=... --method static --calibrate DIR`"
+            )
+        return {"method": "static", "sha256": file_sha256(path)}
 
     # -- loading --------------------------------------------------------------------------------
     def chosen_providers(self) -> list[str]:

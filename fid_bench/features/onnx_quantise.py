@@ -11,7 +11,8 @@ Two ways, both onnxruntime's own (``onnxruntime.quantization``):
 The source is the file the session would run (the known file, or its copy cut at ``expose``), so
 DINOv2's saliency head is never quantised along. The copy lives in the weights cache as
 ``onnx/derived/<source sha256[:16]>-int8-<method>-<key>.onnx`` next to a ``.json`` report; the key
-holds what was exposed, the method and (static) the calibration images' content hashes.
+holds what was exposed, the method and the onnxruntime version. A static copy is made again only on
+``--force`` (the report names its calibration images); features of it are keyed by its content.
 
 **Checks** (``check``): against the fp32 file on the same images -- cosine similarity of every
 feature row ≥ ``MIN_COSINE`` -- and for detection quality, the ROC-AUC of a probe (logistic
