@@ -80,8 +80,9 @@ def run(args: argparse.Namespace) -> int:
         )
     calibration = _calibration(args.calibrate, args.n_calibrate)
     refused = 0
+    memo: dict = {}
     for method in args.method:
-        path, report = make_checked(encoder, method, sets, calibration, force=args.force)
+        path, report = make_checked(encoder, method, sets, calibration, force=args.force, fp32_memo=memo)
         print(
             f"{method}: {path} ({path.stat().st_size / 1e6:.1f} MB), {report['int8_images_per_s']:.1f} vs "
             f"{report['fp32_images_per_s']:.1f} fp32 images/s ({report['speedup']:.2f}x); {summary(report)}"

@@ -277,10 +277,12 @@ def make_checked(
     sets: dict[str, tuple[Sequence[str], np.ndarray]],
     calibration: Sequence[str] = (),
     force: bool = False,
+    fp32_memo: dict[str, tuple[np.ndarray, float]] | None = None,
 ) -> tuple[Path, dict[str, Any]]:
     """Make the ``method`` int8 copy of ``fp32``'s file (an ``OnnxEncoder`` without ``quantise``), check
     it on ``sets`` and write the report next to it. A refused copy stays, marked refused: encoders
-    naming it stop with the figures. ``calibration``: image paths (static)."""
+    naming it stop with the figures. ``calibration``: image paths (static). ``fp32_memo``: fp32
+    features and seconds by check set, shared between calls (the fp32 side is the same for every method)."""
     import copy
     import time
 
@@ -322,10 +324,18 @@ def make_checked(
     times: dict[str, float] = {"fp32": 0.0, "int8": 0.0}
     n_timed = 0
 
+    memo = {} if fp32_memo is None else fp32_memo
+
     def timed(enc: Any, key: str) -> Callable[[Sequence[str]], np.ndarray]:
         def run(paths: Sequence[str]) -> np.ndarray:
             nonlocal n_timed
-            feats, seconds = encode_paths(enc, paths)
+            memo_key = hashlib.sha256("\n".join(paths).encode()).hexdigest()
+            if key == "fp32" and memo_key in memo:
+                feats, seconds = memo[memo_key]
+            else:
+                feats, seconds = encode_paths(enc, paths)
+            if key == "fp32":
+                memo[memo_key] = (feats, seconds)
             times[key] += seconds
             n_timed += len(paths) if key == "fp32" else 0
             return feats
