@@ -289,14 +289,17 @@ def main_tune(args: argparse.Namespace) -> None:
     sha1s = [hashlib.sha1(Path(p).read_bytes()).hexdigest() for p in paths]
     x, enc = ready_tensors(args, paths)
     output = enc.describe()["output"]
-    grid = [dict(level=lv) for lv in ("basic", "extended", "all")]
-    grid += [dict(threads=t, spin=s) for t in (1, 2) for s in (False, True)]
-    grid += [dict(batch=b) for b in (8, 16, 32, 64)]
+    grid: list[dict[str, object]] = [{}]  # the defaults first: every row is read against them
+    grid += [dict(level=lv) for lv in ("basic", "extended")]
+    grid += [
+        dict(threads=t, spin=s) for t in (1, 2) for s in (False, True) if (t, s) != (args.threads, False)
+    ]
+    grid += [dict(batch=b) for b in (8, 16, 32, 64) if b != args.batch]
     grid += [dict(io_binding=True)]
     res: dict[str, list[float]] = {}
     sessions = {}
     for g in grid:
-        key = ", ".join(f"{k}={v}" for k, v in g.items())
+        key = ", ".join(f"{k}={v}" for k, v in g.items()) or "defaults (level=all, no spinning)"
         opt = {k: v for k, v in g.items() if k in ("level", "threads", "spin")}
         sessions[key] = (bare_session(args, enc, **opt), g)
         time_session(sessions[key][0], x[: args.batch], args.batch, output)

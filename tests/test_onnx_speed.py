@@ -124,6 +124,9 @@ def test_extraction_reports_throughput_and_stays_quiet_under_tests(tmp_path: Pat
     _, stats = extract_features(enc, paths, sha1s, tmp_path / "cache", num_workers=0, batch_size=2)
     assert stats["n_extracted"] == 5 and stats["extract/seconds"] > 0
     assert stats["extract/images_per_s"] == pytest.approx(5 / stats["extract/seconds"])
+    parts = [stats[f"extract/{k}_seconds"] for k in ("load", "wait", "encode", "write")]
+    assert all(p >= 0 for p in parts) and stats["extract/encode_seconds"] > 0
+    assert sum(parts) <= stats["extract/seconds"] + 1e-6  # a split of the extraction's own time
     _, again = extract_features(enc, paths, sha1s, tmp_path / "cache", num_workers=0)
     assert again["extract/seconds"] == 0.0 and again["extract/images_per_s"] == 0.0  # all cached
     assert "PYTEST_CURRENT_TEST" in os.environ
