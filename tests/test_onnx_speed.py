@@ -196,3 +196,18 @@ def test_quantised_copies_are_made_checked_and_refused_when_worse(tmp_path: Path
         OnnxEncoder(path=str(src), weights_dir=str(tmp_path / "w2"), quantise="static", **PLAIN).load()
     with pytest.raises(FidBenchError, match="model.quantise"):
         OnnxEncoder(path=str(src), quantise="int4", **PLAIN)
+
+
+def test_an_encoder_pickled_before_the_new_settings_still_loads(tmp_path: Path) -> None:
+    import pickle
+
+    path = str(tiny_graph(tmp_path / "tiny.onnx"))
+    enc = OnnxEncoder(path=path, **PLAIN)
+    state = enc.__getstate__()
+    for key in ("fuse_normalise", "graph_optimization", "quantise", "draft_size"):
+        state.pop(key)
+    old = OnnxEncoder.__new__(OnnxEncoder)
+    old.__setstate__(state)
+    again = pickle.loads(pickle.dumps(old))
+    assert again.identity == enc.identity
+    np.testing.assert_allclose(features(again, images(3)), features(enc, images(3)), atol=1e-6)

@@ -329,6 +329,16 @@ class OnnxEncoder(Encoder):
         self._scale = (1.0 / (255.0 * std_a)).astype(np.float32)
         self._offset = (-mean_a / std_a).astype(np.float32)
 
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        # an encoder pickled before these settings existed: the defaults, which keep its features
+        defaults = {
+            "fuse_normalise": True,
+            "graph_optimization": "all",
+            "quantise": None,
+            "draft_size": None,
+        }
+        self.__dict__.update({**defaults, **state})
+
     # -- identity -------------------------------------------------------------------------------
     @property
     def name(self) -> str:
