@@ -211,3 +211,28 @@ def test_an_encoder_pickled_before_the_new_settings_still_loads(tmp_path: Path) 
     again = pickle.loads(pickle.dumps(old))
     assert again.identity == enc.identity
     np.testing.assert_allclose(features(again, images(3)), features(enc, images(3)), atol=1e-6)
+
+
+def test_quantise_command_checks_a_file_and_refuses_what_it_cannot(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    from fid_bench.cli import main
+
+    src = tiny_graph(tmp_path / "tiny.onnx")
+    check = _check_set(tmp_path / "a")
+    model = ["model=onnx", f"model.path={src}", "model.image_size=8", "model.resize=squash"]
+    code = main(["quantise-onnx", *model, "--check", f"a={check}", "--n-check", "24"])
+    printed = capsys.readouterr().out
+    assert code in (0, 1) and printed.startswith("dynamic: ") and "fp32 images/s" in printed
+    assert ("passed" in printed) == (code == 0) and "a: min cosine" in printed
+    cases = [
+        (["quantise-onnx", "model=spectrum", "--check", f"a={check}"], "not an ONNX encoder"),
+        (["quantise-onnx", *model], "at least one --check"),
+        (["quantise-onnx", *model, "--check", "a"], "expected NAME=DIR"),
+        (["quantise-onnx", *model, "--check", f"a={tmp_path}"], "real/ and fake/"),
+        (["quantise-onnx", *model, "--check", f"a={check}", "--method", "static"], "needs --calibrate"),
+    ]
+    for argv, message in cases:
+        assert main(argv) != 0
+        err = capsys.readouterr().err.strip()
+        assert message in err and "\n" not in err, (argv, err)

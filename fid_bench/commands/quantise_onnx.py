@@ -71,13 +71,14 @@ def run(args: argparse.Namespace) -> int:
         if not sep or not name or not folder:
             raise FidBenchError(f"--check {item!r}: expected NAME=DIR")
         sets[name] = labelled_images(folder, args.n_check)
-    cfg = compose([*args.overrides, "model.quantise=null"])
+    cfg = compose(list(args.overrides))
     node = OmegaConf.select(cfg, "model.backbone")
     encoder = build_encoder(node) if node is not None else None
     if not isinstance(encoder, OnnxEncoder):
         raise FidBenchError(
             f"quantise-onnx: model={cfg.model.name} is not an ONNX encoder (model=onnx and presets)"
         )
+    encoder.quantise = None  # the fp32 file, also when the preset names its int8 copy
     calibration = _calibration(args.calibrate, args.n_calibrate)
     refused = 0
     memo: dict = {}

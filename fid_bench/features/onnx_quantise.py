@@ -296,6 +296,7 @@ def make_checked(
     int8._model = None
     int8._loaded_info = {}
     int8.quantise = method
+    int8._checking = True  # no "unchecked" warning: this is the check
     dest = int8.quantised_file()
     if force:
         dest.unlink(missing_ok=True)
