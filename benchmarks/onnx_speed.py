@@ -91,7 +91,10 @@ def main() -> None:
     paths = cifake_test_images(tmp / "img", args.n)
     sha1s = [hashlib.sha1(Path(p).read_bytes()).hexdigest() for p in paths]
 
-    int8 = OnnxEncoder(file="clip_vit_b16_int8", threads=args.threads, batch_size=args.batch)
+    # the bare session takes the normalised float tensors (the harness's own encoder fuses normalisation)
+    int8 = OnnxEncoder(
+        file="clip_vit_b16_int8", threads=args.threads, batch_size=args.batch, fuse_normalise=False
+    )
     onnx_files.ensure("clip_vit_b16_int8", allow_fetch=True)
     int8.prepare("cpu")
     int8.load()
@@ -166,7 +169,7 @@ def torch_variants(args: argparse.Namespace, pixels, session_run) -> dict:
         print(
             f"exported {args.fp32_file} in {time.perf_counter() - t0:.0f} s; {report.lines()[1]}", flush=True
         )
-    fp32 = OnnxEncoder(path=args.fp32_file, threads=args.threads, batch_size=args.batch)
+    fp32 = OnnxEncoder(path=args.fp32_file, threads=args.threads, batch_size=args.batch, fuse_normalise=False)
     fp32.prepare("cpu")
     fp32.load()
     model = tower._model

@@ -26,6 +26,7 @@ from fid_bench.commands import (  # noqa: E402
     leaderboard_command,
     predict_command,
     promote_command,
+    quantise_onnx_command,
     weights_command,
 )
 from fid_bench.commands.common import OneLineParser, Subcommands, run_handler  # noqa: E402
@@ -41,6 +42,7 @@ COMMANDS = (
     import_predictions_command,
     weights_command,
     export_onnx_command,
+    quantise_onnx_command,
 )
 
 

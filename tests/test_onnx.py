@@ -131,7 +131,11 @@ def test_outputs_it_cannot_use_are_one_line_errors(tmp_path: Path, tiny: Path) -
         (OnnxEncoder(**PLAIN), "model.path=FILE.onnx"),
     ]
     (tmp_path / "garbage.onnx").write_bytes(b"not a model")
-    cases.append((OnnxEncoder(path=str(tmp_path / "garbage.onnx"), **PLAIN), "onnxruntime cannot load it"))
+    garbage = str(tmp_path / "garbage.onnx")
+    cases.append(
+        (OnnxEncoder(path=garbage, **PLAIN), "not a readable ONNX file")
+    )  # read to fuse the normalisation
+    cases.append((OnnxEncoder(path=garbage, fuse_normalise=False, **PLAIN), "onnxruntime cannot load it"))
     for enc, message in cases:
         with pytest.raises(FidBenchError, match=message) as info:
             enc.load()

@@ -78,7 +78,16 @@ def test_bin_edges_are_closed_below_and_the_last_bin_holds_one() -> None:
 
 # ----------------------------------------------------------------------------- cache keys
 #: backbone settings that change how fast features come, never which: they must NOT change the key
-RUNTIME_ONLY = {"providers", "threads", "batch_size", "weights_dir", "allow_spinning"}
+RUNTIME_ONLY = {
+    "providers",
+    "threads",
+    "batch_size",
+    "weights_dir",
+    "allow_spinning",
+    "graph_optimization",
+    # the same float32 operations inside the session (tests/test_onnx_speed.py: max abs difference 0)
+    "fuse_normalise",
+}
 #: settings that only act beside others (pooling of chosen blocks, crops of native-resolution
 #: scoring): both sides of the comparison carry these, so the setting itself is what differs
 NEEDS = {
@@ -137,6 +146,8 @@ def _other_value(field: str, value: Any, files: dict[str, Path]) -> Any:
         "batch_size": 7,
         "weights_dir": str(files["weights"].parent / "elsewhere"),
         "allow_spinning": True,
+        "graph_optimization": "basic" if value != "basic" else "all",
+        "quantise": "dynamic" if value != "dynamic" else None,
     }
     if field in named:
         return named[field]

@@ -261,12 +261,19 @@ def parse_alignment(node: object) -> Alignment | None:
     return Alignment(format=fmt, quality=items.get("quality", default_quality), size=items.get("size"))
 
 
-def load_rgb(path: str | Path, align: Alignment | dict | None = None) -> Image.Image:
+def load_rgb(
+    path: str | Path, align: Alignment | dict | None = None, draft: tuple[int, int] | None = None
+) -> Image.Image:
     """Decode ``path`` into an RGB image (see the module docstring for the exact rules), then apply
-    the format alignment when one is given."""
+    the format alignment when one is given.
+
+    ``draft=(w, h)``: a JPEG may be decoded at 1/2, 1/4 or 1/8 scale (Pillow's ``draft``: the
+    largest reduction that keeps both sides at least ``w`` and ``h``), for a caller that resizes
+    down to about that size anyway; other formats ignore it. The pixels differ slightly from a full
+    decode, so a caller that caches what it computes keys it (``model.draft``)."""
     path = Path(path)
     with _file_errors(path), open(path, "rb") as fp:
-        img = _decode(fp, str(path))[0]
+        img = _decode(fp, str(path), draft)[0]
     alignment = parse_alignment(align)
     return alignment.apply(img) if alignment is not None else img
 
@@ -299,13 +306,15 @@ def check_image(path: str | Path) -> ImageInfo:
     return ImageInfo(sha1=sha1, width=img.width, height=img.height, format=fmt)
 
 
-def _decode(fp: BinaryIO, name: str) -> tuple[Image.Image, str]:
+def _decode(fp: BinaryIO, name: str, draft: tuple[int, int] | None = None) -> tuple[Image.Image, str]:
     """Decode an open binary stream; every failure becomes a one-line ``ImageDecodeError``."""
     try:
         with Image.open(fp) as img:
             fmt = img.format or ""
             width, height = img.size  # from the header: nothing decoded yet
             _check_header(img, fp)
+            if draft is not None and fmt == "JPEG":
+                img.draft(img.mode, draft)  # a no-op unless a power-of-two reduction fits
             img.load()  # full decode now: truncated or corrupt data fails here, not later
             orientation = _orientation(img)
             rgb = _to_rgb(img)

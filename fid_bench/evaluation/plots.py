@@ -264,3 +264,47 @@ def score_plots(
             log.warning("plot %s not drawn: %s", filename, first_line(err))
             failed.append(f"{filename}: {first_line(err)}")
     return failed
+
+
+def cost_quality_png(
+    points: pd.DataFrame, path: str | Path, title: str = "ROC-AUC against extraction speed"
+) -> pd.DataFrame:
+    """The cost-quality frontier a user picks an encoder from: one point per encoder.
+
+    ``points`` has ``encoder``, ``images_per_s`` (extraction throughput, ``extract/images_per_s``)
+    and ``roc_auc`` columns, one row per run; runs that extracted nothing (speed 0: every feature
+    cached) take their encoder's speed from the runs that did, and each encoder is drawn at its best
+    ROC-AUC and its median speed. Returns the points drawn; an encoder never timed is left out.
+    """
+    need = {"encoder", "images_per_s", "roc_auc"}
+    if not need <= set(points.columns):
+        raise FidBenchError(f"cost-quality plot: need columns {sorted(need)}, got {sorted(points.columns)}")
+    timed = points[points["images_per_s"] > 0]
+    speed = timed.groupby("encoder")["images_per_s"].median()
+    drawn = points.groupby("encoder")["roc_auc"].max().to_frame().join(speed, how="inner").reset_index()
+    fig = _new_figure(6, 4.5)
+    ax = fig.subplots()
+    if drawn.empty:
+        ax.text(
+            0.5,
+            0.5,
+            f"no run with a measured extraction speed\n({len(points)} runs)",
+            ha="center",
+            va="center",
+        )
+    else:
+        ax.scatter(drawn["images_per_s"], drawn["roc_auc"])
+        for _, r in drawn.iterrows():
+            ax.annotate(
+                str(r["encoder"]),
+                (r["images_per_s"], r["roc_auc"]),
+                textcoords="offset points",
+                xytext=(4, 4),
+            )
+        ax.set_xscale("log")
+        ax.set_xlabel("extraction, images/s (log scale)")
+        ax.set_ylabel("ROC-AUC (best run)")
+        ax.grid(alpha=0.3)
+    ax.set_title(title)
+    _save(fig, path)
+    return drawn

@@ -124,8 +124,11 @@ class ConcatEncoder(Encoder):
         for key in ("n_images", "n_unique"):
             if key in totals:
                 totals[key] /= n  # the same images for every member
-        for key in ("images_per_s", "extract_images_per_s"):
+        for key in ("images_per_s", "extract_images_per_s", "extract/images_per_s"):
             totals.pop(key, None)  # rates do not add up across members
+        if totals.get("extract/seconds", 0.0) > 0:
+            # images through every member per second of the members' extractions together
+            totals["extract/images_per_s"] = totals.get("n_extracted", 0.0) / n / totals["extract/seconds"]
         return np.concatenate(blocks, axis=1), totals
 
 

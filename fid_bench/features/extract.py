@@ -44,6 +44,9 @@ log = logging.getLogger(__name__)
 CHUNK_SECONDS = 30.0
 #: default rows per cache chunk
 CHUNK_ROWS = 2048
+#: the main process's extraction time, by what it was doing: loading the encoder (and starting the
+#: workers), waiting for decoded batches, encoding, writing the cache
+PROFILE = ("load", "wait", "encode", "write")
 #: the cache folder under ``features.cache_dir``
 CACHE_SUBDIR = "features"
 
@@ -74,8 +77,14 @@ def extract_features(
     ``n_cached`` (rows already cached), ``n_extracted`` (distinct images computed now),
     ``cache_hit_ratio`` (``n_cached / n_images``), ``images_per_s`` (``n_images / seconds``, the
     throughput of the whole call), ``extract_images_per_s`` (distinct images computed per second
-    of extraction, 0 when nothing was extracted), ``seconds``.
-    ``progress``: show a tqdm bar (None: only on a terminal).
+    of extraction, 0 when nothing was extracted), ``seconds``; and the throughput every run logs:
+    ``extract/seconds`` (decoding and encoding the images not cached, cache writes included: 0 when
+    every image was cached) and ``extract/images_per_s`` (distinct images computed per second of it),
+    with ``extract/{load,wait,encode,write}_seconds``: the main process's share of it loading the
+    encoder, waiting for the decode workers (decoding beyond what hides behind encoding), encoding
+    and writing the cache.
+    ``progress``: show a progress bar with images/s on stderr (None: only when stderr is a terminal
+    and not under pytest).
     """
     t0 = time.perf_counter()
     if not hasattr(encoder, "extract"):  # not of the Encoder contract (its lifecycle, its identity)
@@ -106,6 +115,7 @@ def extract_features(
         raise FidBenchError(f"extract_features: {err}") from None
     n_unique = len(set(sha1s))
     seconds_extracting = 0.0
+    profile = dict.fromkeys(PROFILE, 0.0)
     if todo:
         resolved = _resolve_device(device)
         if resolved != encoder.device:
@@ -125,7 +135,7 @@ def extract_features(
         for p, s in zip(paths, sha1s, strict=True):
             first_path.setdefault(s, p)
         t1 = time.perf_counter()
-        _extract(
+        profile = _extract(
             encoder,
             [first_path[s] for s in todo],
             todo,
@@ -135,8 +145,10 @@ def extract_features(
             chunk_rows=int(chunk_rows),
             progress=progress,
         )
-        seconds_extracting = time.perf_counter() - t1
+        t2 = time.perf_counter()
         cache.consolidate()
+        profile["write"] += time.perf_counter() - t2
+        seconds_extracting = time.perf_counter() - t1
 
     feats = cache.get(sha1s)
     seconds = time.perf_counter() - t0
@@ -149,7 +161,19 @@ def extract_features(
         "images_per_s": len(sha1s) / seconds if seconds > 0 else 0.0,
         "extract_images_per_s": len(todo) / seconds_extracting if seconds_extracting > 0 else 0.0,
         "seconds": seconds,
+        "extract/seconds": seconds_extracting,
+        "extract/images_per_s": len(todo) / seconds_extracting if seconds_extracting > 0 else 0.0,
+        # where the main process's extraction time went (sums to about extract/seconds)
+        **{f"extract/{k}_seconds": v for k, v in profile.items()},
     }
+    if todo:
+        log.info(
+            "features: %d images extracted in %.1f s (%.1f images/s) with %s",
+            len(todo),
+            seconds_extracting,
+            stats["extract/images_per_s"],
+            encoder.short,
+        )
     return feats, stats
 
 
@@ -189,10 +213,17 @@ class _Images:
     wrapped in a multi-line traceback, while the user needs one line naming the file.
     """
 
-    def __init__(self, paths: Sequence[str], sha1s: Sequence[str], transform: Any) -> None:
+    def __init__(
+        self,
+        paths: Sequence[str],
+        sha1s: Sequence[str],
+        transform: Any,
+        draft: tuple[int, int] | None = None,
+    ) -> None:
         self.paths = list(paths)
         self.sha1s = list(sha1s)
         self.transform = transform
+        self.draft = draft
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -215,7 +246,7 @@ class _Images:
                 ),
             )
         try:
-            img = load_rgb(path)
+            img = load_rgb(path, draft=self.draft)
         except ImageDecodeError as err:
             return i, None, f"{err} (during feature extraction)"
         try:
@@ -249,16 +280,21 @@ def _extract(
     num_workers: int,
     chunk_rows: int,
     progress: bool | None,
-) -> None:
+) -> dict[str, float]:
+    """Extract and cache ``paths``; returns the main process's time by ``PROFILE`` part."""
     import torch
     from torch.utils.data import DataLoader
     from tqdm.auto import tqdm
 
-    encoder.load()
-    _check_hub_revision(cache, encoder)
-    cache.update_meta(encoder.describe())
+    profile = dict.fromkeys(PROFILE, 0.0)
+    t0 = time.perf_counter()
+    # an encoder whose transform needs nothing loaded lets the workers start decoding while it loads
+    early = bool(getattr(encoder, "transform_before_load", False)) and num_workers > 0
+    if not early:
+        encoder.load()
     loader = DataLoader(
-        _Images(paths, sha1s, encoder.transform),
+        # an encoder that resizes down may let JPEGs decode at reduced scale (keyed in its identity)
+        _Images(paths, sha1s, encoder.transform, getattr(encoder, "draft_size", None)),
         batch_size=batch_size,
         shuffle=False,
         num_workers=num_workers,
@@ -269,17 +305,25 @@ def _extract(
         multiprocessing_context=_worker_context() if num_workers > 0 else None,
         worker_init_fn=signals.quiet_worker,  # Ctrl-C/SIGTERM to the group: one line, not tracebacks
     )
+    batches = iter(loader)  # starts the workers (fork: before the session exists, so they never hold it)
+    if early:
+        encoder.load()
+    _check_hub_revision(cache, encoder)
+    cache.update_meta(encoder.describe())
+    profile["load"] = time.perf_counter() - t0
     pending_keys: list[str] = []
     pending: list[np.ndarray] = []
     last_flush = time.monotonic()
 
     def flush() -> None:
         nonlocal last_flush
+        t = time.perf_counter()
         if pending:
             cache.put(pending_keys, np.concatenate(pending))
             pending_keys.clear()
             pending.clear()
         last_flush = time.monotonic()
+        profile["write"] += time.perf_counter() - t
 
     # on the CPU the decode workers need cores too: intra-op threads competing with them for the
     # same cores spin-wait and can slow a forward pass several-fold
@@ -290,17 +334,25 @@ def _extract(
         total=len(paths),
         unit="img",
         desc=f"features {encoder.name}",
-        disable=(not sys.stderr.isatty()) if progress is None else not progress,
+        disable=not _show_progress(progress),
         leave=False,
         smoothing=0.1,
     )
     try:
         with torch.inference_mode():
-            for index, batch, errors in loader:
+            while True:
+                t = time.perf_counter()
+                item = next(batches, None)
+                profile["wait"] += time.perf_counter() - t
+                if item is None:
+                    break
+                index, batch, errors = item
                 if errors:
                     more = f" (and {len(errors) - 1} more in this batch)" if len(errors) > 1 else ""
                     raise FidBenchError(errors[0] + more)
+                t = time.perf_counter()
                 feats = np.asarray(encoder.encode(batch), dtype=np.float32)
+                profile["encode"] += time.perf_counter() - t
                 if feats.ndim != 2 or feats.shape[0] != len(index):
                     raise FidBenchError(
                         f"{encoder.short}: encode() returned shape {list(feats.shape)} for a batch of {len(index)}"
@@ -320,6 +372,14 @@ def _extract(
         flush()
         bar.close()
         torch.set_num_threads(threads)
+    return profile
+
+
+def _show_progress(progress: bool | None) -> bool:
+    """The bar is drawn when asked, else only on a terminal and never under pytest (quiet logs)."""
+    if progress is not None:
+        return bool(progress)
+    return sys.stderr.isatty() and "PYTEST_CURRENT_TEST" not in os.environ
 
 
 def _check_hub_revision(cache: FeatureCache, encoder: Any) -> None:

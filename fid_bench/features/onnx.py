@@ -50,6 +50,7 @@ import numpy as np
 from fid_bench.backbones import layers as block_layers
 from fid_bench.backbones import onnx_files
 from fid_bench.backbones.base import lib_version
+from fid_bench.backbones.onnx_graph import UINT8_INPUT
 from fid_bench.errors import FidBenchError, one_line
 from fid_bench.features.encoders import Encoder
 
@@ -72,6 +73,13 @@ PROVIDER_ALIASES = {
 }
 #: key of the ONNX metadata entry where ``fid-bench export-onnx`` records the preprocessing
 PREPROCESS_META = "fid_bench.preprocess"
+#: ``model.graph_optimization`` -> onnxruntime's GraphOptimizationLevel member
+GRAPH_OPTIMIZATION = {
+    "disable": "ORT_DISABLE_ALL",
+    "basic": "ORT_ENABLE_BASIC",
+    "extended": "ORT_ENABLE_EXTENDED",
+    "all": "ORT_ENABLE_ALL",
+}
 _INTERPOLATIONS = ("nearest", "bilinear", "bicubic", "lanczos", "box", "hamming")
 
 
@@ -85,11 +93,13 @@ def preprocess_config(
     crops: int = 1,
     crop_mode: str = "grid",
     crop_seed: int = 0,
+    draft: bool = False,
 ) -> dict[str, Any]:
     """The preprocessing as one checked, JSON-ready dict (identity, metadata, export).
 
     The crop settings are part of it only with ``resize=native`` (other modes' dicts, hence the
-    identities of their features, are what they were before native scoring existed)."""
+    identities of their features, are what they were before native scoring existed); ``draft`` only
+    when on (reduced-scale JPEG decoding changes the pixels, so it keys its own features)."""
     try:
         size = int(image_size)
         pct = float(crop_pct)
@@ -126,7 +136,25 @@ def preprocess_config(
         if crop_mode not in CROP_MODES:
             raise FidBenchError(f"model.crop_mode must be grid or random, got {crop_mode!r}")
         out.update(crops=crops, crop_mode=str(crop_mode), crop_seed=int(crop_seed))
+    if draft:
+        if resize == "native":
+            raise FidBenchError(
+                "model.draft needs a resize that scales down; resize=native keeps every pixel"
+            )
+        out["draft"] = True
     return out
+
+
+def draft_size(pp: dict[str, Any]) -> tuple[int, int] | None:
+    """The smallest decoded size the preprocessing needs (both sides), when ``draft`` is on.
+
+    A JPEG can be decoded at 1/2, 1/4 or 1/8 scale (the DCT scaled, far less work than a full decode
+    and resize); Pillow picks the largest reduction whose result is still at least this size on both
+    sides, so the resize that follows only ever scales down, as it does from the full image."""
+    if not pp.get("draft"):
+        return None
+    side = math.floor(pp["image_size"] / pp["crop_pct"]) if pp["resize"] == "shortest" else pp["image_size"]
+    return side, side
 
 
 def crop_boxes(w: int, h: int, size: int, pp: dict[str, Any], img: Any = None) -> list[tuple[int, int]]:
@@ -206,9 +234,20 @@ class OnnxEncoder(Encoder):
         allow_spinning: let idle intra-op threads spin; off by default because spinning threads
             compete with the DataLoader workers that decode images on the same cores.
         batch_size: images per ``session.run`` call.
+        fuse_normalise: run a cached copy of the graph that takes the ``uint8`` pixels and normalises
+            them itself (``onnx_graph.with_uint8_input``): the same features, no per-batch numpy work.
+        graph_optimization: ONNX Runtime's graph optimisation level (``disable``, ``basic``,
+            ``extended``, ``all``); see docs/BENCHMARKS.md for the measurements behind the defaults.
+        draft: decode JPEGs at a reduced scale (1/2 to 1/8) when the input size allows it
+            (``draft_size``); changes the pixels slightly, so it is part of the identity when on.
+        quantise: ``dynamic`` or ``static``: run a checked int8 copy of the file
+            (``fid_bench.features.onnx_quantise``); the method joins the identity (with the
+            onnxruntime version for ``dynamic``, the copy's content hash for ``static``).
     """
 
     version = 1
+    #: ``transform`` needs only the config: extraction starts decoding while the session is created
+    transform_before_load = True
 
     def __init__(
         self,
@@ -234,6 +273,10 @@ class OnnxEncoder(Encoder):
         crops: int = 1,
         crop_mode: str = "grid",
         crop_seed: int = 0,
+        fuse_normalise: bool = True,
+        graph_optimization: str = "all",
+        draft: bool = False,
+        quantise: str | None = None,
     ) -> None:
         super().__init__()
         if file and not path:
@@ -251,8 +294,20 @@ class OnnxEncoder(Encoder):
         if self.layers is not None and (self.token or self.output):
             raise FidBenchError("model.layers replaces model.token and model.output: set those to null")
         self.preprocess = preprocess_config(
-            image_size, resize, crop_pct, interpolation, mean, std, crops, crop_mode, crop_seed
+            image_size, resize, crop_pct, interpolation, mean, std, crops, crop_mode, crop_seed, draft
         )
+        self.draft_size = draft_size(self.preprocess)
+        # the same float32 operations in the session instead of numpy: the features do not change
+        # (tests/test_onnx_speed.py compares them), so it is not part of the identity
+        self.fuse_normalise = bool(fuse_normalise)
+        if str(graph_optimization) not in GRAPH_OPTIMIZATION:
+            raise FidBenchError(
+                f"model.graph_optimization must be one of {', '.join(GRAPH_OPTIMIZATION)}, got {graph_optimization!r}"
+            )
+        self.graph_optimization = str(graph_optimization)
+        if quantise not in (None, "dynamic", "static"):
+            raise FidBenchError(f"model.quantise must be null, dynamic or static, got {quantise!r}")
+        self.quantise = quantise
         if isinstance(expose, str):
             expose = [expose]
         self.expose = [str(e) for e in expose] if expose else None
@@ -273,6 +328,16 @@ class OnnxEncoder(Encoder):
         # (x / 255 - mean) / std as one multiply-add per pixel
         self._scale = (1.0 / (255.0 * std_a)).astype(np.float32)
         self._offset = (-mean_a / std_a).astype(np.float32)
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        # an encoder pickled before these settings existed: the defaults, which keep its features
+        defaults = {
+            "fuse_normalise": True,
+            "graph_optimization": "all",
+            "quantise": None,
+            "draft_size": None,
+        }
+        self.__dict__.update({**defaults, **state})
 
     # -- identity -------------------------------------------------------------------------------
     @property
@@ -328,7 +393,61 @@ class OnnxEncoder(Encoder):
             # only present with layers, so the identity of an encoder without them stays what it was
             **({"layers": self.layers, "pool": self.pools} if self.layers is not None else {}),
             **({"expose": self.expose} if self.expose else {}),
+            # only present when quantised (see _quantise_identity)
+            **({"quantise": self._quantise_identity()} if self.quantise else {}),
         }
+
+    def quantised_file(self) -> Path:
+        """Where the int8 copy of the file the session would run is cached (whether or not it is there)."""
+        from fid_bench.features.onnx_quantise import quantised_path
+
+        weights = self.weights_dir or onnx_files.default_weights_dir()
+        # a new onnxruntime may quantise differently: its own copy
+        spec = json.dumps({"expose": self.expose, "onnxruntime": lib_version("onnxruntime")}, sort_keys=True)
+        return quantised_path(self.file_sha256(), str(self.quantise), weights, spec)
+
+    def ensure_quantised(self) -> Path:
+        """The int8 copy: made now when dynamic and absent; refused when its check failed."""
+        from fid_bench.features import onnx_quantise as q
+
+        dest = self.quantised_file()
+        if not dest.is_file():
+            if self.quantise == "static":
+                raise FidBenchError(
+                    f"model.quantise=static: no calibrated int8 copy of {self.name} yet ({dest.name}); make and "
+                    f"check it with `fid-bench quantise-onnx model=... --method static --calibrate DIR`"
+                )
+            q.quantise(self.file_path(), dest, "dynamic", self.input_name)
+        report = q.read_report(dest)
+        if report and not report.get("passed"):
+            raise FidBenchError(
+                f"model.quantise={self.quantise}: the int8 copy of {self.name} was {q.summary(report)}"
+            )
+        if not report and not getattr(self, "_checking", False):
+            log.warning(
+                "onnx: the %s int8 copy of %s is not checked against fp32 yet (`fid-bench quantise-onnx`)",
+                self.quantise,
+                self.name,
+            )
+        return dest
+
+    def _quantise_identity(self) -> dict[str, Any]:
+        """What the int8 features depend on beyond the source: a dynamic copy is a fixed function of
+        the source and the onnxruntime that made it (no file needed to name it); a static copy also of
+        its calibration images, so its own content hash names it."""
+        from fid_bench.features.onnx_quantise import RECIPE_VERSION
+
+        if self.quantise == "dynamic":
+            return {"method": "dynamic", "recipe": RECIPE_VERSION, "onnxruntime": lib_version("onnxruntime")}
+        from fid_bench.backbones.weights import file_sha256
+
+        path = self.quantised_file()
+        if not path.is_file():
+            raise FidBenchError(
+                f"model.quantise=static: no calibrated int8 copy of {self.name} yet ({path.name}); make and "
+                f"check it with `fid-bench quantise-onnx model=... --method static --calibrate DIR`"
+            )
+        return {"method": "static", "sha256": file_sha256(path)}
 
     # -- loading --------------------------------------------------------------------------------
     def chosen_providers(self) -> list[str]:
@@ -369,7 +488,9 @@ class OnnxEncoder(Encoder):
                 )
         path = self.file_path()
         opts = ort.SessionOptions()
-        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        opts.graph_optimization_level = getattr(
+            ort.GraphOptimizationLevel, GRAPH_OPTIMIZATION[self.graph_optimization]
+        )
         if self.threads is not None:
             opts.intra_op_num_threads = self.threads
         opts.add_session_config_entry("session.intra_op.allow_spinning", "1" if self.allow_spinning else "0")
@@ -391,6 +512,32 @@ class OnnxEncoder(Encoder):
                     f"{path}: cannot read the graph for model.layers ({one_line(err, 200)})"
                 ) from None
             blocks = {"blocks": chosen, "names": names, "n_blocks": n_blocks}
+        if self.quantise:
+            if blocks:
+                raise FidBenchError(
+                    "model.quantise and model.layers cannot be combined yet: set one of them to null"
+                )
+            run_path = self.ensure_quantised()
+            from fid_bench.features.onnx_quantise import read_report
+
+            self._loaded_info.update(
+                quantised_file=str(run_path), quantise_checked=bool(read_report(run_path).get("passed"))
+            )
+        if self.fuse_normalise:
+            from fid_bench.backbones.onnx_graph import with_uint8_input
+
+            weights = self.weights_dir or onnx_files.default_weights_dir()
+            try:
+                run_path = with_uint8_input(
+                    run_path, self.file_sha256(), self.input_name, self._scale, self._offset, weights
+                )
+            except FidBenchError:
+                raise
+            except Exception as err:  # noqa: BLE001 - onnx raises its own types for unreadable graphs
+                raise FidBenchError(
+                    f"{path}: cannot prepend the normalisation to the graph ({one_line(err, 200)}); "
+                    "set model.fuse_normalise=false"
+                ) from None
         try:
             session = ort.InferenceSession(
                 str(run_path), sess_options=opts, providers=self.chosen_providers()
@@ -407,6 +554,8 @@ class OnnxEncoder(Encoder):
             )
         self._check_metadata(session, path)
         self._model = session
+        if self.fuse_normalise:
+            self._loaded_info.update(fused_file=str(run_path))
         self._loaded_info.update(
             path=str(path),
             providers=list(session.get_providers()),
@@ -429,7 +578,12 @@ class OnnxEncoder(Encoder):
 
     def _detect_io(self, session: Any, path: Path) -> dict[str, Any]:
         inputs = session.get_inputs()
-        if self.input_name:
+        fused = [i for i in inputs if i.name == UINT8_INPUT] if self.fuse_normalise else []
+        if fused:
+            inp = fused[0]
+            n, h, w, c = inp.shape
+            shape = [n, c, h, w]
+        elif self.input_name:
             match = [i for i in inputs if i.name == self.input_name]
             if not match:
                 raise FidBenchError(
@@ -444,7 +598,8 @@ class OnnxEncoder(Encoder):
                     f"{', '.join(f'{i.name}{list(i.shape)}' for i in inputs)}; set model.input_name"
                 )
             inp = images[0]
-        shape = list(inp.shape)
+        if not fused:
+            shape = list(inp.shape)
         if len(shape) != 4 or (isinstance(shape[1], int) and shape[1] != 3):
             raise FidBenchError(
                 f"{path.name}: input {inp.name} has shape {shape}; an N x 3 x H x W image is needed"
@@ -469,7 +624,13 @@ class OnnxEncoder(Encoder):
                 "(model.output=NAME) or pool a hidden state with model.token=cls"
             )
         batch = shape[0] if isinstance(shape[0], int) and shape[0] > 0 else None
-        return {"input": inp.name, "output": out.name, "output_shape": list(out.shape), "fixed_batch": batch}
+        return {
+            "input": inp.name,
+            "output": out.name,
+            "output_shape": list(out.shape),
+            "fixed_batch": batch,
+            "uint8": bool(fused),
+        }
 
     def _choose_output(self, outputs: Sequence[Any], path: Path) -> Any:
         listing = ", ".join(f"{o.name}{list(o.shape)}" for o in outputs)
@@ -532,11 +693,20 @@ class OnnxEncoder(Encoder):
             flat = self.encode(items.reshape(b * n, *items.shape[2:]))
             return flat.reshape(b, n, -1).mean(axis=1)
         step = self._io["fixed_batch"] or self.batch_size
-        outs = [self.run(self.normalise(items[i : i + step])) for i in range(0, len(items), step)]
+        outs = [self.run(self.session_input(items[i : i + step])) for i in range(0, len(items), step)]
         return np.concatenate(outs) if outs else np.empty((0, 0), dtype=np.float32)
 
+    def session_input(self, batch: np.ndarray) -> np.ndarray:
+        """What the session takes for ``uint8 [B, H, W, 3]`` pixels: themselves when the normalisation
+        is fused into the graph, else ``normalise(batch)``."""
+        if self._model is None:
+            self.load()
+        if self._io.get("uint8"):
+            return np.ascontiguousarray(batch, dtype=np.uint8)
+        return self.normalise(batch)
+
     def run(self, x: np.ndarray) -> np.ndarray:
-        """The session on a normalised float32 batch -> ``[B, D]`` float32 (padded to a fixed batch)."""
+        """The session on a batch as ``session_input`` makes it -> ``[B, D]`` float32 (padded to a fixed batch)."""
         if self._model is None:
             self.load()
         n = len(x)

@@ -273,8 +273,8 @@ IN_DISTRIBUTION_PREFIXES = ("group/", "audit/")
 def metric_columns(board: Board) -> list[str]:
     """The sort metric, the key metrics that were logged, the threshold, then the honest-evaluation
     columns where logged: the ROC-AUC interval (``roc_auc_ci``), the ROC-AUC of each extra data set,
-    perturbation and held-out group (``shoes/roc_auc``, ``jpeg75/roc_auc``, ``logo/<g>/roc_auc``)
-    and the audit's warning count."""
+    perturbation and held-out group (``shoes/roc_auc``, ``jpeg75/roc_auc``, ``logo/<g>/roc_auc``),
+    the audit's warning count and the extraction's images per second."""
     logged = set().union(*board.runs["metrics"].map(set)) if len(board.runs) else set()
     wanted = [board.metric] + [m for m in KEY_METRICS if m != board.metric] + ["threshold"]
     columns = [m for m in dict.fromkeys(wanted) if m == board.metric or m in logged]
@@ -285,10 +285,14 @@ def metric_columns(board: Board) -> list[str]:
     )
     if "audit/n_warnings" in logged:
         columns.append("audit/n_warnings")
+    if THROUGHPUT_COLUMN in logged:  # what the features cost: read a frontier off the board
+        columns.append(THROUGHPUT_COLUMN)
     return columns
 
 
 CI_COLUMN = "roc_auc 95% CI"
+#: feature extraction's throughput (0 when every image was cached), logged by every embedding run
+THROUGHPUT_COLUMN = "extract/images_per_s"
 MARK_COLUMN = "~top"
 ROWS_COLUMN = "test rows"
 #: how a partial run's test-row count reads: "33 < 40"
