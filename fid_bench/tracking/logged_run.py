@@ -34,6 +34,7 @@ if TYPE_CHECKING:
     import pandas as pd
     from mlflow.tracking import MlflowClient
 
+    from fid_bench.audit import AuditReport
     from fid_bench.data.samples import Samples
     from fid_bench.detector import Predictor
     from fid_bench.tracking.lineage import DatasetPart
@@ -136,6 +137,26 @@ class TrackedRun:
                     "see unreadable_predict.csv",
                     len(samples.unreadable_predict),
                 )
+
+    def log_audit(self, report: AuditReport, parts: Mapping[str, AuditReport] | None = None) -> None:
+        """The data audit before training: its metrics (``audit/*``), the report as artifacts
+        (``audit/``) and its warnings in the log; ``parts``: the report of each source (``data=multi``),
+        under ``audit/<source>/``."""
+        from fid_bench.audit import SKIP_WARNING
+
+        parts = parts or {}
+        self.log_metrics({f"audit/{k}": v for k, v in report.metrics().items()})
+        with tempfile.TemporaryDirectory() as tmp:
+            for path in report.write(Path(tmp)):
+                self.log_artifact(path, "audit")
+            for name, part in parts.items():
+                self.log_metrics({f"audit/{name}/{k}": v for k, v in part.metrics().items()})
+                for path in part.write(Path(tmp) / name):
+                    self.log_artifact(path, f"audit/{name}")
+        for warning in [*report.warnings, *(w for part in parts.values() for w in part.warnings)]:
+            if warning.split(": ", 1)[-1].startswith(SKIP_WARNING) or warning.startswith(SKIP_WARNING):
+                continue  # log_samples already said which rows were skipped (one line)
+            log.warning("audit: %s", warning)
 
     def log_datasets(self, parts: Sequence[DatasetPart]) -> None:
         """The rows a run used, as MLflow dataset inputs (see ``fid_bench.tracking.lineage``)."""
