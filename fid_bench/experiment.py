@@ -14,7 +14,7 @@ import pandas as pd
 from omegaconf import DictConfig
 from tqdm.auto import tqdm
 
-from fid_bench.audit import audit_samples, audit_sources
+from fid_bench.audit import SKIP_WARNING, audit_samples, audit_sources
 from fid_bench.data.readers import read_samples
 from fid_bench.errors import FidBenchError
 from fid_bench.evaluation.generalisation import beyond_holdout, prefixed
@@ -116,7 +116,12 @@ def run_experiment(
     plan, settings, detector = spec.folds, spec.held_out, spec.detector
     table = samples.table
 
-    # 1. the inputs: the audit and the folds, logged before any model is trained
+    # 1. the inputs: the job the detector sees, the audit and the folds (logged before any training)
+    job = spec.job(
+        samples,
+        output_dir=job_dir if job_dir is not None else output_dir(),
+        logger=on_run(run) if on_run is not None else run,
+    )
     audit = audit_samples(samples, **spec.audit) if final and spec.audit is not None else None
     # data=multi: each source audited on its own too (a shortcut inside one source is named with it)
     audit_parts = audit_sources(samples, **spec.audit) if audit is not None and spec.multi_source else {}
@@ -124,6 +129,10 @@ def run_experiment(
     source_folds = plan.source_folds(table, folds, final=final)
     if audit is not None:
         run.log_audit(audit, audit_parts)
+        for warning in [*audit.warnings, *(w for part in audit_parts.values() for w in part.warnings)]:
+            # skipped rows (a source's warning starts with its name): log_samples told them in one line
+            if not (warning.startswith(SKIP_WARNING) or warning.split(": ", 1)[-1].startswith(SKIP_WARNING)):
+                log.warning("audit: %s", warning)
     source = data_source(spec.data_root)
     run.log_datasets(fold_parts(table, folds, name=samples.name, source=source, final=final))
     if not final:
@@ -132,11 +141,6 @@ def run_experiment(
 
     # 2. fit and score: the source folds first, so the model of the job's own (last) fold, trained
     # on every source, is the one logged, predicted with and scored beyond the hold-out
-    job = spec.job(
-        samples,
-        output_dir=job_dir if job_dir is not None else output_dir(),
-        logger=on_run(run) if on_run is not None else run,
-    )
     detector.setup(job)
     source_metrics, source_files = (
         run_source_folds(detector, job, source_folds, settings, final=final) if source_folds else ({}, [])
