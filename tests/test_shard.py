@@ -10,9 +10,8 @@ import numpy as np
 import pytest
 
 from fid_bench.errors import FidBenchError
-from fid_bench.features.shard import shard_of
+from fid_bench.features.shard import Shard, shard_of
 from fid_bench.jobs.experiment import run_job
-from fid_bench.jobs.job_spec import shard_of_config
 
 
 def test_shards_partition_by_content() -> None:
@@ -23,8 +22,8 @@ def test_shards_partition_by_content() -> None:
 
 
 def test_bad_shard_settings_are_one_line(compose_cfg) -> None:
-    assert shard_of_config(compose_cfg()) is None
-    shard = shard_of_config(compose_cfg("model=spectrum", "features.num_shards=2", "features.shard=1"))
+    assert Shard.of_config(compose_cfg()) is None
+    shard = Shard.of_config(compose_cfg("model=spectrum", "features.num_shards=2", "features.shard=1"))
     assert (shard.index, shard.count, shard.encoder["_target_"]) == (
         1,
         2,
@@ -36,7 +35,7 @@ def test_bad_shard_settings_are_one_line(compose_cfg) -> None:
         (["features.num_shards=0", "features.shard=0"], "num_shards must be a positive integer"),
     ):
         with pytest.raises(FidBenchError, match=message):
-            shard_of_config(compose_cfg(*overrides))
+            Shard.of_config(compose_cfg(*overrides))
 
 
 def test_shards_fill_the_cache_and_the_sweep_extracts_nothing(compose_cfg) -> None:

@@ -18,8 +18,10 @@ Balancing is not done here: it applies to training rows only, later.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -38,6 +40,68 @@ class Fold:
     val: np.ndarray
     test: np.ndarray
     name: str = ""  # the held-out group in leave-one-group-out folds
+
+
+@dataclass(frozen=True)
+class FoldPlan:
+    """``cv.*``, ``data.val_fraction`` / ``data.test_fraction`` and ``seed``: how rows become folds.
+
+    The one place a job's folds are planned: ``job_folds`` (hold-out, K-fold or leave-one-group-out)
+    and ``source_folds`` (leave-one-source-out), with the rule that the two kinds exclude each other.
+    """
+
+    folds: int | None
+    leave_one_group_out: bool
+    leave_one_source_out: bool
+    val_fraction: float
+    test_fraction: float
+    seed: int
+
+    @classmethod
+    def of_config(cls, cfg: Any) -> FoldPlan:
+        """The plan of a composed config (``cv``, ``data.val_fraction``/``test_fraction``, ``seed``)."""
+        cv = cfg.cv
+        return cls(
+            folds=cv.folds,
+            leave_one_group_out=bool(cv.leave_one_group_out),
+            leave_one_source_out=bool(cv.get("leave_one_source_out", False)),
+            val_fraction=cfg.data.val_fraction,
+            test_fraction=cfg.data.test_fraction,
+            seed=cfg.seed,
+        )
+
+    def job_folds(self, table: pd.DataFrame) -> list[Fold]:
+        """Hold-out, K-fold or leave-one-group-out folds, as the plan says."""
+        if self.leave_one_group_out:
+            if self.folds:
+                raise FidBenchError("cv.folds and cv.leave_one_group_out exclude each other; set one of them")
+            return leave_one_group_out(
+                table, val_fraction=self.val_fraction, test_fraction=self.test_fraction, seed=self.seed
+            )
+        return make_folds(
+            table,
+            val_fraction=self.val_fraction,
+            test_fraction=self.test_fraction,
+            cv_folds=self.folds,
+            seed=self.seed,
+        )
+
+    def source_folds(self, table: pd.DataFrame, folds: list[Fold], *, final: bool) -> list[Fold]:
+        """Leave-one-source-out folds when ``cv.leave_one_source_out`` is set, else none.
+
+        A search trial (``final`` False) leaves the first job fold's test rows out of them, so
+        selecting by ``loso/*`` never sees the rows the final run is tested on. Fold indices follow
+        the job's own ``folds``.
+        """
+        if not self.leave_one_source_out:
+            return []
+        if self.leave_one_group_out:
+            raise FidBenchError(
+                "cv.leave_one_group_out and cv.leave_one_source_out exclude each other; set one of them"
+            )
+        rows = None if final else np.setdiff1d(np.arange(len(table)), folds[0].test)
+        source_folds = leave_one_source_out(table, val_fraction=self.val_fraction, seed=self.seed, rows=rows)
+        return [dataclasses.replace(f, index=len(folds) + f.index) for f in source_folds]
 
 
 def make_folds(

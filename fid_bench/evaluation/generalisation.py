@@ -190,3 +190,43 @@ def robustness_plot(curve: pd.DataFrame, clean_auc: float, path: Path) -> Path:
     fig.savefig(path, dpi=100)
     plt.close(fig)
     return path
+
+
+@dataclass
+class BeyondHoldout:
+    """What ``beyond_holdout`` found: metrics under their prefixes, each extra set's labelled rows as
+    read (a run input) and the robustness files (``robustness.csv``, its plot) to log."""
+
+    metrics: dict[str, float]
+    extra_rows: list[tuple[ExtraSet, pd.DataFrame]]
+    files: list[Path]
+
+
+def beyond_holdout(
+    extra_sets: Sequence[ExtraSet],
+    perturbations: Sequence[str],
+    predictor: Predictor,
+    test_rows: pd.DataFrame,
+    clean_auc: float,
+    work_dir: Path,
+    normalise: Mapping[str, Any] | None = None,
+) -> BeyondHoldout:
+    """``eval.extra`` data sets and ``eval.perturb`` perturbations, each under its own metric prefix;
+    the robustness curve (``perturbations`` against ``clean_auc``) written under ``work_dir``."""
+    found = BeyondHoldout({}, [], [])
+    if extra_sets:
+        metrics, _ = extra_set_metrics(
+            extra_sets,
+            predictor,
+            work_dir,
+            normalise=normalise,
+            on_read=lambda extra, table: found.extra_rows.append((extra, table)),
+        )
+        found.metrics.update(metrics)
+    if perturbations:
+        perturbed, curve = perturbation_metrics(list(perturbations), test_rows, predictor, work_dir)
+        found.metrics.update(perturbed)
+        curve.to_csv(work_dir / "robustness.csv", index=False)
+        plot = robustness_plot(curve, clean_auc, work_dir / "robustness.png")
+        found.files += [work_dir / "robustness.csv", plot]
+    return found

@@ -8,15 +8,27 @@ the ROC-AUC's bootstrap interval) and summarised as ``loso/mean_roc_auc`` and ``
 
 from __future__ import annotations
 
+import logging
 import math
+import sys
 from collections.abc import Mapping
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
 
 from fid_bench import markdown
+from fid_bench.errors import FidBenchError
 from fid_bench.evaluation.generalisation import prefixed
+from fid_bench.evaluation.held_out import HeldOutSettings, held_out_metrics
+from fid_bench.evaluation.metrics import evaluate_scores
+
+if TYPE_CHECKING:
+    from fid_bench.contract import Detector, Job
+    from fid_bench.data.splits import Fold
+
+log = logging.getLogger(__name__)
 
 PREFIX = "loso"
 #: columns of the per-source table, in order
@@ -120,3 +132,53 @@ def bar_plot(table: pd.DataFrame, path: str | Path, title: str = "Held-out ROC-A
     out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out, format="png")
     return out
+
+
+#: the files ``run_source_folds`` writes under ``<output_dir>/loso`` in a final run, in order
+FILES = ("per_source.csv", "per_source.md", "roc_auc_per_source.png", "scores.csv")
+
+
+def run_source_folds(
+    detector: Detector, job: Job, source_folds: list[Fold], settings: HeldOutSettings, *, final: bool
+) -> tuple[dict[str, float], list[Path]]:
+    """Train without each source and test on it: ``loso/<source>/*``, ``loso/mean_roc_auc``,
+    ``loso/worst_roc_auc``, and the files to log under ``loso`` (a final run writes the per-source
+    table, its bar plot and every held-out score under ``<output_dir>/loso``; a search trial none)."""
+    if not getattr(detector, "supports_source_folds", True):
+        raise FidBenchError(
+            f"cv.leave_one_source_out is not supported by classifier={detector.name}; "
+            "use the embedding track (e.g. classifier=logreg with a frozen model)"
+        )
+    per_source: dict[str, dict[str, float]] = {}
+    tests: dict[str, pd.DataFrame] = {}
+    out: dict[str, float] = {}
+    # one model per held-out source: a bar on a terminal
+    shown = source_folds
+    if sys.stderr.isatty():
+        from tqdm.auto import tqdm
+
+        shown = tqdm(source_folds, desc="sources", unit="source")
+    for fold in shown:
+        fold_scores = detector.fit_predict(job, fold)
+        if final:
+            m = held_out_metrics(fold_scores, settings)
+        else:
+            m = evaluate_scores(fold_scores, calibration_bins=settings.calibration_bins)
+        per_source[fold.name] = m
+        tests[fold.name] = fold_scores[fold_scores["split"] == "test"]
+        out.update(source_metrics(fold.name, m))
+        log.info("leave-one-source-out: %s held out, roc_auc=%.4f", fold.name, m.get("roc_auc", float("nan")))
+    out.update(summary(per_source))
+    if not final:
+        return out, []
+    work = job.output_dir / PREFIX
+    work.mkdir(parents=True, exist_ok=True)
+    table = source_table(per_source, tests)
+    table.to_csv(work / "per_source.csv", index=False)
+    (work / "per_source.md").write_text(table_markdown(table) + "\n")
+    bar_plot(table, work / "roc_auc_per_source.png")
+    # every held-out row's score: two runs on the same sources can be compared pair-wise
+    pd.concat([t.assign(source=name) for name, t in tests.items()], ignore_index=True).to_csv(
+        work / "scores.csv", index=False
+    )
+    return out, [work / name for name in FILES]

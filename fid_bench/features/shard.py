@@ -44,6 +44,31 @@ class Shard:
     num_workers: int
     device: str
 
+    @classmethod
+    def of_config(cls, cfg: Any) -> Shard | None:
+        """``features.shard`` of ``features.num_shards`` with the encoder a job of this config builds
+        (alignment included, so the jobs find these features), or None for an ordinary job."""
+        from omegaconf import OmegaConf
+
+        from fid_bench.features.aligned import with_alignment
+        from fid_bench.features.concat import expand_members
+
+        n = OmegaConf.select(cfg, "features.num_shards", default=1)
+        i = OmegaConf.select(cfg, "features.shard", default=None)
+        node = OmegaConf.select(cfg, "model.backbone")
+        if not check_shard(i, n, has_encoder=node is not None, model=OmegaConf.select(cfg, "model.name")):
+            return None
+        members = expand_members(OmegaConf.to_container(node, resolve=True))
+        return cls(
+            index=i,
+            count=n,
+            encoder=with_alignment(members, OmegaConf.select(cfg, "data.align", default=None)),
+            cache_dir=Path(cfg.features.cache_dir).expanduser(),
+            batch_size=int(cfg.features.batch_size),
+            num_workers=int(cfg.features.num_workers),
+            device=str(cfg.features.device),
+        )
+
 
 def check_shard(shard: Any, num_shards: Any, *, has_encoder: bool, model: Any = None) -> bool:
     """Whether ``features.shard`` / ``features.num_shards`` split the extraction; bad values, or a

@@ -8,24 +8,21 @@ import math
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-import numpy as np
 import pandas as pd
 from omegaconf import DictConfig
 from tqdm.auto import tqdm
 
 from fid_bench.audit import SKIP_WARNING, audit_samples, audit_sources
-from fid_bench.contract import Detector, Job
 from fid_bench.data.readers import read_samples
-from fid_bench.data.splits import leave_one_group_out, leave_one_source_out, make_folds
 from fid_bench.errors import FidBenchError
-from fid_bench.evaluation import generalisation, loso
-from fid_bench.evaluation.generalisation import prefixed
-from fid_bench.evaluation.held_out import HeldOutSettings, held_out_metrics
+from fid_bench.evaluation.generalisation import beyond_holdout, prefixed
+from fid_bench.evaluation.held_out import held_out_metrics
+from fid_bench.evaluation.loso import run_source_folds
 from fid_bench.evaluation.metrics import aggregate_folds, evaluate_scores
 from fid_bench.features.shard import extract_shard
-from fid_bench.jobs.job_spec import FoldPlan, JobSpec
+from fid_bench.jobs.job_spec import JobSpec
 from fid_bench.tracking.job_run import tracked_run
 from fid_bench.tracking.lineage import DatasetPart, data_source, fold_parts
 from fid_bench.tracking.logged_run import TrackedRun
@@ -35,10 +32,8 @@ from fid_bench.tracking.sweep_report import log_sweep_report
 from fid_bench.tracking.ui import NOTE_TAG
 
 if TYPE_CHECKING:
-    from fid_bench.contract import Predictor, RunLogger
+    from fid_bench.contract import RunLogger
     from fid_bench.data.samples import Samples
-    from fid_bench.data.splits import Fold
-    from fid_bench.evaluation.generalisation import ExtraSet
     from fid_bench.features.shard import Shard
 
 log = logging.getLogger(__name__)
@@ -56,148 +51,6 @@ def output_dir() -> Path:
         return Path(HydraConfig.get().runtime.output_dir)
     except ValueError:  # composed outside a Hydra app (tests, notebooks)
         return Path.cwd()
-
-
-def make_job_folds(plan: FoldPlan, samples: Samples) -> list[Fold]:
-    """Hold-out, K-fold or leave-one-group-out folds, as the plan says."""
-    if plan.leave_one_group_out:
-        if plan.folds:
-            raise FidBenchError("cv.folds and cv.leave_one_group_out exclude each other; set one of them")
-        return leave_one_group_out(
-            samples.table, val_fraction=plan.val_fraction, test_fraction=plan.test_fraction, seed=plan.seed
-        )
-    return make_folds(
-        samples.table,
-        val_fraction=plan.val_fraction,
-        test_fraction=plan.test_fraction,
-        cv_folds=plan.folds,
-        seed=plan.seed,
-    )
-
-
-def make_source_folds(plan: FoldPlan, samples: Samples, folds: list[Fold], final: bool) -> list[Fold]:
-    """Leave-one-source-out folds when ``cv.leave_one_source_out`` is set, else none.
-
-    A search trial (``final`` False) leaves the first fold's test rows out of them, so selecting by
-    ``loso/*`` never sees the rows the final run is tested on. Fold indices follow the job's own folds.
-    """
-    if not plan.leave_one_source_out:
-        return []
-    if plan.leave_one_group_out:
-        raise FidBenchError(
-            "cv.leave_one_group_out and cv.leave_one_source_out exclude each other; set one of them"
-        )
-    rows = None
-    if not final:
-        rows = np.setdiff1d(np.arange(len(samples.table)), folds[0].test)
-    source_folds = leave_one_source_out(
-        samples.table, val_fraction=plan.val_fraction, seed=plan.seed, rows=rows
-    )
-    return [dataclasses.replace(f, index=len(folds) + f.index) for f in source_folds]
-
-
-def run_source_folds(
-    detector: Detector,
-    job: Job,
-    source_folds: list[Fold],
-    settings: HeldOutSettings,
-    final: bool,
-    run: TrackedRun,
-) -> dict[str, float]:
-    """Train without each source and test on it: ``loso/<source>/*``, ``loso/mean_roc_auc``,
-    ``loso/worst_roc_auc``; a final run also logs the per-source table and bar plot (``loso/``)."""
-    if not getattr(detector, "supports_source_folds", True):
-        raise FidBenchError(
-            f"cv.leave_one_source_out is not supported by classifier={detector.name}; "
-            "use the features track (e.g. classifier=logreg with a frozen model)"
-        )
-    per_source: dict[str, dict[str, float]] = {}
-    tests: dict[str, pd.DataFrame] = {}
-    out: dict[str, float] = {}
-    # one model per held-out source: a bar on a terminal
-    shown = source_folds if not sys.stderr.isatty() else tqdm(source_folds, desc="sources", unit="source")
-    for fold in shown:
-        fold_scores = detector.fit_predict(job, fold)
-        if final:
-            m = held_out_metrics(fold_scores, settings)
-        else:
-            m = evaluate_scores(fold_scores, calibration_bins=settings.calibration_bins)
-        per_source[fold.name] = m
-        tests[fold.name] = fold_scores[fold_scores["split"] == "test"]
-        out.update(loso.source_metrics(fold.name, m))
-        log.info("leave-one-source-out: %s held out, roc_auc=%.4f", fold.name, m.get("roc_auc", float("nan")))
-    out.update(loso.summary(per_source))
-    if final:
-        work = job.output_dir / "loso"
-        work.mkdir(parents=True, exist_ok=True)
-        table = loso.source_table(per_source, tests)
-        table.to_csv(work / "per_source.csv", index=False)
-        (work / "per_source.md").write_text(loso.table_markdown(table) + "\n")
-        loso.bar_plot(table, work / "roc_auc_per_source.png")
-        # every held-out row's score: two runs on the same sources can be compared pair-wise
-        pd.concat([t.assign(source=name) for name, t in tests.items()], ignore_index=True).to_csv(
-            work / "scores.csv", index=False
-        )
-        for name in ("per_source.csv", "per_source.md", "roc_auc_per_source.png", "scores.csv"):
-            run.log_artifact(work / name, "loso")
-    return out
-
-
-def log_audit(settings: dict[str, Any], samples: Samples, run: TrackedRun, *, per_source: bool) -> None:
-    """Audit the data before training: a few metrics, the report as artifacts, warnings in the log.
-    ``settings``: those of ``audit_samples``; ``per_source`` (data=multi) audits each source on its own too."""
-    import tempfile
-
-    report = audit_samples(samples, **settings)
-    run.log_metrics({f"audit/{k}": v for k, v in report.metrics().items()})
-    # data=multi: each source audited on its own too (a shortcut inside one source is named with it)
-    sources = audit_sources(samples, **settings) if per_source else {}
-    with tempfile.TemporaryDirectory() as tmp:
-        for path in report.write(Path(tmp)):
-            run.log_artifact(path, "audit")
-        for name, part in sources.items():
-            run.log_metrics({f"audit/{name}/{k}": v for k, v in part.metrics().items()})
-            for path in part.write(Path(tmp) / name):
-                run.log_artifact(path, f"audit/{name}")
-    warnings = list(report.warnings)
-    warnings += [w for part in sources.values() for w in part.warnings]
-    for warning in warnings:
-        if warning.split(": ", 1)[-1].startswith(SKIP_WARNING) or warning.startswith(SKIP_WARNING):
-            continue  # the run already said which rows were skipped (one line, see log_samples)
-        log.warning("audit: %s", warning)
-
-
-def per_group_fold(folds: list[Fold], per_fold: list[dict[str, float]]) -> dict[str, float]:
-    """Leave-one-group-out: each fold's metrics under ``logo/<held-out group>/``."""
-    out: dict[str, float] = {}
-    for fold, m in zip(folds, per_fold, strict=True):
-        out.update(prefixed(f"logo/{fold.name}", m))
-    return out
-
-
-def beyond_holdout(
-    spec: JobSpec, predictor: Predictor, test_rows: pd.DataFrame, metrics: dict, run: TrackedRun, job: Job
-) -> dict[str, float]:
-    """``eval.extra`` data sets and ``eval.perturb`` perturbations, each under its own metric prefix."""
-    out: dict[str, float] = {}
-    work = job.output_dir / "eval"
-    if spec.extra:
-
-        def log_extra(extra: ExtraSet, table: pd.DataFrame) -> None:
-            run.log_datasets([DatasetPart("extra", extra.name, data_source(extra.root), table)])
-
-        found, _ = generalisation.extra_set_metrics(
-            spec.extra, predictor, work, normalise=spec.normalise_extra, on_read=log_extra
-        )
-        out.update(found)
-    if spec.perturb:
-        perturbed, curve = generalisation.perturbation_metrics(list(spec.perturb), test_rows, predictor, work)
-        out.update(perturbed)
-        curve.to_csv(work / "robustness.csv", index=False)
-        run.log_artifact(work / "robustness.csv", "robustness")
-        plot = generalisation.robustness_plot(curve, metrics["roc_auc"], work / "robustness.png")
-        run.log_artifact(plot, "robustness")
-    return out
 
 
 def run_job(
@@ -261,26 +114,36 @@ def run_experiment(
     """
     final = holdout == "test"  # a search trial (holdout="val") skips everything that reads test rows
     plan, settings, detector = spec.folds, spec.held_out, spec.detector
-    if final and spec.audit is not None:
-        log_audit(spec.audit, samples, run, per_source=spec.multi_source)
-    folds = make_job_folds(plan, samples)
-    source = data_source(spec.data_root)
-    run.log_datasets(fold_parts(samples.table, folds, name=samples.name, source=source, final=final))
-    source_folds = make_source_folds(plan, samples, folds, final)
-    if not final:
-        # the validation rows stand in for the test rows, so a search never sees test labels
-        folds = [dataclasses.replace(fold, test=fold.val) for fold in folds]
+    table = samples.table
+
+    # 1. the inputs: the job the detector sees, the audit and the folds (logged before any training)
     job = spec.job(
         samples,
         output_dir=job_dir if job_dir is not None else output_dir(),
         logger=on_run(run) if on_run is not None else run,
     )
+    audit = audit_samples(samples, **spec.audit) if final and spec.audit is not None else None
+    # data=multi: each source audited on its own too (a shortcut inside one source is named with it)
+    audit_parts = audit_sources(samples, **spec.audit) if audit is not None and spec.multi_source else {}
+    folds = plan.job_folds(table)
+    source_folds = plan.source_folds(table, folds, final=final)
+    if audit is not None:
+        run.log_audit(audit, audit_parts)
+        for warning in [*audit.warnings, *(w for part in audit_parts.values() for w in part.warnings)]:
+            # skipped rows (a source's warning starts with its name): log_samples told them in one line
+            if not (warning.startswith(SKIP_WARNING) or warning.split(": ", 1)[-1].startswith(SKIP_WARNING)):
+                log.warning("audit: %s", warning)
+    source = data_source(spec.data_root)
+    run.log_datasets(fold_parts(table, folds, name=samples.name, source=source, final=final))
+    if not final:
+        # the validation rows stand in for the test rows, so a search never sees test labels
+        folds = [dataclasses.replace(fold, test=fold.val) for fold in folds]
+
+    # 2. fit and score: the source folds first, so the model of the job's own (last) fold, trained
+    # on every source, is the one logged, predicted with and scored beyond the hold-out
     detector.setup(job)
-    calibration_bins = settings.calibration_bins
-    # the source folds first: the model of the job's own (last) fold, trained on every source,
-    # is the one logged, predicted with and scored on eval.extra
-    source_metrics = (
-        run_source_folds(detector, job, source_folds, settings, final, run) if source_folds else {}
+    source_metrics, source_files = (
+        run_source_folds(detector, job, source_folds, settings, final=final) if source_folds else ({}, [])
     )
     scores, per_fold = [], []
     # K-fold and leave-one-group-out jobs fit one model per fold: a bar on a terminal
@@ -289,27 +152,48 @@ def run_experiment(
         fold_scores = detector.fit_predict(job, fold)
         scores.append(fold_scores)
         if final:  # with per-group metrics and bootstrap intervals, as ensembles and imports log them
-            fold_metrics = held_out_metrics(fold_scores, settings)
+            per_fold.append(held_out_metrics(fold_scores, settings))
         else:
-            fold_metrics = evaluate_scores(fold_scores, calibration_bins=calibration_bins)
-        per_fold.append(fold_metrics)
+            per_fold.append(evaluate_scores(fold_scores, calibration_bins=settings.calibration_bins))
     metrics = aggregate_folds(per_fold)
-    if plan.leave_one_group_out:
-        metrics.update(per_group_fold(folds, per_fold))
+    if plan.leave_one_group_out:  # each fold's metrics under logo/<held-out group>/
+        for fold, fold_metrics in zip(folds, per_fold, strict=True):
+            metrics.update(prefixed(f"logo/{fold.name}", fold_metrics))
     metrics.update(source_metrics)
     logged = metrics if final else {f"val_{k}": v for k, v in metrics.items()}
     extra = detector.extra_metrics()
     metrics.update(extra)
-    run.log_metrics({**logged, **extra})
-    if final:
-        log_scores(run, pd.concat(scores, ignore_index=True), metrics, calibration_bins=calibration_bins)
-    if final or spec.log_model:
-        predictor = detector.predictor()
+    predictor = detector.predictor() if final or spec.log_model else None
+    beyond = None
     if final:
         # extra data sets and perturbations use the model of the last fold on that fold's test rows
-        beyond = beyond_holdout(spec, predictor, samples.table.iloc[folds[-1].test], metrics, run, job)
-        metrics.update(beyond)
-        run.log_metrics(beyond)
+        beyond = beyond_holdout(
+            spec.extra,
+            spec.perturb,
+            predictor,
+            table.iloc[folds[-1].test],
+            metrics["roc_auc"],
+            job.output_dir / "eval",
+            spec.normalise_extra,
+        )
+
+    # 3. the results, logged
+    for path in source_files:
+        run.log_artifact(path, "loso")
+    run.log_metrics({**logged, **extra})
+    if final:
+        log_scores(
+            run, pd.concat(scores, ignore_index=True), metrics, calibration_bins=settings.calibration_bins
+        )
+    if beyond is not None:
+        if beyond.extra_rows:  # each extra set's rows as read: an input of the run
+            run.log_datasets(
+                [DatasetPart("extra", x.name, data_source(x.root), rows) for x, rows in beyond.extra_rows]
+            )
+        for path in beyond.files:
+            run.log_artifact(path, "robustness")
+        metrics.update(beyond.metrics)
+        run.log_metrics(beyond.metrics)
     if spec.log_model:
         run.log_predictor(predictor)
     if final:

@@ -87,10 +87,10 @@ def config_reference(cfg: DictConfig, overrides: Sequence[str] = ()) -> Referenc
     from omegaconf import OmegaConf
 
     from fid_bench.data.readers import read_configured_samples
-    from fid_bench.jobs.experiment import make_job_folds
+    from fid_bench.data.splits import FoldPlan
 
     samples = read_configured_samples(cfg)
-    folds = make_job_folds(cfg, samples)
+    folds = FoldPlan.of_config(cfg).job_folds(samples.table)
     if len(folds) != 1:
         raise FidBenchError(
             f"the config makes {len(folds)} folds; imported predictions are aligned with one hold-out "

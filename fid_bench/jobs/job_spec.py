@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from omegaconf import DictConfig, OmegaConf
 
+from fid_bench.data.splits import FoldPlan
 from fid_bench.errors import FidBenchError
 from fid_bench.evaluation.generalisation import ExtraSet
 from fid_bench.evaluation.held_out import HeldOutSettings
@@ -26,18 +27,6 @@ if TYPE_CHECKING:
     from fid_bench.contract import Detector, Job, RunLogger
     from fid_bench.data.samples import Samples
     from fid_bench.features.shard import Shard
-
-
-@dataclass(frozen=True)
-class FoldPlan:
-    """``cv.*``, ``data.val_fraction`` / ``data.test_fraction`` and ``seed``: how rows become folds."""
-
-    folds: int | None
-    leave_one_group_out: bool
-    leave_one_source_out: bool
-    val_fraction: float
-    test_fraction: float
-    seed: int
 
 
 @dataclass(frozen=True)
@@ -74,32 +63,32 @@ class JobSpec:
         from hydra.utils import instantiate
 
         from fid_bench.audit import audit_settings
+        from fid_bench.features.shard import Shard
 
-        audit = audit_settings(cfg) if cfg.audit.enabled else None
+        # each layer reads its own part, top to bottom: the run (tracking), the held-out metrics
+        # (evaluation), a shard of a split extraction (features), the folds (data)
+        extra = extra_sets(cfg)
+        run = JobRunSpec.of_config(cfg)
+        held_out = HeldOutSettings.of_config(cfg)
+        shard = Shard.of_config(cfg)
+        folds = FoldPlan.of_config(cfg)
         return cls(
-            run=JobRunSpec.of_config(cfg),
+            run=run,
             data=cfg.data,
             data_root=OmegaConf.select(cfg, "data.root", default=None),
             multi_source=bool(OmegaConf.select(cfg, "data.sources", default=None)),
             detector=instantiate(cfg.classifier),
             balance=instantiate(cfg.balance),
             cache_dir=Path(cfg.features.cache_dir).expanduser(),
-            folds=FoldPlan(
-                folds=cfg.cv.folds,
-                leave_one_group_out=bool(cfg.cv.leave_one_group_out),
-                leave_one_source_out=bool(OmegaConf.select(cfg, "cv.leave_one_source_out", default=False)),
-                val_fraction=cfg.data.val_fraction,
-                test_fraction=cfg.data.test_fraction,
-                seed=cfg.seed,
-            ),
-            held_out=HeldOutSettings.of_config(cfg),
-            audit=audit,
-            extra=extra_sets(cfg),
+            folds=folds,
+            held_out=held_out,
+            audit=audit_settings(cfg) if cfg.audit.enabled else None,
+            extra=extra,
             normalise_extra=dict(OmegaConf.to_container(cfg.eval.normalise_extra or OmegaConf.create({}))),
             perturb=tuple(str(p) for p in cfg.eval.perturb or ()),
             log_model=bool(cfg.tracking.log_model),
             optimized_metric=str(cfg.optimized_metric),
-            shard=shard_of_config(cfg),
+            shard=shard,
         )
 
     def job(self, samples: Samples, *, output_dir: Path, logger: RunLogger | None = None) -> Job:
@@ -113,33 +102,6 @@ class JobSpec:
             output_dir=output_dir,
             logger=logger if logger is not None else NullLogger(),
         )
-
-
-def shard_of_config(cfg: DictConfig) -> Shard | None:
-    """``features.shard`` of ``features.num_shards`` with the encoder a job of this config builds
-    (alignment included, so the jobs find these features), or None for an ordinary job."""
-    from fid_bench.features.aligned import with_alignment
-    from fid_bench.features.concat import expand_members
-    from fid_bench.features.shard import Shard, check_shard
-
-    n = OmegaConf.select(cfg, "features.num_shards", default=1)
-    i = OmegaConf.select(cfg, "features.shard", default=None)
-    node = OmegaConf.select(cfg, "model.backbone")
-    if not check_shard(i, n, has_encoder=node is not None, model=OmegaConf.select(cfg, "model.name")):
-        return None
-    encoder = with_alignment(
-        expand_members(OmegaConf.to_container(node, resolve=True)),
-        OmegaConf.select(cfg, "data.align", default=None),
-    )
-    return Shard(
-        index=i,
-        count=n,
-        encoder=encoder,
-        cache_dir=Path(cfg.features.cache_dir).expanduser(),
-        batch_size=int(cfg.features.batch_size),
-        num_workers=int(cfg.features.num_workers),
-        device=str(cfg.features.device),
-    )
 
 
 def extra_sets(cfg: DictConfig) -> tuple[ExtraSet, ...]:

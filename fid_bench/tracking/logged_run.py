@@ -14,7 +14,7 @@ import traceback
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from fid_bench import signals
 from fid_bench.data.samples import LABEL_NAMES
@@ -39,6 +39,14 @@ if TYPE_CHECKING:
     from fid_bench.tracking.lineage import DatasetPart
 
 log = logging.getLogger(__name__)
+
+
+class Report(Protocol):
+    """A report a run logs as metrics and files (the data audit's ``AuditReport``)."""
+
+    def metrics(self) -> Mapping[str, float]: ...
+
+    def write(self, out_dir: Path) -> list[Path]: ...
 
 
 class TrackedRun:
@@ -136,6 +144,18 @@ class TrackedRun:
                     "see unreadable_predict.csv",
                     len(samples.unreadable_predict),
                 )
+
+    def log_audit(self, report: Report, parts: Mapping[str, Report] | None = None) -> None:
+        """The data audit before training: its metrics (``audit/*``) and the report as artifacts
+        (``audit/``); ``parts``: the report of each source (``data=multi``), under ``audit/<source>/``."""
+        self.log_metrics({f"audit/{k}": v for k, v in report.metrics().items()})
+        with tempfile.TemporaryDirectory() as tmp:
+            for path in report.write(Path(tmp)):
+                self.log_artifact(path, "audit")
+            for name, part in (parts or {}).items():
+                self.log_metrics({f"audit/{name}/{k}": v for k, v in part.metrics().items()})
+                for path in part.write(Path(tmp) / name):
+                    self.log_artifact(path, f"audit/{name}")
 
     def log_datasets(self, parts: Sequence[DatasetPart]) -> None:
         """The rows a run used, as MLflow dataset inputs (see ``fid_bench.tracking.lineage``)."""
