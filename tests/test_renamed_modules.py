@@ -34,4 +34,7 @@ def test_no_file_name_is_used_by_two_modules() -> None:
         places[path.name].append(path.relative_to(REPO).as_posix())
     shared = {name: paths for name, paths in places.items() if len(paths) > 1 and name not in SAME_ROLE}
     assert shared == {}
-    assert sorted(places["detector.py"]) == ["fid_bench/features_track/detector.py", "fid_bench/finetune/detector.py"]
+    assert sorted(places["detector.py"]) == [
+        "fid_bench/features_track/detector.py",
+        "fid_bench/finetune/detector.py",
+    ]
