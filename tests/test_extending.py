@@ -299,7 +299,7 @@ def test_a_data_reader_serves_training_and_predict(compose_cfg, overlay, isolate
         pixels = rng.integers(0, 120, (24, 24, 3), dtype=np.uint8) + (120 if label else 0)
         Image.fromarray(pixels.astype(np.uint8)).save(root / "img" / f"{i}.png")
         lines.append(f"img/{i}.png,{label}")
-    lines += ["img/0.png,7", "img/1.png,fake", "../outside.png,1"]  # counted skips, no traceback
+    lines += ["img/40.png,7", "img/41.png,fake", "../outside.png,1"]  # counted skips, no traceback
     (root / "images.csv").write_text("\n".join(lines) + "\n", encoding="utf-8")
     cfg = compose_cfg(
         searchpath(conf), "data=list", f"data.root={root}", "model=spectrum", "classifier=logreg", tiny=False
@@ -307,9 +307,22 @@ def test_a_data_reader_serves_training_and_predict(compose_cfg, overlay, isolate
     run_job(cfg)
     run = only_run()
     assert run.info.status == "FINISHED" and run.data.tags["data"] == "list"
-    to_score = read_samples(cfg.data, to_score=True)  # what `predict data=list ...` scores
+    to_score = read_samples(cfg.data, to_score=True)  # what `predict data=list ...` reads
     assert len(to_score.table) == 40
     assert len(to_score.skipped) == 3
+    # the same overrides serve `fid-bench audit` and `fid-bench predict`
+    from fid_bench.cli import main
+
+    data = [searchpath(conf), "data=list", f"data.root={root}"]
+    assert main(["audit", *data, "--json", str(isolated / "audit.json")]) == 0
+    assert (isolated / "audit.json").is_file()
+    assert main(["predict", "--run", run.info.run_id, "--out", "scored.csv", *data]) == 0
+    import pandas as pd
+
+    scored = pd.read_csv("scored.csv")
+    # every listed row gets a score, the skipped ones the training prior (no row is lost)
+    assert len(scored) == 43 and scored["score"].between(0, 1).all()
+    assert {"img/40.png", "img/41.png", "../outside.png"} <= set(scored["id"])
 
 
 def test_a_detector_kind_declares_its_track(compose_cfg, overlay) -> None:
