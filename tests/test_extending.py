@@ -164,6 +164,20 @@ def test_every_section_states_its_file_count_and_the_table_agrees() -> None:
         assert table.get(slug(title)) == str(ex.stated), f"{title}: the table says {table.get(slug(title))}"
 
 
+def test_the_count_check_catches_a_wrong_count_and_a_diff_touching_more() -> None:
+    one = Block("yaml", ("conf/classifier/a.yaml",), "name: a\n")
+    check_count(Example(1, (one,)))
+    with pytest.raises(AssertionError):
+        check_count(Example(2, (one,)))
+    sneaky = Block(
+        "diff",
+        ("fid_bench/cli.py",),
+        "--- a/fid_bench/cli.py\n+++ b/fid_bench/cli.py\n+++ b/fid_bench/x.py\n",
+    )
+    with pytest.raises(AssertionError):
+        check_count(Example(1, (sneaky,)))
+
+
 # ----------------------------------------------------------------------------- config-only examples
 def test_a_classifier_is_one_config_file(compose_cfg, overlay) -> None:
     from fid_bench.jobs.experiment import run_job
@@ -384,6 +398,9 @@ def test_a_metric_is_four_files(tmp_path: Path) -> None:
     row = table[table["metric"] == "youden_j"]
     assert len(row) == 1 and row["method"].iloc[0] == "paired bootstrap"
     assert 0.0 <= row["p_value"].iloc[0] <= 1.0
+    # registered as tabulated: a column of compare's metric table too
+    (metrics_table,) = [p for p in (tmp_path / "cmp").glob("*.csv") if not p.name.endswith("_paired.csv")]
+    assert "youden_j" in pd.read_csv(metrics_table).columns
 
 
 def test_a_statistical_test_is_one_file(tmp_path: Path) -> None:
