@@ -382,7 +382,7 @@ sys.exit(main(["compare", runs[0].info.run_id, runs[1].info.run_id, "--bootstrap
 """
 
 
-def test_a_metric_is_four_files(tmp_path: Path) -> None:
+def test_a_metric_is_two_files(tmp_path: Path) -> None:
     ex = example("A metric with its interval and paired test")
     check_count(ex)
     root = patched_copy(ex, tmp_path / "copy")
