@@ -6,7 +6,7 @@ resampled or reweighted, so held-out metrics describe the data as it is.
 Every strategy answers three questions about training labels ``y``:
 
 ``resample(y)``
-    positions into ``y`` to train on (may repeat or drop rows). The feature track indexes its
+    positions into ``y`` to train on (may repeat or drop rows). The features track indexes its
     matrix with them; the fine-tuning track builds its sampler from them.
 ``class_weights(y)``
     ``{label: weight}`` or ``None``. Inverse class frequency, normalised so that the weighted row

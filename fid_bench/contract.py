@@ -1,7 +1,7 @@
 """The contract both tracks implement: a samples table and a fold in, scores out.
 
 A *detector* is what the ``classifier`` config group builds (``_target_``):
-``classical.detector.FeatureDetector`` (frozen encoder -> cached features -> estimator) or
+``features_track.detector.FeatureDetector`` (frozen encoder -> cached features -> estimator) or
 ``finetune.detector.FinetuneDetector`` (a network trained end to end with Lightning). Each detector
 class declares its ``track`` (the run tag ``track``); ``detector_track`` reads it from a detector, its
 class or a ``classifier`` config node without building anything.

@@ -197,3 +197,14 @@ def test_search_direction_defaults_to_the_registry(odd_metric: str, compose_cfg)
         "hparams_search.direction=maximize",
     )
     assert objective_direction(check_search_config(cfg)) == "maximize"
+
+
+def test_every_metric_flagged_for_an_interval_or_a_paired_test_has_its_function() -> None:
+    """``interval`` / ``paired`` in the registry are resampled with ``metrics.SCORE_FUNCTIONS[name]``,
+    which ``compute_metrics`` also reports."""
+    from fid_bench.evaluation.metrics import SCORE_FUNCTIONS, compute_metrics
+
+    flagged = set(metric_registry.names(interval=True)) | set(metric_registry.names(paired=True))
+    assert flagged <= set(SCORE_FUNCTIONS)
+    assert set(SCORE_FUNCTIONS) <= set(metric_registry.METRICS)
+    assert set(SCORE_FUNCTIONS) <= set(compute_metrics([0, 1, 0, 1], [0.2, 0.7, 0.4, 0.9], warn=False))

@@ -22,7 +22,7 @@ module also declares where the family's weights come from (``Backbone.weight_sou
 ``packaged``   a timm network with such converted weights (``PackagedTimmBackbone``)
 ``export``     a torch backbone exported to ONNX, checked against torch before it is written
 
-May import ``fid_bench.errors`` and ``fid_bench.data`` only, never features, finetune, classical,
+May import ``fid_bench.errors`` and ``fid_bench.data`` only, never features, finetune, features_track,
 evaluation or tracking (they sit above). Nothing here imports torch, timm or open_clip at module
 import time except ``small_cnn`` (a torch-only family), so a backbone's cache identity is computed
 without them; nothing imports onnxruntime until a session is needed.

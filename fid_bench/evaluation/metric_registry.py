@@ -51,6 +51,11 @@ class Metric:
     per_prefix: bool = False
     #: a column of ``fid-bench compare``'s table
     tabulated: bool = False
+    #: a bootstrap interval on the test rows, logged as ``<name>_ci_low`` / ``<name>_ci_high``, computed
+    #: with ``metrics.SCORE_FUNCTIONS[name]`` (ROC-AUC and F1 have their own, faster rule)
+    interval: bool = False
+    #: compared between two runs by the paired bootstrap (``fid-bench compare``), with the same function
+    paired: bool = False
 
 
 _ALL = (
@@ -95,7 +100,12 @@ _SPREAD = "_std"
 
 
 def names(
-    *, source: str | None = None, per_prefix: bool | None = None, tabulated: bool | None = None
+    *,
+    source: str | None = None,
+    per_prefix: bool | None = None,
+    tabulated: bool | None = None,
+    interval: bool | None = None,
+    paired: bool | None = None,
 ) -> tuple[str, ...]:
     """Registered names, in registry order, that match every criterion given."""
     return tuple(
@@ -104,6 +114,8 @@ def names(
         if (source is None or m.source == source)
         and (per_prefix is None or m.per_prefix == per_prefix)
         and (tabulated is None or m.tabulated == tabulated)
+        and (interval is None or m.interval == interval)
+        and (paired is None or m.paired == paired)
     )
 
 

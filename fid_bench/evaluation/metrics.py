@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import pandas as pd
@@ -190,6 +190,14 @@ def brier_score(y_true: Sequence[int] | np.ndarray, score: Sequence[float] | np.
     return float(np.mean((s - y) ** 2)) if y.size else NAN
 
 
+#: threshold-free metrics as ``fn(labels, scores) -> float`` by registered name: ``compute_metrics``
+#: computes each, and a metric the registry flags ``interval`` or ``paired`` is resampled with it
+SCORE_FUNCTIONS: dict[str, Callable[[np.ndarray, np.ndarray], float]] = {
+    "eer": equal_error_rate,
+    "brier": brier_score,
+}
+
+
 def _ratio(num: float, den: float) -> float:
     return float(num / den) if den else NAN
 
@@ -239,6 +247,9 @@ def compute_metrics(
         undefined += [*OPERATING_FPRS, "eer"]
     out["ece"] = expected_calibration_error(y, s, calibration_bins)
     out["brier"] = brier_score(y, s)
+    for name, fn in SCORE_FUNCTIONS.items():
+        if name not in out:
+            out[name] = fn(y, s)
 
     if math.isnan(threshold):
         out.update(dict.fromkeys(THRESHOLD_METRICS, NAN))

@@ -33,6 +33,7 @@ import pandas as pd
 
 from fid_bench.contract import CONTENT_HASH
 from fid_bench.errors import FidBenchError
+from fid_bench.evaluation import metric_registry
 from fid_bench.evaluation.uncertainty import bootstrap_distribution
 
 MetricFn = Callable[[np.ndarray, np.ndarray], float]
@@ -381,6 +382,16 @@ def operating_point_comparisons(y: np.ndarray, a: np.ndarray, b: np.ndarray, **k
     ]
 
 
+def registered_comparisons(y: np.ndarray, a: np.ndarray, b: np.ndarray, **kw: Any) -> list[PairedResult]:
+    """Every metric the registry flags ``paired``, by the paired bootstrap (``kw`` as above)."""
+    chosen = metric_registry.names(paired=True)
+    if not chosen:
+        return []
+    from fid_bench.evaluation.metrics import SCORE_FUNCTIONS
+
+    return [paired_bootstrap(y, a, b, SCORE_FUNCTIONS[name], name=name, **kw) for name in chosen]
+
+
 def compare_scores(
     pairs: pd.DataFrame,
     threshold_a: float | None,
@@ -391,8 +402,8 @@ def compare_scores(
     seed: int = 0,
 ) -> list[PairedResult]:
     """The comparison of two runs on paired rows (``pair_test_rows``): ROC-AUC by DeLong's test;
-    F1 and accuracy (each run at its own validation threshold) and TPR at FPR 1 % and 5 % by the
-    paired bootstrap.
+    F1 and accuracy (each run at its own validation threshold), TPR at FPR 1 % and 5 % and every
+    metric the registry flags ``paired`` by the paired bootstrap.
 
     ``n_boot=0`` runs DeLong's test only; a threshold of None (a run that logged none) leaves out
     F1 and accuracy, whose comparison needs both.
@@ -407,4 +418,4 @@ def compare_scores(
     kw = {"n_boot": n_boot, "alpha": alpha, "seed": seed}
     if threshold_a is not None and threshold_b is not None:
         results += threshold_comparisons(y, a, b, threshold_a, threshold_b, **kw)
-    return results + operating_point_comparisons(y, a, b, **kw)
+    return results + operating_point_comparisons(y, a, b, **kw) + registered_comparisons(y, a, b, **kw)

@@ -21,6 +21,7 @@ import numpy as np
 import pandas as pd
 
 from fid_bench.errors import FidBenchError
+from fid_bench.evaluation import metric_registry
 
 log = logging.getLogger(__name__)
 
@@ -179,7 +180,8 @@ def bootstrap_metrics(
 
     ``scores`` is a scores frame; when it has a ``split`` column only ``split == "test"`` rows are
     used, and unlabelled rows (label -1) are ignored. Keys: ``roc_auc_ci_low``, ``roc_auc_ci_high``,
-    ``f1_ci_low``, ``f1_ci_high`` (F1 ones NaN when ``threshold`` is NaN). Call it per fold with the
+    ``f1_ci_low``, ``f1_ci_high`` (F1 ones NaN when ``threshold`` is NaN), and ``<name>_ci_low`` /
+    ``<name>_ci_high`` of every metric the registry flags ``interval``. Call it per fold with the
     fold's validation-chosen threshold.
     """
     missing = [c for c in ("label", "score") if c not in scores.columns]
@@ -191,6 +193,12 @@ def bootstrap_metrics(
     s = test["score"].to_numpy(dtype=np.float64)
     out: dict[str, float] = {}
     out["roc_auc_ci_low"], out["roc_auc_ci_high"] = bootstrap_ci(y, s, roc_auc, n_boot, alpha, seed)
+    if metric_registry.names(interval=True):
+        from fid_bench.evaluation.metrics import SCORE_FUNCTIONS
+
+        for name in metric_registry.names(interval=True):
+            fn = SCORE_FUNCTIONS[name]
+            out[f"{name}_ci_low"], out[f"{name}_ci_high"] = bootstrap_ci(y, s, fn, n_boot, alpha, seed)
     if threshold is None or math.isnan(threshold):
         out["f1_ci_low"] = out["f1_ci_high"] = NAN
     else:

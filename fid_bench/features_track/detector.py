@@ -1,4 +1,4 @@
-"""The frozen-encoder track: cached features -> [StandardScaler] -> scikit-learn / LightGBM estimator.
+"""The features track (frozen encoder): cached features -> [StandardScaler] -> scikit-learn / LightGBM estimator.
 
 ``FeatureDetector`` is what ``conf/classifier/{logreg,knn,rf,gboost,lightgbm}.yaml`` build; it
 receives the parts of the config it reads (``encoder: ${model.backbone}``, ``features:
