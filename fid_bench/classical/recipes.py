@@ -17,7 +17,7 @@ from __future__ import annotations
 import copy
 import logging
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -25,6 +25,9 @@ import pandas as pd
 from fid_bench.classical.detector import FeatureDetector, _plain, _val_threshold
 from fid_bench.detector import Detector, Job, Predictor
 from fid_bench.errors import FidBenchError
+
+if TYPE_CHECKING:
+    from fid_bench.data.splits import Fold
 
 log = logging.getLogger(__name__)
 
@@ -145,7 +148,7 @@ class RecipeEnsemble(Detector):
         for member in self.members:
             member.setup(job)
 
-    def fit_predict(self, job: Job, fold: Any) -> pd.DataFrame:
+    def fit_predict(self, job: Job, fold: Fold) -> pd.DataFrame:
         frames = [member.fit_predict(job, fold) for member in self.members]
         first = frames[0]
         for name, frame in zip(self.member_names[1:], frames[1:], strict=True):
