@@ -109,6 +109,8 @@ def require_set(cfg: DictConfig) -> None:
 
 #: readers that build their data themselves (their root need not exist before the run)
 GENERATED_READERS = ("fid_bench.data.readers.DemoReader",)
+#: the reader of data=multi (no data.root of its own)
+MULTI_READER = "fid_bench.data.multi.MultiReader"
 
 
 def require_data_root(cfg: DictConfig) -> None:
@@ -121,6 +123,8 @@ def require_data_root(cfg: DictConfig) -> None:
     target = OmegaConf.select(data, "reader._target_", default="", throw_on_resolution_failure=False)
     if target in GENERATED_READERS:
         return
+    if target == MULTI_READER:
+        return  # data=multi: each source has its own root, checked by its own reader
     try:
         root = data.root
     except Exception as err:  # noqa: BLE001 - an interpolation that cannot be resolved

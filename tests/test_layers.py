@@ -209,3 +209,36 @@ def test_a_torch_cnn_with_layers_is_a_one_line_error() -> None:
     with pytest.raises(FidBenchError, match="has no transformer blocks") as err:
         enc.load()
     assert "\n" not in str(err.value)
+
+
+def test_layers_work_on_a_file_whose_own_output_is_not_2d(exported, tmp_path: Path) -> None:
+    """A backbone inside a larger model (e.g. dinov2_vits14's saliency file) has no 2-D output of its
+    own: its blocks are still found and give the same features as the plain export's."""
+    import onnx
+    from onnx import helper, numpy_helper
+
+    model = onnx.load(str(exported["timm"].path))
+    first = model.graph.output[0].name
+    model.graph.initializer.append(numpy_helper.from_array(np.array([1], dtype=np.int64), "unsq_axes"))
+    model.graph.node.append(helper.make_node("Unsqueeze", [first, "unsq_axes"], ["embeds_3d"]))
+    out = helper.make_tensor_value_info("embeds_3d", onnx.TensorProto.FLOAT, None)
+    del model.graph.output[:]
+    model.graph.output.append(out)
+    cut = tmp_path / "no_2d_output.onnx"
+    onnx.save(model, str(cut))
+    pre = exported["timm"].preprocess
+    imgs = photos(2)
+    # without layers the file is refused in one line, as before
+    plain = OnnxEncoder(path=str(cut), weights_dir=str(tmp_path), **pre)
+    with pytest.raises(FidBenchError, match="no 2-D output"):
+        plain.prepare("cpu")
+        plain.encode(np.stack([plain.transform(im) for im in imgs]))
+    got, ref = (
+        OnnxEncoder(path=str(p), weights_dir=str(tmp_path), layers="all", pool="both", **pre)
+        for p in (cut, exported["timm"].path)
+    )
+    for enc in (got, ref):
+        enc.prepare("cpu")
+    a = got.encode(np.stack([got.transform(im) for im in imgs]))
+    b = ref.encode(np.stack([ref.transform(im) for im in imgs]))
+    np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)

@@ -287,3 +287,18 @@ def test_search_by_worst_held_out_source_never_sees_the_test_rows(
     assert sorted(t.value for t in loaded.trials) == sorted(
         r.data.metrics["val_loso/worst_roc_auc"] for r in trials
     )
+
+
+def test_shortest_side_augmentation_makes_thumbnails_and_leaves_small_images_alone() -> None:
+    from fid_bench.features.augmented import augment_image, parse_augment
+
+    rng = np.random.default_rng(0)
+    ops = parse_augment({"ops": [{"shortest": [24, 40]}]}).ops
+    big = Image.new("RGB", (300, 120), (90, 30, 200))
+    for _ in range(5):
+        out = augment_image(big, ops, rng)
+        assert 24 <= min(out.size) <= 40 and abs(out.width / out.height - 2.5) < 0.1, out.size
+    small = Image.new("RGB", (20, 16))
+    assert augment_image(small, ops, rng).size == (20, 16)
+    with pytest.raises(FidBenchError, match=r"shortest range \[0.0, 5.0\] must satisfy 1 <= low"):
+        parse_augment({"ops": [{"shortest": [0, 5]}]})

@@ -4,7 +4,9 @@ training image, each extracted once and cached like any features.
 ``features.augment.ops`` lists the alterations applied in order, each with the range its strength is
 drawn from: ``{jpeg: [65, 95]}`` (re-encode at a quality in the range), ``{blur: [0, 2]}`` (Gaussian
 blur, sigma in pixels; 0 = none), ``{resize: [0.5, 1.0]}`` (down-scale both sides by a factor; not
-scaled back: the encoder's own preprocessing resizes, as it would a genuinely small image).
+scaled back: the encoder's own preprocessing resizes, as it would a genuinely small image),
+``{shortest: [24, 64]}`` (down-scale to a shortest side of that many pixels, whatever the image's own
+size: a thumbnail; an image already that small is left as it is).
 ``copies`` is K and ``seed`` makes the draws repeatable.
 
 ``AugmentedEncoder`` wraps the run's encoder (already format-aligned, so an augmented image is then
@@ -31,7 +33,7 @@ if TYPE_CHECKING:
     from PIL import Image
 
 AUGMENTED_TARGET = "fid_bench.features.augmented.AugmentedEncoder"
-OPS = ("jpeg", "blur", "resize")
+OPS = ("jpeg", "blur", "resize", "shortest")
 VERSION = 1
 
 
@@ -79,12 +81,18 @@ def parse_augment(node: Any) -> Augment | None:
             raise FidBenchError(
                 f"features.augment.ops: {name} needs a range [low, high] of two numbers, got {bounds!r}"
             ) from None
-        valid = {"jpeg": 1 <= lo <= hi <= 100, "blur": 0 <= lo <= hi, "resize": 0 < lo <= hi <= 1}[name]
+        valid = {
+            "jpeg": 1 <= lo <= hi <= 100,
+            "blur": 0 <= lo <= hi,
+            "resize": 0 < lo <= hi <= 1,
+            "shortest": 1 <= lo <= hi,
+        }[name]
         if not valid:
             need = {
                 "jpeg": "1 <= low <= high <= 100",
                 "blur": "0 <= low <= high",
                 "resize": "0 < low <= high <= 1",
+                "shortest": "1 <= low <= high (pixels)",
             }
             raise FidBenchError(f"features.augment.ops: {name} range {[lo, hi]} must satisfy {need[name]}")
         ops.append((str(name), lo, hi))
@@ -113,6 +121,10 @@ def augment_image(img: Image.Image, ops: Any, rng: np.random.Generator) -> Image
             img = img.filter(ImageFilter.GaussianBlur(radius=value))
         elif name == "resize" and value < 1:
             size = (max(1, round(img.width * value)), max(1, round(img.height * value)))
+            img = img.resize(size, PILImage.Resampling.BICUBIC, reducing_gap=None)
+        elif name == "shortest" and min(img.size) > round(value):
+            scale = round(value) / min(img.size)
+            size = (max(1, round(img.width * scale)), max(1, round(img.height * scale)))
             img = img.resize(size, PILImage.Resampling.BICUBIC, reducing_gap=None)
     return img
 

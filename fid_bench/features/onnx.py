@@ -611,7 +611,21 @@ class OnnxEncoder(Encoder):
                 f"{path.name}: input {inp.name} is {shape[2]} x {shape[3]} but model.image_size={size}"
             )
         outputs = session.get_outputs()
-        out = self._choose_output(outputs, path)
+        batch = shape[0] if isinstance(shape[0], int) and shape[0] > 0 else None
+        try:
+            out = self._choose_output(outputs, path)
+        except FidBenchError:
+            if self.layers is None:
+                raise
+            # the block outputs are what runs: a file without a 2-D output of its own (a backbone
+            # inside a larger model, e.g. dinov2_vits14) still gives its blocks
+            return {
+                "input": inp.name,
+                "output": "blocks",
+                "output_shape": [],
+                "fixed_batch": batch,
+                "uint8": bool(fused),
+            }
         rank = len(out.shape)
         if self.token and rank != 3:
             raise FidBenchError(
@@ -623,7 +637,6 @@ class OnnxEncoder(Encoder):
                 f"{path.name}: output {out.name} has shape {list(out.shape)}; choose a 2-D output "
                 "(model.output=NAME) or pool a hidden state with model.token=cls"
             )
-        batch = shape[0] if isinstance(shape[0], int) and shape[0] > 0 else None
         return {
             "input": inp.name,
             "output": out.name,
