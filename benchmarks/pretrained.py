@@ -69,8 +69,28 @@ def prepare_cifake(src: Path, dst: Path, per_class: int) -> Path:
     return dst
 
 
+def plan(args: argparse.Namespace) -> tuple[list[str], list[tuple[str, str]]]:
+    """Steps and pairs; ``--also-size S`` adds the EfficientNet pair at S px (``effnet_*_{S}px``)."""
+    steps, pairs = list(STEPS), list(PAIRS)
+    if args.also_size:
+        pre, rand = f"effnet_pretrained_{args.also_size}px", f"effnet_random_{args.also_size}px"
+        steps[2:2] = [pre, rand]
+        pairs += [
+            (pre, rand),
+            (pre, "small_cnn"),
+            (rand, "small_cnn"),
+            (pre, "clip_probe"),
+            (pre, "effnet_pretrained"),
+        ]
+    return steps, pairs
+
+
 def step_overrides(step: str, args: argparse.Namespace) -> list[str]:
-    tune = [f"data.image_size={args.size}", f"trainer.max_epochs={args.epochs}"]
+    if step.endswith("px"):  # the --also-size variant
+        step = step.rsplit("_", 1)[0]
+        tune = [f"data.image_size={args.also_size}", f"trainer.max_epochs={args.also_epochs}"]
+    else:
+        tune = [f"data.image_size={args.size}", f"trainer.max_epochs={args.epochs}"]
     return {
         "effnet_pretrained": ["model=efficientnet_lite0", *tune],
         "effnet_random": ["model=efficientnet_lite0", "model.pretrained=false", *tune],
@@ -80,7 +100,7 @@ def step_overrides(step: str, args: argparse.Namespace) -> list[str]:
     }[step]
 
 
-def finished_runs(client, experiment: str) -> dict[str, object]:  # noqa: ANN001 - MlflowClient
+def finished_runs(client, experiment: str, steps: list[str]) -> dict[str, object]:  # noqa: ANN001
     """The newest finished run of each step (``task_name`` tag) in the experiment."""
     exp = client.get_experiment_by_name(experiment)
     if exp is None:
@@ -91,7 +111,7 @@ def finished_runs(client, experiment: str) -> dict[str, object]:  # noqa: ANN001
     out: dict[str, object] = {}
     for run in runs:
         step = run.data.tags.get("task_name")
-        if step in STEPS and step not in out and "roc_auc" in run.data.metrics:
+        if step in steps and step not in out and "roc_auc" in run.data.metrics:
             out[step] = run
     return out
 
@@ -159,9 +179,18 @@ def main() -> None:  # noqa: C901, PLR0912, PLR0915 - one script, steps in order
         default=None,
         help="CPU threads per job (OMP_NUM_THREADS, model.threads of the ONNX encoder); default: the libraries'",
     )
-    parser.add_argument("--steps", nargs="*", default=list(STEPS), choices=STEPS)
+    parser.add_argument(
+        "--also-size", type=int, default=None, help="the EfficientNet pair again at this side"
+    )
+    parser.add_argument("--also-epochs", type=int, default=None, help="its epochs (default: --epochs)")
+    parser.add_argument("--steps", nargs="*", default=None, help=f"default: all ({', '.join(STEPS)}, ...)")
     parser.add_argument("--report-only", action="store_true", help="only the comparisons and tables")
     args = parser.parse_args()
+    args.also_epochs = args.also_epochs or args.epochs
+    steps, pairs = plan(args)
+    unknown = sorted(set(args.steps or []) - set(steps))
+    if unknown:
+        parser.error(f"unknown step(s) {unknown}; known: {steps}")
 
     work = args.work.absolute()
     work.mkdir(parents=True, exist_ok=True)
@@ -186,8 +215,8 @@ def main() -> None:  # noqa: C901, PLR0912, PLR0915 - one script, steps in order
         f"hydra.run.dir={work}/outputs/${{task_name}}",
     ]
     if not args.report_only:
-        for step in args.steps:
-            if step in finished_runs(client, args.experiment):
+        for step in args.steps or steps:
+            if step in finished_runs(client, args.experiment, steps):
                 print(f"{step}: finished run found, skipped", flush=True)
                 continue
             cmd = [python, "-m", "fid_bench", *common, f"task_name={step}", *step_overrides(step, args)]
@@ -195,8 +224,8 @@ def main() -> None:  # noqa: C901, PLR0912, PLR0915 - one script, steps in order
                 cmd.append(f"model.threads={args.threads}")
             run(cmd, work / f"{step}.log")
 
-    runs = finished_runs(client, args.experiment)
-    print(f"finished: {', '.join(s for s in STEPS if s in runs) or 'none'}", flush=True)
+    runs = finished_runs(client, args.experiment, steps)
+    print(f"finished: {', '.join(s for s in steps if s in runs) or 'none'}", flush=True)
     # sd_art scores of every finished run, for intervals and paired tests there
     sd_scores: dict[str, pd.DataFrame] = {}
     for step, r in runs.items():
@@ -222,7 +251,7 @@ def main() -> None:  # noqa: C901, PLR0912, PLR0915 - one script, steps in order
 
     lines = [f"Experiment `{args.experiment}` at `{uri}`; {_load()}", ""]
     rows = []
-    for step in STEPS:
+    for step in steps:
         if step not in runs:
             rows.append([step, "not run", "", "", "", "", ""])
             continue
@@ -260,7 +289,7 @@ def main() -> None:  # noqa: C901, PLR0912, PLR0915 - one script, steps in order
         "",
     ]
     prow = []
-    for a, b in PAIRS:
+    for a, b in pairs:
         if a not in runs or b not in runs:
             continue
         cmp_log = work / f"compare_{a}_{b}.txt"
@@ -307,7 +336,7 @@ def main() -> None:  # noqa: C901, PLR0912, PLR0915 - one script, steps in order
     text = "\n".join(lines) + "\n"
     (work / "report.md").write_text(text)
     print(text)
-    for a, b in PAIRS:
+    for a, b in pairs:
         path = work / f"compare_{a}_{b}.txt"
         if path.is_file():
             print(f"--- fid-bench compare {a} {b}\n{path.read_text()}")
