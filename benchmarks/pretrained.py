@@ -179,6 +179,7 @@ def main() -> None:  # noqa: C901, PLR0912, PLR0915 - one script, steps in order
         default=None,
         help="CPU threads per job (OMP_NUM_THREADS, model.threads of the ONNX encoder); default: the libraries'",
     )
+    parser.add_argument("--shards", type=int, default=1, help="parallel extraction jobs before a probe step")
     parser.add_argument(
         "--also-size", type=int, default=None, help="the EfficientNet pair again at this side"
     )
@@ -222,6 +223,21 @@ def main() -> None:  # noqa: C901, PLR0912, PLR0915 - one script, steps in order
             cmd = [python, "-m", "fid_bench", *common, f"task_name={step}", *step_overrides(step, args)]
             if args.threads and step == "clip_probe":
                 cmd.append(f"model.threads={args.threads}")
+            if args.shards > 1 and step.endswith("_probe"):
+                # the frozen encoder's extraction split over parallel jobs first: the step then reads the cache
+                shard_jobs = [
+                    ([*cmd, f"features.num_shards={args.shards}", f"features.shard={i}"], i)
+                    for i in range(args.shards)
+                ]
+                procs = []
+                for shard_cmd, i in shard_jobs:
+                    shard_cmd[shard_cmd.index(f"task_name={step}")] = f"task_name={step}_shard{i}"
+                    log = (work / f"{step}_shard{i}.log").open("a")
+                    print("$", " ".join(shard_cmd), f"> {log.name}", flush=True)
+                    procs.append((subprocess.Popen(shard_cmd, stdout=log, stderr=subprocess.STDOUT), log))
+                for proc, log in procs:
+                    proc.wait()
+                    log.close()
             run(cmd, work / f"{step}.log")
 
     runs = finished_runs(client, args.experiment, steps)
