@@ -280,7 +280,7 @@ def main() -> None:  # noqa: C901, PLR0912, PLR0915 - one script, steps in order
                 step,
                 f"{_f(m['roc_auc'])} ({_f(m.get('roc_auc_ci_low', math.nan))}–{_f(m.get('roc_auc_ci_high', math.nan))})",
                 _f(m.get("accuracy", math.nan)),
-                f"{_f(m.get('f1', math.nan))} ({_f(m.get('f1_ci_low', math.nan))}–{_f(m.get('f1_ci_high', math.nan))})",
+                f"{_f(m.get('f1_at_threshold', math.nan))} ({_f(m.get('f1_ci_low', math.nan))}–{_f(m.get('f1_ci_high', math.nan))})",
                 f"{_f(auc)} ({_f(lo)}–{_f(hi)})"
                 + ("" if abs(auc - logged) < 1e-6 else f" [logged {_f(logged)}]"),
                 _f(m.get("epochs_trained", math.nan), 0),
@@ -292,7 +292,7 @@ def main() -> None:  # noqa: C901, PLR0912, PLR0915 - one script, steps in order
             "run",
             "CIFAKE test ROC-AUC (95 % CI)",
             "accuracy",
-            "F1 (95 % CI)",
+            "F1 at the validation threshold (95 % CI)",
             "sd_art ROC-AUC (95 % DeLong CI)",
             "epochs",
             "fit",
