@@ -12,10 +12,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
-
 from fid_bench.data.decode import Alignment, parse_alignment
-from fid_bench.features.encoders import Encoder, as_encoder
+from fid_bench.features.encoders import AlteringEncoder, as_encoder
 
 if TYPE_CHECKING:
     from PIL import Image
@@ -23,7 +21,7 @@ if TYPE_CHECKING:
 ALIGNED_TARGET = "fid_bench.features.aligned.AlignedEncoder"
 
 
-class AlignedEncoder(Encoder):
+class AlignedEncoder(AlteringEncoder):
     """``encoder`` applied to images re-encoded by ``align`` (see the module docstring)."""
 
     def __init__(self, encoder: Any, align: Alignment | dict) -> None:
@@ -39,38 +37,17 @@ class AlignedEncoder(Encoder):
         return f"{self.inner.name}@{self.align.format}{self.align.quality or ''}"
 
     @property
-    def identity(self) -> str:
-        return f"{self.inner.identity} {self.align.key}"
+    def key(self) -> str:
+        return self.align.key
 
-    def _identity_fields(self) -> dict[str, Any]:
-        return {}
+    def alter(self, img: Image.Image) -> Image.Image:
+        return self.align.apply(img)
 
-    @property
-    def compute_dtype(self) -> str:
-        return getattr(self.inner, "compute_dtype", "float32")
-
-    def describe(self) -> dict[str, Any]:
-        inner = self.inner.describe() if hasattr(self.inner, "describe") else {}
-        return {**inner, "name": self.name, "identity": self.identity, "align": self.align.as_dict()}
+    def described(self) -> dict[str, Any]:
+        return {"align": self.align.as_dict()}
 
     def model_files(self) -> dict[str, str]:
         return self.inner.model_files() if hasattr(self.inner, "model_files") else {}
-
-    def prepare(self, device: str) -> None:
-        self.inner.prepare(device)
-        self.device = getattr(self.inner, "device", device)
-
-    def load(self) -> None:
-        self.inner.load()
-
-    def transform(self, img: Image.Image) -> Any:
-        return self.inner.transform(self.align.apply(img))
-
-    def encode(self, batch: Any) -> np.ndarray:
-        return self.inner.encode(batch)
-
-    def __getstate__(self) -> dict[str, Any]:
-        return dict(self.__dict__)  # the inner encoder drops its own network when pickled
 
     @classmethod
     def aligned_config(cls, encoder_cfg: dict[str, Any], alignment: Alignment) -> dict[str, Any]:

@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from fid_bench.errors import FidBenchError
-from fid_bench.features.encoders import Encoder, as_encoder
+from fid_bench.features.encoders import AlteringEncoder, as_encoder
 
 if TYPE_CHECKING:
     from PIL import Image
@@ -129,7 +129,7 @@ def augment_image(img: Image.Image, ops: Any, rng: np.random.Generator) -> Image
     return img
 
 
-class AugmentedEncoder(Encoder):
+class AugmentedEncoder(AlteringEncoder):
     """``encoder`` applied to copy ``copy`` of each image altered by ``ops`` (see the module docstring)."""
 
     def __init__(self, encoder: Any, ops: Any, copy: int = 0, seed: int = 0) -> None:
@@ -151,39 +151,14 @@ class AugmentedEncoder(Encoder):
     def name(self) -> str:
         return f"{self.inner.name}+aug{self.copy}"
 
-    @property
-    def identity(self) -> str:
-        return f"{self.inner.identity} {self.key}"
-
-    def _identity_fields(self) -> dict[str, Any]:
-        return {}
-
-    @property
-    def compute_dtype(self) -> str:
-        return getattr(self.inner, "compute_dtype", "float32")
-
-    def describe(self) -> dict[str, Any]:
-        inner = self.inner.describe() if hasattr(self.inner, "describe") else {}
-        return {**inner, "name": self.name, "identity": self.identity, "augment": self.key}
-
-    def prepare(self, device: str) -> None:
-        self.inner.prepare(device)
-        self.device = getattr(self.inner, "device", device)
-
-    def load(self) -> None:
-        self.inner.load()
-
-    def transform(self, img: Image.Image) -> Any:
+    def alter(self, img: Image.Image) -> Image.Image:
         # seeded by the pixels: the same image gets the same copy k in every run and worker
         digest = hashlib.sha1(f"{self.seed}:{self.copy}:{img.size}".encode() + img.tobytes()).digest()
         rng = np.random.default_rng(int.from_bytes(digest[:8], "little"))
-        return self.inner.transform(augment_image(img, self.ops, rng))
+        return augment_image(img, self.ops, rng)
 
-    def encode(self, batch: Any) -> np.ndarray:
-        return self.inner.encode(batch)
-
-    def __getstate__(self) -> dict[str, Any]:
-        return dict(self.__dict__)  # the inner encoder drops its own network when pickled
+    def described(self) -> dict[str, Any]:
+        return {"augment": self.key}
 
 
 def augmented_config(encoder_cfg: dict[str, Any], augment: Augment, copy: int) -> dict[str, Any]:

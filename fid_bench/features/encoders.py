@@ -364,6 +364,58 @@ def build_encoder(node: Mapping[str, Any] | None) -> Any:
     return as_encoder(instantiate(node))
 
 
+class AlteringEncoder(Encoder):
+    """An encoder that alters each image before ``inner`` sees it (``AlignedEncoder``,
+    ``AugmentedEncoder``): everything but the alteration is the inner encoder's, and the features are
+    cached under the inner identity followed by the alteration's ``key``."""
+
+    inner: Any
+
+    @property
+    @abstractmethod
+    def key(self) -> str:
+        """What the alteration does, as it enters the cache identity."""
+
+    @abstractmethod
+    def alter(self, img: Any) -> Any:
+        """The altered image the inner encoder transforms."""
+
+    def described(self) -> dict[str, Any]:
+        """What ``describe`` adds about the alteration."""
+        return {}
+
+    @property
+    def identity(self) -> str:
+        return f"{self.inner.identity} {self.key}"
+
+    def _identity_fields(self) -> dict[str, Any]:
+        return {}
+
+    @property
+    def compute_dtype(self) -> str:
+        return getattr(self.inner, "compute_dtype", "float32")
+
+    def describe(self) -> dict[str, Any]:
+        inner = self.inner.describe() if hasattr(self.inner, "describe") else {}
+        return {**inner, "name": self.name, "identity": self.identity, **self.described()}
+
+    def prepare(self, device: str) -> None:
+        self.inner.prepare(device)
+        self.device = getattr(self.inner, "device", device)
+
+    def load(self) -> None:
+        self.inner.load()
+
+    def transform(self, img: Any) -> Any:
+        return self.inner.transform(self.alter(img))
+
+    def encode(self, batch: Any) -> np.ndarray:
+        return self.inner.encode(batch)
+
+    def __getstate__(self) -> dict[str, Any]:
+        return dict(self.__dict__)  # the inner encoder drops its own network when pickled
+
+
 def as_encoder(built: Any) -> Any:
     """A built backbone frozen, an object offering only ``identity``, ``transform`` and ``encode``
     (the documented minimum) as a ``MinimalEncoder``, anything else as it is; also used by encoders
