@@ -46,7 +46,8 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
-DATA = Path(os.environ.get("FID_BENCH_DATA", "/work/data"))
+#: where unpacked benchmark data lives (CIFAKE under cifake/): FID_BENCH_DATA, else the current folder
+DATA = Path(os.environ.get("FID_BENCH_DATA", "."))
 ONNX_PRESETS = {
     "clip_vit_b16_int8": {"file": "clip_vit_b16_int8"},
     "dinov2_vits14_onnx": {
