@@ -12,7 +12,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +27,42 @@ def exposed_path(source_sha256: str, outputs: Sequence[str], weights_dir: str | 
     return Path(weights_dir).expanduser() / "onnx" / "derived" / f"{source_sha256[:16]}-expose-{key}.onnx"
 
 
+def load_model(path: str | os.PathLike) -> Any:
+    """The ONNX model in ``path``; an unreadable file is a one-line error."""
+    import onnx
+
+    try:
+        return onnx.load(str(path))
+    except Exception as err:  # noqa: BLE001 - onnx raises several types for bad files
+        raise FidBenchError(f"{path}: not a readable ONNX file ({one_line(err)})") from None
+
+
+def write_derived(
+    source: str | os.PathLike, dest: Path, edit: Callable[[Any], None], *, model: Any = None
+) -> bool:
+    """Write ``dest`` once: ``source``'s model (or ``model``, already loaded from it) changed in place by
+    ``edit``, saved under a lock and renamed into place, so concurrent jobs never read half a file.
+    Returns whether this call wrote it (False: it was there)."""
+    if dest.is_file():
+        return False
+    import onnx
+    from filelock import FileLock
+
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(dest) + ".lock"):
+        if dest.is_file():
+            return False
+        model = load_model(source) if model is None else model
+        edit(model)
+        part = dest.with_name(dest.name + ".part")
+        try:
+            onnx.save(model, str(part))
+            os.replace(part, dest)
+        finally:
+            part.unlink(missing_ok=True)
+    return True
+
+
 def expose(
     path: str | os.PathLike, outputs: Sequence[str], source_sha256: str, weights_dir: str | os.PathLike
 ) -> Path:
@@ -34,19 +70,8 @@ def expose(
     if not outputs:
         raise FidBenchError("expose: name at least one inner tensor")
     dest = exposed_path(source_sha256, outputs, weights_dir)
-    if dest.is_file():
-        return dest
-    import onnx
-    from filelock import FileLock
 
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    with FileLock(str(dest) + ".lock"):
-        if dest.is_file():
-            return dest
-        try:
-            model = onnx.load(str(path))
-        except Exception as err:  # noqa: BLE001 - onnx raises several types for bad files
-            raise FidBenchError(f"{path}: not a readable ONNX file ({one_line(err)})") from None
+    def cut(model: Any) -> None:
         produced = {o for node in model.graph.node for o in node.output}
         absent = [name for name in outputs if name not in produced]
         if absent:
@@ -55,10 +80,9 @@ def expose(
                 f"e.g. {', '.join(sorted(produced)[:3])}"
             )
         _cut(model, outputs)
-        part = dest.with_name(dest.name + ".part")
-        onnx.save(model, str(part))
-        os.replace(part, dest)
-    log.info("onnx: %s exposes %s (%s)", Path(path).name, ", ".join(outputs), dest)
+
+    if write_derived(path, dest, cut):
+        log.info("onnx: %s exposes %s (%s)", Path(path).name, ", ".join(outputs), dest)
     return dest
 
 
@@ -133,20 +157,10 @@ def with_uint8_input(
     if input_name is None:
         input_name = ""
     dest = uint8_input_path(run_path, source_sha256, input_name or "auto", scale, offset, weights_dir)
-    if dest.is_file():
-        return dest
-    import onnx
-    from filelock import FileLock
-    from onnx import TensorProto, helper, numpy_helper
 
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    with FileLock(str(dest) + ".lock"):
-        if dest.is_file():
-            return dest
-        try:
-            model = onnx.load(str(run_path))
-        except Exception as err:  # noqa: BLE001 - onnx raises several types for bad files
-            raise FidBenchError(f"{run_path}: not a readable ONNX file ({one_line(err)})") from None
+    def prepend(model: Any) -> None:
+        from onnx import TensorProto, helper, numpy_helper
+
         graph = model.graph
         weights = {t.name for t in graph.initializer}
         inputs = [i for i in graph.input if i.name not in weights]
@@ -197,8 +211,7 @@ def with_uint8_input(
         old = list(graph.node)
         del graph.node[:]
         graph.node.extend([*nodes, *old])
-        part = dest.with_name(dest.name + ".part")
-        onnx.save(model, str(part))
-        os.replace(part, dest)
-    log.info("onnx: %s takes uint8 pixels, normalisation fused in (%s)", Path(run_path).name, dest)
+
+    if write_derived(run_path, dest, prepend):
+        log.info("onnx: %s takes uint8 pixels, normalisation fused in (%s)", Path(run_path).name, dest)
     return dest

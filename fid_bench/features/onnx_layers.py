@@ -19,7 +19,6 @@ from __future__ import annotations
 import logging
 import os
 import re
-import uuid
 from pathlib import Path
 from typing import Any
 
@@ -84,29 +83,24 @@ def derived_file(
     Returns ``(path, blocks resolved, their output names, number of blocks in the graph)``.
     """
     import onnx
-    from filelock import FileLock
 
     from fid_bench.backbones.layers import resolve_blocks
+    from fid_bench.backbones.onnx_graph import load_model, write_derived
 
-    model = onnx.load(str(source))
+    model = load_model(source)
     names = block_outputs(model, source.name)
     chosen = resolve_blocks(blocks, len(names), source.name)
     outs = [names[b] for b in chosen]
     path = derived_path(weights_dir, source_sha256, chosen)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with FileLock(str(path) + ".lock"):
-        if not path.is_file():
-            existing = {o.name for o in model.graph.output}
-            types = {v.name: v.type.tensor_type.elem_type for v in model.graph.value_info}
-            for out in outs:
-                if out not in existing:
-                    elem = types.get(out) or onnx.TensorProto.FLOAT
-                    model.graph.output.append(onnx.helper.make_tensor_value_info(out, elem, None))
-            tmp = path.with_name(f".tmp-{uuid.uuid4().hex}.onnx")
-            try:
-                onnx.save(model, str(tmp))
-                os.replace(tmp, path)
-            finally:
-                tmp.unlink(missing_ok=True)
-            log.info("onnx: wrote %s (blocks %s of %d as outputs)", path, chosen, len(names))
+
+    def add_outputs(model: Any) -> None:
+        existing = {o.name for o in model.graph.output}
+        types = {v.name: v.type.tensor_type.elem_type for v in model.graph.value_info}
+        for out in outs:
+            if out not in existing:
+                elem = types.get(out) or onnx.TensorProto.FLOAT
+                model.graph.output.append(onnx.helper.make_tensor_value_info(out, elem, None))
+
+    if write_derived(source, path, add_outputs, model=model):
+        log.info("onnx: wrote %s (blocks %s of %d as outputs)", path, chosen, len(names))
     return path, chosen, outs, len(names)
