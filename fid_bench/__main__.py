@@ -26,8 +26,10 @@ from omegaconf import DictConfig  # noqa: E402
 from fid_bench import signals  # noqa: E402
 from fid_bench.config import require_data_root, require_set  # noqa: E402
 from fid_bench.errors import PartlyFailed, first_line, user_error  # noqa: E402
+from fid_bench.features.shard import shard_requested  # noqa: E402
 from fid_bench.jobs.experiment import run_job  # noqa: E402
 from fid_bench.jobs.search.study import run_study  # noqa: E402
+from fid_bench.jobs.shard_job import run_shard_job  # noqa: E402
 from fid_bench.tracking.sweep_files import record_job_failure  # noqa: E402
 
 log = logging.getLogger("fid_bench")
@@ -46,6 +48,8 @@ def main(cfg: DictConfig) -> float:
         require_data_root(cfg)  # a mistyped root creates no experiment
         if cfg.get("hparams_search"):
             return run_study(cfg)
+        if shard_requested(cfg):  # one shard of a split extraction: no model, no metric
+            return run_shard_job(cfg)
         return run_job(cfg)
     except BaseException as err:
         signum = signals.received()

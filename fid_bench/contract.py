@@ -63,7 +63,7 @@ class NullLogger:
 
 @dataclass
 class Job:
-    """Everything one benchmark job needs, built once per job by ``job_spec.JobSpec.job``.
+    """Everything one benchmark job needs, built once per job from its ``JobSpec`` (``jobs.experiment.run_job``).
 
     Detectors get the rest of the configuration as constructor arguments (their ``classifier``
     node interpolates what they read), never the whole config.

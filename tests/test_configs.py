@@ -163,7 +163,7 @@ def test_load_option_names_the_choices() -> None:
 def test_run_tags_say_which_track_and_who_chose_the_classifier(
     compose_cfg: Any, overrides: list[str], track: str, source: str
 ) -> None:
-    from fid_bench.tracking.run_tags import job_tags_of_config
+    from fid_bench.jobs.job_spec import JobSpec
 
-    tags = job_tags_of_config(compose_cfg(*overrides))
+    tags = JobSpec.of_config(compose_cfg(*overrides)).run.tags
     assert (tags["track"], tags["classifier_source"]) == (track, source)

@@ -20,6 +20,9 @@ class ProbeDetector(Detector):
 
     track = "probe"
 
+    def __init__(self, **settings: Any) -> None:
+        self.settings = settings  # the classifier node's other keys, as Hydra passes them
+
     def fit_predict(self, job: Any, fold: Any) -> pd.DataFrame:
         raise NotImplementedError
 
@@ -70,9 +73,11 @@ def test_every_classifier_option_keeps_its_track(compose_cfg: Any, option: str) 
 
 
 def test_a_job_of_the_new_kind_is_tagged_with_its_track(compose_cfg: Any) -> None:
-    from fid_bench.tracking.run_tags import job_tags_of_config
+    from fid_bench.jobs.job_spec import JobSpec
 
-    tags = job_tags_of_config(compose_cfg("model=spectrum", f"classifier._target_={TARGET}"))
-    assert tags["track"] == "probe"
-    assert job_tags_of_config(compose_cfg("model=small_cnn"))["track"] == FINETUNE_TRACK
-    assert job_tags_of_config(compose_cfg("model=spectrum", "classifier=logreg"))["track"] == FEATURES_TRACK
+    def track(*overrides: str) -> str:
+        return JobSpec.of_config(compose_cfg(*overrides)).run.tags["track"]
+
+    assert track("model=spectrum", f"classifier._target_={TARGET}") == "probe"
+    assert track("model=small_cnn") == FINETUNE_TRACK
+    assert track("model=spectrum", "classifier=logreg") == FEATURES_TRACK

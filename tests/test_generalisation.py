@@ -266,7 +266,7 @@ def test_group_metrics_treat_a_missing_group_as_no_group():
 def test_read_extra_set_honours_its_strict_setting(tmp_path):
     from omegaconf import OmegaConf
 
-    from fid_bench.evaluation.generalisation import read_extra_set
+    from fid_bench.data.job_inputs import read_extra_set
     from fid_bench.jobs.job_spec import extra_set
 
     root = _folder_set(tmp_path / "other", n=3)

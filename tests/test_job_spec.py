@@ -25,8 +25,9 @@ def test_the_spec_holds_built_pieces_and_plain_values(compose_cfg) -> None:
     spec = JobSpec.of_config(cfg)
     assert isinstance(spec.detector, FeatureDetector) and spec.detector.name == "knn"
     assert (spec.folds.folds, spec.folds.seed, spec.folds.leave_one_group_out) == (3, 7, False)
-    assert (spec.held_out.bootstrap, spec.held_out.seed) == (11, 7)
-    assert spec.perturb == ("jpeg75",) and spec.extra == () and spec.shard is None
+    assert (spec.evaluation.held_out.bootstrap, spec.evaluation.held_out.seed) == (11, 7)
+    assert spec.evaluation.perturb == ("jpeg75",) and spec.extra == ()
+    assert spec.run.tags["track"] == "features" and spec.run.tags["classifier"] == "knn"
     assert spec.audit is None and spec.optimized_metric == "f1"
     assert spec.cache_dir == Path(cfg.features.cache_dir).expanduser()
     with pytest.raises(AttributeError):
@@ -59,3 +60,9 @@ def test_bad_extra_sets_fail_before_any_run(isolated: Path, compose_cfg) -> None
     client = mlflow.MlflowClient()
     experiments = [e.experiment_id for e in client.search_experiments()]
     assert client.search_runs(experiments) == []  # no run was opened for a job that cannot finish
+
+
+def test_a_shard_is_its_own_entry_point(compose_cfg) -> None:
+    # an ordinary job given a shard config says so in one line instead of training on all rows
+    with pytest.raises(FidBenchError, match="features.shard is set: a shard of a split extraction"):
+        JobSpec.of_config(compose_cfg("model=spectrum", "features.num_shards=2", "features.shard=0"))

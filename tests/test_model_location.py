@@ -451,7 +451,7 @@ def test_a_model_trained_in_one_folder_loads_from_any_other(
 
     def train_in_a() -> str:
         monkeypatch.chdir(a)
-        with tracked_run(JobRunSpec.of_config(compose_cfg())) as run:
+        with tracked_run(JobRunSpec.of_config(compose_cfg(), track="features")) as run:
             run.log_predictor(BrightnessPredictor())
             run.client.log_metric(run.run_id, "roc_auc", 0.9)
         experiment = run.client.get_experiment(run.experiment_id)

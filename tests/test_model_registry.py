@@ -174,7 +174,7 @@ def test_harness_experiments_open_on_a_flat_runs_view_with_headline_columns(comp
     from fid_bench.tracking.job_run import JobRunSpec, tracked_run
     from fid_bench.tracking.ui import SAVED_VIEW_PREFIX, VIEW_ID, runs_url
 
-    with tracked_run(JobRunSpec.of_config(compose_cfg())) as run:
+    with tracked_run(JobRunSpec.of_config(compose_cfg(), track="features")) as run:
         experiment_id = run.experiment_id
     tags = mlflow.MlflowClient().get_experiment(experiment_id).tags
     assert tags["mlflow.experimentKind"] == "custom_model_development"
@@ -195,7 +195,7 @@ def test_make_ui_prints_the_runs_link_of_each_experiment(compose_cfg, isolated: 
     from fid_bench.tracking import ui
     from fid_bench.tracking.job_run import JobRunSpec, tracked_run
 
-    with tracked_run(JobRunSpec.of_config(compose_cfg())) as run:
+    with tracked_run(JobRunSpec.of_config(compose_cfg(), track="features")) as run:
         experiment_id = run.experiment_id
     assert ui_command.main(["--tracking-uri", f"sqlite:///{isolated / 'mlruns' / 'mlflow.db'}"]) == 0
     out = capsys.readouterr().out
@@ -216,7 +216,7 @@ def test_system_metrics_are_opt_in(compose_cfg, monkeypatch) -> None:
     client = mlflow.MlflowClient()
 
     def system_metrics(cfg) -> set[str]:
-        with tracked_run(JobRunSpec.of_config(cfg)) as run:
+        with tracked_run(JobRunSpec.of_config(cfg, track="features")) as run:
             time.sleep(2.0)  # ten sampling intervals
         return {k for k in client.get_run(run.run_id).data.metrics if k.startswith("system/")}
 

@@ -12,6 +12,7 @@ import pytest
 from fid_bench.errors import FidBenchError
 from fid_bench.features.shard import Shard, shard_of
 from fid_bench.jobs.experiment import run_job
+from fid_bench.jobs.shard_job import run_shard_job
 
 
 def test_shards_partition_by_content() -> None:
@@ -40,7 +41,9 @@ def test_bad_shard_settings_are_one_line(compose_cfg) -> None:
 
 def test_shards_fill_the_cache_and_the_sweep_extracts_nothing(compose_cfg) -> None:
     for shard in (0, 1):
-        value = run_job(compose_cfg("model=spectrum", "features.num_shards=2", f"features.shard={shard}"))
+        value = run_shard_job(
+            compose_cfg("model=spectrum", "features.num_shards=2", f"features.shard={shard}")
+        )
         assert math.isnan(value)
     runs = mlflow.search_runs(search_all_experiments=True, output_format="list")
     assert sorted(r.data.tags["features_shard"] for r in runs) == ["0/2", "1/2"]
@@ -57,3 +60,33 @@ def test_shards_fill_the_cache_and_the_sweep_extracts_nothing(compose_cfg) -> No
         if "features_shard" not in r.data.tags
     ]
     assert job.data.metrics["n_extracted"] == 0 and job.data.metrics["cache_hit_ratio"] == 1.0
+
+
+def test_the_app_runs_a_shard_as_its_own_job(isolated) -> None:
+    """``python -m fid_bench features.shard=...`` goes to the shard entry point: cache filled, no model."""
+    import os
+    import subprocess
+    import sys
+
+    from tests.conftest import REPO, TINY
+
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "fid_bench",
+            *TINY,
+            "model=spectrum",
+            "features.num_shards=2",
+            "features.shard=1",
+        ],
+        cwd=isolated,
+        env=dict(os.environ, PYTHONPATH=str(REPO)),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    (run,) = mlflow.search_runs(search_all_experiments=True, output_format="list")
+    assert run.data.tags["features_shard"] == "1/2" and "roc_auc" not in run.data.metrics
+    assert run.data.metrics["n_extracted"] > 0

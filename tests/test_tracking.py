@@ -75,7 +75,7 @@ def artifact_text(client, run_id: str, path: str) -> str:
 
 def test_run_logs_params_tags_metrics_and_config(compose_cfg, client, isolated):
     cfg = compose_cfg("classifier=rf", "balance=oversample", "seed=7")
-    with tracked_run(JobRunSpec.of_config(cfg)) as run:
+    with tracked_run(JobRunSpec.of_config(cfg, track="features")) as run:
         run.log_metrics({"roc_auc": 0.75, "undefined": float("nan"), "skipped": None, "f1": np.float32(0.5)})
         run.log_metrics({"train_loss": 0.3}, step=2)
         run.log_params({"extra": [1, 2]})
@@ -134,7 +134,7 @@ def test_params_are_flattened_truncated_and_logged_in_batches(compose_cfg, clien
     assert "hydra.x" not in flat
 
     cfg = compose_cfg()
-    with tracked_run(JobRunSpec.of_config(cfg)) as run:
+    with tracked_run(JobRunSpec.of_config(cfg, track="features")) as run:
         run.log_params({f"p{i:03d}": i for i in range(250)})  # more than one batch of 100
         with caplog.at_level(logging.WARNING):
             run.log_params({"seed": 1, "p000": 0})  # seed conflicts, p000 repeats the same value
@@ -163,7 +163,7 @@ def test_git_absent_is_not_an_error(compose_cfg, client, monkeypatch):
     run_tags.git_state.cache_clear()
     monkeypatch.setattr(run_tags.subprocess, "run", no_git)
     try:
-        with tracked_run(JobRunSpec.of_config(compose_cfg())):
+        with tracked_run(JobRunSpec.of_config(compose_cfg(), track="features")):
             pass
     finally:
         run_tags.git_state.cache_clear()
@@ -178,7 +178,7 @@ def test_raising_body_marks_run_failed_and_propagates(compose_cfg, client):
     import mlflow
 
     with pytest.raises(ValueError, match="bad batch"):
-        with tracked_run(JobRunSpec.of_config(compose_cfg())) as run:
+        with tracked_run(JobRunSpec.of_config(compose_cfg(), track="features")) as run:
             run.log_metrics({"partial": 1.0})
             raise ValueError("bad batch\nsecond line of detail")
     assert mlflow.active_run() is None
@@ -192,7 +192,7 @@ def test_raising_body_marks_run_failed_and_propagates(compose_cfg, client):
 
 def test_keyboard_interrupt_marks_run_killed(compose_cfg, client):
     with pytest.raises(KeyboardInterrupt):
-        with tracked_run(JobRunSpec.of_config(compose_cfg())):
+        with tracked_run(JobRunSpec.of_config(compose_cfg(), track="features")):
             raise KeyboardInterrupt
     logged = only_run(client)
     assert logged.info.status == "KILLED" and logged.data.tags["error"] == "KeyboardInterrupt"
@@ -200,7 +200,7 @@ def test_keyboard_interrupt_marks_run_killed(compose_cfg, client):
 
 def test_fid_bench_error_is_recorded_as_one_line(compose_cfg, client):
     with pytest.raises(FidBenchError):
-        with tracked_run(JobRunSpec.of_config(compose_cfg())):
+        with tracked_run(JobRunSpec.of_config(compose_cfg(), track="features")):
             raise FidBenchError("data root /nowhere does not exist (set data.root)")
     assert (
         only_run(client).data.tags["error"]
@@ -212,7 +212,7 @@ def test_deleted_experiment_is_a_clear_error(compose_cfg, client):
     exp_id = client.create_experiment("demo")
     client.delete_experiment(exp_id)
     with pytest.raises(FidBenchError, match="'demo' is deleted"):
-        with tracked_run(JobRunSpec.of_config(compose_cfg())):
+        with tracked_run(JobRunSpec.of_config(compose_cfg(), track="features")):
             pass
 
 
@@ -243,7 +243,7 @@ def _samples() -> Samples:
 def test_log_samples_counts_skips_and_fingerprint(compose_cfg, client, caplog):
     samples = _samples()
     with caplog.at_level(logging.WARNING):
-        with tracked_run(JobRunSpec.of_config(compose_cfg())) as run:
+        with tracked_run(JobRunSpec.of_config(compose_cfg(), track="features")) as run:
             run.log_samples(samples)
     logged = only_run(client)
     m = logged.data.metrics
@@ -294,7 +294,7 @@ def _scores() -> pd.DataFrame:
 
 def test_log_scores_writes_predictions_and_plots(compose_cfg, client):
     scores = _scores()
-    with tracked_run(JobRunSpec.of_config(compose_cfg())) as run:
+    with tracked_run(JobRunSpec.of_config(compose_cfg(), track="features")) as run:
         log_scores(run, scores, {"roc_auc": 0.8, "threshold": 0.5})
     back = pd.read_csv(client.download_artifacts(run.run_id, "predictions.csv"), keep_default_na=False)
     pd.testing.assert_frame_equal(back, scores, check_dtype=False)
@@ -312,7 +312,7 @@ def test_a_broken_plot_does_not_fail_the_run(compose_cfg, client, monkeypatch):
         raise RuntimeError("no display")
 
     monkeypatch.setattr(plots, "pr_curve_png", broken)
-    with tracked_run(JobRunSpec.of_config(compose_cfg())) as run:
+    with tracked_run(JobRunSpec.of_config(compose_cfg(), track="features")) as run:
         log_scores(run, _scores(), {"threshold": 0.5})
     logged = only_run(client)
     assert logged.info.status == "FINISHED"
@@ -333,7 +333,7 @@ def test_predictor_logged_as_mlflow_model_and_loaded_back(compose_cfg, client, t
     from fid_bench.tracking.pyfunc import load_predictor
 
     dark, light = grey_image(tmp_path / "dark.png", 20), grey_image(tmp_path / "light.png", 230)
-    with tracked_run(JobRunSpec.of_config(compose_cfg())) as run:
+    with tracked_run(JobRunSpec.of_config(compose_cfg(), track="features")) as run:
         model_uri = run.log_predictor(BrightnessPredictor(threshold=0.6, prior=0.3))
 
     model = mlflow.pyfunc.load_model(f"runs:/{run.run_id}/model")
@@ -382,7 +382,7 @@ def multirun_cfg(compose_cfg, isolated):
 
 def _child(cfg, roc_auc: float | None = None, error: Exception | None = None) -> str:
     try:
-        with tracked_run(JobRunSpec.of_config(cfg)) as run:
+        with tracked_run(JobRunSpec.of_config(cfg, track="features")) as run:
             if error is not None:
                 raise error
             run.log_metrics({"roc_auc": roc_auc, "f1": roc_auc - 0.1})
@@ -480,7 +480,7 @@ def test_job_without_parent_file_is_logged_standalone(multirun_cfg, client, capl
 def test_explicit_parent_run_id(compose_cfg, client):
     exp_id = client.create_experiment("demo")
     parent_id = client.create_run(exp_id).info.run_id
-    with tracked_run(JobRunSpec.of_config(compose_cfg()), parent_run_id=parent_id) as run:
+    with tracked_run(JobRunSpec.of_config(compose_cfg(), track="features"), parent_run_id=parent_id) as run:
         pass
     assert client.get_run(run.run_id).data.tags["mlflow.parentRunId"] == parent_id
 
@@ -581,7 +581,7 @@ _APP = textwrap.dedent(
     @hydra.main(version_base="1.3", config_path={conf!r}, config_name="config")
     def main(cfg):
         try:
-            with tracked_run(JobRunSpec.of_config(cfg)) as run:
+            with tracked_run(JobRunSpec.of_config(cfg, track="features")) as run:
                 if cfg.seed == 3:
                     raise ValueError("seed 3 fails")
                 run.log_metrics({{"roc_auc": cfg.seed / 10}})

@@ -38,6 +38,7 @@ The package stands above ``fid_bench.data`` and ``fid_bench.evaluation``: it may
 from fid_bench.audit.core import (
     SKIP_WARNING,
     audit_from_config,
+    audit_job,
     audit_samples,
     audit_settings,
     audit_sources,
@@ -50,6 +51,7 @@ __all__ = [
     "SKIP_WARNING",
     "AuditReport",
     "audit_from_config",
+    "audit_job",
     "audit_sources",
     "audit_samples",
     "audit_settings",

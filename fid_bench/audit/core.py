@@ -226,3 +226,18 @@ def audit_sources(samples: Samples, **settings: Any) -> dict[str, AuditReport]:
         report.warnings = [f"source {name}: {w}" for w in report.warnings]
         out[name] = report
     return out
+
+
+def audit_job(
+    samples: Samples, settings: dict[str, Any], *, per_source: bool = False
+) -> tuple[AuditReport, dict[str, AuditReport]]:
+    """The audit at the start of a job: the whole table and, with ``per_source`` (``data=multi``),
+    each source on its own, so a shortcut inside one source is named with it. Every warning is
+    logged except the skipped rows' (the run states those itself, in one line)."""
+    report = audit_samples(samples, **settings)
+    parts = audit_sources(samples, **settings) if per_source else {}
+    for warning in [*report.warnings, *(w for part in parts.values() for w in part.warnings)]:
+        # a source's warning starts with its name: "source sd_art: skipped or unreadable: ..."
+        if not (warning.startswith(SKIP_WARNING) or warning.split(": ", 1)[-1].startswith(SKIP_WARNING)):
+            log.warning("audit: %s", warning)
+    return report, parts

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,8 +20,7 @@ import pandas as pd
 
 from fid_bench.contract import Predictor
 from fid_bench.data.decode import load_rgb
-from fid_bench.data.readers import read_samples
-from fid_bench.errors import FidBenchError
+from fid_bench.data.job_inputs import ExtraSet
 from fid_bench.evaluation import metric_registry
 from fid_bench.evaluation.metrics import compute_metrics
 from fid_bench.evaluation.perturb import parse_perturbation
@@ -36,27 +35,6 @@ def prefixed(prefix: str, metrics: dict[str, float]) -> dict[str, float]:
     """``metrics`` under ``prefix/``; characters MLflow refuses in metric names become ``_``."""
     safe = re.sub(r"[^A-Za-z0-9_\-. :/]", "_", prefix)
     return {f"{safe}/{k}": v for k, v in metrics.items() if k in PREFIXED}
-
-
-@dataclass(frozen=True)
-class ExtraSet:
-    """One ``eval.extra`` data set: its ``name`` (the metric prefix), ``root`` and the ``data`` node
-    ``read_samples`` reads it with (built from the config by ``job_spec.extra_sets``)."""
-
-    name: str
-    root: str
-    data: Any
-
-
-def read_extra_set(extra: ExtraSet) -> pd.DataFrame:
-    """The labelled rows of an extra data set, read as every data set is (``read_samples``)."""
-    samples = read_samples(extra.data)
-    if len(samples.skipped):
-        log.warning("eval.extra %s: skipped %d unreadable or invalid rows", extra.name, len(samples.skipped))
-    table = samples.labelled()
-    if table.empty:
-        raise FidBenchError(f"eval.extra {extra.name!r}: no labelled images under {extra.root}")
-    return table
 
 
 def normalise_images(
@@ -79,24 +57,20 @@ def normalise_images(
 
 
 def extra_set_metrics(
-    extra_sets: Sequence[ExtraSet],
+    extra_rows: Sequence[tuple[ExtraSet, pd.DataFrame]],
     predictor: Predictor,
     work_dir: Path,
     normalise: Mapping[str, Any] | None = None,
-    on_read: Callable[[ExtraSet, pd.DataFrame], None] | None = None,
 ) -> tuple[dict[str, float], dict[str, pd.DataFrame]]:
-    """Metrics on every extra data set, each under its own prefix, and their scores frames.
+    """Metrics on every extra data set (its labelled rows as read, ``data.job_inputs``), each under
+    its own prefix, and their scores frames.
 
-    ``normalise`` (``eval.normalise_extra``: ``size``, ``jpeg_quality``) re-encodes the images first;
-    ``on_read(extra, table)`` sees each set's labelled rows as read (e.g. to log them as a run input).
+    ``normalise`` (``eval.normalise_extra``: ``size``, ``jpeg_quality``) re-encodes the images first.
     """
     metrics: dict[str, float] = {}
     frames: dict[str, pd.DataFrame] = {}
     norm = normalise or {}
-    for extra in extra_sets:
-        table = read_extra_set(extra)
-        if on_read is not None:
-            on_read(extra, table)
+    for extra, table in extra_rows:
         paths = table["path"].tolist()
         if norm:
             paths = normalise_images(
@@ -194,16 +168,15 @@ def robustness_plot(curve: pd.DataFrame, clean_auc: float, path: Path) -> Path:
 
 @dataclass
 class BeyondHoldout:
-    """What ``beyond_holdout`` found: metrics under their prefixes, each extra set's labelled rows as
-    read (a run input) and the robustness files (``robustness.csv``, its plot) to log."""
+    """What ``beyond_holdout`` found: metrics under their prefixes and the robustness files
+    (``robustness.csv``, its plot) to log."""
 
     metrics: dict[str, float]
-    extra_rows: list[tuple[ExtraSet, pd.DataFrame]]
     files: list[Path]
 
 
 def beyond_holdout(
-    extra_sets: Sequence[ExtraSet],
+    extra_rows: Sequence[tuple[ExtraSet, pd.DataFrame]],
     perturbations: Sequence[str],
     predictor: Predictor,
     test_rows: pd.DataFrame,
@@ -211,17 +184,12 @@ def beyond_holdout(
     work_dir: Path,
     normalise: Mapping[str, Any] | None = None,
 ) -> BeyondHoldout:
-    """``eval.extra`` data sets and ``eval.perturb`` perturbations, each under its own metric prefix;
-    the robustness curve (``perturbations`` against ``clean_auc``) written under ``work_dir``."""
-    found = BeyondHoldout({}, [], [])
-    if extra_sets:
-        metrics, _ = extra_set_metrics(
-            extra_sets,
-            predictor,
-            work_dir,
-            normalise=normalise,
-            on_read=lambda extra, table: found.extra_rows.append((extra, table)),
-        )
+    """``eval.extra`` data sets (their rows as read) and ``eval.perturb`` perturbations, each under its
+    own metric prefix; the robustness curve (``perturbations`` against ``clean_auc``) written under
+    ``work_dir``."""
+    found = BeyondHoldout({}, [])
+    if extra_rows:
+        metrics, _ = extra_set_metrics(extra_rows, predictor, work_dir, normalise=normalise)
         found.metrics.update(metrics)
     if perturbations:
         perturbed, curve = perturbation_metrics(list(perturbations), test_rows, predictor, work_dir)

@@ -53,21 +53,32 @@ class Shard:
         from fid_bench.features.aligned import with_alignment
         from fid_bench.features.concat import expand_members
 
-        n = OmegaConf.select(cfg, "features.num_shards", default=1)
-        i = OmegaConf.select(cfg, "features.shard", default=None)
-        node = OmegaConf.select(cfg, "model.backbone")
-        if not check_shard(i, n, has_encoder=node is not None, model=OmegaConf.select(cfg, "model.name")):
+        if not shard_requested(cfg):
             return None
+        node = OmegaConf.select(cfg, "model.backbone")
         members = expand_members(OmegaConf.to_container(node, resolve=True))
         return cls(
-            index=i,
-            count=n,
+            index=int(cfg.features.shard),
+            count=int(cfg.features.num_shards),
             encoder=with_alignment(members, OmegaConf.select(cfg, "data.align", default=None)),
             cache_dir=Path(cfg.features.cache_dir).expanduser(),
             batch_size=int(cfg.features.batch_size),
             num_workers=int(cfg.features.num_workers),
             device=str(cfg.features.device),
         )
+
+
+def shard_requested(cfg: Any) -> bool:
+    """Whether the config asks for one shard of a split extraction (``features.shard`` of
+    ``features.num_shards``); bad values are one-line errors (``check_shard``)."""
+    from omegaconf import OmegaConf
+
+    return check_shard(
+        OmegaConf.select(cfg, "features.shard", default=None),
+        OmegaConf.select(cfg, "features.num_shards", default=1),
+        has_encoder=OmegaConf.select(cfg, "model.backbone") is not None,
+        model=OmegaConf.select(cfg, "model.name"),
+    )
 
 
 def check_shard(shard: Any, num_shards: Any, *, has_encoder: bool, model: Any = None) -> bool:

@@ -1,11 +1,11 @@
 """The job spec: what one benchmark job takes from its composed config, built once at the top.
 
 ``JobSpec.of_config(cfg)`` is the only place a job reads its Hydra config: it instantiates the
-detector and the balance strategy, reads the settings of folds, evaluation, audit and a sharded
-extraction into plain values, and resolves every ``eval.extra`` set into the ``data`` node
-``read_samples`` takes. Everything below (``experiment``, the features, evaluation and audit
-layers) gets these pieces, never ``cfg``. Bad values that need no data (shards, extra sets) fail
-here, in one line, before any run exists.
+detector and the balance strategy, reads the settings of the run, evaluation, audit and folds into
+plain values, and resolves every ``eval.extra`` set into the ``data`` node ``read_samples`` takes.
+Everything below (``experiment``, the data, features, evaluation, audit and tracking layers) gets
+these pieces, never ``cfg``. Bad values that need no data (extra sets, a shard given to an
+ordinary job) fail here, in one line, before any run exists.
 """
 
 from __future__ import annotations
@@ -16,17 +16,16 @@ from typing import TYPE_CHECKING, Any
 
 from omegaconf import DictConfig, OmegaConf
 
+from fid_bench.data.job_inputs import ExtraSet
 from fid_bench.data.splits import FoldPlan
 from fid_bench.errors import FidBenchError
-from fid_bench.evaluation.generalisation import ExtraSet
+from fid_bench.evaluation.fit_and_score import Evaluation
 from fid_bench.evaluation.held_out import HeldOutSettings
 from fid_bench.tracking.job_run import JobRunSpec
 
 if TYPE_CHECKING:
     from fid_bench.balance import BalanceStrategy
-    from fid_bench.contract import Detector, Job, RunLogger
-    from fid_bench.data.samples import Samples
-    from fid_bench.features.shard import Shard
+    from fid_bench.contract import Detector
 
 
 @dataclass(frozen=True)
@@ -45,62 +44,58 @@ class JobSpec:
     balance: BalanceStrategy | None
     cache_dir: Path
     folds: FoldPlan
-    held_out: HeldOutSettings
+    #: held-out metrics, leave-one-group-out prefixes, perturbations, extra sets' re-encoding
+    evaluation: Evaluation
     #: ``audit_samples`` keyword arguments when ``audit.enabled``, else None
     audit: dict[str, Any] | None
     extra: tuple[ExtraSet, ...]
-    #: ``eval.normalise_extra``: ``{size, jpeg_quality}`` the extra sets are re-encoded to, or empty
-    normalise_extra: dict[str, Any]
-    perturb: tuple[str, ...]
     log_model: bool
     optimized_metric: str
-    #: one shard of a split extraction (``features.shard``), else None
-    shard: Shard | None
 
     @classmethod
     def of_config(cls, cfg: DictConfig) -> JobSpec:
-        """The spec of a composed config; shard and ``eval.extra`` mistakes are one-line errors."""
+        """The spec of a composed config; ``eval.extra`` mistakes are one-line errors, and so is a
+        shard of a split extraction (``features.shard``: its own entry point, ``jobs.shard_job``)."""
         from hydra.utils import instantiate
 
         from fid_bench.audit import audit_settings
-        from fid_bench.features.shard import Shard
+        from fid_bench.contract import detector_track
+        from fid_bench.features.shard import shard_requested
 
-        # each layer reads its own part, top to bottom: the run (tracking), the held-out metrics
-        # (evaluation), a shard of a split extraction (features), the folds (data)
+        detector = instantiate(cfg.classifier)
         extra = extra_sets(cfg)
-        run = JobRunSpec.of_config(cfg)
+        # each layer reads its own part, top to bottom: the run (tracking), the audit, the held-out
+        # metrics (evaluation), the shard check (features), the folds (data)
+        run = JobRunSpec.of_config(cfg, track=detector_track(detector))
+        audit = audit_settings(cfg) if cfg.audit.enabled else None
         held_out = HeldOutSettings.of_config(cfg)
-        shard = Shard.of_config(cfg)
+        if shard_requested(cfg):
+            raise FidBenchError(
+                "features.shard is set: a shard of a split extraction runs as its own job "
+                "(python -m fid_bench ... features.shard=I features.num_shards=N), not through run_job"
+            )
         folds = FoldPlan.of_config(cfg)
         return cls(
             run=run,
             data=cfg.data,
             data_root=OmegaConf.select(cfg, "data.root", default=None),
             multi_source=bool(OmegaConf.select(cfg, "data.sources", default=None)),
-            detector=instantiate(cfg.classifier),
+            detector=detector,
             balance=instantiate(cfg.balance),
             cache_dir=Path(cfg.features.cache_dir).expanduser(),
             folds=folds,
-            held_out=held_out,
-            audit=audit_settings(cfg) if cfg.audit.enabled else None,
+            evaluation=Evaluation(
+                held_out=held_out,
+                leave_one_group_out=folds.leave_one_group_out,
+                perturb=tuple(str(p) for p in cfg.eval.perturb or ()),
+                normalise_extra=dict(
+                    OmegaConf.to_container(cfg.eval.normalise_extra or OmegaConf.create({}))
+                ),
+            ),
+            audit=audit,
             extra=extra,
-            normalise_extra=dict(OmegaConf.to_container(cfg.eval.normalise_extra or OmegaConf.create({}))),
-            perturb=tuple(str(p) for p in cfg.eval.perturb or ()),
             log_model=bool(cfg.tracking.log_model),
             optimized_metric=str(cfg.optimized_metric),
-            shard=shard,
-        )
-
-    def job(self, samples: Samples, *, output_dir: Path, logger: RunLogger | None = None) -> Job:
-        """The ``Job`` the detector sees: these samples, the spec's balance and cache, ``output_dir``."""
-        from fid_bench.contract import Job, NullLogger
-
-        return Job(
-            samples=samples,
-            balance=self.balance,
-            cache_dir=self.cache_dir,
-            output_dir=output_dir,
-            logger=logger if logger is not None else NullLogger(),
         )
 
 

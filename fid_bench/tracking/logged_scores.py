@@ -29,7 +29,6 @@ def log_scores(
     figures that could not be drawn are named in the tag ``plot_errors``."""
     if isinstance(run, SilentRun):
         return  # a DDP rank > 0: rank 0 logs the job
-    run.log_predictions(scores)
     with tempfile.TemporaryDirectory() as tmp:
         plot_dir = Path(tmp) / "plots"
         plot_dir.mkdir()
@@ -40,10 +39,19 @@ def log_scores(
             threshold=metric_value(metrics.get("threshold")),
             calibration_bins=calibration_bins,
         )
-        if any(plot_dir.iterdir()):
-            run.log_artifact(plot_dir, "plots")
-        if failed:
-            run.set_tags({"plot_errors": "; ".join(failed)})
+        log_drawn_scores(run, scores, plot_dir, failed)
+
+
+def log_drawn_scores(run: TrackedRun, scores: pd.DataFrame, plot_dir: Path | None, failed: list[str]) -> None:
+    """``predictions.csv``, the plots already drawn in ``plot_dir`` (under ``plots/``) and the tag
+    ``plot_errors`` naming those that could not be drawn."""
+    if isinstance(run, SilentRun):
+        return
+    run.log_predictions(scores)
+    if plot_dir is not None and plot_dir.is_dir() and any(plot_dir.iterdir()):
+        run.log_artifact(plot_dir, "plots")
+    if failed:
+        run.set_tags({"plot_errors": "; ".join(failed)})
 
 
 def log_held_out(

@@ -19,7 +19,7 @@ from omegaconf import DictConfig, OmegaConf
 
 import fid_bench
 from fid_bench import __version__
-from fid_bench.contract import FEATURES_TRACK, FINETUNE_TRACK, detector_track
+from fid_bench.contract import FINETUNE_TRACK
 from fid_bench.tracking.kinds import KIND_TAG, RunKind
 from fid_bench.tracking.logged_values import MAX_TAG_VAL_LENGTH, metric_value, truncate
 
@@ -67,12 +67,6 @@ def common_tags() -> dict[str, str]:
         if dirty is not None:
             tags["git_dirty"] = "true" if dirty else "false"
     return tags
-
-
-def track_of(classifier_target: str) -> str:
-    """The track the detector class ``classifier_target`` declares (``features``, ``finetune``, or a
-    new detector kind's own word); ``features`` when no classifier is configured."""
-    return detector_track(classifier_target) if classifier_target else FEATURES_TRACK
 
 
 def classifier_source(overrides: str, *, track: str, preset: bool) -> str:
@@ -187,10 +181,10 @@ def hydra_overrides() -> str:
     return " ".join(str(o) for o in task)
 
 
-def job_tags_of_config(cfg: DictConfig) -> dict[str, str]:
-    """``job_tags`` with every piece read from ``cfg`` and the running Hydra job."""
+def job_tags_of_config(cfg: DictConfig, *, track: str) -> dict[str, str]:
+    """``job_tags`` with every piece read from ``cfg`` and the running Hydra job; ``track`` as the
+    job's detector declares it (``contract.detector_track``)."""
     overrides = hydra_overrides()
-    track = track_of(str(OmegaConf.select(cfg, "classifier._target_", default="") or ""))
     preset = bool(
         OmegaConf.select(cfg, "hparams_search", default=None)
         or OmegaConf.select(hydra_node() or OmegaConf.create(), "runtime.choices.experiment", default=None)

@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 
 from omegaconf import DictConfig, OmegaConf, open_dict
 
+from fid_bench.contract import Job
 from fid_bench.errors import FidBenchError, PartlyFailed, failures_report, first_line
 from fid_bench.evaluation import metric_registry
 from fid_bench.jobs.experiment import load_samples, output_dir, run_job
@@ -266,7 +267,9 @@ def warm_cache(cfg: DictConfig, samples: Samples) -> dict[str, float]:
     """Run the detector's shared setup once (feature extraction into the cache) before any trial."""
     start = time.perf_counter()
     spec = JobSpec.of_config(cfg)
-    spec.detector.setup(spec.job(samples, output_dir=output_dir()))
+    spec.detector.setup(
+        Job(samples=samples, balance=spec.balance, cache_dir=spec.cache_dir, output_dir=output_dir())
+    )
     stats = {f"setup_{k}": float(v) for k, v in spec.detector.extra_metrics().items()}
     stats["setup_seconds"] = time.perf_counter() - start
     return stats
