@@ -215,15 +215,23 @@ def test_system_metrics_are_opt_in(compose_cfg, monkeypatch) -> None:
     monkeypatch.setenv("MLFLOW_SYSTEM_METRICS_SAMPLES_BEFORE_LOGGING", "1")
     client = mlflow.MlflowClient()
 
-    def system_metrics(cfg) -> set[str]:
+    def logged_now(run_id: str) -> set[str]:
+        return {k for k in client.get_run(run_id).data.metrics if k.startswith("system/")}
+
+    def system_metrics(cfg, *, wait: float) -> set[str]:
         with tracked_run(JobRunSpec.of_config(cfg, track="features")) as run:
-            time.sleep(2.0)  # ten sampling intervals
-        return {k for k in client.get_run(run.run_id).data.metrics if k.startswith("system/")}
+            # ten sampling intervals at least; on a busy machine the monitor's thread may need more,
+            # so wait (up to ``wait`` s) until it has logged once
+            time.sleep(2.0)
+            deadline = time.monotonic() + wait
+            while not logged_now(run.run_id) and time.monotonic() < deadline:
+                time.sleep(0.5)
+        return logged_now(run.run_id)
 
     cfg = compose_cfg()
     assert cfg.tracking.system_metrics is False
-    assert system_metrics(cfg) == set()
-    logged = system_metrics(compose_cfg("tracking.system_metrics=true"))
+    assert system_metrics(cfg, wait=0) == set()
+    logged = system_metrics(compose_cfg("tracking.system_metrics=true"), wait=60)
     assert {"system/cpu_utilization_percentage", "system/system_memory_usage_megabytes"} <= logged, logged
 
 
