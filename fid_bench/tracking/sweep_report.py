@@ -9,6 +9,8 @@ no scripts; the figures are inline PNGs as base64 ``data:`` URIs):
 * per-group ROC-AUC bars (generator / source groups: ``group/<name>/roc_auc``) of the best runs;
 * the robustness plot of the best run, when it logged one (``eval.perturb``);
 * the audit's warnings (from the best run's ``audit/audit.json``);
+* the cost-quality frontier: ROC-AUC against feature-extraction speed per encoder
+  (``extract/images_per_s``), logged beside the page as ``cost_quality.png`` and ``.csv``;
 * the failed jobs and their one-line errors.
 
 Metrics are shown to 4 decimals. ``log_sweep_report`` never raises: a sweep that finished must not
@@ -22,22 +24,35 @@ import html
 import json
 import logging
 import math
+import shutil
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from fid_bench.contract import FINETUNE_TRACK
 from fid_bench.errors import FidBenchError, first_line
-from fid_bench.tracking.leaderboard import Query, add_top_marks, display_rows, leaderboard
+from fid_bench.tracking.leaderboard import (
+    THROUGHPUT_COLUMN,
+    Board,
+    Query,
+    add_top_marks,
+    display_rows,
+    leaderboard,
+)
 from fid_bench.tracking.run_queries import held_out_scores
 
 if TYPE_CHECKING:
+    import pandas as pd
     from mlflow.entities import Run
     from mlflow.tracking import MlflowClient
 
 log = logging.getLogger(__name__)
 
 REPORT = "report.html"
+#: the cost-quality plot and its points, logged beside ``REPORT``
+COST_QUALITY = "cost_quality.png"
+COST_QUALITY_POINTS = "cost_quality.csv"
 #: runs drawn in the ROC overlay and the per-group bars
 TOP_DRAWN = 5
 
@@ -134,6 +149,71 @@ def _audit_warnings(client: MlflowClient, run_id: str, tmp: Path) -> list[str] |
         return None
 
 
+def auc_metric(metric: str) -> str:
+    """The ROC-AUC the cost-quality plot shows: the sweep's metric when it is one, else ``roc_auc``."""
+    return metric if metric.rsplit("/", 1)[-1].endswith("roc_auc") else "roc_auc"
+
+
+def cost_quality_runs(boards: Sequence[Board], auc: str) -> tuple[pd.DataFrame, int, int]:
+    """The ranked runs as ``cost_quality_png`` points (``encoder`` is the ``model`` tag, as on the
+    leaderboard), the number of fine-tune runs left out (they extract no features) and of other runs
+    left out for lacking ``auc`` or a logged ``extract/images_per_s``."""
+    import pandas as pd
+
+    rows, finetune, other = [], 0, 0
+    for board in boards:
+        for run in board.runs.itertuples():
+            speed, value = run.metrics.get(THROUGHPUT_COLUMN), run.metrics.get(auc)
+            if run.tags.get("track") == FINETUNE_TRACK:
+                finetune += 1
+            elif speed is None or value is None or math.isnan(value):
+                other += 1
+            else:
+                rows.append({"encoder": run.model or run.run_name, "images_per_s": speed, "roc_auc": value})
+    return pd.DataFrame(rows, columns=["encoder", "images_per_s", "roc_auc"]), finetune, other
+
+
+def _cost_quality(boards: Sequence[Board], metric: str, tmp: Path, keep: Path | None) -> list[str]:
+    """The report's cost-quality section: the plot when some run timed its extraction, else one line."""
+    from fid_bench.evaluation.plots import cost_quality_png
+
+    auc = auc_metric(metric)
+    points, finetune, other = cost_quality_runs(boards, auc)
+    left_out = []
+    if finetune:
+        left_out.append(f"{finetune} fine-tune run(s) left out (they extract no features)")
+    if other:
+        left_out.append(f"{other} run(s) without {auc} or a logged {THROUGHPUT_COLUMN} left out")
+    if not (points["images_per_s"] > 0).any():
+        line = "Cost and quality: no feature extraction was timed in this sweep, so no plot"
+        return [f"<p class='note'>{html.escape('; '.join([line, *left_out]))}.</p>"]
+    png = tmp / COST_QUALITY
+    drawn = cost_quality_png(points, png, title=f"{auc} against extraction speed, per encoder")
+    drawn = drawn.sort_values("images_per_s", ascending=False)
+    if keep is not None:
+        shutil.copyfile(png, keep / COST_QUALITY)
+        drawn.rename(columns={"roc_auc": auc})[["encoder", "images_per_s", auc]].to_csv(
+            keep / COST_QUALITY_POINTS, index=False
+        )
+    untimed = sorted(set(points["encoder"]) - set(drawn["encoder"]))
+    if untimed:
+        left_out.append(f"not drawn, never timed (every feature was cached): {', '.join(map(str, untimed))}")
+    explain = (
+        f"Each point is one encoder at its best {auc} among these runs against its median feature-"
+        f"extraction speed ({THROUGHPUT_COLUMN}, log scale; runs that found every feature cached take "
+        "their encoder's speed from the runs that extracted): pick from the encoders no other beats on "
+        "both axes."
+    )
+    rows = [(str(r.encoder), f"{r.images_per_s:.1f}", f"{r.roc_auc:.4f}") for r in drawn.itertuples()]
+    return [
+        "<h2>Cost and quality per encoder</h2>",
+        _img(png, "ROC-AUC against extraction speed"),
+        f"<p class='note'>{html.escape(explain)}</p>",
+        _table(["encoder", "images/s", f"best {auc}"], rows, [False, True, True], None),
+        *(f"<p class='note'>{html.escape(line)}.</p>" for line in left_out),
+    ]
+
+
 def build_report(
     client: MlflowClient,
     runs: Sequence[Run] | None = None,
@@ -141,8 +221,11 @@ def build_report(
     parent: Run | None = None,
     metric: str = "roc_auc",
     failures: Sequence[tuple[str, str]] = (),
+    keep: Path | None = None,
 ) -> str:
-    """The report's HTML: the finished children of ``parent`` (or the given ``runs``) ranked by ``metric``."""
+    """The report's HTML: the finished children of ``parent`` (or the given ``runs``) ranked by ``metric``.
+
+    Plots meant to be logged beside the page as well (``COST_QUALITY``) are written into ``keep``."""
     from fid_bench.evaluation.plots import overlay_curves_png
     from fid_bench.tracking.compare import run_label
 
@@ -177,8 +260,10 @@ def build_report(
                 if board.marks is not None:
                     parts.append(f"<p class='note'>{html.escape(board.marks.footer())}</p>")
             best = [by_id[i] for i in ranked_ids[:TOP_DRAWN]]
+            cost_quality = _cost_quality(boards, metric, tmp, keep) if ranked_ids else []
         else:
             best = list(runs or [])[:TOP_DRAWN]
+            cost_quality = []  # one run: no frontier to pick from
         curves = {}
         for run in best:
             try:
@@ -207,6 +292,7 @@ def build_report(
                     "".join(f"<li class='warn'>{html.escape(w)}</li>" for w in warnings) or "<li>none</li>"
                 )
                 parts += ["<h2>Audit warnings</h2>", f"<ul>{items}</ul>"]
+        parts += cost_quality
     if failures:
         items = "".join(f"<li><b>{html.escape(n)}</b>: {html.escape(e)}</li>" for n, e in failures)
         parts += ["<h2>Failed jobs</h2>", f"<ul>{items}</ul>"]
@@ -229,12 +315,15 @@ def log_sweep_report(
     try:
         client = open_store(tracking_uri)
         run = client.get_run(run_id)
-        text = (
-            build_report(client, parent=run, metric=metric, failures=failures)
-            if children
-            else build_report(client, [run], metric=metric, failures=failures)
-        )
-        client.log_text(run_id, text, REPORT)
+        with tempfile.TemporaryDirectory(prefix="fid_bench-report-") as keep:
+            text = (
+                build_report(client, parent=run, metric=metric, failures=failures, keep=Path(keep))
+                if children
+                else build_report(client, [run], metric=metric, failures=failures)
+            )
+            client.log_text(run_id, text, REPORT)
+            for path in sorted(Path(keep).iterdir()):
+                client.log_artifact(run_id, str(path))
     except Exception as err:  # noqa: BLE001 - a finished sweep must not fail over its report
         log.warning("no %s for run %s: %s", REPORT, run_id, first_line(err))
         return None
