@@ -10,7 +10,8 @@ import pytest
 from PIL import Image
 
 from fid_bench.errors import FidBenchError
-from fid_bench.features.onnx import OnnxEncoder, crop_boxes, preprocess_config
+from fid_bench.backbones.native_crops import crop_boxes
+from fid_bench.features.onnx import OnnxEncoder, preprocess_config
 from tests.test_onnx import PLAIN, SIZE, tiny_graph
 
 
