@@ -237,9 +237,7 @@ class FrozenEncoder(Encoder):
         info = dict(built.info)
         if self.backbone.random_init:
             info["weights"] = {**(info.get("weights") or {}), "random_init_seed": self.init_seed}
-        self._loaded_info.update(
-            info, num_features=built.num_features, preprocess=described
-        )
+        self._loaded_info.update(info, num_features=built.num_features, preprocess=described)
         layers = getattr(self.backbone, "layers", None)
         if layers is not None:
             self._hook_blocks(model, layers)

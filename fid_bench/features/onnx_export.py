@@ -255,7 +255,6 @@ def export_encoder(
     source: str = "",
 ) -> ExportReport:
     """Export ``encoder`` (a frozen timm or open_clip backbone) to ``out``; see the module docstring."""
-    import torch
 
     out = Path(out).expanduser()
     if out.suffix != ".onnx":
