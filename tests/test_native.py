@@ -295,7 +295,8 @@ def test_torch_native_options_reach_the_backbone_and_bad_values_are_one_line_err
             preprocess_config(8, "native", 1.0, "nearest", [0.5] * 3, [0.5] * 3, **kw)
     with pytest.raises(FidBenchError, match="model.resize must be null .* or native"):
         timm_vit(resize="shortest")
-    assert timm_vit(crops=0).backbone.native is None  # crop settings are only read with resize=native, as for ONNX
+    # crop settings are only read with resize=native, as on the ONNX path
+    assert timm_vit(crops=0).backbone.native is None
 
 
 def test_finetuning_refuses_native_resolution_in_one_line(compose_cfg, tmp_path: Path) -> None:

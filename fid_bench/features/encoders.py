@@ -161,6 +161,11 @@ class FrozenEncoder(Encoder):
     Its identity is the backbone's (``cache_id``, ``version``, ``identity_fields``) plus the compute
     dtype and ``init_seed``, the seed a backbone without pretrained weights is drawn with (seeded so
     two processes build the same random network and may share its cache).
+
+    A backbone with ``model.resize=native`` (``backbone.native``: crops, mode, seed) gets no eval
+    transform: ``transform`` cuts ``uint8`` windows of the input size from the original pixels
+    (``fid_bench.backbones.native_crops``, as the ONNX path does), ``encode`` normalises them and
+    averages each image's window features into its row.
     """
 
     def __init__(self, backbone: Backbone, amp: bool = True, init_seed: int = 0) -> None:

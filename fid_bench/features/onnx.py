@@ -12,7 +12,8 @@
   the same image always gets the same crops), their features averaged into one row (one cached
   vector per image, so every classifier and ``features.select`` work unchanged). An image whose
   shorter side is below the input size is first resized up to it (aspect kept): padding would add
-  borders no real photo has, a cue a detector could learn instead.
+  borders no real photo has, a cue a detector could learn instead. The windows come from
+  ``fid_bench.backbones.native_crops``, which the torch encoders use too.
 * ``encode`` (main process): scaling by ``mean``/``std`` and the session, in chunks of
   ``batch_size``. The session is created on first use in the process that encodes, never in
   workers, and never pickled (a predictor logged to MLflow carries the config, not the session).
