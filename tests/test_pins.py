@@ -132,7 +132,7 @@ def _other_value(field: str, value: Any, files: dict[str, Path]) -> Any:
         "input_name": "pixel_values",
         "output": "logits",
         "token": "cls" if value != "cls" else "mean",
-        "resize": "squash" if value != "squash" else "shortest",
+        "resize": "native" if value is None else ("squash" if value != "squash" else "shortest"),
         "interpolation": "bilinear" if value != "bilinear" else "bicubic",
         "members": ["spectrum", "clip_vit_l14"],
         "layers": "all" if value != "all" else [0],

@@ -21,6 +21,9 @@ module also declares where the family's weights come from (``Backbone.weight_sou
 ``convert``    a packaged file mapped onto a timm network, checked against its source, cached
 ``packaged``   a timm network with such converted weights (``PackagedTimmBackbone``)
 ``export``     a torch backbone exported to ONNX, checked against torch before it is written
+``layers``     intermediate transformer blocks as features (``model.layers``, ``model.pool``)
+``native_crops`` native-resolution windows (``model.resize=native``, ``model.crops``), shared
+               by the ONNX and torch encoders
 
 May import ``fid_bench.errors`` and ``fid_bench.data`` only, never features, finetune, features_track,
 evaluation or tracking (they sit above). Nothing here imports torch, timm or open_clip at module

@@ -26,6 +26,7 @@ from functools import cache
 from typing import Any, ClassVar
 
 from fid_bench.backbones.layers import layer_spec, pool_spec
+from fid_bench.backbones.native_crops import crop_spec
 from fid_bench.backbones.weights import (
     LOCAL_OR_RANDOM,
     NO_PRETRAINED,
@@ -62,6 +63,20 @@ def check_image_size(image_size: Any, owner: str) -> int | None:
     if size <= 0 or size != image_size:
         raise FidBenchError(f"{owner}: image_size must be a positive integer or null, got {image_size!r}")
     return size
+
+
+def native_spec(resize: Any, crops: Any, crop_mode: Any, crop_seed: Any) -> dict[str, Any] | None:
+    """A torch backbone's ``model.resize``: ``None`` (its library's own preprocessing) or ``native``
+    (the checked crop settings, ``fid_bench.backbones.native_crops``); the crop settings are only
+    read with ``native``, as on the ONNX path."""
+    if resize is None:
+        return None
+    if resize != "native":
+        raise FidBenchError(
+            f"model.resize must be null (the model's own preprocessing) or native for a torch encoder, "
+            f"got {resize!r}"
+        )
+    return crop_spec(crops, crop_mode, crop_seed)
 
 
 @dataclass(frozen=True)
@@ -161,6 +176,10 @@ class PretrainedBackbone(Backbone):
         image_size: int | None,
         layers: Any = None,
         pool: Any = "cls",
+        resize: str | None = None,
+        crops: int = 1,
+        crop_mode: str = "grid",
+        crop_seed: int = 0,
     ) -> None:
         self.pretrained = bool(pretrained)
         self.weights = str(weights) if weights else None
@@ -168,10 +187,18 @@ class PretrainedBackbone(Backbone):
         # frozen features from transformer blocks (fid_bench.backbones.layers); fine-tuning ignores them
         self.layers = layer_spec(layers)
         self.pools = pool_spec(pool)
+        # frozen features at native resolution (fid_bench.backbones.native_crops); fine-tuning refuses it
+        self.native = native_spec(resize, crops, crop_mode, crop_seed)
 
     def layer_fields(self) -> dict[str, Any]:
         """The ``layers``/``pool`` identity fields: none without layers, so older identities stay."""
         return {"layers": self.layers, "pool": self.pools} if self.layers is not None else {}
+
+    def native_fields(self) -> dict[str, Any]:
+        """The ``resize=native`` identity fields (crops, mode, seed): none in the model's own
+        preprocessing, so the identities of those features stay what they were."""
+        native = getattr(self, "native", None)  # a backbone pickled before the option existed: none
+        return {"resize": "native", **native} if native else {}
 
     @property
     def random_init(self) -> bool:

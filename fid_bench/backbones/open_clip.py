@@ -29,7 +29,10 @@ log = logging.getLogger(__name__)
 
 
 class OpenClipBackbone(PretrainedBackbone):
-    """open_clip architecture ``arch`` with the weights of ``pretrained_tag`` (or a file, or random)."""
+    """open_clip architecture ``arch`` with the weights of ``pretrained_tag`` (or a file, or random).
+
+    ``resize=native`` with ``crops``, ``crop_mode``, ``crop_seed``: frozen features of windows of the
+    original pixels (``fid_bench.backbones.native_crops``) instead of open_clip's eval transform."""
 
     cache_id = "fid_bench.features.encoders.OpenClipEncoder"
 
@@ -42,12 +45,16 @@ class OpenClipBackbone(PretrainedBackbone):
         image_size: int | None = None,
         layers: Any = None,
         pool: Any = "cls",
+        resize: str | None = None,
+        crops: int = 1,
+        crop_mode: str = "grid",
+        crop_seed: int = 0,
     ) -> None:
         if not isinstance(arch, str) or not arch:
             raise FidBenchError(f"OpenClipBackbone: arch must be an open_clip architecture, got {arch!r}")
         self.arch = arch
         self.pretrained_tag = pretrained_tag or None
-        super().__init__(pretrained, weights, image_size, layers, pool)
+        super().__init__(pretrained, weights, image_size, layers, pool, resize, crops, crop_mode, crop_seed)
 
     @property
     def name(self) -> str:
@@ -65,6 +72,7 @@ class OpenClipBackbone(PretrainedBackbone):
             "image_size": self.image_size,
             "libs": {"open_clip": lib_version("open_clip_torch"), "torchvision": lib_version("torchvision")},
             **self.layer_fields(),
+            **self.native_fields(),
         }
 
     def build(self) -> Built:

@@ -46,6 +46,7 @@ class PackagedTimmBackbone(TimmBackbone):
         image_size: input side (a ViT is built for it, its position embedding resampled).
         default_size: the side when ``image_size`` is null (DINOv2: 224, not timm's 518).
         weights_dir: the weights cache (``None``: ``onnx_files.default_weights_dir()``).
+        resize, crops, crop_mode, crop_seed: ``resize=native`` scoring (as ``TimmBackbone``).
         model_kwargs: passed to ``timm.create_model`` (e.g. ``drop_path_rate``).
     """
 
@@ -58,6 +59,10 @@ class PackagedTimmBackbone(TimmBackbone):
         image_size: int | None = None,
         weights_dir: str | None = None,
         default_size: int | None = None,
+        resize: str | None = None,
+        crops: int = 1,
+        crop_mode: str = "grid",
+        crop_seed: int = 0,
         **model_kwargs: Any,
     ) -> None:
         from fid_bench.backbones.convert import conversion
@@ -66,7 +71,17 @@ class PackagedTimmBackbone(TimmBackbone):
         self.source = str(source)
         self.weights_dir = str(weights_dir) if weights_dir else None
         size = image_size if image_size is not None else default_size
-        super().__init__(self.conversion.arch, pretrained, None, size, **model_kwargs)
+        super().__init__(
+            self.conversion.arch,
+            pretrained,
+            None,
+            size,
+            resize=resize,
+            crops=crops,
+            crop_mode=crop_mode,
+            crop_seed=crop_seed,
+            **model_kwargs,
+        )
         if self.image_size and self.conversion.arch.endswith("patch14_dinov2") and self.image_size % 14:
             raise FidBenchError(
                 f"data.image_size={self.image_size}: {source} takes a multiple of its 14 px patch, "

@@ -33,7 +33,9 @@ _CROP_MODE = {v: k for k, v in _RESIZE_MODE.items()}
 class TimmBackbone(PretrainedBackbone):
     """timm ``model_name`` (any name ``timm.list_models()`` knows; ``model.name=...``).
 
-    ``model_kwargs`` go to ``timm.create_model`` (e.g. ``drop_path_rate``).
+    ``model_kwargs`` go to ``timm.create_model`` (e.g. ``drop_path_rate``). ``resize=native`` with
+    ``crops``, ``crop_mode``, ``crop_seed``: frozen features of windows of the original pixels
+    (``fid_bench.backbones.native_crops``) instead of timm's eval transform.
     """
 
     cache_id = "fid_bench.features.encoders.TimmEncoder"
@@ -46,13 +48,17 @@ class TimmBackbone(PretrainedBackbone):
         image_size: int | None = None,
         layers: Any = None,
         pool: Any = "cls",
+        resize: str | None = None,
+        crops: int = 1,
+        crop_mode: str = "grid",
+        crop_seed: int = 0,
         **model_kwargs: Any,
     ) -> None:
         if not isinstance(model_name, str) or not model_name:
             raise FidBenchError(f"TimmBackbone: model_name must be a timm model name, got {model_name!r}")
         self.model_name = model_name
         self.model_kwargs = dict(model_kwargs)
-        super().__init__(pretrained, weights, image_size, layers, pool)
+        super().__init__(pretrained, weights, image_size, layers, pool, resize, crops, crop_mode, crop_seed)
 
     @property
     def name(self) -> str:
@@ -71,7 +77,7 @@ class TimmBackbone(PretrainedBackbone):
         }
         if self.model_kwargs:
             fields["model_kwargs"] = self.model_kwargs
-        return {**fields, **self.layer_fields()}
+        return {**fields, **self.layer_fields(), **self.native_fields()}
 
     def build(self) -> Built:
         from timm.data import resolve_data_config

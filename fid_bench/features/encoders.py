@@ -28,6 +28,7 @@ hand-made one. ``build_encoder`` turns a ``model.backbone`` node into either.
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import json
 import logging
@@ -41,6 +42,7 @@ import numpy as np
 
 from fid_bench.backbones import layers as block_layers
 from fid_bench.backbones.base import Backbone, lib_version
+from fid_bench.backbones.native_crops import native_windows
 from fid_bench.errors import FidBenchError
 
 if TYPE_CHECKING:
@@ -159,6 +161,11 @@ class FrozenEncoder(Encoder):
     Its identity is the backbone's (``cache_id``, ``version``, ``identity_fields``) plus the compute
     dtype and ``init_seed``, the seed a backbone without pretrained weights is drawn with (seeded so
     two processes build the same random network and may share its cache).
+
+    A backbone with ``model.resize=native`` (``backbone.native``: crops, mode, seed) gets no eval
+    transform: ``transform`` cuts ``uint8`` windows of the input size from the original pixels
+    (``fid_bench.backbones.native_crops``, as the ONNX path does), ``encode`` normalises them and
+    averages each image's window features into its row.
     """
 
     def __init__(self, backbone: Backbone, amp: bool = True, init_seed: int = 0) -> None:
@@ -206,8 +213,26 @@ class FrozenEncoder(Encoder):
                 built = self.backbone.build()
         else:
             built = self.backbone.build()
-        transform = self.backbone.eval_transform(built.preprocessing)
-        self.preprocessing = built.preprocessing  # declared by the backbone; export-onnx reads it
+        pp = built.preprocessing
+        native = getattr(self.backbone, "native", None)  # model.resize=native: crops, mode, seed
+        if native:
+            # windows of the original pixels as uint8 (a quarter of a float tensor to ship from a
+            # worker); encode() normalises them and averages their features
+            transform: Any = functools.partial(
+                native_windows, size=pp.size, pp=native, interpolation=pp.interpolation
+            )
+            described = (
+                f"native: {native['crops']} {native['crop_mode']} window(s) of {pp.size[0]}x{pp.size[1]} "
+                f"(seed {native['crop_seed']}) from the original pixels, mean={list(pp.mean)} std={list(pp.std)}"
+            )
+        else:
+            transform = self.backbone.eval_transform(pp)
+            described = _describe_transform(transform)
+        self.preprocessing = pp  # declared by the backbone; export-onnx reads it
+        std = np.asarray(pp.std, dtype=np.float32)
+        # (x / 255 - mean) / std as one multiply-add, as the ONNX path normalises
+        self._scale = (1.0 / (255.0 * std)).astype(np.float32)
+        self._offset = (-np.asarray(pp.mean, dtype=np.float32) / std).astype(np.float32)
         model = built.network.eval().requires_grad_(False)
         self._channels_last = self.device.startswith("cuda") and self._is_cnn(model)
         if self._channels_last:
@@ -217,9 +242,7 @@ class FrozenEncoder(Encoder):
         info = dict(built.info)
         if self.backbone.random_init:
             info["weights"] = {**(info.get("weights") or {}), "random_init_seed": self.init_seed}
-        self._loaded_info.update(
-            info, num_features=built.num_features, preprocess=_describe_transform(transform)
-        )
+        self._loaded_info.update(info, num_features=built.num_features, preprocess=described)
         layers = getattr(self.backbone, "layers", None)
         if layers is not None:
             self._hook_blocks(model, layers)
@@ -248,11 +271,25 @@ class FrozenEncoder(Encoder):
             raise RuntimeError(f"{self}: load() before transform()")
         return self._transform(img)
 
+    def normalise(self, pixels: Any) -> Any:
+        """``uint8 [N, H, W, 3]`` windows (``resize=native``) -> the float ``[N, 3, H, W]`` input tensor."""
+        import torch
+
+        if self._model is None:
+            self.load()
+        x = torch.as_tensor(np.asarray(pixels, dtype=np.uint8)).permute(0, 3, 1, 2).float()
+        scale = torch.from_numpy(self._scale).view(1, 3, 1, 1)
+        return (x * scale + torch.from_numpy(self._offset).view(1, 3, 1, 1)).contiguous()
+
     def encode(self, batch: Any) -> np.ndarray:
         import torch
 
         if self._model is None:
             self.load()
+        if getattr(batch, "ndim", 0) == 5:  # resize=native: [B, crops, H, W, 3] -> crops' features averaged
+            b, n = batch.shape[:2]
+            flat = self.encode(self.normalise(np.asarray(batch).reshape(b * n, *batch.shape[2:])))
+            return flat.reshape(b, n, -1).mean(axis=1)
         x = torch.as_tensor(batch).to(self.device, non_blocking=True)
         if self._channels_last:
             x = x.contiguous(memory_format=torch.channels_last)

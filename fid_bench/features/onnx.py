@@ -12,7 +12,8 @@
   the same image always gets the same crops), their features averaged into one row (one cached
   vector per image, so every classifier and ``features.select`` work unchanged). An image whose
   shorter side is below the input size is first resized up to it (aspect kept): padding would add
-  borders no real photo has, a cue a detector could learn instead.
+  borders no real photo has, a cue a detector could learn instead. The windows come from
+  ``fid_bench.backbones.native_crops``, which the torch encoders use too.
 * ``encode`` (main process): scaling by ``mean``/``std`` and the session, in chunks of
   ``batch_size``. The session is created on first use in the process that encodes, never in
   workers, and never pickled (a predictor logged to MLflow carries the config, not the session).
@@ -50,6 +51,7 @@ import numpy as np
 from fid_bench.backbones import layers as block_layers
 from fid_bench.backbones import onnx_files
 from fid_bench.backbones.base import lib_version
+from fid_bench.backbones.native_crops import crop_spec, native_windows
 from fid_bench.backbones.onnx_graph import UINT8_INPUT
 from fid_bench.errors import FidBenchError, one_line
 from fid_bench.features.encoders import Encoder
@@ -63,7 +65,6 @@ log = logging.getLogger(__name__)
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 RESIZE_MODES = ("shortest", "squash", "longest", "native")
-CROP_MODES = ("grid", "random")
 TOKENS = (None, "cls", "mean")
 PROVIDER_ALIASES = {
     "cpu": "CPUExecutionProvider",
@@ -131,11 +132,7 @@ def preprocess_config(
         "std": std_l,
     }
     if resize == "native":
-        if isinstance(crops, bool) or not isinstance(crops, int) or crops < 1:
-            raise FidBenchError(f"model.crops must be a positive integer, got {crops!r}")
-        if crop_mode not in CROP_MODES:
-            raise FidBenchError(f"model.crop_mode must be grid or random, got {crop_mode!r}")
-        out.update(crops=crops, crop_mode=str(crop_mode), crop_seed=int(crop_seed))
+        out.update(crop_spec(crops, crop_mode, crop_seed))
     if draft:
         if resize == "native":
             raise FidBenchError(
@@ -157,25 +154,6 @@ def draft_size(pp: dict[str, Any]) -> tuple[int, int] | None:
     return side, side
 
 
-def crop_boxes(w: int, h: int, size: int, pp: dict[str, Any], img: Any = None) -> list[tuple[int, int]]:
-    """Top-left corners of the ``pp["crops"]`` windows of ``size`` in a ``w`` x ``h`` image."""
-    n = pp["crops"]
-    if pp["crop_mode"] == "random":
-        import zlib
-
-        # seeded by the pixels too: the same image gets the same crops in every process
-        key = zlib.crc32(img.tobytes()) if img is not None else 0
-        rng = np.random.default_rng([pp["crop_seed"], w, h, key])
-        return [(int(rng.integers(0, w - size + 1)), int(rng.integers(0, h - size + 1))) for _ in range(n)]
-    if n == 1:
-        return [((w - size) // 2, (h - size) // 2)]
-    k = math.ceil(math.sqrt(n))  # a k x k grid spanning the image, n of its points evenly by index
-    xs = np.linspace(0, w - size, k).round().astype(int)
-    ys = np.linspace(0, h - size, k).round().astype(int)
-    grid = [(int(x), int(y)) for y in ys for x in xs]
-    return [grid[i] for i in np.linspace(0, len(grid) - 1, n).round().astype(int)]
-
-
 def preprocess_image(img: Image.Image, pp: dict[str, Any]) -> np.ndarray:
     """``img`` resized and cropped as ``pp`` says: ``uint8 [size, size, 3]``."""
     from PIL import Image as PILImage
@@ -184,13 +162,8 @@ def preprocess_image(img: Image.Image, pp: dict[str, Any]) -> np.ndarray:
     resample = getattr(PILImage.Resampling, pp["interpolation"].upper())
     img = img.convert("RGB")
     w, h = img.size
-    if pp["resize"] == "native":
-        if min(w, h) < size:  # too small for one window: up to the input size, aspect kept
-            scale = size / min(w, h)
-            w, h = max(size, math.ceil(w * scale)), max(size, math.ceil(h * scale))
-            img = img.resize((w, h), resample)
-        arr = np.asarray(img, dtype=np.uint8)
-        return np.stack([arr[y : y + size, x : x + size] for x, y in crop_boxes(w, h, size, pp, img)])
+    if pp["resize"] == "native":  # windows of the original pixels (fid_bench.backbones.native_crops)
+        return native_windows(img, size, pp, pp["interpolation"])
     if pp["resize"] == "squash":
         img = img.resize((size, size), resample)
     elif pp["resize"] == "shortest":

@@ -74,10 +74,15 @@ def encoder_preprocess(encoder: Any) -> dict[str, Any]:
     pp = getattr(encoder, "preprocessing", None)
     if pp is None:
         raise FidBenchError(f"export: {encoder} declares no preprocessing; only frozen backbones export")
-    if pp.resize_mode not in ("shortest", "squash", "longest") or pp.size[0] != pp.size[-1]:
+    native = getattr(getattr(encoder, "backbone", None), "native", None)  # model.resize=native
+    if (pp.resize_mode not in ("shortest", "squash", "longest") and not native) or pp.size[0] != pp.size[-1]:
         raise FidBenchError(
             f"export: {encoder.name} resizes with {pp.resize_mode!r} to {pp.size}; model=onnx takes a "
             "square input resized by shortest, squash or longest"
+        )
+    if native:  # the same windows on the ONNX path
+        return preprocess_config(
+            int(pp.size[-1]), "native", 1.0, str(pp.interpolation), pp.mean, pp.std, **native
         )
     return preprocess_config(
         int(pp.size[-1]),
@@ -87,6 +92,17 @@ def encoder_preprocess(encoder: Any) -> dict[str, Any]:
         pp.mean,
         pp.std,
     )
+
+
+def network_batch(encoder: Any, imgs: list[Any]) -> Any:
+    """The float ``[N, 3, H, W]`` tensor the encoder's network takes for ``imgs`` (with
+    ``resize=native``, each image's first window)."""
+    import torch
+
+    items = [encoder.transform(im) for im in imgs]
+    if getattr(encoder, "preprocessing", None) is not None and np.asarray(items[0]).ndim == 4:
+        return encoder.normalise(np.stack([np.asarray(i)[0] for i in items]))
+    return torch.stack([torch.as_tensor(i) for i in items]).float()
 
 
 def sample_images(n: int, seed: int = 0, size: int = 256) -> list[Any]:
@@ -239,7 +255,6 @@ def export_encoder(
     source: str = "",
 ) -> ExportReport:
     """Export ``encoder`` (a frozen timm or open_clip backbone) to ``out``; see the module docstring."""
-    import torch
 
     out = Path(out).expanduser()
     if out.suffix != ".onnx":
@@ -250,7 +265,7 @@ def export_encoder(
     encoder.load()
     preprocess = encoder_preprocess(encoder)
     imgs = images if images is not None else sample_images(batch)
-    x = torch.stack([torch.as_tensor(encoder.transform(im)) for im in imgs]).float()
+    x = network_batch(encoder, imgs)
     model = _Features.wrap(encoder._model)
     ref, torch_ips = _torch_outputs(model, x)
     x_np = x.numpy()

@@ -142,6 +142,12 @@ class FinetuneDetector(Detector):
                 f"model={model} has no trainable network, so it cannot be used with classifier=finetune; "
                 "use an embedding classifier instead (e.g. classifier=logreg)"
             )
+        if getattr(built, "native", None):
+            raise FidBenchError(
+                "model.resize=native is a frozen-features option (crops averaged into one cached row); "
+                "classifier=finetune trains on resized squares: drop model.resize or use a feature "
+                "classifier (e.g. classifier=logreg)"
+            )
         return built
 
     def fit_predict(self, job: Job, fold: Fold) -> pd.DataFrame:
