@@ -171,3 +171,42 @@ def test_runs_are_started_in_one_place() -> None:
                 callers.add(name)
     assert RUN_FACTORY in callers  # the reader sees the factory's own calls
     assert callers == {RUN_FACTORY}
+
+
+def _calls_in_order(func: ast.FunctionDef) -> list[str]:
+    """The dotted names a function calls, in the order the code is written."""
+
+    def name(node: ast.expr) -> str:
+        if isinstance(node, ast.Name):
+            return node.id
+        if isinstance(node, ast.Attribute):
+            return f"{name(node.value)}.{node.attr}"
+        return "?"
+
+    calls = [n for n in ast.walk(func) if isinstance(n, ast.Call)]
+    return [name(c.func) for c in sorted(calls, key=lambda c: (c.lineno, c.col_offset))]
+
+
+def test_a_job_reads_its_config_once_and_runs_in_stages() -> None:
+    """``run_job`` hands ``cfg`` to ``JobSpec.of_config`` only, then calls one layer per stage in the
+    order docs/ARCHITECTURE.md draws ("A job's config, read once"): nothing below the top reads the
+    config, and the job returns to a higher layer only to open the run and to log."""
+    tree = ast.parse((PACKAGE / "jobs" / "experiment.py").read_text())
+    (run_job,) = [n for n in tree.body if isinstance(n, ast.FunctionDef) and n.name == "run_job"]
+    given_cfg = [
+        c
+        for c in ast.walk(run_job)
+        if isinstance(c, ast.Call) and any(isinstance(a, ast.Name) and a.id == "cfg" for a in ast.walk(c))
+    ]
+    assert [ast.unparse(c.func) for c in given_cfg] == ["JobSpec.of_config"]
+    stages = [
+        "JobSpec.of_config",
+        "tracked_run",
+        "read_job_inputs",
+        "audit_job",
+        "log_job_inputs",
+        "fit_and_score",
+        "log_job_outcome",
+    ]
+    called = [c for c in _calls_in_order(run_job) if c in stages]
+    assert called == stages
