@@ -211,3 +211,58 @@ def test_run_job_logs_the_resolved_threads_to_mlflow(compose_cfg, torch_threads_
     assert run.data.metrics["torch_threads"] == wanted
     assert run.data.params["trainer.threads"] == str(wanted)
     assert torch.get_num_threads() == torch_threads_kept
+
+
+DDP_SCRIPT = """
+import json, os, sys
+from pathlib import Path
+
+import torch
+
+from fid_bench.finetune import module as finetune_module
+from tests.test_finetune import detector, make_fold, make_images, make_job
+
+seen = []
+original = finetune_module.FinetuneModule.training_step
+
+
+def training_step(self, batch, batch_idx):
+    seen.append(torch.get_num_threads())
+    return original(self, batch, batch_idx)
+
+
+finetune_module.FinetuneModule.training_step = training_step
+out, wanted = Path(sys.argv[1]), int(sys.argv[2])
+det = detector(max_epochs=1, trainer={"strategy": "ddp", "devices": 1, "threads": wanted, "progress_bar": False})
+before = torch.get_num_threads()
+det.fit_predict(make_job(make_images(out / "img", 16), out), make_fold(16, 4, 4))
+print(json.dumps({"before": before, "seen": sorted(set(seen)), "after": torch.get_num_threads()}))
+"""
+
+
+def test_the_setting_survives_lightnings_ddp_launcher(tmp_path):
+    """Lightning's DDP launcher sets torch's threads itself (CPUs / processes) inside ``fit``, when
+    OMP_NUM_THREADS is unset: the job's setting must still be what training runs with."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    from tests.conftest import REPO
+
+    env = {k: v for k, v in os.environ.items() if k not in ("OMP_NUM_THREADS", "MKL_NUM_THREADS")}
+    env["PYTHONPATH"] = str(REPO)
+    wanted = threads_mod.available_cpus() + 1  # never what the launcher would choose
+    done = subprocess.run(
+        [sys.executable, "-c", DDP_SCRIPT, str(tmp_path), str(wanted)],
+        env=env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    assert result["seen"] == [wanted]
+    assert result["after"] == result["before"]
