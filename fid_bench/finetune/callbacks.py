@@ -6,6 +6,7 @@ import time
 from typing import Any
 
 import pytorch_lightning as pl
+import torch
 
 #: per-epoch metrics taken from what the LightningModule logged
 EPOCH_METRICS = ("train_loss", "train_roc_auc", "val_loss", "val_roc_auc")
@@ -53,3 +54,17 @@ class EpochMetrics(pl.Callback):
             self.logger.log_metrics(
                 {self.prefix + k: v for k, v in metrics.items()}, step=trainer.current_epoch
             )
+
+
+class TorchThreads(pl.Callback):
+    """Set torch's intra-op threads to the job's ``trainer.threads`` when fitting starts.
+
+    The detector sets them before training too; this runs again inside ``fit`` because Lightning's
+    DDP launchers set their own count (CPUs / processes) after the trainer is built, in every process.
+    """
+
+    def __init__(self, threads: int) -> None:
+        self.threads = int(threads)
+
+    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        torch.set_num_threads(self.threads)

@@ -28,10 +28,10 @@ import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader, Dataset, WeightedRandomSampler
 
-from fid_bench import signals
 from fid_bench.errors import FidBenchError
 from fid_bench.finetune.augment import Augment
 from fid_bench.finetune.decoded import DecodedImages, choose_mode, decode_images, prepare_file
+from fid_bench.finetune.threads import init_loader_worker
 
 log = logging.getLogger(__name__)
 
@@ -205,7 +205,7 @@ class FinetuneDataModule(pl.LightningDataModule):
             pin_memory=self.pin_memory,
             persistent_workers=self.num_workers > 0,
             collate_fn=collate_uint8,
-            worker_init_fn=signals.quiet_worker,  # Ctrl-C/SIGTERM: one line, not tracebacks
+            worker_init_fn=init_loader_worker,  # one torch thread; Ctrl-C/SIGTERM: one line, not tracebacks
             **kwargs,
         )
 
@@ -232,5 +232,5 @@ class FinetuneDataModule(pl.LightningDataModule):
             shuffle=False,
             num_workers=self.num_workers,
             collate_fn=collate_uint8,
-            worker_init_fn=signals.quiet_worker,
+            worker_init_fn=init_loader_worker,
         )

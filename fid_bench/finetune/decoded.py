@@ -25,10 +25,10 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
-from fid_bench import signals
 from fid_bench.data.decode import DECODER_VERSION, load_rgb, parse_alignment
 from fid_bench.errors import FidBenchError
 from fid_bench.finetune.augment import PREPARE_VERSION, square_uint8
+from fid_bench.finetune.threads import init_loader_worker
 
 log = logging.getLogger(__name__)
 
@@ -171,7 +171,7 @@ def _prepared_batches(paths: Sequence[str], size: int, num_workers: int, align: 
         batch_size=chunk,
         num_workers=num_workers,
         collate_fn=list,
-        worker_init_fn=signals.quiet_worker,
+        worker_init_fn=init_loader_worker,
     )
     for b, batch in enumerate(loader):
         yield b * chunk, batch

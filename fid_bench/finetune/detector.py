@@ -34,6 +34,7 @@ from fid_bench.errors import FidBenchError
 from fid_bench.evaluation.metrics import validation_threshold
 from fid_bench.finetune.augment import Augment
 from fid_bench.finetune.decoded import MODES, prepare_file
+from fid_bench.finetune.threads import available_cpus, check_threads, resolve_threads, torch_threads
 
 if TYPE_CHECKING:
     from fid_bench.data.splits import Fold
@@ -41,7 +42,15 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 #: trainer config keys read by the harness; every other key is a Lightning ``Trainer`` argument
-HARNESS_KEYS = ("num_workers", "pin_memory", "channels_last", "compile", "progress_bar", "matmul_precision")
+HARNESS_KEYS = (
+    "num_workers",
+    "pin_memory",
+    "channels_last",
+    "compile",
+    "progress_bar",
+    "matmul_precision",
+    "threads",
+)
 
 
 def _is_tty() -> bool:
@@ -86,6 +95,7 @@ class FinetuneDetector(Detector):
         self.name = name
         self.backbone_cfg: dict[str, Any] | None = to_plain(backbone)
         self.trainer_cfg: dict[str, Any] = dict(to_plain(trainer) or {})
+        check_threads(self.trainer_cfg.get("threads"))  # a bad value stops the job before any work
         self.folds = int(folds or 1)
         self.align = to_plain(align)  # data.align: every image re-encoded the same way first
         self.max_epochs = int(max_epochs)
@@ -153,6 +163,55 @@ class FinetuneDetector(Detector):
     def fit_predict(self, job: Job, fold: Fold) -> pd.DataFrame:
         import pytorch_lightning as pl
         import torch
+        from pytorch_lightning.accelerators import CPUAccelerator
+
+        from fid_bench.finetune.callbacks import TorchThreads
+
+        backbone = self._backbone()
+        hw = self._hardware()
+        pl.seed_everything(self.seed, workers=True, verbose=False)
+        if hw["matmul_precision"]:
+            torch.set_float32_matmul_precision(hw["matmul_precision"])
+
+        prefix = f"fold{fold.index}/" if self.folds > 1 else ""
+        ckpt_dir = Path(job.output_dir) / "checkpoints" / f"fold{fold.index}"
+        val_labels = job.samples.table["label"].to_numpy()[fold.val]
+        can_monitor = len(np.unique(val_labels)) == 2 or self.monitor == "val_loss"
+        if not can_monitor:
+            log.warning("fold %d: validation rows hold one class; keeping the last epoch", fold.index)
+        trainer = self._trainer(job, hw, ckpt_dir, prefix, can_monitor)
+        # the trainer knows where the network runs and how many processes share this node's CPUs
+        on_cpu = isinstance(trainer.accelerator, CPUAccelerator)
+        threads = resolve_threads(
+            hw["threads"], workers=hw["num_workers"], processes=int(trainer.num_devices), on_cpu=on_cpu
+        )
+        trainer.callbacks.append(TorchThreads(threads))
+        if not self._fold_stats:  # once per job, not per fold
+            how = (
+                f"trainer.threads={hw['threads']}"
+                if hw["threads"] is not None
+                else f"auto: {available_cpus()} CPUs, {hw['num_workers']} loader workers, "
+                f"torch's default {torch.get_num_threads()}"
+                + (f", {trainer.num_devices} processes" if trainer.num_devices > 1 else "")
+                + ("" if on_cpu else ", network on the GPU")
+            )
+            log.info("torch threads: %d (%s)", threads, how)
+        # restored afterwards: the next job of a sweep in this process starts from torch's own setting
+        with torch_threads(threads):
+            return self._fit_and_score(job, fold, backbone, hw, trainer, can_monitor, threads)
+
+    def _fit_and_score(
+        self,
+        job: Job,
+        fold: Fold,
+        backbone: Backbone,
+        hw: dict[str, Any],
+        trainer: Any,
+        can_monitor: bool,
+        threads: int,
+    ) -> pd.DataFrame:
+        """Train with ``trainer`` and score the fold's val and test rows (under the job's threads)."""
+        import torch
         from hydra.utils import instantiate
 
         # these modules import torch / Lightning at their top: only a fine-tuning job pays for them
@@ -160,13 +219,7 @@ class FinetuneDetector(Detector):
         from fid_bench.finetune.datamodule import FinetuneDataModule
         from fid_bench.finetune.module import BinaryNet, FinetuneModule
 
-        backbone = self._backbone()
         table = job.samples.table
-        hw = self._hardware()
-        pl.seed_everything(self.seed, workers=True, verbose=False)
-        if hw["matmul_precision"]:
-            torch.set_float32_matmul_precision(hw["matmul_precision"])
-
         built = backbone.build()
         net = BinaryNet(built, head_dropout=self.head_dropout, tta_hflip=self.tta_hflip)
         preprocessing = built.preprocessing.finetune_dict()
@@ -205,13 +258,7 @@ class FinetuneDetector(Detector):
             compile=hw["compile"],
         )
 
-        prefix = f"fold{fold.index}/" if self.folds > 1 else ""
-        ckpt_dir = Path(job.output_dir) / "checkpoints" / f"fold{fold.index}"
         val_labels = table["label"].to_numpy()[fold.val]
-        can_monitor = len(np.unique(val_labels)) == 2 or self.monitor == "val_loss"
-        if not can_monitor:
-            log.warning("fold %d: validation rows hold one class; keeping the last epoch", fold.index)
-        trainer = self._trainer(job, hw, ckpt_dir, prefix, can_monitor)
         t0 = time.perf_counter()
         trainer.fit(module, datamodule=dm)
         fit_s = time.perf_counter() - t0
@@ -261,6 +308,7 @@ class FinetuneDetector(Detector):
             "n_unreadable": float(n_unreadable + module.n_unreadable_train),
             "decode_s": float(dm.decoded.seconds) if dm.decoded is not None else 0.0,
             "world_size": float(trainer.world_size),
+            "torch_threads": float(threads),  # trainer.threads as resolved (auto: per machine)
         }
         if best_path and trainer.checkpoint_callback.best_model_score is not None:
             stats["best_" + self.monitor] = float(trainer.checkpoint_callback.best_model_score)
@@ -295,6 +343,7 @@ class FinetuneDetector(Detector):
             "compile": bool(trainer_cfg.pop("compile", False)),
             "progress_bar": trainer_cfg.pop("progress_bar", "auto"),
             "matmul_precision": trainer_cfg.pop("matmul_precision", None),
+            "threads": check_threads(trainer_cfg.pop("threads", None)),
         }
         if hw["num_workers"] < 0:
             raise FidBenchError(f"trainer.num_workers must be >= 0, got {hw['num_workers']}")
