@@ -143,7 +143,9 @@ def test_the_generalise_preset_is_a_recipe_ensemble_and_passes_the_root_check(
     ]  # fmt: skip
     assert cfg.classifier.members[0].encoder.layers is None and cfg.model.layers == "all"
     # the native-resolution members reach their detectors' encoders; the others keep the run's resize
-    ensemble = RecipeEnsemble(**{k: v for k, v in cfg.classifier.items() if k not in ("_target_", "_recursive_")})
+    ensemble = RecipeEnsemble(
+        **{k: v for k, v in cfg.classifier.items() if k not in ("_target_", "_recursive_")}
+    )
     resize = [m._encoder_cfg["resize"] for m in ensemble.members]
     assert resize == ["shortest"] * 4 + ["native"] * 2
     assert [m._encoder_cfg["crops"] for m in ensemble.members[4:]] == [4, 4]
