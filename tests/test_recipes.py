@@ -138,8 +138,17 @@ def test_the_generalise_preset_is_a_recipe_ensemble_and_passes_the_root_check(
     cfg = compose_cfg("experiment=generalise", src, tiny=False)
     assert cfg.classifier._target_.endswith("RecipeEnsemble")
     names = [m.name for m in cfg.classifier.members]
-    assert names == ["final", "block6_lowres", "blocks_aug", "blocks_lowres"]
+    assert names == [
+        "final", "block6_lowres", "blocks_aug", "blocks_lowres", "native_blocks_lowres", "native_mid_cls_lowres",
+    ]  # fmt: skip
     assert cfg.classifier.members[0].encoder.layers is None and cfg.model.layers == "all"
+    # the native-resolution members reach their detectors' encoders; the others keep the run's resize
+    ensemble = RecipeEnsemble(
+        **{k: v for k, v in cfg.classifier.items() if k not in ("_target_", "_recursive_")}
+    )
+    resize = [m._encoder_cfg["resize"] for m in ensemble.members]
+    assert resize == ["shortest"] * 4 + ["native"] * 2
+    assert [m._encoder_cfg["crops"] for m in ensemble.members[4:]] == [4, 4]
     assert cfg.features.select is None and not cfg.features.augment.ops
     # data=multi has no data.root of its own: the sources carry theirs
     require_data_root(cfg)
