@@ -3,6 +3,7 @@
     .venv/bin/python benchmarks/extraction_limit.py [--n 512] [--rounds 3] [--model clip_vit_b16_int8]
     .venv/bin/python benchmarks/extraction_limit.py --torch            # + torch fp32 on the same tensors
     .venv/bin/python benchmarks/extraction_limit.py --tune             # session settings, one table
+    .venv/bin/python benchmarks/extraction_limit.py --batches 8 16 32  # session batch sizes, rotated
     .venv/bin/python benchmarks/extraction_limit.py --job              # the 1,000 + 1,000 / 500 + 500 job
 
 On the same images (the first ``n/2`` of CIFAKE's ``test/REAL`` and ``test/FAKE`` by name, or
@@ -327,6 +328,35 @@ def main_tune(args: argparse.Namespace) -> None:
         print(row(key, vals, ref))
 
 
+def main_batches(args: argparse.Namespace) -> None:
+    """The session batch sizes of ``--batches`` side by side, bare session and harness, the order of
+    the sizes rotated every round (so no size always runs first or last)."""
+    paths = cifake_images(args.cifake, "test", args.n // 2)
+    sha1s = [hashlib.sha1(Path(p).read_bytes()).hexdigest() for p in paths]
+    x, enc = ready_tensors(args, paths)
+    output = enc.describe()["output"]
+    sess = bare_session(args, enc)
+    time_session(sess, x[: args.batch], args.batch, output)  # warm-up
+    sizes = list(args.batches)
+    res: dict[str, list[float]] = {}
+    tmp = Path(tempfile.mkdtemp(prefix="fid_bench_batches_"))
+    for r in range(args.rounds):
+        for b in sizes[r % len(sizes) :] + sizes[: r % len(sizes)]:
+            res.setdefault(f"bare session, batch {b}", []).append(time_session(sess, x, b, output))
+            stats = harness(argparse.Namespace(**{**vars(args), "batch": b}), paths, sha1s, tmp / "c")
+            res.setdefault(f"harness, batch {b}", []).append(stats["whole_images_per_s"])
+        print(f"round {r + 1} done ({load()})", flush=True)
+    ref_key = f"harness, batch {args.batch}" if args.batch in sizes else next(iter(res))
+    ref = statistics.median(res[ref_key])
+    print(
+        f"\n{args.model}, {len(paths)} images, {args.rounds} rounds, {args.threads} session threads; {load()} (end)\n"
+    )
+    print(f"| setting | best images/s | median images/s | / {ref_key} |")
+    print("|---|---|---|---|")
+    for key in sorted(res, key=lambda k: (k.split(",")[0], int(k.rsplit(" ", 1)[-1]))):
+        print(row(key, res[key], ref))
+
+
 def main_job(args: argparse.Namespace) -> None:
     tmp = Path(tempfile.mkdtemp(prefix="fid_bench_job_"))
     root = tmp / "data"
@@ -402,12 +432,17 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--torch", action="store_true", help="also torch fp32 eager on the same tensors")
     ap.add_argument("--tune", action="store_true", help="session settings instead")
+    ap.add_argument(
+        "--batches", type=int, nargs="+", default=None, help="session batch sizes side by side instead"
+    )
     ap.add_argument("--job", action="store_true", help="the whole-job criterion instead")
     ap.add_argument("--small", action="store_true", help="--job on a tenth of the images (a smoke test)")
     args = ap.parse_args()
     print(load(), "(start)", flush=True)
     if args.tune:
         main_tune(args)
+    elif args.batches:
+        main_batches(args)
     elif args.job:
         main_job(args)
     else:

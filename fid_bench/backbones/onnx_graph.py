@@ -37,6 +37,22 @@ def load_model(path: str | os.PathLike) -> Any:
         raise FidBenchError(f"{path}: not a readable ONNX file ({one_line(err)})") from None
 
 
+#: operators that quantise activations with one scale over the whole input tensor, computed at run
+#: time: over a batch, so an image's result depends on the other images of its batch
+DYNAMIC_QUANTISERS = frozenset({"DynamicQuantizeLinear", "DynamicQuantizeMatMul", "DynamicQuantizeLSTM"})
+_dynamic: dict[tuple[str, int, int], bool] = {}
+
+
+def quantises_dynamically(path: str | os.PathLike) -> bool:
+    """Whether the graph in ``path`` quantises activations at run time (``DYNAMIC_QUANTISERS``);
+    read once per file and process."""
+    st = os.stat(path)
+    key = (str(Path(path).resolve()), st.st_size, st.st_mtime_ns)
+    if key not in _dynamic:
+        _dynamic[key] = any(n.op_type in DYNAMIC_QUANTISERS for n in load_model(path).graph.node)
+    return _dynamic[key]
+
+
 def write_derived(
     source: str | os.PathLike, dest: Path, edit: Callable[[Any], None], *, model: Any = None
 ) -> bool:

@@ -64,6 +64,12 @@ log = logging.getLogger(__name__)
 #: OpenAI CLIP's normalisation (the defaults: the known files are CLIP towers)
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+#: images per session call when ``model.batch_size`` is null: one for a graph that quantises its
+#: activations at run time (their scale is taken over the whole batch, so with more images an
+#: image's features depend on its batch-mates: min cosine 0.964-0.974 against one at a time on the
+#: CLIP int8 file), else 32; one per call costs nothing on the CPU there (docs/BENCHMARKS.md,
+#: "Session batch size")
+AUTO_BATCH = {"dynamic": 1, "other": 32}
 RESIZE_MODES = ("shortest", "squash", "longest", "native")
 TOKENS = (None, "cls", "mean")
 PROVIDER_ALIASES = {
@@ -206,7 +212,8 @@ class OnnxEncoder(Encoder):
         threads: ONNX Runtime intra-op threads (``None``: its default, one per core).
         allow_spinning: let idle intra-op threads spin; off by default because spinning threads
             compete with the DataLoader workers that decode images on the same cores.
-        batch_size: images per ``session.run`` call.
+        batch_size: images per ``session.run`` call; ``None``: ``AUTO_BATCH`` (1 for a graph that
+            quantises activations at run time, else 32).
         fuse_normalise: run a cached copy of the graph that takes the ``uint8`` pixels and normalises
             them itself (``onnx_graph.with_uint8_input``): the same features, no per-batch numpy work.
         graph_optimization: ONNX Runtime's graph optimisation level (``disable``, ``basic``,
@@ -240,7 +247,7 @@ class OnnxEncoder(Encoder):
         providers: Sequence[str] | None = None,
         threads: int | None = None,
         allow_spinning: bool = False,
-        batch_size: int = 32,
+        batch_size: int | None = None,
         layers: Any = None,
         pool: Any = "cls",
         crops: int = 1,
@@ -292,9 +299,13 @@ class OnnxEncoder(Encoder):
             raise FidBenchError(f"model.threads must be a positive integer or null, got {threads!r}")
         self.threads = int(threads) if threads is not None else None
         self.allow_spinning = bool(allow_spinning)
-        if isinstance(batch_size, bool) or int(batch_size) < 1:
-            raise FidBenchError(f"model.batch_size must be a positive integer, got {batch_size!r}")
-        self.batch_size = int(batch_size)
+        if batch_size is not None and (
+            isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1
+        ):
+            raise FidBenchError(
+                f"model.batch_size must be a positive integer or null (auto), got {batch_size!r}"
+            )
+        self.batch_size = batch_size
         self._io: dict[str, Any] = {}
         mean_a = np.asarray(self.preprocess["mean"], dtype=np.float32)
         std_a = np.asarray(self.preprocess["std"], dtype=np.float32)
@@ -368,6 +379,10 @@ class OnnxEncoder(Encoder):
             **({"expose": self.expose} if self.expose else {}),
             # only present when quantised (see _quantise_identity)
             **({"quantise": self._quantise_identity()} if self.quantise else {}),
+            # a graph quantising activations at run time: features of one image at a time since
+            # AUTO_BATCH existed (before, they depended on the image's batch-mates); an explicit
+            # model.batch_size > 1 keeps that dependence and says so
+            **({"batch": self.session_batch()} if self.quantises_dynamically() else {}),
         }
 
     def quantised_file(self) -> Path:
@@ -678,9 +693,26 @@ class OnnxEncoder(Encoder):
             b, n = items.shape[:2]
             flat = self.encode(items.reshape(b * n, *items.shape[2:]))
             return flat.reshape(b, n, -1).mean(axis=1)
-        step = self._io["fixed_batch"] or self.batch_size
+        step = self._io["fixed_batch"] or self.session_batch()
         outs = [self.run(self.session_input(items[i : i + step])) for i in range(0, len(items), step)]
         return np.concatenate(outs) if outs else np.empty((0, 0), dtype=np.float32)
+
+    def session_batch(self) -> int:
+        """Images per session call: ``model.batch_size``, or when null ``AUTO_BATCH`` of the graph."""
+        if self.batch_size is not None:
+            return self.batch_size
+        return AUTO_BATCH["dynamic" if self.quantises_dynamically() else "other"]
+
+    def quantises_dynamically(self) -> bool:
+        """Whether the graph the session runs quantises activations at run time (the file's own int8
+        or a ``model.quantise=dynamic`` copy)."""
+        from fid_bench.backbones.onnx_graph import quantises_dynamically
+
+        if self.quantise:  # a dynamic copy does; a static one has its scales fixed by calibration
+            return self.quantise == "dynamic"
+        if self.file and not self.path:
+            return onnx_files.known(self.file).quantises_dynamically
+        return quantises_dynamically(self.source_path())
 
     def session_input(self, batch: np.ndarray) -> np.ndarray:
         """What the session takes for ``uint8 [B, H, W, 3]`` pixels: themselves when the normalisation
