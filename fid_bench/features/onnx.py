@@ -67,8 +67,8 @@ CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 #: images per session call when ``model.batch_size`` is null: one for a graph that quantises its
 #: activations at run time (their scale is taken over the whole batch, so with more images an
 #: image's features depend on its batch-mates: min cosine 0.964-0.974 against one at a time on the
-#: CLIP int8 file), else 32; one per call costs nothing on the CPU there (docs/BENCHMARKS.md,
-#: "Session batch size")
+#: CLIP int8 file), else 32; one per call costs that file about 11 % of its speed on the CPU
+#: (docs/BENCHMARKS.md, "Session batch size")
 AUTO_BATCH = {"dynamic": 1, "other": 32}
 RESIZE_MODES = ("shortest", "squash", "longest", "native")
 TOKENS = (None, "cls", "mean")
