@@ -78,6 +78,7 @@ def test_bin_edges_are_closed_below_and_the_last_bin_holds_one() -> None:
 
 # ----------------------------------------------------------------------------- cache keys
 #: backbone settings that change how fast features come, never which: they must NOT change the key
+#: (but ``batch_size`` of a graph that quantises activations at run time: checked as a setting)
 RUNTIME_ONLY = {
     "providers",
     "threads",
@@ -169,11 +170,15 @@ def _models() -> list[str]:
 @pytest.mark.parametrize("model", _models())
 def test_every_encoder_setting_is_part_of_the_cache_key(model: str, tmp_path: Path) -> None:
     from fid_bench.errors import FidBenchError
+    from fid_bench.features.encoders import build_encoder
 
     files = {"weights": tmp_path / "w.pth", "onnx": tmp_path / "a.onnx", "onnx_other": tmp_path / "b.onnx"}
     files["weights"].write_bytes(b"checkpoint bytes")
-    files["onnx"].write_bytes(b"one onnx file")
-    files["onnx_other"].write_bytes(b"another onnx file")
+    # two different (float) graphs: a path's identity reads the graph (does it quantise at run time?)
+    from tests.test_onnx import tiny_graph
+
+    tiny_graph(files["onnx"])
+    tiny_graph(files["onnx_other"], outputs=("hidden", "logits", "feat"))
     overrides = {"model.path": str(files["onnx"]), "model.file": "null"} if model == "onnx" else {}
     node = _backbone_node(model, **overrides)
     try:
@@ -197,7 +202,10 @@ def test_every_encoder_setting_is_part_of_the_cache_key(model: str, tmp_path: Pa
             # block outputs exist in transformers only: a CNN refuses model.layers in one line
             assert field in ("layers", "pool") and "model.layers" in str(err), f"{model}.{field}: {err}"
             continue
-        if field in RUNTIME_ONLY:
+        if field == "batch_size" and build_encoder(dict(start)).quantises_dynamically():
+            # activations quantised at run time over the batch: the batch changes the features
+            assert after != before, f"{model}: batch_size of a dynamically quantised graph kept the key"
+        elif field in RUNTIME_ONLY:
             assert after == before, f"{model}: {field} is runtime-only but changed the key"
         else:
             assert after != before, f"{model}: changing {field} keeps the same feature-cache key"
