@@ -216,8 +216,9 @@ def row(name: str, vals: list[float], ref: float | None = None) -> str:
     return f"| {name} | {max(vals):.1f} | {med:.1f} | {ratio} |"
 
 
-def main_rounds(args: argparse.Namespace) -> None:
-    tmp = Path(tempfile.mkdtemp(prefix="fid_bench_limit_"))
+def prepared(args: argparse.Namespace):
+    """The images (``--images`` or CIFAKE's test split), their sha1s, their ready tensors, the
+    encoder, its output name and a bare session on its file, warmed up."""
     if args.images:
         paths = sorted(str(p) for p in Path(args.images).rglob("*") if p.is_file())[: args.n]
     else:
@@ -227,6 +228,12 @@ def main_rounds(args: argparse.Namespace) -> None:
     output = enc.describe()["output"]
     sess = bare_session(args, enc)
     time_session(sess, x[: args.batch], args.batch, output)  # warm-up
+    return paths, sha1s, x, enc, output, sess
+
+
+def main_rounds(args: argparse.Namespace) -> None:
+    tmp = Path(tempfile.mkdtemp(prefix="fid_bench_limit_"))
+    paths, sha1s, x, enc, output, sess = prepared(args)
     res: dict[str, list[float]] = {"bare": [], "decode": [], "harness": [], "harness_extract": []}
     if args.torch:
         res["torch"] = []
@@ -331,12 +338,7 @@ def main_tune(args: argparse.Namespace) -> None:
 def main_batches(args: argparse.Namespace) -> None:
     """The session batch sizes of ``--batches`` side by side, bare session and harness, the order of
     the sizes rotated every round (so no size always runs first or last)."""
-    paths = cifake_images(args.cifake, "test", args.n // 2)
-    sha1s = [hashlib.sha1(Path(p).read_bytes()).hexdigest() for p in paths]
-    x, enc = ready_tensors(args, paths)
-    output = enc.describe()["output"]
-    sess = bare_session(args, enc)
-    time_session(sess, x[: args.batch], args.batch, output)  # warm-up
+    paths, sha1s, x, _, output, sess = prepared(args)
     sizes = list(args.batches)
     res: dict[str, list[float]] = {}
     tmp = Path(tempfile.mkdtemp(prefix="fid_bench_batches_"))
