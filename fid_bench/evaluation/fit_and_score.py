@@ -20,9 +20,9 @@ import pandas as pd
 
 from fid_bench.evaluation import plots
 from fid_bench.evaluation.generalisation import beyond_holdout, prefixed
-from fid_bench.evaluation.held_out import HeldOutSettings, held_out_metrics
+from fid_bench.evaluation.held_out import HeldOutSettings, fold_metrics
 from fid_bench.evaluation.loso import run_source_folds
-from fid_bench.evaluation.metrics import aggregate_folds, evaluate_scores
+from fid_bench.evaluation.metrics import aggregate_folds
 
 if TYPE_CHECKING:
     from fid_bench.contract import Detector, Job, Predictor
@@ -101,14 +101,11 @@ def fit_and_score(
     for fold in shown:
         fold_scores = detector.fit_predict(job, fold)
         scores.append(fold_scores)
-        if final:  # with per-group metrics and bootstrap intervals, as ensembles and imports log them
-            per_fold.append(held_out_metrics(fold_scores, settings))
-        else:
-            per_fold.append(evaluate_scores(fold_scores, calibration_bins=settings.calibration_bins))
+        per_fold.append(fold_metrics(fold_scores, settings, final=final))
     metrics = aggregate_folds(per_fold)
     if evaluation.leave_one_group_out:  # each fold's metrics under logo/<held-out group>/
-        for fold, fold_metrics in zip(folds, per_fold, strict=True):
-            metrics.update(prefixed(f"logo/{fold.name}", fold_metrics))
+        for fold, of_fold in zip(folds, per_fold, strict=True):
+            metrics.update(prefixed(f"logo/{fold.name}", of_fold))
     metrics.update(source_metrics)
     logged = metrics if final else {f"val_{k}": v for k, v in metrics.items()}
     extra = detector.extra_metrics()

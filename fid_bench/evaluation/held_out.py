@@ -88,6 +88,15 @@ def held_out_metrics(
     return metrics
 
 
+def fold_metrics(scores: pd.DataFrame, settings: HeldOutSettings, *, final: bool) -> dict[str, float]:
+    """One fold's metrics: a final run's ``held_out_metrics`` (per group, with bootstrap intervals,
+    as ensembles and imports log them); a search trial's plain ``evaluate_scores`` (its validation
+    rows stand in for the test rows, and intervals would only cost time)."""
+    if final:
+        return held_out_metrics(scores, settings)
+    return evaluate_scores(scores, calibration_bins=settings.calibration_bins)
+
+
 def threshold_and_source(scores: pd.DataFrame) -> tuple[float, str]:
     """The threshold a job chooses on the ``val`` rows (best F1), and where it came from; ``0.5``
     when there are none (e.g. imported test scores only) or they cannot choose one (no positive)."""

@@ -21,8 +21,7 @@ import pandas as pd
 from fid_bench import markdown
 from fid_bench.errors import FidBenchError
 from fid_bench.evaluation.generalisation import prefixed
-from fid_bench.evaluation.held_out import HeldOutSettings, held_out_metrics
-from fid_bench.evaluation.metrics import evaluate_scores
+from fid_bench.evaluation.held_out import HeldOutSettings, fold_metrics
 
 if TYPE_CHECKING:
     from fid_bench.contract import Detector, Job
@@ -160,10 +159,7 @@ def run_source_folds(
         shown = tqdm(source_folds, desc="sources", unit="source")
     for fold in shown:
         fold_scores = detector.fit_predict(job, fold)
-        if final:
-            m = held_out_metrics(fold_scores, settings)
-        else:
-            m = evaluate_scores(fold_scores, calibration_bins=settings.calibration_bins)
+        m = fold_metrics(fold_scores, settings, final=final)
         per_source[fold.name] = m
         tests[fold.name] = fold_scores[fold_scores["split"] == "test"]
         out.update(source_metrics(fold.name, m))
