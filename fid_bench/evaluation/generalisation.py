@@ -61,14 +61,13 @@ def extra_set_metrics(
     predictor: Predictor,
     work_dir: Path,
     normalise: Mapping[str, Any] | None = None,
-) -> tuple[dict[str, float], dict[str, pd.DataFrame]]:
+) -> dict[str, float]:
     """Metrics on every extra data set (its labelled rows as read, ``data.job_inputs``), each under
-    its own prefix, and their scores frames.
+    its own prefix.
 
     ``normalise`` (``eval.normalise_extra``: ``size``, ``jpeg_quality``) re-encodes the images first.
     """
     metrics: dict[str, float] = {}
-    frames: dict[str, pd.DataFrame] = {}
     norm = normalise or {}
     for extra, table in extra_rows:
         paths = table["path"].tolist()
@@ -80,11 +79,8 @@ def extra_set_metrics(
         y = table["label"].to_numpy(dtype=int)
         m = compute_metrics(y, scores, predictor.threshold)
         metrics.update(prefixed(extra.name, m))
-        frames[extra.name] = pd.DataFrame(
-            {"id": table["id"].to_numpy(), "label": y, "score": scores, "split": "test"}
-        )
         log.info("eval.extra %s: roc_auc=%.4f on %d images", extra.name, m["roc_auc"], len(y))
-    return metrics, frames
+    return metrics
 
 
 def perturbation_metrics(
@@ -189,8 +185,7 @@ def beyond_holdout(
     ``work_dir``."""
     found = BeyondHoldout({}, [])
     if extra_rows:
-        metrics, _ = extra_set_metrics(extra_rows, predictor, work_dir, normalise=normalise)
-        found.metrics.update(metrics)
+        found.metrics.update(extra_set_metrics(extra_rows, predictor, work_dir, normalise=normalise))
     if perturbations:
         perturbed, curve = perturbation_metrics(list(perturbations), test_rows, predictor, work_dir)
         found.metrics.update(perturbed)
