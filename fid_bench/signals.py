@@ -8,6 +8,7 @@ thread, so every ``finally`` and ``except KeyboardInterrupt`` on the way out run
 
 from __future__ import annotations
 
+import atexit
 import os
 import signal
 import threading
@@ -33,6 +34,11 @@ def install() -> None:
     global _installed_pid
     if threading.current_thread() is not threading.main_thread():
         return
+    if _installed_pid is None:
+        # registered after multiprocessing's own exit hook, so it runs first (atexit is last in, first out)
+        import multiprocessing.util  # noqa: F401
+
+        atexit.register(_stop_workers_at_exit)
     _installed_pid = os.getpid()
     for signum in _HANDLED:
         if signal.getsignal(signum) is not signal.SIG_IGN:
@@ -76,6 +82,28 @@ def _in_worker(signum: int) -> None:
         os.kill(os.getpid(), signum)
     elif signum == signal.SIGTERM:
         _worker_terminated = True
+
+
+def _stop_workers_at_exit() -> None:
+    """Kill the worker processes still alive when the main process exits.
+
+    A DataLoader iterator that an interrupt or error left unfinished keeps its workers; at exit
+    multiprocessing would send each one SIGTERM and wait, but a quiet worker leaves its first SIGTERM
+    to the main process (a hang), and torch's SIGCHLD handler reports a worker killed by a signal as
+    "DataLoader worker ... killed" tracebacks. Nothing a worker holds needs saving, so: SIGKILL.
+    """
+    import multiprocessing
+
+    if os.getpid() != _installed_pid:
+        return
+    workers = [p for p in multiprocessing.active_children() if p.daemon]
+    if not workers:
+        return
+    signal.signal(signal.SIGCHLD, signal.SIG_DFL)  # torch's handler: workers are stopped on purpose here
+    for process in workers:
+        process.kill()
+    for process in workers:
+        process.join(timeout=5)
 
 
 def quiet_worker(worker_id: int = 0) -> None:

@@ -208,6 +208,32 @@ def test_signal_to_the_group_during_fine_tuning_stops_workers_quietly(isolated: 
     assert run.info.status == "KILLED"
 
 
+_LEFT_WORKERS = """
+import sys
+import torch
+from torch.utils.data import DataLoader
+from fid_bench import signals
+from fid_bench.finetune.threads import init_loader_worker
+
+signals.install()
+loader = DataLoader(torch.arange(64), batch_size=4, num_workers=2, worker_init_fn=init_loader_worker)
+left = iter(loader)  # an iterator an error left unfinished: its workers are still alive at exit
+next(left)
+sys.exit(3)
+"""
+
+
+def test_workers_left_alive_at_exit_are_stopped_without_hang_or_traceback(isolated: Path) -> None:
+    """Quiet workers leave their first SIGTERM to the main process, which is what multiprocessing
+    sends them at exit: without the exit hook the process waits for them forever."""
+    proc = subprocess.run(
+        [sys.executable, "-c", _LEFT_WORKERS], cwd=REPO, env=_env(), capture_output=True, text=True,
+        timeout=60, preexec_fn=_default_signals,
+    )  # fmt: skip
+    assert proc.returncode == 3, proc.stderr[-3000:]
+    assert "Traceback" not in proc.stderr and "DataLoader worker" not in proc.stderr, proc.stderr[-3000:]
+
+
 # ----------------------------------------------------------------------------- 8. smaller holes
 def _png(path: Path, value: int = 128, size: int = 16, fmt: str = "PNG") -> Path:
     from PIL import Image
