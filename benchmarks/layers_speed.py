@@ -1,6 +1,6 @@
 """All 12 blocks of ``clip_vit_b16_int8`` (``model.layers=all``) against today's single output, side by side.
 
-    .venv/bin/python benchmarks/layers_speed.py [--n 64] [--batch 32] [--rounds 5] [--pool both]
+    .venv/bin/python benchmarks/layers_speed.py [--n 64] [--batch N] [--rounds 5] [--pool both]
 
 Same file, same images, same process: the first ``n/2`` images of CIFAKE's test/REAL and test/FAKE
 (read from ``../shared/data/cifake.tar.gz``, or ``--archive``), preprocessed once with the CLIP preprocessing. Two encoders:
@@ -10,7 +10,8 @@ Same file, same images, same process: the first ``n/2`` images of CIFAKE's test/
              added as graph outputs, one session run, each block pooled (12 x 2 x 768 values with
              ``both``).
 
-``encode`` (normalisation, session runs in chunks of ``--batch``, pooling) is timed on all ``n``
+``encode`` (normalisation, session runs in chunks of ``--batch``, by default
+the encoder's own: one image per call for this file, see ``model.batch_size``; pooling) is timed on all ``n``
 images, ``--rounds`` times, the two interleaved after one warm-up each; the table shows best and
 median seconds and the ratio of medians (blocks / single). The load average is printed before and after.
 """
@@ -38,7 +39,7 @@ def load() -> str:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--n", type=int, default=64)
-    ap.add_argument("--batch", type=int, default=32)
+    ap.add_argument("--batch", type=int, default=None, help="images per session call (default: the encoder's)")
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--pool", default="both")
     ap.add_argument("--threads", type=int, default=None)
@@ -78,7 +79,7 @@ def main() -> None:
             enc.encode(x)
             times[name].append(time.perf_counter() - t0)
     print(load())
-    print(f"{args.n} images, batch {args.batch}, {args.rounds} rounds, threads {args.threads or 'default'}")
+    print(f"{args.n} images, batch {args.batch or 'the encoder default'}, {args.rounds} rounds, threads {args.threads or 'default'}")
     print("| variant | dim | best s | median s | images/s (median) |")
     print("|---|---|---|---|---|")
     for name in ("single", "blocks"):
