@@ -39,7 +39,9 @@ def load() -> str:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--n", type=int, default=64)
-    ap.add_argument("--batch", type=int, default=None, help="images per session call (default: the encoder's)")
+    ap.add_argument(
+        "--batch", type=int, default=None, help="images per session call (default: the encoder's)"
+    )
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--pool", default="both")
     ap.add_argument("--threads", type=int, default=None)
@@ -79,7 +81,9 @@ def main() -> None:
             enc.encode(x)
             times[name].append(time.perf_counter() - t0)
     print(load())
-    print(f"{args.n} images, batch {args.batch or 'the encoder default'}, {args.rounds} rounds, threads {args.threads or 'default'}")
+    print(
+        f"{args.n} images, batch {args.batch or 'the encoder default'}, {args.rounds} rounds, threads {args.threads or 'default'}"
+    )
     print("| variant | dim | best s | median s | images/s (median) |")
     print("|---|---|---|---|---|")
     for name in ("single", "blocks"):
