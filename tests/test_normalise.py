@@ -37,7 +37,7 @@ def test_l2_rows_have_unit_length_before_the_estimator() -> None:
 
 @pytest.mark.parametrize(
     "clf,expected",
-    [("logreg", "auto"), ("knn", "auto"), ("rf", "auto"), ("gboost", "none"), ("lightgbm", "auto")],
+    [("logreg", "auto"), ("knn", "auto"), ("rf", "auto"), ("gboost", "none"), ("lightgbm", "none")],
 )
 def test_the_configs_carry_the_measured_defaults(compose_cfg, clf: str, expected: str) -> None:
     from hydra.utils import instantiate
