@@ -492,7 +492,9 @@ def test_batch_size_null_is_32_per_call_for_a_float_graph(tiny: Path) -> None:
             OnnxEncoder(path=str(tiny), batch_size=bad, **PLAIN)
 
 
-def test_a_dynamically_quantised_graph_is_encoded_one_image_at_a_time(tmp_path: Path, tiny: Path) -> None:
+def test_a_dynamically_quantised_graph_is_encoded_one_image_at_a_time(
+    tmp_path: Path, tiny: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     """Run-time activation scales are taken over the whole batch: with ``batch_size`` null such a graph
     gets one image per call, so an image's features do not depend on its batch-mates, and the
     identity says so; a float graph keeps 32 per call and its identity is unchanged."""
@@ -513,8 +515,15 @@ def test_a_dynamically_quantised_graph_is_encoded_one_image_at_a_time(tmp_path: 
     imgs = images()
     alone = encode(OnnxEncoder(path=str(int8), **PLAIN), imgs[:1])
     np.testing.assert_array_equal(encode(dyn, imgs)[:1], alone)
-    # ... which five per call would not give: the batch-mates move the activation scales
-    assert not np.array_equal(encode(OnnxEncoder(path=str(int8), batch_size=5, **PLAIN), imgs)[:1], alone)
+    # ... which five per call would not give: the batch-mates move the activation scales, and it says so
+    with caplog.at_level(logging.WARNING, logger="fid_bench"):
+        assert not np.array_equal(encode(OnnxEncoder(path=str(int8), batch_size=5, **PLAIN), imgs)[:1], alone)
+    assert "features depend on their batch-mates" in caplog.text
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="fid_bench"):
+        encode(OnnxEncoder(path=str(tiny), batch_size=5, **PLAIN), imgs)  # a float graph: no dependence
+        encode(dyn, imgs)
+    assert "batch-mates" not in caplog.text
     # the known CLIP file declares what its graph does (checked whenever the file is cached)
     assert onnx_files.known("clip_vit_b16_int8").quantises_dynamically
     cached = onnx_files.local_path("clip_vit_b16_int8")

@@ -474,6 +474,14 @@ class OnnxEncoder(Encoder):
                     f"{path}: sha256 {actual[:12]}... is not the pinned {expected[:12]}... of {self.file}; "
                     f"delete it and run `fid-bench weights get {self.file}`, or pass model.path=FILE.onnx"
                 )
+        if self.batch_size is not None and self.batch_size > 1 and self.quantises_dynamically():
+            # allowed (it is faster), but a batch of one class then shifts that class's features: a leak
+            log.warning(
+                "onnx: model.batch_size=%d on %s, which quantises activations per session call: each image's "
+                "features depend on their batch-mates (null: one image per call)",
+                self.batch_size,
+                self.name,
+            )
         path = self.file_path()
         opts = ort.SessionOptions()
         opts.graph_optimization_level = getattr(
